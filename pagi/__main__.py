@@ -1,0 +1,3 @@
+from pagi.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""The FastAPI application factory every HTTP service starts from.
+
+It wires, once for all services: request ids, JSON errors, a request body
+size limit, the open ``GET /health`` and the bearer-token dependency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pagi import __version__
+from pagi.auth import AuthError, Claims, TokenVerifier, bearer_token
+from pagi.errors import ApiError, error_response, install_error_handlers
+from pagi.request_id import RequestIdMiddleware, current_request_id
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+class HealthResponse(BaseModel):
+    """``GET /health``: the contract's three fields, plus any a service adds."""
+
+    model_config = ConfigDict(extra="allow")
+
+    service: str
+    status: str
+    version: str
+
+
+HealthExtra = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies above ``max_bytes`` with 413, before the app reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    service: str,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    health_extra: HealthExtra | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app for ``service`` with PAGI's middleware, errors and ``/health``."""
+    app = FastAPI(title=f"PAGI {service}", version=__version__, lifespan=lifespan, **fastapi_kwargs)
+    app.state.service_name = service
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    # Added last so it wraps everything: even a 413 carries the request id.
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/health", response_model=HealthResponse, tags=["health"])
+    async def health(request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {"service": service, "status": "ok", "version": __version__}
+        if health_extra is not None:
+            body.update(await health_extra(request))
+        return body
+
+    return app
+
+
+def require_caller(request: Request) -> Claims:
+    """Dependency: the verified caller of this request, or 401 JSON."""
+    verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
+    if verifier is None:
+        raise ApiError(503, "service_unavailable", "authentication is not configured")
+    try:
+        return verifier.verify(bearer_token(request.headers.get("authorization")))
+    except AuthError as exc:
+        raise ApiError(
+            401, "unauthorized", exc.reason, headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+
+
+Caller = Annotated[Claims, Depends(require_caller)]
+"""Annotate a route parameter with this to require a valid token."""
+
+
+def request_id_dependency() -> str | None:
+    """Dependency: the id of the request being served."""
+    return current_request_id()
+
+
+RequestId = Annotated[str | None, Depends(request_id_dependency)]

@@ -1,0 +1,312 @@
+"""JWT between services: ES256, one key pair per identity, verified in one place.
+
+Every identity (the five services and the human ``operator``) owns a P-256
+key pair in the keys dir: ``NAME.key`` (PKCS#8 PEM, mode 0600) and
+``NAME.pub`` (SubjectPublicKeyInfo PEM). A caller signs each outgoing call
+with a short-lived token (``iss = sub = caller``, ``aud = target``, ``iat``,
+``exp``, ``jti``); the receiver picks the issuer's public key from its trust
+store and verifies.
+
+python-jose has had algorithm-confusion bugs (CVE-2024-33663 and a DER-key
+variant), so the header is checked *before* python-jose sees the token:
+only ``alg: ES256`` with no key-carrying header parameters is let through,
+the key is a pre-built EC key object, and ``algorithms=["ES256"]`` is pinned
+on decode.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import JOSEError
+
+from pagi import IDENTITIES
+
+ALGORITHM = "ES256"
+SERVICE_TOKEN_MAX_TTL = 300
+"""Service-to-service tokens live at most five minutes."""
+OPERATOR_TOKEN_MAX_TTL = 24 * 3600
+"""Tokens minted for a person with ``pagi token`` live at most a day."""
+MAX_TOKEN_BYTES = 4096
+CLOCK_SKEW_SECONDS = 30
+_ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
+
+
+class AuthError(Exception):
+    """A token was refused; ``reason`` is safe to show the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified identity behind a request."""
+
+    subject: str
+    audience: str
+    jti: str
+    issued_at: int
+    expires_at: int
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def private_key_path(keys_dir: Path, identity: str) -> Path:
+    """Where an identity's private key lives."""
+    return keys_dir / f"{identity}.key"
+
+
+def public_key_path(keys_dir: Path, identity: str) -> Path:
+    """Where an identity's public key lives."""
+    return keys_dir / f"{identity}.pub"
+
+
+def missing_keys(keys_dir: Path, identities: tuple[str, ...] = IDENTITIES) -> list[str]:
+    """Identities whose key pair is incomplete in ``keys_dir``."""
+    return [
+        name
+        for name in identities
+        if not (
+            private_key_path(keys_dir, name).is_file() and public_key_path(keys_dir, name).is_file()
+        )
+    ]
+
+
+def generate_keys(
+    keys_dir: Path, identities: tuple[str, ...] = IDENTITIES, overwrite: bool = False
+) -> list[str]:
+    """Create a P-256 key pair for each identity that lacks one; return those created."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    created = []
+    for name in identities:
+        if not overwrite and name not in missing_keys(keys_dir, (name,)):
+            continue
+        key = ec.generate_private_key(ec.SECP256R1())
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        _write_atomic(private_key_path(keys_dir, name), private_pem, 0o600)
+        _write_atomic(public_key_path(keys_dir, name), public_pem, 0o644)
+        created.append(name)
+    return created
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _construct(pem: bytes, what: str) -> Key:
+    try:
+        return jwk.construct(pem, ALGORITHM)
+    except JOSEError as exc:
+        raise ValueError(f"{what}: not an ES256 key ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- signing
+
+
+class TokenSigner:
+    """Signs tokens for one identity with its private key (parsed once)."""
+
+    def __init__(self, identity: str, private_pem: bytes) -> None:
+        self.identity = identity
+        self._key = _construct(private_pem, f"private key of {identity}")
+
+    @classmethod
+    def from_keys_dir(cls, keys_dir: Path, identity: str) -> TokenSigner:
+        """Load ``identity``'s private key from the keys dir."""
+        path = private_key_path(keys_dir, identity)
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot read the private key of {identity!r} at {path}: {exc.strerror}"
+                " (run `pagi keys init`)"
+            ) from exc
+        return cls(identity, pem)
+
+    def sign(self, audience: str, ttl: int = 60) -> str:
+        """A fresh token from this identity to ``audience``, valid ``ttl`` seconds."""
+        limit = OPERATOR_TOKEN_MAX_TTL if self.identity == "operator" else SERVICE_TOKEN_MAX_TTL
+        if not 1 <= ttl <= limit:
+            raise ValueError(f"ttl must be between 1 and {limit} seconds for {self.identity}")
+        now = int(time.time())
+        claims = {
+            "iss": self.identity,
+            "sub": self.identity,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+class TrustStore:
+    """Public keys of the identities a service accepts tokens from."""
+
+    def __init__(self, keys: dict[str, Key]) -> None:
+        self._keys = dict(keys)
+
+    @classmethod
+    def from_keys_dir(cls, keys_dir: Path, identities: tuple[str, ...] = IDENTITIES) -> TrustStore:
+        """Load every identity's public key found in the keys dir."""
+        keys = {}
+        for name in identities:
+            path = public_key_path(keys_dir, name)
+            if path.is_file():
+                keys[name] = _construct(path.read_bytes(), f"public key {path}")
+        if not keys:
+            raise RuntimeError(f"no public keys in {keys_dir} (run `pagi keys init`)")
+        return cls(keys)
+
+    def key_for(self, issuer: str) -> Key | None:
+        """The issuer's public key, or None when the issuer is not trusted."""
+        return self._keys.get(issuer)
+
+    @property
+    def identities(self) -> list[str]:
+        """The issuers this store trusts."""
+        return sorted(self._keys)
+
+
+def _b64json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+class TokenVerifier:
+    """Verifies tokens addressed to one audience (the receiving service)."""
+
+    def __init__(self, audience: str, trust: TrustStore) -> None:
+        self.audience = audience
+        self.trust = trust
+
+    def verify(self, token: str) -> Claims:
+        """The token's claims, or :class:`AuthError` saying why it is refused."""
+        if not token:
+            raise AuthError("missing token")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("token too large")
+        if not token.isascii():
+            raise AuthError("malformed token")
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise AuthError("malformed token")
+        try:
+            header = _b64json(parts[0])
+            unverified = _b64json(parts[1])
+        except (ValueError, UnicodeError):
+            raise AuthError("malformed token") from None
+        if not isinstance(header, dict) or not isinstance(unverified, dict):
+            raise AuthError("malformed token")
+        if header.get("alg") != ALGORITHM:
+            raise AuthError(f"algorithm not allowed (only {ALGORITHM})")
+        if set(header) - _ALLOWED_HEADER_KEYS:
+            raise AuthError("token header carries parameters that are not accepted")
+        if header.get("typ", "JWT") != "JWT":
+            raise AuthError("token type not accepted")
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str):
+            raise AuthError("token has no issuer")
+        key = self.trust.key_for(issuer)
+        if key is None:
+            raise AuthError("unknown issuer")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=issuer,
+                options={
+                    "require_aud": True,
+                    "require_iat": True,
+                    "require_exp": True,
+                    "require_iss": True,
+                    "require_sub": True,
+                    "require_jti": True,
+                    "leeway": CLOCK_SKEW_SECONDS,
+                },
+            )
+        except JOSEError as exc:
+            raise AuthError(_describe(exc)) from None
+        except Exception:  # noqa: BLE001 - any parser failure on hostile input is a refusal
+            raise AuthError("invalid token") from None
+        return self._check_claims(claims, issuer)
+
+    def _check_claims(self, claims: dict[str, Any], issuer: str) -> Claims:
+        subject, jti, iat, exp = (claims.get(k) for k in ("sub", "jti", "iat", "exp"))
+        if subject != issuer:
+            raise AuthError("subject does not match issuer")
+        if not isinstance(jti, str) or not jti:
+            raise AuthError("token has no id")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (iat, exp)):
+            raise AuthError("token times must be integers")
+        now = time.time()
+        if iat > now + CLOCK_SKEW_SECONDS:
+            raise AuthError("token issued in the future")
+        limit = OPERATOR_TOKEN_MAX_TTL if issuer == "operator" else SERVICE_TOKEN_MAX_TTL
+        if exp - iat > limit:
+            raise AuthError("token lifetime too long")
+        return Claims(
+            subject=subject, audience=self.audience, jti=jti, issued_at=iat, expires_at=exp
+        )
+
+
+def _describe(exc: JOSEError) -> str:
+    text = str(exc).lower()
+    if "expired" in text:
+        return "token expired"
+    if "audience" in text:
+        return "wrong audience"
+    if "issuer" in text:
+        return "wrong issuer"
+    if "before" in text or "nbf" in text:
+        return "token not yet valid"
+    if "signature" in text:
+        return "bad signature"
+    if "missing" in text:
+        return "token misses a required claim"
+    return "invalid token"
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer …`` value, or :class:`AuthError`."""
+    if not authorization:
+        raise AuthError("missing bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("authorization must be 'Bearer <token>'")
+    return token.strip()

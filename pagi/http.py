@@ -1,0 +1,62 @@
+"""The one outgoing HTTP client factory.
+
+Every call a service makes to another carries the contract's timeout, the
+current request id and a token signed for the target service.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from pagi.auth import TokenSigner
+from pagi.request_id import HEADER, current_request_id
+
+_TOKEN_TTL = 120
+_TOKEN_REFRESH_MARGIN = 30
+
+
+class _CachedToken:
+    """Re-signs only when the current token is near expiry (signing costs ~50 µs)."""
+
+    def __init__(self, signer: TokenSigner, audience: str) -> None:
+        self._signer = signer
+        self._audience = audience
+        self._token = ""
+        self._renew_at = 0.0
+
+    def get(self) -> str:
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._token = self._signer.sign(self._audience, ttl=_TOKEN_TTL)
+            self._renew_at = now + _TOKEN_TTL - _TOKEN_REFRESH_MARGIN
+        return self._token
+
+
+def create_service_client(
+    base_url: str,
+    audience: str,
+    signer: TokenSigner | None,
+    timeout_seconds: float,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for one target service.
+
+    ``audience`` is the target's service name; ``signer`` is the calling
+    service's identity (``None`` sends no token, e.g. for ``/health``).
+    """
+    token = _CachedToken(signer, audience) if signer is not None else None
+
+    async def add_headers(request: httpx.Request) -> None:
+        rid = current_request_id()
+        if rid and HEADER not in request.headers:
+            request.headers[HEADER] = rid
+        if token is not None and "authorization" not in request.headers:
+            request.headers["Authorization"] = f"Bearer {token.get()}"
+
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_seconds),
+        event_hooks={"request": [add_headers]},
+        trust_env=False,
+    )

@@ -1,0 +1,83 @@
+"""Settings shared by every service.
+
+Each service defines one ``pydantic-settings`` class that subclasses
+:class:`CommonSettings`. Field names map to the contract's environment
+variables (``PY_AGENT_PORT``, ``RUST_SANDBOX_URL``, ...); a ``.env`` file in
+the working directory is read when present and real environment variables
+win over it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path(".pagi")
+
+
+class CommonSettings(BaseSettings):
+    """What every service reads: where the others are, timeouts, keys, logs."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # Ports each service listens on (contract names).
+    py_agent_port: int = Field(8000, ge=1, le=65535)
+    rust_sandbox_port: int = Field(8001, ge=1, le=65535)
+    go_bff_port: int = Field(8002, ge=1, le=65535)
+    memory_mock_port: int = Field(8003, ge=1, le=65535)
+    model_gateway_grpc_port: int = Field(50051, ge=1, le=65535)
+
+    # Where each service is reached (contract names).
+    py_agent_url: str = "http://127.0.0.1:8000"
+    rust_sandbox_url: str = "http://127.0.0.1:8001"
+    go_bff_url: str = "http://127.0.0.1:8002"
+    memory_url: str = "http://127.0.0.1:8003"
+    model_gateway_grpc_host: str = "127.0.0.1"
+
+    request_timeout_seconds: float = Field(2.0, gt=0, le=600)
+    model_gateway_grpc_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    log_level: str = "info"
+
+    # PAGI's own settings.
+    pagi_bind_host: str = Field("127.0.0.1", description="Address every service binds to.")
+    pagi_state_dir: Path = Field(DEFAULT_STATE_DIR, description="Keys, databases, audit log.")
+    pagi_keys_dir: Path | None = Field(None, description="Defaults to PAGI_STATE_DIR/keys.")
+
+    @property
+    def keys_dir(self) -> Path:
+        """The directory holding every identity's key pair."""
+        return self.pagi_keys_dir or self.pagi_state_dir / "keys"
+
+    @property
+    def gateway_target(self) -> str:
+        """The gRPC target (host:port) of the model gateway."""
+        host = self.model_gateway_grpc_host
+        if ":" in host and not host.startswith("["):
+            return host  # already host:port
+        return f"{host}:{self.model_gateway_grpc_port}"
+
+    def port_of(self, service: str) -> int:
+        """The port a service listens on, by service name."""
+        return {
+            "agent": self.py_agent_port,
+            "sandbox": self.rust_sandbox_port,
+            "bff": self.go_bff_port,
+            "memory": self.memory_mock_port,
+            "gateway": self.model_gateway_grpc_port,
+        }[service]
+
+    def url_of(self, service: str) -> str:
+        """The base URL of an HTTP service, by service name."""
+        return {
+            "agent": self.py_agent_url,
+            "sandbox": self.rust_sandbox_url,
+            "bff": self.go_bff_url,
+            "memory": self.memory_url,
+        }[service].rstrip("/")

@@ -1,0 +1,1 @@
+"""The PAGI tool sandbox: runs each tool in a layered, verified jail."""

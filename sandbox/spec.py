@@ -1,0 +1,69 @@
+"""What the service asks the jail to run, and what a run produced.
+
+These two types are the whole interface between the HTTP service (policy,
+admission, audit) and the runner (jail, cold and warm paths).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LimitName = Literal[
+    "wall_time", "cpu_time", "memory", "file_size", "output", "processes", "open_files"
+]
+
+
+class RunLimits(BaseModel):
+    """Resource limits of one run (already clamped to the policy's ceilings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wall_seconds: float = Field(5.0, gt=0)
+    cpu_seconds: int = Field(5, ge=1)
+    memory_bytes: int = Field(256 * 1024 * 1024, ge=16 * 1024 * 1024)
+    file_size_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    open_files: int = Field(64, ge=8)
+    processes: int = Field(16, ge=1)
+    output_bytes: int = Field(64 * 1024, ge=1024)
+    stack_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
+
+
+class RunSpec(BaseModel):
+    """One tool run: the command, its input, its confinement."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    argv: tuple[str, ...]
+    stdin: bytes = b""
+    files: dict[str, bytes] = Field(default_factory=dict)
+    """Files written into the fresh working dir before the run (e.g. the code)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    limits: RunLimits = Field(default_factory=RunLimits)
+    network: bool = False
+    readable_paths: tuple[str, ...] = ()
+    """Extra paths the tool may read/execute (Landlock); the workdir is always writable."""
+    denied_syscalls: tuple[str, ...] = ()
+    """Syscalls refused on top of the always-refused set."""
+    required_layers: frozenset[str] = frozenset()
+    warm: bool = False
+    """Run on the warm (pre-forked) path when one is available."""
+    policy_version: str = ""
+
+
+class RunResult(BaseModel):
+    """What one run produced."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    """The tool's exit status; None when it was killed by a signal."""
+    signal: int | None = None
+    duration_ms: float
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    limit_hit: LimitName | None = None
+    seccomp_refusals: int = 0
+    path: Literal["cold", "warm"] = "cold"
