@@ -36,24 +36,34 @@ HealthExtra = Callable[[Request], Awaitable[dict[str, Any]]]
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies above ``max_bytes`` with 413, before the app reads them."""
+    """Refuse request bodies above ``max_bytes`` with 413, before the app reads them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``max_bytes`` may be a callable, read once per request, for limits that
+    follow a configuration reloaded at runtime.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int | Callable[[], int]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self._max_bytes = max_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The limit in force now."""
+        return self._max_bytes() if callable(self._max_bytes) else self._max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared < 0 or declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
+                if declared < 0 or declared > max_bytes:
+                    await self._refuse(scope, receive, send, max_bytes)
                     return
         received = 0
 
@@ -62,18 +72,18 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _BodyTooLarge()
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         response = error_response(
-            413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
+            413, "payload_too_large", f"request body exceeds {max_bytes} bytes"
         )
         await response(scope, receive, send)
 
@@ -87,7 +97,7 @@ def create_app(
     *,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     health_extra: HealthExtra | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | Callable[[], int] = DEFAULT_MAX_BODY_BYTES,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app for ``service`` with PAGI's middleware, errors and ``/health``."""
