@@ -1,0 +1,1 @@
+"""The memory service: records persisted in SQLite, newest first."""

@@ -1,0 +1,3 @@
+from memory.main import main
+
+main()

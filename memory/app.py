@@ -1,0 +1,54 @@
+"""The memory service application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from memory.records import router as records_router
+from memory.settings import MemorySettings
+from memory.store import MemoryStore, StoreUnavailable
+from pagi.app import create_app as create_service_app
+from pagi.auth import TokenVerifier, TrustStore
+from pagi.logging import log_event
+
+logger = logging.getLogger(__name__)
+
+# Room for the JSON around the content and for pretty-printed bodies.
+_BODY_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(settings: MemorySettings) -> FastAPI:
+    """The memory service: records in SQLite behind token-checked routes."""
+    store = MemoryStore(settings.db_path, settings.pagi_memory_busy_timeout_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await store.open()
+            log_event(logger, "database_opened", path=str(store.path))
+        except StoreUnavailable as exc:
+            # Keep serving: requests get 503 until the database can be opened.
+            log_event(logger, "database_unavailable", logging.ERROR, reason=exc.reason)
+        yield
+        await store.close()
+
+    async def health_extra(request: Request) -> dict[str, Any]:
+        return {"database": store.state}
+
+    max_content = settings.pagi_memory_max_content_bytes
+    app = create_service_app(
+        "memory",
+        lifespan=lifespan,
+        health_extra=health_extra,
+        max_body_bytes=max(2 * max_content, max_content + _BODY_OVERHEAD_BYTES),
+    )
+    app.state.store = store
+    app.state.max_content_bytes = max_content
+    app.state.verifier = TokenVerifier("memory", TrustStore.from_keys_dir(settings.keys_dir))
+    app.include_router(records_router)
+    return app

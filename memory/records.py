@@ -1,0 +1,132 @@
+"""Routes for reading and appending memory records."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from memory.models import (
+    KIND_PATTERN,
+    MemoryRecord,
+    NewRecord,
+    RecordAnswer,
+    RecordList,
+    StoredAnswer,
+)
+from memory.store import MemoryStore, StoredRecord, StoreUnavailable
+from pagi.app import Caller
+from pagi.errors import ApiError, ErrorBody
+from pagi.logging import log_event
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTENT_DEPTH = 64
+RETRY_AFTER_SECONDS = "1"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid token."},
+    422: {"model": ErrorBody, "description": "Invalid request."},
+    503: {"model": ErrorBody, "description": "The database cannot serve the request."},
+}
+
+router = APIRouter(tags=["memory"], responses=_ERRORS)
+
+
+def _store(request: Request) -> MemoryStore:
+    return request.app.state.store
+
+
+def _unavailable(exc: StoreUnavailable) -> ApiError:
+    return ApiError(
+        503, "database_unavailable", exc.reason, headers={"Retry-After": RETRY_AFTER_SECONDS}
+    )
+
+
+def _model(record: StoredRecord) -> MemoryRecord:
+    return MemoryRecord(
+        id=record.id, kind=record.kind, content=record.content, created_at=record.created_at
+    )
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_CONTENT_DEPTH:
+            return deepest
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def encode_content(content: Any, max_bytes: int) -> str:
+    """The content as compact JSON text, or an :class:`ApiError` saying why it is refused."""
+    if _depth(content) > MAX_CONTENT_DEPTH:
+        raise ApiError(422, "invalid_content", f"content nests deeper than {MAX_CONTENT_DEPTH}")
+    try:
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid_content", f"content is not plain JSON: {exc}") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ApiError(413, "content_too_large", f"content is {size} bytes, limit {max_bytes}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(422, "invalid_content", "content holds unpaired surrogates") from None
+    return text
+
+
+@router.get(
+    "/memory/latest",
+    response_model=RecordAnswer,
+    summary="The newest record (record: null when there is none)",
+)
+async def latest(request: Request, caller: Caller) -> RecordAnswer:
+    """The newest record of any kind."""
+    try:
+        record = await _store(request).latest()
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    return RecordAnswer(record=_model(record) if record else None)
+
+
+@router.post(
+    "/api/v1/memory",
+    response_model=StoredAnswer,
+    status_code=201,
+    summary="Append a record; answered after the commit",
+    responses={413: {"model": ErrorBody, "description": "Content too large."}},
+)
+async def append(body: NewRecord, request: Request, caller: Caller) -> StoredAnswer:
+    """Store a record durably and answer it with its id and timestamp."""
+    text = encode_content(body.content, request.app.state.max_content_bytes)
+    try:
+        record = await _store(request).append(body.kind, text)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    log_event(logger, "record_stored", id=record.id, kind=record.kind, caller=caller.subject)
+    return StoredAnswer(record=_model(record))
+
+
+@router.get("/api/v1/memory", response_model=RecordList, summary="Records, newest first")
+async def list_records(
+    request: Request,
+    caller: Caller,
+    limit: int = Query(50, ge=1, le=1000, description="How many records (1..1000)."),
+    kind: str | None = Query(None, pattern=KIND_PATTERN, description="Only records of this kind."),
+) -> RecordList:
+    """Up to ``limit`` records, newest first."""
+    try:
+        records = await _store(request).list(limit, kind)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
+    return RecordList(count=len(records), records=[_model(r) for r in records])

@@ -1,0 +1,216 @@
+"""Records in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
+
+A write is answered only after its transaction has committed and the WAL has
+been synced, so an acknowledged record survives ``kill -9`` and power loss.
+Every SQLite call runs on a single dedicated thread (the event loop never
+blocks on disk, and one connection is never shared between threads). Any
+database failure — missing or unwritable directory, read-only file system,
+a lock held too long, a corrupt file — becomes :class:`StoreUnavailable`,
+which the API answers with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pagi.logging import log_event
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, id);
+"""
+
+# Beyond SQLite's own busy timeout: how long an operation may take in total
+# (a stuck file system) before the caller gets 503 instead of waiting forever.
+_OPERATION_MARGIN_SECONDS = 2.0
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve this operation right now; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One memory record as stored."""
+
+    id: int
+    kind: str
+    content: Any
+    created_at: str
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return "database is locked"
+    if "readonly" in text or "read-only" in text:
+        return "database is read-only"
+    if "unable to open" in text or isinstance(exc, OSError):
+        return "database file cannot be opened"
+    if "malformed" in text or "not a database" in text:
+        return "database file is corrupt"
+    if "disk i/o" in text or "full" in text:
+        return "database disk error"
+    return "database error"
+
+
+def _row_to_record(row: tuple[int, str, str, str]) -> StoredRecord:
+    record_id, kind, content, created_at = row
+    return StoredRecord(id=record_id, kind=kind, content=json.loads(content), created_at=created_at)
+
+
+class MemoryStore:
+    """Append-only record store over one SQLite file."""
+
+    def __init__(self, path: Path, busy_timeout_seconds: float = 1.0) -> None:
+        self.path = path
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self.state = "not opened"
+        self._connection: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
+
+    # ------------------------------------------------------------------ thread side
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None:
+            return self._connection
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_seconds,
+            isolation_level=None,  # explicit BEGIN/COMMIT below
+            check_same_thread=False,  # only ever used from the store's one thread
+        )
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot enable WAL (journal mode {mode})")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.executescript(_SCHEMA)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            result = operation(self._connect())
+        except (sqlite3.Error, OSError) as exc:
+            reason = _describe(exc)
+            if reason != "database is locked":
+                self._drop_connection()  # reopen next time: the file system may recover
+            self.state = reason
+            log_event(
+                logger, "database_unavailable", logging.WARNING, reason=reason, error=str(exc)
+            )
+            raise StoreUnavailable(reason) from None
+        self.state = "ok"
+        return result
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except sqlite3.Error:
+                pass
+            self._connection = None
+
+    @staticmethod
+    def _append(connection: sqlite3.Connection, kind: str, content_json: str) -> StoredRecord:
+        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = connection.execute(
+                "INSERT INTO records (kind, content, created_at) VALUES (?, ?, ?)",
+                (kind, content_json, created_at),
+            )
+            record_id = int(cursor.lastrowid or 0)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return StoredRecord(record_id, kind, json.loads(content_json), created_at)
+
+    @staticmethod
+    def _latest(connection: sqlite3.Connection) -> StoredRecord | None:
+        row = connection.execute(
+            "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return _row_to_record(row) if row else None
+
+    @staticmethod
+    def _list(connection: sqlite3.Connection, limit: int, kind: str | None) -> list[StoredRecord]:
+        if kind is None:
+            rows = connection.execute(
+                "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        else:
+            rows = connection.execute(
+                "SELECT id, kind, content, created_at FROM records WHERE kind = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (kind, limit),
+            ).fetchall()
+        return [_row_to_record(row) for row in rows]
+
+    # ------------------------------------------------------------------ async side
+
+    async def _submit(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._run, operation)
+        try:
+            return await asyncio.wait_for(
+                future, self.busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
+            )
+        except TimeoutError:
+            self.state = "database is not answering"
+            raise StoreUnavailable(self.state) from None
+
+    async def open(self) -> None:
+        """Open (and create) the database now; raise :class:`StoreUnavailable` if it can't."""
+        await self._submit(lambda connection: None)
+
+    async def append(self, kind: str, content_json: str) -> StoredRecord:
+        """Store a record; returns only after the commit is durable."""
+        return await self._submit(lambda c: self._append(c, kind, content_json))
+
+    async def latest(self) -> StoredRecord | None:
+        """The newest record, or None when there is none."""
+        return await self._submit(self._latest)
+
+    async def list(self, limit: int, kind: str | None = None) -> list[StoredRecord]:
+        """Up to ``limit`` records, newest first, optionally of one kind."""
+        return await self._submit(lambda c: self._list(c, limit, kind))
+
+    async def close(self) -> None:
+        """Close the connection and stop the database thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._executor, self._drop_connection), 5)
+        except TimeoutError:
+            pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
