@@ -1,0 +1,1 @@
+"""The bff service: the single entry point a frontend calls."""

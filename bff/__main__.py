@@ -1,0 +1,3 @@
+from bff.main import main
+
+main()

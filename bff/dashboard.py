@@ -1,0 +1,71 @@
+"""``GET /api/v1/agi/dashboard-data``: agent plan, sandbox demo tool and latest memory, at once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from bff.fanout import DownstreamCall, fan_out
+from bff.models import DashboardData, DashboardResponse
+from pagi.app import RequestId, require_caller
+from pagi.auth import Claims
+from pagi.errors import ErrorBody
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "Missing or invalid token (only when PAGI_BFF_DASHBOARD_REQUIRE_TOKEN).",
+    },
+}
+
+router = APIRouter(tags=["dashboard"], responses=_ERRORS)
+
+
+def dashboard_caller(request: Request) -> Claims | None:
+    """The caller, verified only when the dashboard is configured to need a token."""
+    if not request.app.state.dashboard_requires_token:
+        return None
+    return require_caller(request)
+
+
+DashboardCaller = Annotated[Claims | None, Depends(dashboard_caller)]
+
+
+def dashboard_calls(request: Request) -> list[DownstreamCall]:
+    """The three calls behind the dashboard, keyed as frontends read them."""
+    clients = request.app.state.clients
+    return [
+        DownstreamCall(
+            "python_agent", "agent", clients["agent"], "POST", "/api/v1/plan",
+            {"prompt": request.app.state.dashboard_prompt},
+        ),
+        DownstreamCall(
+            "rust_sandbox", "sandbox", clients["sandbox"], "POST", "/api/v1/execute_tool",
+            {"tool_name": "demo"},
+        ),
+        DownstreamCall("memory", "memory", clients["memory"], "GET", "/memory/latest"),
+    ]
+
+
+@router.get(
+    "/api/v1/agi/dashboard-data",
+    response_model=DashboardResponse,
+    summary="Aggregate agent, sandbox and memory for a frontend",
+)
+async def dashboard_data(
+    request: Request, caller: DashboardCaller, request_id: RequestId
+) -> DashboardResponse:
+    """Every downstream is called concurrently; a failed one is named and the rest returned."""
+    outcomes = await fan_out(dashboard_calls(request), request.app.state.timeout_seconds)
+    failed = [o.service for o in outcomes if not o.ok]
+    agent_degraded = any(
+        o.key == "python_agent" and o.ok and o.body.get("status") == "degraded" for o in outcomes
+    )
+    return DashboardResponse(
+        status="degraded" if failed or agent_degraded else "ok",
+        request_id=request_id,
+        data=DashboardData(**{o.key: o.body for o in outcomes}),
+        failed_services=failed,
+        timings_ms={o.key: o.elapsed_ms for o in outcomes},
+    )
