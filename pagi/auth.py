@@ -201,6 +201,17 @@ class TrustStore:
         return sorted(self._keys)
 
 
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _is_canonical_b64url(segment: str) -> bool:
+    if not set(segment) <= _B64URL or len(segment) % 4 == 1:
+        return False
+    padded = segment + "=" * (-len(segment) % 4)
+    raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
+
+
 def _b64json(segment: str) -> Any:
     padded = segment + "=" * (-len(segment) % 4)
     return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -223,6 +234,10 @@ class TokenVerifier:
             raise AuthError("malformed token")
         parts = token.split(".")
         if len(parts) != 3 or not all(parts):
+            raise AuthError("malformed token")
+        # base64 decoders tolerate '+', '/' and stray low bits, so several strings
+        # would carry the same signature: accept only the one the issuer produced.
+        if not all(_is_canonical_b64url(part) for part in parts):
             raise AuthError("malformed token")
         try:
             header = _b64json(parts[0])
