@@ -1,0 +1,1 @@
+"""The agent service: asks the model gateway for plans and records them."""

@@ -1,0 +1,100 @@
+"""``POST /api/v1/plan`` and ``POST /api/v1/plan/stream``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from agent.gateway_calls import ask_for_plan, stream_plan_events
+from agent.models import DownstreamFailure, LlmResponse, PlanRequest, PlanResponse
+from agent.wiring import echo_via_bff, store_plan
+from pagi.app import Caller, RequestId
+from pagi.errors import ErrorBody
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The gateway refused the prompt."},
+    401: {"model": ErrorBody, "description": "Missing or invalid token (audience agent)."},
+    413: {"model": ErrorBody, "description": "Request body too large."},
+    422: {"model": ErrorBody, "description": "Invalid request (empty or too long prompt)."},
+}
+_GATEWAY_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: {"model": ErrorBody, "description": "The model gateway is down or failed."},
+    503: {"model": ErrorBody, "description": "The model gateway is overloaded."},
+    504: {"model": ErrorBody, "description": "The model gateway did not answer in time."},
+}
+
+router = APIRouter(tags=["plan"], responses=_ERRORS)
+
+
+@router.post(
+    "/api/v1/plan",
+    response_model=PlanResponse,
+    summary="Plan with the model gateway, check the bff wiring, store the plan",
+    responses=_GATEWAY_ERRORS,
+)
+async def plan(
+    body: PlanRequest, request: Request, caller: Caller, request_id: RequestId
+) -> PlanResponse:
+    """The gateway's plan; echo and memory failures degrade the answer but never fail it."""
+    state = request.app.state
+    result, round_trip_ms = await ask_for_plan(
+        state.gateway, body.prompt, state.gateway_timeout_seconds
+    )
+    content = {
+        "prompt": body.prompt,
+        "steps": result.steps,
+        "model": result.model,
+        "backend": result.backend,
+        "request_id": request_id,
+        "requested_by": caller.subject,
+    }
+    echo, stored = await asyncio.gather(
+        echo_via_bff(state.clients["bff"], request_id, state.timeout_seconds),
+        store_plan(state.clients["memory"], content, state.timeout_seconds),
+    )
+    degraded = isinstance(echo, DownstreamFailure) or isinstance(stored, DownstreamFailure)
+    if isinstance(echo, DownstreamFailure):
+        echo = echo.model_dump(exclude_none=True)
+    return PlanResponse(
+        status="degraded" if degraded else "ok",
+        plan=result.steps,
+        llm_response=LlmResponse(
+            model=result.model,
+            backend=result.backend,
+            latency_ms=result.latency_ms,
+            round_trip_ms=round_trip_ms,
+            step_count=len(result.steps),
+        ),
+        bff_echo=echo,
+        memory=stored,
+    )
+
+
+@router.post(
+    "/api/v1/plan/stream",
+    summary="The plan as server-sent events: step..., then done (or error)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: step` per step, then `event: done`; `event: error` when the"
+            " gateway fails.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def plan_stream(
+    body: PlanRequest, request: Request, caller: Caller, request_id: RequestId
+) -> StreamingResponse:
+    """Stream the plan as the gateway produces it."""
+    state = request.app.state
+    events = stream_plan_events(
+        state.gateway, body.prompt, state.gateway_timeout_seconds, request_id
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
