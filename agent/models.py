@@ -45,7 +45,7 @@ class LlmResponse(BaseModel):
 class StoredPlan(BaseModel):
     """The memory record the plan was stored as."""
 
-    record_id: int
+    record_id: str
     created_at: str
 
 

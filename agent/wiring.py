@@ -64,10 +64,7 @@ async def store_plan(
     )
     if isinstance(answer, DownstreamFailure):
         return answer
-    record = answer.get("record")
-    if not isinstance(record, dict):
-        return DownstreamFailure(error="memory answered without a record")
     try:
-        return StoredPlan(record_id=record["id"], created_at=record["created_at"])
+        return StoredPlan(record_id=answer["id"], created_at=answer["created_at"])
     except (KeyError, ValueError):
-        return DownstreamFailure(error="memory answered a malformed record")
+        return DownstreamFailure(error="memory answered without a record id")

@@ -28,7 +28,7 @@ class NewRecord(BaseModel):
 class MemoryRecord(BaseModel):
     """One stored record."""
 
-    id: int
+    id: str = Field(..., description="Opaque record id.")
     kind: str
     content: Any
     created_at: str = Field(..., description="UTC, ISO 8601 with microseconds.")
@@ -41,11 +41,10 @@ class RecordAnswer(BaseModel):
     record: MemoryRecord | None
 
 
-class StoredAnswer(BaseModel):
-    """``POST /api/v1/memory``: the record as committed."""
+class StoredAnswer(MemoryRecord):
+    """``POST /api/v1/memory``: the record as committed, with its id and timestamp."""
 
     service: Literal["memory"] = "memory"
-    record: MemoryRecord
 
 
 class RecordList(BaseModel):

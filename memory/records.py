@@ -47,7 +47,7 @@ def _unavailable(exc: StoreUnavailable) -> ApiError:
 
 def _model(record: StoredRecord) -> MemoryRecord:
     return MemoryRecord(
-        id=record.id, kind=record.kind, content=record.content, created_at=record.created_at
+        id=str(record.id), kind=record.kind, content=record.content, created_at=record.created_at
     )
 
 
@@ -114,7 +114,7 @@ async def append(body: NewRecord, request: Request, caller: Caller) -> StoredAns
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
     log_event(logger, "record_stored", id=record.id, kind=record.kind, caller=caller.subject)
-    return StoredAnswer(record=_model(record))
+    return StoredAnswer(**_model(record).model_dump())
 
 
 @router.get("/api/v1/memory", response_model=RecordList, summary="Records, newest first")
