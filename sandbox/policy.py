@@ -1,0 +1,629 @@
+"""The sandbox policy file: its schema, hard ceilings, loading and validation.
+
+The policy is data an operator edits by hand (``policies/sandbox.toml``).
+Every table is a pydantic model with ``extra="forbid"`` and strict types, so
+a typo is an error, never a silently ignored key. Limits are bounded by
+:data:`HARD_CEILINGS`, constants of the code that no policy can exceed.
+Loading produces an immutable, versioned :class:`PolicySnapshot`; errors
+come as one :class:`PolicyError` naming the file, each key path and its line.
+
+Missing keys take the safe default: no network, the default limits, every
+isolation layer required except ``cgroup``, and no caller allowed anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from pagi import IDENTITIES
+from sandbox.policy_lines import key_lines, line_of
+from sandbox.spec import RunLimits
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+HARD_CEILINGS = RunLimits(
+    wall_seconds=60.0,
+    cpu_seconds=60,
+    memory_bytes=2 * GIB,
+    file_size_bytes=256 * MIB,
+    open_files=1024,
+    processes=256,
+    output_bytes=8 * MIB,
+    stack_bytes=64 * MIB,
+)
+"""No policy may set a limit above these."""
+
+LIMIT_FLOORS = RunLimits(
+    wall_seconds=0.1,
+    cpu_seconds=1,
+    memory_bytes=16 * MIB,
+    file_size_bytes=0,
+    open_files=8,
+    processes=1,
+    output_bytes=1 * KIB,
+    stack_bytes=1 * MIB,
+)
+"""No policy may set a limit below these (a run could not even start)."""
+
+MAX_CODE_BYTES_CEILING = 1 * MIB
+MAX_ARGV_CODE_BYTES = 128 * KIB - 1
+"""Linux refuses a single argv string of 128 KiB or more (MAX_ARG_STRLEN)."""
+MAX_CONCURRENT_RUNS_CEILING = 32
+QUEUE_LENGTH_CEILING = 1024
+QUEUE_WAIT_SECONDS_CEILING = 60.0
+MAX_POLICY_FILE_BYTES = 1 * MIB
+
+LAYERS = (
+    "userns",
+    "pidns",
+    "netns",
+    "mountns",
+    "ipcns",
+    "utsns",
+    "landlock",
+    "seccomp",
+    "rlimits",
+    "cgroup",
+    "no_new_privs",
+    "privileges",
+)
+DEFAULT_REQUIRED_LAYERS = tuple(layer for layer in LAYERS if layer != "cgroup")
+PYTHON_PLACEHOLDER = "{python}"
+"""In a tool's argv: the interpreter configured by ``PAGI_SANDBOX_PYTHON``."""
+ALL_TOOLS = "*"
+
+LayerName = Literal[
+    "userns",
+    "pidns",
+    "netns",
+    "mountns",
+    "ipcns",
+    "utsns",
+    "landlock",
+    "seccomp",
+    "rlimits",
+    "cgroup",
+    "no_new_privs",
+    "privileges",
+]
+CodeMode = Literal["none", "stdin", "file", "argv"]
+Executor = Literal["cold", "warm"]
+
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*(B|K|KB|KiB|M|MB|MiB|G|GB|GiB)?\s*$")
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": KIB,
+    "KB": KIB,
+    "KiB": KIB,
+    "M": MIB,
+    "MB": MIB,
+    "MiB": MIB,
+    "G": GIB,
+    "GB": GIB,
+    "GiB": GIB,
+}
+
+
+def _parse_size(value: object) -> object:
+    """``"64 KiB"`` -> 65536; integers pass through (bytes); anything else is left to fail."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError("a size is an integer of bytes or a string like '64 KiB' or '256MiB'")
+        return int(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+def _list_to_tuple(value: object) -> object:
+    """TOML arrays arrive as lists; snapshots hold tuples so they cannot change."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _array(item: Any) -> Any:
+    return Annotated[tuple[item, ...], BeforeValidator(_list_to_tuple)]
+
+
+def _bounded_size(floor: int, ceiling: int) -> Any:
+    return Annotated[int, BeforeValidator(_parse_size), Field(ge=floor, le=ceiling)]
+
+
+WallSeconds = Annotated[
+    float, Field(ge=LIMIT_FLOORS.wall_seconds, le=HARD_CEILINGS.wall_seconds)
+]
+CpuSeconds = Annotated[int, Field(ge=LIMIT_FLOORS.cpu_seconds, le=HARD_CEILINGS.cpu_seconds)]
+MemoryBytes = _bounded_size(LIMIT_FLOORS.memory_bytes, HARD_CEILINGS.memory_bytes)
+FileSizeBytes = _bounded_size(LIMIT_FLOORS.file_size_bytes, HARD_CEILINGS.file_size_bytes)
+OpenFiles = Annotated[int, Field(ge=LIMIT_FLOORS.open_files, le=HARD_CEILINGS.open_files)]
+Processes = Annotated[int, Field(ge=LIMIT_FLOORS.processes, le=HARD_CEILINGS.processes)]
+OutputBytes = _bounded_size(LIMIT_FLOORS.output_bytes, HARD_CEILINGS.output_bytes)
+StackBytes = _bounded_size(LIMIT_FLOORS.stack_bytes, HARD_CEILINGS.stack_bytes)
+CodeBytes = _bounded_size(0, MAX_CODE_BYTES_CEILING)
+
+ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")]
+ToolRef = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_\-]{0,63})$")]
+Argument = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvValue = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")]
+SyscallName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
+FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
+AbsolutePath = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")
+]
+
+
+class PolicyModel(BaseModel):
+    """Base of every policy table: unknown keys and loose types are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class DefaultLimits(PolicyModel):
+    """``[defaults]``: the limits of every tool that does not override them."""
+
+    wall_seconds: WallSeconds = 5.0
+    cpu_seconds: CpuSeconds = 5
+    memory_bytes: MemoryBytes = 256 * MIB
+    file_size_bytes: FileSizeBytes = 16 * MIB
+    open_files: OpenFiles = 64
+    processes: Processes = 16
+    output_bytes: OutputBytes = 64 * KIB
+    stack_bytes: StackBytes = 8 * MIB
+
+
+class ToolLimits(PolicyModel):
+    """``[tools.NAME.limits]``: per-tool overrides of ``[defaults]``."""
+
+    wall_seconds: WallSeconds | None = None
+    cpu_seconds: CpuSeconds | None = None
+    memory_bytes: MemoryBytes | None = None
+    file_size_bytes: FileSizeBytes | None = None
+    open_files: OpenFiles | None = None
+    processes: Processes | None = None
+    output_bytes: OutputBytes | None = None
+    stack_bytes: StackBytes | None = None
+
+
+class ToolPolicy(PolicyModel):
+    """``[tools.NAME]``: one tool a caller may ask the sandbox to run."""
+
+    description: Annotated[str, StringConstraints(max_length=200)] = ""
+    argv: _array(Argument) = Field(min_length=1, max_length=64)
+    code: CodeMode = "none"
+    """How the request's ``code`` reaches the tool: not at all, on stdin, as a
+    file in the working dir (``code_file``), or appended as the last argument."""
+    code_file: FileName | None = None
+    max_code_bytes: CodeBytes = 64 * KIB
+    limits: ToolLimits = ToolLimits()
+    network: bool = False
+    readable_paths: _array(AbsolutePath) = Field((), max_length=64)
+    denied_syscalls: _array(SyscallName) = Field((), max_length=256)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=64)
+    executor: Executor = "cold"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ToolPolicy:
+        program = self.argv[0]
+        if program != PYTHON_PLACEHOLDER and not program.startswith("/"):
+            raise ValueError(
+                f"argv[0] must be an absolute path or {PYTHON_PLACEHOLDER!r}, not {program!r}"
+            )
+        if self.code == "file" and self.code_file is None:
+            raise ValueError("code = 'file' needs code_file (the file name in the working dir)")
+        if self.code != "file" and self.code_file is not None:
+            raise ValueError("code_file is only meaningful with code = 'file'")
+        if self.code_file in (".", ".."):
+            raise ValueError("code_file must be a plain file name")
+        if self.code == "argv" and self.max_code_bytes > MAX_ARGV_CODE_BYTES:
+            raise ValueError(
+                f"max_code_bytes is at most {MAX_ARGV_CODE_BYTES} when code = 'argv'"
+                " (the kernel's limit on one argument)"
+            )
+        return self
+
+
+class CallerPolicy(PolicyModel):
+    """``[callers.SUBJECT]``: what the holder of a token with this subject may run."""
+
+    tools: _array(ToolRef) = Field((), max_length=256)
+
+
+class SandboxTable(PolicyModel):
+    """``[sandbox]``: service-wide settings."""
+
+    max_concurrent_runs: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_RUNS_CEILING)] = 2
+    queue_length: Annotated[int, Field(ge=0, le=QUEUE_LENGTH_CEILING)] = 16
+    queue_wait_seconds: Annotated[float, Field(ge=0, le=QUEUE_WAIT_SECONDS_CEILING)] = 10.0
+    required_layers: _array(LayerName) = DEFAULT_REQUIRED_LAYERS
+
+
+class PolicyDocument(PolicyModel):
+    """A whole policy file."""
+
+    sandbox: SandboxTable = SandboxTable()
+    defaults: DefaultLimits = DefaultLimits()
+    tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict, max_length=256)
+    callers: dict[str, CallerPolicy] = Field(default_factory=dict, max_length=64)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong with a policy file."""
+
+    key: str
+    """Dotted key path (``tools.python.limits.memory_bytes``), empty for the whole file."""
+    line: int | None
+    message: str
+
+
+class PolicyError(Exception):
+    """A policy file was refused; ``problems`` says where and why."""
+
+    def __init__(self, source: Path, problems: list[PolicyProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """One line per problem: ``FILE:LINE: KEY: message``."""
+        lines = []
+        for problem in self.problems:
+            where = f"{self.source}:{problem.line}" if problem.line else str(self.source)
+            key = f" {problem.key}:" if problem.key else ""
+            lines.append(f"{where}:{key} {problem.message}")
+        return "\n".join(lines)
+
+
+def _dotted(loc: Iterable[object]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif part == "[key]":
+            parts.append("(name)")
+        else:
+            text = str(part)
+            parts.append(f'"{text}"' if not re.fullmatch(r"[A-Za-z0-9_\-]+", text) else text)
+    return ".".join(parts).replace(".[", "[")
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """Facts of the deployment a policy is checked against."""
+
+    protected_paths: tuple[Path, ...] = ()
+    """Files of the service a tool must never be allowed to read (keys, state, source)."""
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """One validated policy version; never changes once loaded."""
+
+    document: PolicyDocument
+    version: str
+    """The first 16 hex digits of the file's sha256."""
+    source: Path
+    loaded_at: datetime
+    limits: Mapping[str, RunLimits] = field(default_factory=lambda: MappingProxyType({}))
+    """Each tool's effective limits (defaults merged with its overrides)."""
+
+    def tool(self, name: str) -> ToolPolicy | None:
+        """The tool called ``name``, if the policy has it."""
+        return self.document.tools.get(name)
+
+    def caller_may_run(self, caller: str, tool: str) -> bool:
+        """Whether ``caller`` (a token subject) may run ``tool``."""
+        rules = self.document.callers.get(caller)
+        if rules is None:
+            return False
+        return ALL_TOOLS in rules.tools or tool in rules.tools
+
+    def caller_has_wildcard(self, caller: str) -> bool:
+        """Whether ``caller`` may run every tool of the policy."""
+        rules = self.document.callers.get(caller)
+        return rules is not None and ALL_TOOLS in rules.tools
+
+    def tools_of(self, caller: str) -> list[str]:
+        """The tools ``caller`` may run, by name."""
+        return sorted(t for t in self.document.tools if self.caller_may_run(caller, t))
+
+    @property
+    def largest_code_bytes(self) -> int:
+        """The largest ``max_code_bytes`` of any tool (0 when no tool takes code)."""
+        sizes = [t.max_code_bytes for t in self.document.tools.values() if t.code != "none"]
+        return max(sizes, default=0)
+
+    @property
+    def required_layers(self) -> frozenset[str]:
+        """The isolation layers every run needs."""
+        return frozenset(self.document.sandbox.required_layers)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able digest: tools, callers, limits, service-wide settings."""
+        doc = self.document
+        return {
+            "sandbox": doc.sandbox.model_dump(mode="json"),
+            "defaults": doc.defaults.model_dump(mode="json"),
+            "tools": {
+                name: {
+                    "description": tool.description,
+                    "argv": list(tool.argv),
+                    "code": tool.code,
+                    "code_file": tool.code_file,
+                    "max_code_bytes": tool.max_code_bytes,
+                    "executor": tool.executor,
+                    "network": tool.network,
+                    "readable_paths": list(tool.readable_paths),
+                    "denied_syscalls": list(tool.denied_syscalls),
+                    "env": sorted(tool.env),
+                    "limits": self.limits[name].model_dump(mode="json"),
+                }
+                for name, tool in sorted(doc.tools.items())
+            },
+            "callers": {name: list(rules.tools) for name, rules in sorted(doc.callers.items())},
+        }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise PolicyError(path, [PolicyProblem("", None, "file not found")]) from None
+    except IsADirectoryError:
+        raise PolicyError(path, [PolicyProblem("", None, "is a directory, not a file")]) from None
+    except OSError as exc:
+        message = f"cannot read the file: {exc.strerror or exc}"
+        raise PolicyError(path, [PolicyProblem("", None, message)]) from None
+    if len(data) > MAX_POLICY_FILE_BYTES:
+        message = f"file larger than {MAX_POLICY_FILE_BYTES} bytes"
+        raise PolicyError(path, [PolicyProblem("", None, message)])
+    return data
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _parse_toml(path: Path, data: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError(path, [PolicyProblem("", line, "not valid UTF-8")]) from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_LINE.search(message)
+        line = int(match.group(1)) if match else None
+        clean = _TOML_LINE.sub("", message).strip()
+        raise PolicyError(path, [PolicyProblem("", line, f"invalid TOML: {clean}")]) from None
+    except RecursionError:
+        problem = PolicyProblem("", None, "invalid TOML: nested too deeply")
+        raise PolicyError(path, [problem]) from None
+
+
+_PATTERN_MESSAGES = {
+    "tools": "a tool name is lowercase letters, digits, '_' or '-', starting with a letter",
+    "argv": "an argument is a non-empty string without NUL characters",
+    "readable_paths": "a readable path must be absolute (start with '/')",
+    "denied_syscalls": "a system call name is lowercase letters, digits and '_'",
+    "env": "an environment variable name is letters, digits and '_' (values without NUL)",
+    "code_file": "code_file is a plain file name (letters, digits, '_', '-', '.')",
+    "callers": "a caller's tools are tool names or \"*\"",
+}
+
+
+def _friendly_message(error: Any) -> str:
+    kind = error.get("type")
+    message = str(error.get("msg", "invalid"))
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the policy format)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_pattern_mismatch":
+        names = [part for part in error.get("loc", ()) if isinstance(part, str)]
+        for name in reversed(names):
+            if name in _PATTERN_MESSAGES:
+                return _PATTERN_MESSAGES[name]
+    return message.removeprefix("Value error, ")
+
+
+def _validation_problems(
+    exc: ValidationError, lines: dict[tuple[str, ...], int]
+) -> list[PolicyProblem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error.get("loc", ()))
+        problems.append(PolicyProblem(_dotted(loc), line_of(lines, loc), _friendly_message(error)))
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _semantic_problems(
+    document: PolicyDocument, context: PolicyContext, lines: dict[tuple[str, ...], int]
+) -> list[PolicyProblem]:
+    """Checks that span tables or need the deployment: found after the schema passed."""
+    problems: list[PolicyProblem] = []
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(PolicyProblem(_dotted(loc), line_of(lines, loc), message))
+
+    for caller, rules in document.callers.items():
+        if caller not in IDENTITIES:
+            problem(
+                ("callers", caller),
+                f"unknown caller {caller!r} (token subjects are: {', '.join(IDENTITIES)})",
+            )
+        for index, ref in enumerate(rules.tools):
+            if ref != ALL_TOOLS and ref not in document.tools:
+                problem(("callers", caller, "tools", index), f"no tool named {ref!r} in [tools]")
+    unknown_syscalls = _unknown_syscalls(
+        {name for tool in document.tools.values() for name in tool.denied_syscalls}
+    )
+    protected = [Path(os.path.realpath(p)) for p in context.protected_paths]
+    for name, tool in document.tools.items():
+        for index, syscall in enumerate(tool.denied_syscalls):
+            if syscall in unknown_syscalls:
+                problem(
+                    ("tools", name, "denied_syscalls", index),
+                    f"unknown system call {syscall!r} on this architecture",
+                )
+        for index, raw in enumerate(tool.readable_paths):
+            loc = ("tools", name, "readable_paths", index)
+            if ".." in PurePosixPath(raw).parts:
+                problem(loc, f"{raw!r}: '..' is not allowed in a readable path")
+                continue
+            path = Path(os.path.realpath(raw))
+            for secret in protected:
+                if _is_within(path, secret) or _is_within(secret, path):
+                    problem(loc, f"{raw!r} would expose the service's own files ({secret})")
+                    break
+        for key in tool.env:
+            if key.startswith("LD_"):
+                problem(("tools", name, "env", key), "LD_* variables are not passed to tools")
+    return problems
+
+
+def _unknown_syscalls(names: set[str]) -> set[str]:
+    """Names libseccomp does not know on the native architecture."""
+    if not names:
+        return set()
+    try:
+        import pyseccomp
+    except (ImportError, OSError):
+        # Without libseccomp there is no filter to extend; the runner refuses
+        # to run when the seccomp layer is required and missing.
+        return set()
+    return {n for n in names if pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, n) < 0}
+
+
+def _effective_limits(document: PolicyDocument) -> dict[str, RunLimits]:
+    base = document.defaults.model_dump()
+    return {
+        name: RunLimits(**(base | tool.limits.model_dump(exclude_none=True)))
+        for name, tool in document.tools.items()
+    }
+
+
+def parse_policy(
+    data: bytes, source: Path, context: PolicyContext | None = None
+) -> PolicySnapshot:
+    """Validate the bytes of a policy file into a snapshot, or raise :class:`PolicyError`."""
+    text, raw = _parse_toml(source, data)
+    lines = key_lines(text)
+    try:
+        document = PolicyDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(source, _validation_problems(exc, lines)) from None
+    problems = _semantic_problems(document, context or PolicyContext(), lines)
+    if problems:
+        raise PolicyError(source, sorted(problems, key=lambda p: p.line or 0))
+    return PolicySnapshot(
+        document=document,
+        version=hashlib.sha256(data).hexdigest()[:16],
+        source=source,
+        loaded_at=datetime.now(UTC),
+        limits=MappingProxyType(_effective_limits(document)),
+    )
+
+
+def load_policy(path: Path, context: PolicyContext | None = None) -> PolicySnapshot:
+    """Read and validate the policy file at ``path``."""
+    return parse_policy(_read(path), path, context)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _format_summary(snapshot: PolicySnapshot) -> str:
+    summary = snapshot.summary()
+    sandbox = summary["sandbox"]
+    out = [
+        f"{snapshot.source}: valid (version {snapshot.version})",
+        f"sandbox: {sandbox['max_concurrent_runs']} concurrent runs,"
+        f" queue {sandbox['queue_length']} (wait <= {sandbox['queue_wait_seconds']} s)",
+        f"required layers: {', '.join(sandbox['required_layers']) or '(none)'}",
+        "tools:",
+    ]
+    for name, tool in summary["tools"].items():
+        limits = tool["limits"]
+        code = tool["code"] if tool["code"] != "file" else f"file {tool['code_file']}"
+        out.append(
+            f"  {name:<12} code={code} executor={tool['executor']}"
+            f" network={'on' if tool['network'] else 'off'}"
+            + (f" max_code={tool['max_code_bytes']}B" if tool["code"] != "none" else "")
+        )
+        out.append(
+            f"  {'':<12} wall={limits['wall_seconds']}s cpu={limits['cpu_seconds']}s"
+            f" memory={limits['memory_bytes'] // MIB}MiB processes={limits['processes']}"
+            f" open_files={limits['open_files']} output={limits['output_bytes'] // KIB}KiB"
+        )
+    out.append("callers:")
+    for caller, tools in summary["callers"].items():
+        out.append(f"  {caller:<12} {', '.join(tools) or '(nothing)'}")
+    return "\n".join(out)
+
+
+def check_command(path: Path) -> int:
+    """``pagi policy check FILE``: print a summary or the errors; 0 when valid."""
+    from sandbox.settings import SandboxSettings
+
+    try:
+        context = deployment_context(SandboxSettings())
+        snapshot = load_policy(path, context)
+    except PolicyError as exc:
+        print(exc.render(), file=sys.stderr)
+        print(f"{path}: INVALID ({len(exc.problems)} problem(s))", file=sys.stderr)
+        return 1
+    print(_format_summary(snapshot))
+    return 0
+
+
+def deployment_context(settings: Any) -> PolicyContext:
+    """The paths of this deployment that no tool may be allowed to read."""
+    source_root = Path(__file__).resolve().parent.parent
+    protected = [
+        settings.keys_dir,
+        settings.pagi_state_dir,
+        settings.audit_log_path,
+        settings.pagi_sandbox_policy.parent,
+        source_root,
+    ]
+    if sys.prefix != sys.base_prefix:
+        protected.append(Path(sys.prefix))
+    return PolicyContext(protected_paths=tuple(Path(os.path.abspath(p)) for p in protected))
