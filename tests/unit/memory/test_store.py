@@ -1,0 +1,106 @@
+"""The SQLite store: durable appends, newest first, and 503-able failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from memory.store import MemoryStore, StoreUnavailable
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    opened = MemoryStore(tmp_path / "state" / "memory.db", busy_timeout_seconds=0.3)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_append_then_latest_and_list_newest_first(store: MemoryStore) -> None:
+    assert await store.latest() is None
+    first = await store.append("note", json.dumps({"n": 1}))
+    second = await store.append("plan", json.dumps(["a", "b"]))
+    latest = await store.latest()
+    assert latest == second
+    assert latest.content == ["a", "b"]
+    assert [r.id for r in await store.list(10)] == [second.id, first.id]
+    assert [r.id for r in await store.list(1)] == [second.id]
+    assert [r.id for r in await store.list(10, kind="note")] == [first.id]
+    assert second.id > first.id
+    assert second.created_at >= first.created_at
+
+
+async def test_records_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    first = MemoryStore(path)
+    written = await first.append("note", '"kept"')
+    await first.close()
+    second = MemoryStore(path)
+    try:
+        assert await second.latest() == written
+    finally:
+        await second.close()
+
+
+async def test_database_is_in_wal_mode(store: MemoryStore) -> None:
+    await store.append("note", "1")
+    with sqlite3.connect(store.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_locked_database_is_unavailable_not_hanging(store: MemoryStore) -> None:
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            await asyncio.wait_for(store.append("note", "1"), timeout=5)
+        assert refused.value.reason == "database is locked"
+        assert store.state == "database is locked"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    # Once the lock is gone, writes go through again.
+    assert (await store.append("note", "2")).content == 2
+    assert store.state == "ok"
+
+
+async def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    broken = MemoryStore(blocker / "memory.db")
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            await broken.open()
+        assert refused.value.reason == "database file cannot be opened"
+        with pytest.raises(StoreUnavailable):
+            await broken.latest()
+        # The store recovers once the directory can be created.
+        blocker.unlink()
+        assert await broken.latest() is None
+    finally:
+        await broken.close()
+
+
+async def test_corrupt_file_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    path.write_bytes(b"this is not an sqlite database" * 100)
+    corrupt = MemoryStore(path)
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            await corrupt.append("note", "1")
+        assert refused.value.reason == "database file is corrupt"
+    finally:
+        await corrupt.close()
+
+
+async def test_read_only_connection_refuses_writes(store: MemoryStore) -> None:
+    await store.append("note", "1")
+    # What SQLite reports on a read-only file system or file: SQLITE_READONLY.
+    store._connection.execute("PRAGMA query_only=ON")
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.append("note", "2")
+    assert refused.value.reason == "database is read-only"
