@@ -1,0 +1,1 @@
+"""The model gateway: plans from language models over gRPC."""

@@ -1,0 +1,1 @@
+"""Model backends: the local planner and OpenAI-compatible servers."""

@@ -1,0 +1,419 @@
+"""A backend for any OpenAI-compatible chat-completions server, over httpx.
+
+vLLM, llama.cpp's server, Ollama's OpenAI endpoint and hosted APIs all speak
+``POST {base}/chat/completions``. The backend asks for a numbered plan,
+parses the reply into steps, keeps within the caller's deadline, retries
+429 and 5xx answers with capped exponential backoff and jitter while the
+deadline allows (honouring ``Retry-After``), and maps failures to
+:class:`ErrorCode` values with messages that never contain the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
+from gateway.backends.parsing import StepParser, parse_steps
+from pagi.logging import log_event
+from pagi.request_id import HEADER as REQUEST_ID_HEADER
+from pagi.request_id import current_request_id
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You plan work for an AI agent that can run tools. Answer with a numbered plan "
+    "only: one step per line, written as '1. <step>', at most {max_steps} steps, each "
+    "step one short imperative sentence. No introduction, no closing remarks."
+)
+MAX_REPLY_BYTES = 1024 * 1024
+MAX_LINE_CHARS = 64 * 1024
+MAX_ERROR_DETAIL_CHARS = 200
+_RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class OpenAIBackend(PlanBackend):
+    """Plans from an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        max_retries: int = 3,
+        retry_base_seconds: float = 0.2,
+        retry_cap_seconds: float = 2.0,
+        max_connections: int = 16,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+        self._api_key = api_key or None
+        self._rng = rng or random.Random()
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=None,  # every request gets the caller's remaining time instead
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+
+    @property
+    def where(self) -> str:
+        """The server's scheme://host:port, for messages (no path, no credentials)."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or "?"
+        return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+
+    def describe(self) -> dict[str, object]:
+        """Backend, model, upstream address and whether a key is set (never the key)."""
+        return {**super().describe(), "upstream": self.where, "api_key_set": bool(self._api_key)}
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------ public
+
+    async def plan(self, prompt: str, max_steps: int, deadline: Deadline) -> list[str]:
+        """The whole plan from one chat completion."""
+        response = await self._send(self._body(prompt, max_steps, stream=False), deadline)
+        try:
+            raw = await self._read_body(response, deadline)
+        finally:
+            await response.aclose()
+        content = _message_content(raw)
+        steps = parse_steps(content, max_steps)
+        if not steps:
+            raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
+        return steps
+
+    async def stream(self, prompt: str, max_steps: int, deadline: Deadline) -> AsyncIterator[str]:
+        """The plan's steps as the server streams the reply (SSE)."""
+        response = await self._send(self._body(prompt, max_steps, stream=True), deadline)
+        parser = StepParser(max_steps)
+        produced = 0
+        try:
+            finished = False
+            async for data in self._events(response, deadline):
+                if data == "[DONE]":
+                    finished = True
+                    break
+                delta, finish_reason = _stream_delta(data)
+                for step in parser.feed(delta):
+                    produced += 1
+                    yield step
+                if parser.pending_chars > MAX_LINE_CHARS:
+                    raise BackendError(ErrorCode.INTERNAL, "the model streamed an overlong line")
+                if finish_reason is not None or parser.full:
+                    finished = True
+                    break
+            if not finished:
+                raise BackendError(
+                    ErrorCode.UNAVAILABLE,
+                    f"model server at {self.where} ended the stream before the reply was "
+                    f"complete (after {produced} steps)",
+                )
+            for step in parser.finish():
+                produced += 1
+                yield step
+            if produced == 0:
+                raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
+        finally:
+            await response.aclose()
+
+    # ------------------------------------------------------------------ request
+
+    def _body(self, prompt: str, max_steps: int, stream: bool) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT.format(max_steps=max_steps)},
+                {"role": "user", "content": prompt},
+            ],
+            "temperature": 0,
+            "stream": stream,
+        }
+
+    async def _send(self, body: dict[str, Any], deadline: Deadline) -> httpx.Response:
+        """A response with a 2xx status (body not read yet), after retries."""
+        headers = {"Accept": "text/event-stream"} if body["stream"] else {}
+        request_id = current_request_id()
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            failure, retry_after = await self._attempt(body, headers, deadline)
+            if isinstance(failure, httpx.Response):
+                return failure
+            log_event(
+                logger,
+                "upstream_attempt_failed",
+                logging.WARNING,
+                backend=self.name,
+                upstream=self.where,
+                attempt=attempt,
+                code=str(failure.code),
+                reason=failure.message,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            if failure.code not in (ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED):
+                raise failure
+            if attempt > self.max_retries:
+                raise failure
+            delay = self._backoff(attempt, retry_after)
+            if delay >= deadline.remaining():
+                # No time for another try: report what went wrong, not a timeout.
+                raise failure
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, body: dict[str, Any], headers: dict[str, str], deadline: Deadline
+    ) -> tuple[httpx.Response | BackendError, float | None]:
+        """One try: the 2xx response, or the failure and any Retry-After delay."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise self._deadline_error()
+        request = self._client.build_request(
+            "POST", "/chat/completions", json=body, headers=headers, timeout=remaining
+        )
+        try:
+            async with asyncio.timeout(remaining):
+                response = await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._deadline_error() from None
+        except httpx.TransportError as exc:
+            return self._unreachable(exc), None
+        if response.is_success:
+            return response, None
+        try:
+            async with asyncio.timeout(max(deadline.remaining(), 0.001)):
+                detail = await _error_detail(response)
+        except (TimeoutError, httpx.HTTPError):
+            detail = ""
+        finally:
+            await response.aclose()
+        return self._status_error(response.status_code, detail), _retry_after(response)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self.retry_cap_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
+        # "Equal jitter": at least half the exponential delay, so retries spread
+        # out without collapsing to zero.
+        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_body(self, response: httpx.Response, deadline: Deadline) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_REPLY_BYTES:
+                        raise BackendError(
+                            ErrorCode.INTERNAL, f"the model's reply exceeds {MAX_REPLY_BYTES} bytes"
+                        )
+                    chunks.append(chunk)
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._deadline_error() from None
+        except httpx.TransportError as exc:
+            raise BackendError(
+                ErrorCode.UNAVAILABLE,
+                f"model server at {self.where} closed the connection mid-reply "
+                f"({type(exc).__name__})",
+            ) from None
+        return b"".join(chunks)
+
+    async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[str]:
+        """The ``data:`` payloads of a server-sent-event stream."""
+        lines = response.aiter_lines().__aiter__()
+        size = 0
+        while True:
+            try:
+                # The timeout wraps each read only: an async generator must not
+                # hold a timeout scope across its yields.
+                async with asyncio.timeout(deadline.remaining()):
+                    line = await lines.__anext__()
+            except StopAsyncIteration:
+                return
+            except (TimeoutError, httpx.TimeoutException):
+                raise self._deadline_error() from None
+            except httpx.TransportError as exc:
+                raise BackendError(
+                    ErrorCode.UNAVAILABLE,
+                    f"model server at {self.where} closed the connection mid-stream "
+                    f"({type(exc).__name__})",
+                ) from None
+            size += len(line)
+            if size > MAX_REPLY_BYTES or len(line) > MAX_LINE_CHARS:
+                raise BackendError(
+                    ErrorCode.INTERNAL, f"the model's stream exceeds {MAX_REPLY_BYTES} bytes"
+                )
+            if line.startswith("data:"):
+                yield line[5:].strip()
+
+    # ------------------------------------------------------------------ errors
+
+    def _deadline_error(self) -> BackendError:
+        return BackendError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"model server at {self.where} did not answer within the deadline",
+        )
+
+    def _unreachable(self, exc: httpx.TransportError) -> BackendError:
+        return BackendError(
+            ErrorCode.UNAVAILABLE,
+            f"model server at {self.where} unreachable ({type(exc).__name__})",
+        )
+
+    def _status_error(self, status: int, detail: str) -> BackendError:
+        detail = self._redact(detail)
+        suffix = f": {detail}" if detail else ""
+        if status == 401:
+            return BackendError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"model server at {self.where} rejected the API key (401); set MODEL_API_KEY "
+                f"or MODEL_API_KEY_FILE to a valid key{suffix}",
+            )
+        if status == 403:
+            return BackendError(
+                ErrorCode.PERMISSION_DENIED,
+                f"model server at {self.where} refused access to model {self.model!r} "
+                f"(403){suffix}",
+            )
+        if status == 404:
+            return BackendError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"model server at {self.where} has no such endpoint or model (404); check "
+                f"MODEL_BASE_URL (up to /v1) and MODEL_NAME{suffix}",
+            )
+        if status == 429:
+            return BackendError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"model server at {self.where} is rate limiting (429){suffix}",
+            )
+        if status in _RETRYABLE:
+            return BackendError(
+                ErrorCode.UNAVAILABLE, f"model server at {self.where} failed ({status}){suffix}"
+            )
+        if 400 <= status < 500:
+            return BackendError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"model server at {self.where} rejected the request ({status}){suffix}",
+            )
+        return BackendError(
+            ErrorCode.INTERNAL, f"model server at {self.where} answered status {status}{suffix}"
+        )
+
+    def _redact(self, text: str) -> str:
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "[redacted]")
+        return text
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _error_detail(response: httpx.Response) -> str:
+    """A short, printable reason from an error body (OpenAI's ``error.message``)."""
+    raw = b""
+    async for chunk in response.aiter_bytes():
+        raw += chunk
+        if len(raw) > 16 * 1024:
+            break
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ""
+    message = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        return ""
+    message = "".join(ch if ch.isprintable() else " " for ch in message).strip()
+    return message[:MAX_ERROR_DETAIL_CHARS]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _unparseable(reason: str) -> BackendError:
+    return BackendError(ErrorCode.INTERNAL, f"unparseable reply from the model server: {reason}")
+
+
+def _message_content(raw: bytes) -> str:
+    """``choices[0].message.content`` of a chat-completions reply."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise _unparseable("not JSON") from None
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _unparseable("no choices[0].message.content") from None
+    if not isinstance(content, str):
+        raise _unparseable("choices[0].message.content is not text")
+    return content
+
+
+def _stream_delta(data: str) -> tuple[str, str | None]:
+    """The text and finish reason of one streamed chunk."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        raise _unparseable("a stream event is not JSON") from None
+    if not isinstance(event, dict):
+        raise _unparseable("a stream event is not an object")
+    if "error" in event:
+        raise BackendError(ErrorCode.UNAVAILABLE, "the model server reported an error mid-stream")
+    choices = event.get("choices")
+    if not isinstance(choices, list):
+        raise _unparseable("a stream event has no choices")
+    if not choices:
+        return "", None  # e.g. a final usage-only chunk
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _unparseable("a stream choice is not an object")
+    delta = choice.get("delta") or {}
+    content = delta.get("content") if isinstance(delta, dict) else None
+    finish_reason = choice.get("finish_reason")
+    return (content if isinstance(content, str) else ""), (
+        finish_reason if isinstance(finish_reason, str) else None
+    )

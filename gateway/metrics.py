@@ -1,0 +1,92 @@
+"""Per-backend call counts, error counts and latency, for the ``GetMetrics`` RPC."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+LATENCY_WINDOW = 1024
+"""Latency figures cover the most recent calls only, so memory stays bounded."""
+
+
+@dataclass
+class LatencySummary:
+    """Latency figures over the recent window, in milliseconds."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+
+
+@dataclass
+class BackendStats:
+    """Counters of one backend."""
+
+    backend: str
+    model: str
+    calls: int = 0
+    errors: int = 0
+    errors_by_code: Counter[str] = field(default_factory=Counter)
+    rejected: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def latency(self) -> LatencySummary:
+        """Summary of the recent successful calls' latency."""
+        values = sorted(self.latencies_ms)
+        if not values:
+            return LatencySummary(0, 0.0, 0.0, 0.0, 0.0)
+        return LatencySummary(
+            count=len(values),
+            mean_ms=sum(values) / len(values),
+            p50_ms=_percentile(values, 0.50),
+            p95_ms=_percentile(values, 0.95),
+            max_ms=values[-1],
+        )
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class GatewayMetrics:
+    """Everything the gateway counts, keyed by backend name."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.backends: dict[str, BackendStats] = {}
+
+    def _stats(self, backend: str, model: str) -> BackendStats:
+        stats = self.backends.get(backend)
+        if stats is None:
+            stats = self.backends[backend] = BackendStats(backend, model)
+        return stats
+
+    def register(self, backend: str, model: str) -> None:
+        """Make a backend appear in reports before its first call."""
+        self._stats(backend, model)
+
+    def record_success(self, backend: str, model: str, latency_ms: float) -> None:
+        """A call that produced a plan."""
+        stats = self._stats(backend, model)
+        stats.calls += 1
+        stats.latencies_ms.append(latency_ms)
+
+    def record_error(self, backend: str, model: str, code: str) -> None:
+        """A call that reached the backend and failed with status ``code``."""
+        stats = self._stats(backend, model)
+        stats.calls += 1
+        stats.errors += 1
+        stats.errors_by_code[code] += 1
+
+    def record_rejected(self, backend: str, model: str) -> None:
+        """A call refused because every upstream slot was taken."""
+        self._stats(backend, model).rejected += 1
+
+    @property
+    def uptime_seconds(self) -> float:
+        """Seconds since the metrics started."""
+        return time.monotonic() - self.started
