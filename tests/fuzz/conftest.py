@@ -20,8 +20,6 @@ FUZZ_ENV = {"REQUEST_TIMEOUT_SECONDS": "2", "MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS"
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
     """Every PAGI service running as a process on free loopback ports."""
-    stack = start_live_stack(
-        tmp_path_factory.mktemp("fuzz-state"), keys_dir, services=["memory", "bff"], **FUZZ_ENV
-    )
+    stack = start_live_stack(tmp_path_factory.mktemp("fuzz-state"), keys_dir, **FUZZ_ENV)
     yield stack
     stack.stop()
