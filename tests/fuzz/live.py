@@ -28,14 +28,15 @@ JSON_TYPES = ("application/json", "application/problem+json")
 def start_live_stack(
     state_dir: Path,
     keys_dir: Path,
-    services: Iterable[str] = SERVICES,
+    services: Iterable[str] | None = None,
     timeout: float = 60.0,
     **overrides: str,
 ) -> Stack:
-    """Start ``services`` on free loopback ports; the caller stops the stack."""
+    """Start ``services`` (default: all) on free loopback ports; the caller stops the stack."""
     env = stack_env(state_dir, keys_dir, **overrides)
     logs = LogCollector()
-    stack = Stack(env=env, services=list(services), cwd=REPO, sink=logs)
+    chosen = list(services) if services is not None else list(SERVICES)
+    stack = Stack(env=env, services=chosen, cwd=REPO, sink=logs)
     stack.logs = logs  # type: ignore[attr-defined]
     try:
         stack.start(timeout=timeout)
