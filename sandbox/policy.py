@@ -150,9 +150,7 @@ def _bounded_size(floor: int, ceiling: int) -> Any:
     return Annotated[int, BeforeValidator(_parse_size), Field(ge=floor, le=ceiling)]
 
 
-WallSeconds = Annotated[
-    float, Field(ge=LIMIT_FLOORS.wall_seconds, le=HARD_CEILINGS.wall_seconds)
-]
+WallSeconds = Annotated[float, Field(ge=LIMIT_FLOORS.wall_seconds, le=HARD_CEILINGS.wall_seconds)]
 CpuSeconds = Annotated[int, Field(ge=LIMIT_FLOORS.cpu_seconds, le=HARD_CEILINGS.cpu_seconds)]
 MemoryBytes = _bounded_size(LIMIT_FLOORS.memory_bytes, HARD_CEILINGS.memory_bytes)
 FileSizeBytes = _bounded_size(LIMIT_FLOORS.file_size_bytes, HARD_CEILINGS.file_size_bytes)
@@ -395,7 +393,8 @@ class PolicySnapshot:
 # --------------------------------------------------------------------------- loading
 
 
-def _read(path: Path) -> bytes:
+def read_policy_bytes(path: Path) -> bytes:
+    """The bytes of a policy file, or :class:`PolicyError` (missing, unreadable, too large)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_POLICY_FILE_BYTES + 1)
@@ -441,7 +440,7 @@ _PATTERN_MESSAGES = {
     "denied_syscalls": "a system call name is lowercase letters, digits and '_'",
     "env": "an environment variable name is letters, digits and '_' (values without NUL)",
     "code_file": "code_file is a plain file name (letters, digits, '_', '-', '.')",
-    "callers": "a caller's tools are tool names or \"*\"",
+    "callers": 'a caller\'s tools are tool names or "*"',
 }
 
 
@@ -540,9 +539,7 @@ def _effective_limits(document: PolicyDocument) -> dict[str, RunLimits]:
     }
 
 
-def parse_policy(
-    data: bytes, source: Path, context: PolicyContext | None = None
-) -> PolicySnapshot:
+def parse_policy(data: bytes, source: Path, context: PolicyContext | None = None) -> PolicySnapshot:
     """Validate the bytes of a policy file into a snapshot, or raise :class:`PolicyError`."""
     text, raw = _parse_toml(source, data)
     lines = key_lines(text)
@@ -564,7 +561,7 @@ def parse_policy(
 
 def load_policy(path: Path, context: PolicyContext | None = None) -> PolicySnapshot:
     """Read and validate the policy file at ``path``."""
-    return parse_policy(_read(path), path, context)
+    return parse_policy(read_policy_bytes(path), path, context)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,0 +1,368 @@
+"""The sandbox's HTTP API: ``execute_tool`` and the policy status.
+
+One request goes through, in this order (each step answers its own error):
+
+1. token valid (401)                      -- :func:`pagi.app.require_caller`
+2. body well-formed (422)
+3. caller may run this tool (403)         -- the policy snapshot taken now
+4. tool exists (404)
+5. code accepted by the tool, size (400 / 413)
+6. audit file writable (503), required isolation layers present (503)
+7. a run slot (429 with Retry-After)      -- :mod:`sandbox.admission`
+8. the run                                -- the runner (jail)
+
+and every request, whatever its fate, leaves one audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import ValidationError
+
+from pagi.app import Caller, require_caller
+from pagi.app import create_app as create_base_app
+from pagi.auth import TokenVerifier, TrustStore
+from pagi.errors import ApiError
+from pagi.logging import log_event
+from pagi.request_id import current_request_id
+from sandbox.admission import Admission, AdmissionRefused
+from sandbox.audit import AuditLog, utc_now
+from sandbox.models import (
+    ExecuteToolRequest,
+    ExecuteToolResponse,
+    PolicyStatus,
+    response_of,
+)
+from sandbox.policy import PolicySnapshot, deployment_context
+from sandbox.policy_watch import PolicyStore
+from sandbox.settings import SandboxSettings
+from sandbox.spec import RunResult, RunSpec
+from sandbox.tool_call import check_code, encode_code, run_spec_for
+
+logger = logging.getLogger(__name__)
+
+BODY_MARGIN_BYTES = 16 * 1024
+JSON_ESCAPE_FACTOR = 6
+"""A byte of code can take up to six bytes in a JSON string (``\\u00XX``)."""
+
+_FAILURES = frozenset({"run_failed"})
+"""Errors that mean the sandbox failed, not that it refused."""
+
+
+class ToolRunner(Protocol):
+    """What the service needs from the runner (:class:`sandbox.runner.Runner`)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def run(self, spec: RunSpec) -> RunResult: ...
+    def isolation_report(self) -> dict[str, Any]: ...
+    def missing_layers(self, required: Iterable[str]) -> list[str]: ...
+    async def reload(self, policy_version: str) -> None: ...
+
+
+def body_limit(snapshot: PolicySnapshot) -> int:
+    """The largest request body worth reading under ``snapshot``."""
+    return snapshot.largest_code_bytes * JSON_ESCAPE_FACTOR + BODY_MARGIN_BYTES
+
+
+def _printable(value: object) -> str:
+    """A string safe to put in a JSON error (no lone surrogates)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Sandbox:
+    """The parts one request goes through; created once per app."""
+
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        store: PolicyStore,
+        audit: AuditLog,
+        admission: Admission,
+        runner: ToolRunner,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.audit = audit
+        self.admission = admission
+        self.runner = runner
+
+    async def apply_policy(self, snapshot: PolicySnapshot) -> None:
+        """Make a new policy version govern capacity and the runner."""
+        table = snapshot.document.sandbox
+        self.admission.configure(
+            table.max_concurrent_runs, table.queue_length, table.queue_wait_seconds
+        )
+        await self.runner.reload(snapshot.version)
+
+    async def execute(self, request: Request, record: dict[str, Any]) -> ExecuteToolResponse:
+        """Authorize, admit and run one ``execute_tool`` request, filling ``record``."""
+        caller = require_caller(request).subject
+        record["caller"] = caller
+        snapshot = self.store.current
+        record["policy_version"] = snapshot.version
+
+        body = _parse_body(await request.body())
+        name = body.tool_name
+        record["tool"] = name
+        code = encode_code(body.code)
+        if code is not None:
+            record["code_sha256"] = hashlib.sha256(code).hexdigest()
+            record["code_bytes"] = len(code)
+
+        if not snapshot.caller_may_run(caller, name):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"caller {caller!r} may not run tool {name!r}",
+                caller=caller,
+                tool=name,
+            )
+        tool = snapshot.tool(name)
+        if tool is None:
+            raise ApiError(404, "unknown_tool", f"no tool named {name!r} in the policy", tool=name)
+        check_code(name, tool, code)
+
+        if not self.audit.ready():
+            raise ApiError(
+                503,
+                "audit_unavailable",
+                "the audit log cannot be written; no tool runs until it can",
+            )
+        missing = self.runner.missing_layers(snapshot.required_layers)
+        if missing:
+            raise ApiError(
+                503,
+                "isolation_unavailable",
+                f"required isolation layer(s) not available here: {', '.join(missing)}",
+                missing_layers=missing,
+            )
+
+        spec = run_spec_for(snapshot, name, tool, code, self.settings.pagi_sandbox_python)
+        try:
+            async with self.admission.slot():
+                result = await self._run(spec)
+        except AdmissionRefused as exc:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                exc.reason,
+                headers={"Retry-After": str(exc.retry_after)},
+                retry_after=exc.retry_after,
+            ) from None
+        response = response_of(result, name, snapshot.version)
+        record["outcome"] = {
+            "tool_status": response.tool_status,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "limit_hit": result.limit_hit,
+            "seccomp_refusals": result.seccomp_refusals,
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
+            "run_ms": round(result.duration_ms, 3),
+            "executor": result.path,
+        }
+        return response
+
+    async def _run(self, spec: RunSpec) -> RunResult:
+        try:
+            return await self.runner.run(spec)
+        except Exception as exc:
+            if _is_runner_unavailable(exc):
+                raise ApiError(
+                    503, "isolation_unavailable", f"the jail could not be set up: {exc}"
+                ) from None
+            log_event(logger, "run_failed", logging.ERROR, tool=spec.tool, error=repr(exc))
+            raise ApiError(503, "run_failed", "the sandbox failed to run the tool") from None
+
+
+def _is_runner_unavailable(exc: Exception) -> bool:
+    return any(cls.__name__ == "RunnerUnavailable" for cls in type(exc).__mro__)
+
+
+def _parse_body(raw: bytes) -> ExecuteToolRequest:
+    try:
+        return ExecuteToolRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        details = [
+            {
+                "loc": ["body", *(_printable(part) for part in error.get("loc", ()))],
+                "msg": _printable(error.get("msg", "")),
+                "type": error.get("type"),
+            }
+            for error in exc.errors(include_url=False)
+        ]
+        raise ApiError(422, "invalid_request", details) from None
+
+
+def _new_record() -> dict[str, Any]:
+    return {
+        "time": utc_now(),
+        "request_id": current_request_id(),
+        "caller": None,
+        "tool": None,
+        "code_sha256": None,
+        "code_bytes": None,
+        "policy_version": None,
+        "decision": None,
+        "status": None,
+        "reason": None,
+        "outcome": None,
+        "duration_ms": None,
+    }
+
+
+def build_router(sandbox: Sandbox) -> APIRouter:
+    """The sandbox's routes."""
+    router = APIRouter(prefix="/api/v1", tags=["sandbox"])
+
+    @router.post(
+        "/execute_tool",
+        response_model=ExecuteToolResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ExecuteToolRequest.model_json_schema()}},
+            }
+        },
+        responses={
+            400: {"description": "code not accepted by this tool"},
+            401: {"description": "missing or invalid token"},
+            403: {"description": "the caller may not run this tool"},
+            404: {"description": "no such tool"},
+            413: {"description": "code or body too large"},
+            422: {"description": "malformed body"},
+            429: {"description": "queue full; see Retry-After"},
+            503: {"description": "isolation layer missing, audit log unwritable, run failed"},
+        },
+    )
+    async def execute_tool(request: Request) -> ExecuteToolResponse:
+        """Run a tool of the policy, as the token's subject, and audit it."""
+        started = time.monotonic()
+        record = _new_record()
+        try:
+            response = await sandbox.execute(request, record)
+            record.update(decision="allowed", status=200)
+            return response
+        except ApiError as exc:
+            decision = "failed" if exc.error in _FAILURES else "refused"
+            reason = exc.detail if isinstance(exc.detail, str) else exc.error
+            record.update(decision=decision, status=exc.status_code, reason=reason)
+            raise
+        except asyncio.CancelledError:
+            record.update(decision="failed", status=499, reason="request cancelled")
+            raise
+        except Exception as exc:
+            record.update(decision="failed", status=500, reason=repr(exc))
+            raise
+        finally:
+            record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+            await sandbox.audit.write(record)
+
+    @router.get("/policy", response_model=PolicyStatus)
+    async def policy_status(caller: Caller) -> PolicyStatus:
+        """The policy in force, the last refused edit, and what the caller may run."""
+        store = sandbox.store
+        snapshot = store.current
+        return PolicyStatus(
+            version=snapshot.version,
+            loaded_at=snapshot.loaded_at,
+            source=str(snapshot.source),
+            last_error=store.last_error,
+            last_error_at=store.last_error_at,
+            last_checked_at=store.last_checked_at,
+            caller=caller.subject,
+            caller_tools=snapshot.tools_of(caller.subject),
+            summary=snapshot.summary(),
+        )
+
+    return router
+
+
+def default_runner(settings: SandboxSettings) -> ToolRunner:
+    """The real jail runner, configured from settings."""
+    from sandbox.runner import Runner
+
+    return Runner(
+        python_executable=settings.pagi_sandbox_python,
+        state_dir=settings.work_root,
+        warm_modules=settings.pagi_sandbox_warm_modules,
+    )
+
+
+def create_app(
+    settings: SandboxSettings | None = None, *, runner: ToolRunner | None = None
+) -> FastAPI:
+    """The sandbox app; raises :class:`~sandbox.policy.PolicyError` on an invalid policy."""
+    settings = settings or SandboxSettings()
+    store = PolicyStore.open(settings.pagi_sandbox_policy, deployment_context(settings))
+    table = store.current.document.sandbox
+    sandbox = Sandbox(
+        settings=settings,
+        store=store,
+        audit=AuditLog(settings.audit_log_path, fsync=settings.pagi_sandbox_audit_fsync),
+        admission=Admission(
+            table.max_concurrent_runs, table.queue_length, table.queue_wait_seconds
+        ),
+        runner=runner or default_runner(settings),
+    )
+    store.subscribe(sandbox.apply_policy)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sandbox.audit.open()
+        if sandbox.audit.error is not None:
+            raise RuntimeError(sandbox.audit.error)
+        await sandbox.runner.start()
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(store.watch(stop), name="policy-watch")
+        log_event(
+            logger,
+            "sandbox_ready",
+            policy=str(store.path),
+            policy_version=store.current.version,
+            audit_log=str(sandbox.audit.path),
+            python=settings.pagi_sandbox_python,
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait({watcher}, timeout=5)
+            watcher.cancel()
+            await sandbox.runner.close()
+            sandbox.audit.close()
+
+    async def health_extra(_: Request) -> dict[str, Any]:
+        try:
+            isolation = sandbox.runner.isolation_report()
+        except Exception as exc:
+            isolation = {"error": f"isolation report failed: {exc!r}"}
+        return {
+            "isolation": isolation,
+            "policy": {
+                "version": store.current.version,
+                "last_edit_refused": store.last_error is not None,
+            },
+            "audit": {"writable": sandbox.audit.error is None},
+            "admission": sandbox.admission.stats(),
+        }
+
+    app = create_base_app(
+        "sandbox",
+        lifespan=lifespan,
+        health_extra=health_extra,
+        max_body_bytes=lambda: body_limit(store.current),
+    )
+    app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
+    app.state.sandbox = sandbox
+    app.include_router(build_router(sandbox))
+    return app
