@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,8 +62,19 @@ class StoredRecord:
     created_at: str
 
 
-def _describe(exc: BaseException) -> str:
+def _on_read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _describe(exc: BaseException, path: Path) -> str:
     text = str(exc).lower()
+    if _on_read_only_file_system(path):
+        # SQLite reports this in several ways (cannot open the -shm file,
+        # readonly database, disk I/O error); the cause is what the operator needs.
+        return "database is read-only"
     if "locked" in text or "busy" in text:
         return "database is locked"
     if "readonly" in text or "read-only" in text:
@@ -119,7 +131,7 @@ class MemoryStore:
         try:
             result = operation(self._connect())
         except (sqlite3.Error, OSError) as exc:
-            reason = _describe(exc)
+            reason = _describe(exc, self.path)
             if reason != "database is locked":
                 self._drop_connection()  # reopen next time: the file system may recover
             self.state = reason
