@@ -57,6 +57,12 @@ def _key_before_equals(line: str) -> str | None:
     return None
 
 
+def _record(found: dict[KeyPath, int], path: KeyPath, line: int) -> None:
+    """Note ``path`` and each of its parents (``[a.b]`` also defines ``a``)."""
+    for end in range(1, len(path) + 1):
+        found.setdefault(path[:end], line)
+
+
 def key_lines(text: str) -> dict[KeyPath, int]:
     """Map every table and key path found in ``text`` to its first line (1-based)."""
     found: dict[KeyPath, int] = {}
@@ -68,13 +74,13 @@ def key_lines(text: str) -> dict[KeyPath, int]:
         header = _HEADER.match(line)
         if header and "=" not in header.group("key"):
             table = _split_dotted(header.group("key"))
-            found.setdefault(table, number)
+            _record(found, table, number)
             continue
         key = _key_before_equals(line)
         if key is None:
             continue
         path = table + _split_dotted(key)
-        found.setdefault(path, number)
+        _record(found, path, number)
         value = line.split("=", 1)[1].strip()
         if value.startswith("{"):
             for inner in _INLINE_KEY.finditer(value):
