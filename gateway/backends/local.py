@@ -110,6 +110,7 @@ _SEQUENCE_SPLIT = re.compile(
     re.IGNORECASE,
 )
 _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+")
+_LEADING_CONNECTOR = re.compile(r"^(?:and\s+)?(?:then|finally|after that|next)\b,?\s*", re.I)
 
 
 def _clean(prompt: str) -> str:
@@ -138,7 +139,10 @@ def classify(prompt: str) -> str:
 
 
 def _explicit_sequence(text: str) -> list[str]:
-    parts = [_LIST_MARKER.sub("", part).strip(" .,") for part in _SEQUENCE_SPLIT.split(text)]
+    parts = [
+        _LEADING_CONNECTOR.sub("", _LIST_MARKER.sub("", part)).strip(" .,")
+        for part in _SEQUENCE_SPLIT.split(text)
+    ]
     parts = [part for part in parts if len(part.split()) >= 2]
     return parts if len(parts) >= 2 else []
 

@@ -301,7 +301,5 @@ def _chunks(content: str, size: int = 7, finish: bool = True) -> list[str]:
         piece = content[start : start + size]
         events.append(json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]}))
     if finish:
-        events.append(
-            json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        )
+        events.append(json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     return events
