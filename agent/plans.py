@@ -26,6 +26,16 @@ _GATEWAY_ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorBody, "description": "The model gateway did not answer in time."},
 }
 
+# One server-sent event as a client parses it; ``data`` is one line of JSON.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["step", "done", "error"]},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+
 router = APIRouter(tags=["plan"], responses=_ERRORS)
 
 
@@ -81,7 +91,7 @@ async def plan(
         200: {
             "description": "`event: step` per step, then `event: done`; `event: error` when the"
             " gateway fails.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         }
     },
 )

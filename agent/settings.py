@@ -11,5 +11,8 @@ class AgentSettings(CommonSettings):
     """The agent reads only the shared settings plus its body limit."""
 
     pagi_agent_max_body_bytes: int = Field(
-        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."
+        128 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body accepted (the longest prompt, JSON-escaped, fits).",
     )

@@ -11,6 +11,7 @@ from pagi.app import Caller, RequestId
 from pagi.errors import ErrorBody
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
     401: {"model": ErrorBody, "description": "Missing or invalid token (audience bff)."},
     422: {"model": ErrorBody, "description": "Invalid request."},
 }

@@ -27,6 +27,7 @@ MAX_CONTENT_DEPTH = 64
 RETRY_AFTER_SECONDS = "1"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
     401: {"model": ErrorBody, "description": "Missing or invalid token."},
     422: {"model": ErrorBody, "description": "Invalid request."},
     503: {"model": ErrorBody, "description": "The database cannot serve the request."},
@@ -115,6 +116,16 @@ async def append(body: NewRecord, request: Request, caller: Caller) -> StoredAns
         raise _unavailable(exc) from None
     log_event(logger, "record_stored", id=record.id, kind=record.kind, caller=caller.subject)
     return StoredAnswer(**_model(record).model_dump())
+
+
+@router.api_route(
+    "/api/v1/memory",
+    methods=["PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+    include_in_schema=False,
+)
+async def other_methods() -> None:
+    """Two routes share this path: name both in ``Allow`` (the router names only one)."""
+    raise ApiError(405, "method_not_allowed", "use GET or POST", headers={"Allow": "GET, POST"})
 
 
 @router.get("/api/v1/memory", response_model=RecordList, summary="Records, newest first")

@@ -177,7 +177,14 @@ async def test_longest_prompt_is_accepted_and_huge_bodies_are_413(
     client: httpx.AsyncClient, auth
 ) -> None:
     assert (await client.post(PLAN, json={"prompt": "é" * 8192}, headers=auth)).status_code == 200
-    huge = await client.post(PLAN, json={"prompt": "x" * 100_000}, headers=auth)
+    # The longest prompt in its longest JSON spelling (one escaped surrogate pair per character)
+    # is still judged on its length, not cut off by the body limit.
+    escaped = b'{"prompt": "' + b"\\ud81d\\udf49" * 8192 + b'"}'
+    headers = {**auth, "Content-Type": "application/json"}
+    assert (await client.post(PLAN, content=escaped, headers=headers)).status_code == 200
+    too_long = b'{"prompt": "' + b"\\ud81d\\udf49" * 8193 + b'"}'
+    assert (await client.post(PLAN, content=too_long, headers=headers)).status_code == 422
+    huge = await client.post(PLAN, json={"prompt": "x" * 200_000}, headers=auth)
     assert huge.status_code == 413
     assert huge.json()["error"] == "payload_too_large"
 

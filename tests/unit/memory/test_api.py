@@ -213,3 +213,13 @@ async def test_unusable_data_dir_is_503_and_the_service_keeps_serving(
             health = await http.get("/health")
             assert health.status_code == 200
             assert health.json()["database"] == "database file cannot be opened"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_405_naming_both_allowed(
+    client: httpx.AsyncClient, auth, method: str
+) -> None:
+    response = await client.request(method, "/api/v1/memory", headers=auth)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert response.json()["error"] == "method_not_allowed"
