@@ -1,0 +1,15 @@
+"""The attack catalogue, one module per family."""
+
+from __future__ import annotations
+
+from tests.escape.attacks import kernel, network, persistence, privilege, resources, theft
+from tests.escape.harness import Attack
+
+ALL_ATTACKS: list[Attack] = [
+    *resources.ATTACKS,
+    *theft.ATTACKS,
+    *network.ATTACKS,
+    *kernel.ATTACKS,
+    *privilege.ATTACKS,
+    *persistence.ATTACKS,
+]

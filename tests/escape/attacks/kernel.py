@@ -1,0 +1,250 @@
+"""Kernel attack surface: every always-refused syscall family, other ABIs, W^X.
+
+Arguments are chosen so that a syscall the filter lets through is harmless
+(bad pointers, missing paths, fd -1) and answers something other than EPERM,
+so EPERM plus the run's refusal counter is unambiguous evidence of seccomp.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+
+from tests.escape.harness import Attack, Check, Outcome, layer_of, seccomp_refused
+
+STRUCTS = r"""
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+def own_memory_iov():
+    source = c_buffer(8)
+    target = c_buffer(8)
+    local = iovec(ctypes.cast(target, ctypes.c_void_p), 8)
+    remote = iovec(ctypes.cast(source, ctypes.c_void_p), 8)
+    return (source, target), local, remote
+
+MISSING = ("/nonexistent-" + MARKER).encode()
+"""
+
+# (id, program body). Each body reaches the syscall via ``attempt``/``attempt_in_child``
+# with the attack id as the label.
+SYSCALLS: list[tuple[str, str]] = [
+    ("ptrace_traceme", 'attempt_in_child("ptrace_traceme", lambda: raw_syscall(101, 0, 0, 0, 0))'),
+    (
+        "ptrace_attach_parent",
+        'attempt_in_child("ptrace_attach_parent",'
+        " lambda: raw_syscall(101, 16, os.getppid(), 0, 0))",
+    ),
+    (
+        "process_vm_readv",
+        "keep, local, remote = own_memory_iov()\n"
+        'attempt("process_vm_readv", lambda: raw_syscall(310, os.getpid(), ctypes.byref(local), 1,'
+        " ctypes.byref(remote), 1, 0))",
+    ),
+    (
+        "process_vm_writev",
+        "keep, local, remote = own_memory_iov()\n"
+        'attempt("process_vm_writev", lambda: raw_syscall(311, os.getpid(), ctypes.byref(local), 1,'
+        " ctypes.byref(remote), 1, 0))",
+    ),
+    (
+        "mount_tmpfs",
+        'os.mkdir("mnt")\n'
+        'attempt("mount_tmpfs", lambda: raw_syscall(165, b"none", b"mnt", b"tmpfs", 0, None))',
+    ),
+    ("umount2", 'attempt("umount2", lambda: raw_syscall(166, MISSING, 0))'),
+    ("pivot_root", 'attempt("pivot_root", lambda: raw_syscall(155, MISSING, MISSING))'),
+    ("chroot", 'attempt("chroot", lambda: raw_syscall(161, MISSING))'),
+    ("fsopen", 'attempt("fsopen", lambda: raw_syscall(430, b"tmpfs", 0))'),
+    ("open_tree", 'attempt("open_tree", lambda: raw_syscall(428, -100, b"/", 0))'),
+    (
+        "move_mount",
+        'attempt("move_mount", lambda: raw_syscall(429, -1, b"", -1, b"", 0))',
+    ),
+    (
+        "unshare_user",
+        'attempt_in_child("unshare_user", lambda: raw_syscall(272, 0x10000000))',
+    ),
+    (
+        "unshare_net_mount",
+        'attempt_in_child("unshare_net_mount", lambda: raw_syscall(272, 0x40000000 | 0x00020000))',
+    ),
+    ("setns", 'attempt("setns", lambda: raw_syscall(308, -1, 0))'),
+    ("bpf", 'attempt("bpf", lambda: raw_syscall(321, 0, None, 0))'),
+    ("perf_event_open", 'attempt("perf_event_open", lambda: raw_syscall(298, None, 0, -1, -1, 0))'),
+    ("keyctl", 'attempt("keyctl", lambda: raw_syscall(250, 0, -3, 0))'),
+    ("add_key", 'attempt("add_key", lambda: raw_syscall(248, b"user", b"escape", b"x", 1, -2))'),
+    (
+        "request_key",
+        'attempt("request_key", lambda: raw_syscall(249, b"user", b"escape-missing", None, 0))',
+    ),
+    ("userfaultfd", 'attempt("userfaultfd", lambda: raw_syscall(323, 0))'),
+    (
+        "io_uring_setup",
+        'params = c_buffer(120)\nattempt("io_uring_setup", lambda: raw_syscall(425, 1, params))',
+    ),
+    ("io_uring_enter", 'attempt("io_uring_enter", lambda: raw_syscall(426, -1, 0, 0, 0, None, 0))'),
+    ("io_uring_register", 'attempt("io_uring_register", lambda: raw_syscall(427, -1, 0, None, 0))'),
+    ("kexec_load", 'attempt("kexec_load", lambda: raw_syscall(246, 0, 0, None, 0))'),
+    ("kexec_file_load", 'attempt("kexec_file_load", lambda: raw_syscall(320, -1, -1, 0, b"", 0))'),
+    ("init_module", 'attempt("init_module", lambda: raw_syscall(175, None, 0, b""))'),
+    ("finit_module", 'attempt("finit_module", lambda: raw_syscall(313, -1, b"", 0))'),
+    ("delete_module", 'attempt("delete_module", lambda: raw_syscall(176, b"escape_missing", 0))'),
+    ("reboot", 'attempt("reboot", lambda: raw_syscall(169, 0, 0, 0, None))'),
+    ("swapon", 'attempt("swapon", lambda: raw_syscall(167, MISSING, 0))'),
+    ("swapoff", 'attempt("swapoff", lambda: raw_syscall(168, MISSING))'),
+    ("clock_settime", 'attempt("clock_settime", lambda: raw_syscall(227, 0, None))'),
+    ("settimeofday", 'attempt("settimeofday", lambda: raw_syscall(164, None, None))'),
+    ("clock_adjtime", 'attempt("clock_adjtime", lambda: raw_syscall(305, 0, None))'),
+    ("iopl", 'attempt("iopl", lambda: raw_syscall(172, 3))'),
+    ("ioperm", 'attempt("ioperm", lambda: raw_syscall(173, 0x80, 1, 1))'),
+    (
+        "modify_ldt",
+        'ldt = c_buffer(16)\nattempt("modify_ldt", lambda: raw_syscall(154, 0, ldt, 16))',
+    ),
+    ("personality", 'attempt("personality", lambda: raw_syscall(135, 0x0040000))'),
+    (
+        "name_to_handle_at",
+        "handle = c_buffer(136)\nctypes.memmove(handle, (128).to_bytes(4, 'little'), 4)\n"
+        "mount_id = ctypes.c_int()\n"
+        'attempt("name_to_handle_at", lambda: raw_syscall(303, -100, b".", handle,'
+        " ctypes.byref(mount_id), 0))",
+    ),
+    (
+        "open_by_handle_at",
+        "handle = c_buffer(136)\nctypes.memmove(handle, (8).to_bytes(4, 'little'), 4)\n"
+        'attempt("open_by_handle_at", lambda: raw_syscall(304, -1, handle, 0))',
+    ),
+    ("fanotify_init", 'attempt("fanotify_init", lambda: raw_syscall(300, 0, 0))'),
+    ("pidfd_getfd", 'attempt("pidfd_getfd", lambda: raw_syscall(438, -1, 0, 0))'),
+    (
+        "syslog_read",
+        'log = c_buffer(4096)\nattempt("syslog_read", lambda: raw_syscall(103, 3, log, 4096))',
+    ),
+    ("acct", 'attempt("acct", lambda: raw_syscall(163, MISSING))'),
+]
+
+CLONE_TEMPLATE = r"""
+def clone_with(flags):
+    pid = raw_syscall(56, flags | 17, 0, 0, 0, 0)  # SIGCHLD; a fork-like raw clone
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+attempt("@LABEL@", lambda: clone_with(@FLAGS@))
+"""
+
+CLONE_FLAGS: list[tuple[str, str]] = [
+    ("clone_newuser", "0x10000000"),
+    ("clone_newnet", "0x40000000"),
+    ("clone_newns", "0x00020000"),
+    ("clone_newpid", "0x20000000"),
+]
+
+CLONE3 = r"""
+args = c_buffer(88)
+attempt("clone3", lambda: raw_syscall(435, args, 88))
+"""
+
+
+def answers_enosys(outcome: Outcome) -> str:
+    record = outcome.result_of("clone3")
+    assert record.get("errno") == errno.ENOSYS, (
+        f"clone3 must answer ENOSYS (libc then falls back to clone): {record}"
+    )
+    return "seccomp"
+
+
+MACHINE_CODE = r"""
+import mmap
+
+def executable_page(code):
+    # W^X: write the code into a RW page, then flip it to R+X.
+    page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    page.write(code)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    ctypes.set_errno(0)
+    if LIBC.mprotect(ctypes.c_void_p(address), 4096, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
+        code_errno = ctypes.get_errno()
+        raise OSError(code_errno, "mprotect(PROT_EXEC): " + os.strerror(code_errno))
+    return page, address
+
+reached("exec_page")
+try:
+    PAGE = executable_page(@CODE@)
+except OSError as exc:
+    report("exec_page", errno=exc.errno, error=str(exc))
+    PAGE = None
+else:
+    report("exec_page", ok=True)
+"""
+
+INT80 = (
+    MACHINE_CODE.replace(
+        "@CODE@",
+        r'b"\xb8\x14\x00\x00\x00\xcd\x80\xc3"',  # mov eax, 20 (i386 getpid); int 0x80; ret
+    )
+    + r"""
+if PAGE is not None:
+    function = ctypes.CFUNCTYPE(ctypes.c_long)(PAGE[1])
+    def call():
+        value = function()
+        if value < 0:
+            raise OSError(-value, os.strerror(-value))
+        return value
+    attempt_in_child("int80", call)
+"""
+)
+
+X32 = r"""
+attempt_in_child("x32", lambda: raw_syscall(0x40000000 | 39))  # x32 getpid
+"""
+
+
+def other_abi_refused(label: str) -> Check:
+    """Check: a syscall of another ABI was refused (killed, or EPERM counted)."""
+
+    def check(outcome: Outcome) -> str:
+        if label == "int80":
+            page = outcome.result_of("exec_page")
+            if not page.get("ok"):
+                # No executable memory at all: the int 0x80 attempt cannot even be built.
+                return layer_of(outcome, page) + ":no_exec_memory"
+        record = outcome.result_of(label)
+        if record.get("signal") == signal.SIGSYS:
+            return "seccomp"
+        if record.get("ok"):
+            raise AssertionError(f"NOT CONTAINED: {label} ran: {record}")
+        assert record.get("errno") == errno.EPERM and outcome.refusals_counted > 0, (
+            f"{label}: not refused by seccomp: {record}; {outcome.describe()}"
+        )
+        return "seccomp"
+
+    return check
+
+
+def _syscall_attacks() -> list[Attack]:
+    attacks = [
+        Attack(name, "kernel", STRUCTS + body, ("seccomp",), seccomp_refused(name))
+        for name, body in SYSCALLS
+    ]
+    for name, flags in CLONE_FLAGS:
+        body = CLONE_TEMPLATE.replace("@LABEL@", name).replace("@FLAGS@", flags)
+        attacks.append(Attack(name, "kernel", body, ("seccomp",), seccomp_refused(name)))
+    return attacks
+
+
+ATTACKS = [
+    *_syscall_attacks(),
+    Attack("clone3_enosys", "kernel", CLONE3, ("seccomp",), answers_enosys),
+    Attack(
+        "int80_i386_syscall",
+        "kernel",
+        INT80,
+        ("seccomp", "seccomp:no_exec_memory"),
+        other_abi_refused("int80"),
+    ),
+    Attack("x32_syscall", "kernel", X32, ("seccomp",), other_abi_refused("x32")),
+]

@@ -1,0 +1,157 @@
+"""Persistence: leave files behind outside the working dir, or tamper with host files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.escape.harness import Attack, Check, Outcome, layer_of, marker_files
+
+HOST_DIRS = (Path("/tmp"), Path("/dev/shm"), Path("/var/tmp"))
+
+
+def _nothing_left(outcome: Outcome) -> None:
+    sandbox = outcome.sandbox
+    deep = [*HOST_DIRS, sandbox.state_dir, sandbox.host_files.directory]
+    shallow = [
+        Path(os.environ.get("HOME", "/root")),
+        Path("/root"),
+        sandbox.repo,
+        Path("/etc/cron.d"),
+    ]
+    left = marker_files(outcome.marker, deep) + marker_files(outcome.marker, shallow, deep=False)
+    assert not left, f"NOT CONTAINED: the run left files on the host: {left}"
+
+
+def left_nothing(label: str) -> Check:
+    """Check: the write was refused, or went to a private place that died with the run."""
+
+    def check(outcome: Outcome) -> str:
+        record = outcome.result_of(label)
+        _nothing_left(outcome)
+        if record.get("ok"):
+            return "mountns"  # written into the run's private view, gone from the host
+        return layer_of(outcome, record)
+
+    return check
+
+
+def write_to(label: str, path: str) -> str:
+    return f"""
+def write():
+    with open("{path}", "w") as handle:
+        handle.write("persisted by " + MARKER)
+    return "{path}"
+
+attempt("{label}", write)
+"""
+
+
+WRITE_TARGETS = [
+    ("write_host_tmp", "/tmp/" + "@MARKER@"),
+    ("write_dev_shm", "/dev/shm/" + "@MARKER@"),
+    ("write_var_tmp", "/var/tmp/" + "@MARKER@"),
+    ("write_home", "/root/.@MARKER@"),
+    ("write_repo", "@REPO@/@MARKER@.py"),
+    ("write_state_dir", "@STATE_DIR@/@MARKER@"),
+    ("write_world_writable_host_dir", "@HOST_DIR@/drop/@MARKER@"),
+    ("write_etc_cron", "/etc/cron.d/@MARKER@"),
+    ("write_dotdot", "../@MARKER@"),
+    ("write_dotdot_twice", "../../@MARKER@"),
+]
+
+WORKDIR_REMOVED = r"""
+reached("workdir_file")
+with open(MARKER, "w") as handle:
+    handle.write("left in the working dir")
+os.mkdir(MARKER + "-dir")
+report("workdir_file", ok=True, cwd=os.getcwd())
+"""
+
+
+def workdir_removed(outcome: Outcome) -> str:
+    record = outcome.result_of("workdir_file")
+    assert record.get("ok"), outcome.describe()
+    _nothing_left(outcome)
+    return "teardown"
+
+
+SYMLINK_WRITE = r"""
+def write_through_symlink():
+    os.symlink("@HOST_WRITABLE@", "link")
+    with open("link", "a") as handle:
+        handle.write("tampered by " + MARKER)
+    return "written"
+
+attempt("symlink_write", write_through_symlink)
+"""
+
+HARDLINK_WRITE = r"""
+def write_through_hardlink():
+    os.link("@HOST_WRITABLE@", "hardlink")
+    with open("hardlink", "a") as handle:
+        handle.write("tampered by " + MARKER)
+    return "written"
+
+attempt("hardlink_write", write_through_hardlink)
+"""
+
+RENAME_INTO_HOST = r"""
+def rename_out():
+    with open("payload", "w") as handle:
+        handle.write("moved out by " + MARKER)
+    os.rename("payload", "@HOST_DIR@/drop/" + MARKER)
+    return "renamed"
+
+attempt("rename_out", rename_out)
+"""
+
+
+def host_file_intact(label: str) -> Check:
+    def check(outcome: Outcome) -> str:
+        record = outcome.result_of(label)
+        files = outcome.sandbox.host_files
+        intact = files.writable_intact()
+        files.reset_writable()
+        assert intact, f"NOT CONTAINED: {label} changed a host file"
+        if record.get("ok"):
+            return "mountns"
+        return layer_of(outcome, record)
+
+    return check
+
+
+ATTACKS = [
+    *(
+        Attack(
+            label,
+            "persistence",
+            write_to(label, path),
+            ("mountns", "landlock"),
+            left_nothing(label),
+        )
+        for label, path in WRITE_TARGETS
+    ),
+    Attack("workdir_removed", "persistence", WORKDIR_REMOVED, ("teardown",), workdir_removed),
+    Attack(
+        "symlink_to_host_file",
+        "persistence",
+        SYMLINK_WRITE,
+        ("mountns", "landlock"),
+        host_file_intact("symlink_write"),
+    ),
+    Attack(
+        "hardlink_to_host_file",
+        "persistence",
+        HARDLINK_WRITE,
+        ("mountns", "landlock", "privileges"),
+        host_file_intact("hardlink_write"),
+    ),
+    Attack(
+        "rename_into_host_dir",
+        "persistence",
+        RENAME_INTO_HOST,
+        ("mountns", "landlock"),
+        left_nothing("rename_out"),
+    ),
+]

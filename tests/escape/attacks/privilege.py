@@ -1,0 +1,216 @@
+"""Privilege: become root, use setuid binaries, raise capabilities, write kernel knobs.
+
+Writes to kernel knobs open the file for writing without truncating and
+write nothing (or write back what was read): being allowed to open it is
+already the escape, and the host is never changed.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from tests.escape.harness import Attack, Check, Outcome, blocked, blocked_each, layer_of
+
+ID_LAYERS = ("privileges", "userns", "seccomp")
+KNOB_LAYERS = ("landlock", "mountns", "privileges", "seccomp")
+ID_OVERRIDES = {errno.EINVAL: "userns"}  # id 0 not mapped in the user namespace
+
+SETUID_ROOT = r"""
+attempt("setuid_root", lambda: os.setuid(0))
+"""
+
+SETGID_ROOT = r"""
+attempt("setgid_root", lambda: os.setgid(0))
+"""
+
+SETGROUPS_ROOT = r"""
+attempt("setgroups_root", lambda: os.setgroups([0]))
+"""
+
+CAPSET_ALL = r"""
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+data = (ctypes.c_uint32 * 6)(*([0xFFFFFFFF] * 6))
+attempt("capset_all", lambda: raw_syscall(126, header, data))
+"""
+
+SETUID_BINARY = r"""
+import subprocess
+
+def run_setuid(argv):
+    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=3)
+    return done
+
+labels = []
+for argv, rooted in (
+    (["/usr/bin/su", "-c", "id -u", "root"], lambda d: d.stdout.strip() == b"0"),
+    (["/usr/bin/passwd", "-S", "root"], lambda d: d.returncode == 0),
+    (["/usr/bin/mount", "-t", "tmpfs", "none", "/tmp"], lambda d: d.returncode == 0),
+):
+    label = "setuid_" + os.path.basename(argv[0])
+    labels.append(label)
+    reached(label)
+    try:
+        done = run_setuid(argv)
+    except OSError as exc:
+        report(label, errno=exc.errno)
+    except subprocess.TimeoutExpired:
+        report(label, ran=True, escalated=False, timeout=True)
+    else:
+        report(label, ran=True, escalated=rooted(done), returncode=done.returncode,
+               stderr=done.stderr[-200:].decode(errors="replace"))
+report("tried", labels=labels)
+"""
+
+
+def setuid_binaries_powerless(outcome: Outcome) -> set[str]:
+    labels = outcome.results().get("tried", {}).get("labels")
+    assert labels, outcome.describe()
+    layers = set()
+    for label in labels:
+        record = outcome.result_of(label)
+        if record.get("ran"):
+            assert not record["escalated"], f"NOT CONTAINED: {label} ran as root: {record}"
+            layers.add("no_new_privs")
+        else:
+            layers.add(layer_of(outcome, record))
+    return layers
+
+
+OOM_SCORE_ADJ = r"""
+def lower_oom_score():
+    with open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("-1000")
+    value = open("/proc/self/oom_score_adj").read().strip()
+    if value != "-1000":
+        raise OSError(errno.EPERM, "not lowered: " + value)
+    return value
+
+import errno
+attempt("oom_score_adj", lower_oom_score)
+"""
+
+PROC_SELF_ATTR = r"""
+def write_attr():
+    with open("/proc/self/attr/current", "w") as handle:
+        handle.write("unconfined")
+    return "written"
+
+attempt("proc_self_attr", write_attr)
+"""
+
+PROC_SELF_UID_MAP = r"""
+def write_uid_map():
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write("0 0 1")
+    return "written"
+
+attempt("proc_self_uid_map", write_uid_map)
+"""
+
+KERNEL_KNOBS = r"""
+labels = []
+for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/hostname",
+             "/proc/sys/kernel/modprobe", "/proc/sysrq-trigger",
+             "/sys/kernel/mm/transparent_hugepage/enabled",
+             "/sys/fs/cgroup/pids/cgroup.procs", "/sys/fs/cgroup/memory/cgroup.procs",
+             "/sys/fs/cgroup/unified/cgroup.procs"):
+    labels.append("knob:" + path)
+    attempt(labels[-1], lambda: os.close(os.open(path, os.O_WRONLY)))
+report("tried", labels=labels)
+"""
+
+PARENT_MEM_WRITE = r"""
+attempt("parent_mem", lambda: os.close(os.open(f"/proc/{os.getppid() or 1}/mem", os.O_RDWR)))
+"""
+
+MKNOD_DEVICE = r"""
+import stat
+attempt("mknod", lambda: os.mknod("null", 0o666 | stat.S_IFCHR, os.makedev(1, 3)))
+"""
+
+RAW_BLOCK_DEVICES = r"""
+labels = []
+for path in json.loads('@BLOCK_DEVICES@'):
+    labels.append("device:" + path)
+    attempt(labels[-1], lambda: open(path, "rb").read(512))
+report("tried", labels=labels)
+"""
+
+
+def knobs_refused(key: str) -> Check:
+    """Check: every knob was refused (EINVAL on a knob means the kernel rejected it)."""
+    return blocked_each(key, overrides={errno.EINVAL: "kernel"})
+
+
+ATTACKS = [
+    Attack(
+        "setuid_root", "privilege", SETUID_ROOT, ID_LAYERS, blocked("setuid_root", ID_OVERRIDES)
+    ),
+    Attack(
+        "setgid_root", "privilege", SETGID_ROOT, ID_LAYERS, blocked("setgid_root", ID_OVERRIDES)
+    ),
+    Attack(
+        "setgroups_root",
+        "privilege",
+        SETGROUPS_ROOT,
+        ID_LAYERS,
+        blocked("setgroups_root", ID_OVERRIDES),
+    ),
+    Attack("capset_all", "privilege", CAPSET_ALL, ID_LAYERS, blocked("capset_all")),
+    Attack(
+        "setuid_binaries",
+        "privilege",
+        SETUID_BINARY,
+        ("no_new_privs", "landlock", "mountns", "rlimit"),
+        setuid_binaries_powerless,
+    ),
+    Attack(
+        "lower_oom_score_adj",
+        "privilege",
+        OOM_SCORE_ADJ,
+        KNOB_LAYERS,
+        blocked("oom_score_adj"),
+    ),
+    Attack(
+        "write_proc_self_attr",
+        "privilege",
+        PROC_SELF_ATTR,
+        (*KNOB_LAYERS, "kernel"),
+        blocked("proc_self_attr", {errno.EINVAL: "kernel"}),
+    ),
+    Attack(
+        "write_proc_self_uid_map",
+        "privilege",
+        PROC_SELF_UID_MAP,
+        KNOB_LAYERS,
+        blocked("proc_self_uid_map"),
+    ),
+    Attack(
+        "open_kernel_knobs_for_write",
+        "privilege",
+        KERNEL_KNOBS,
+        (*KNOB_LAYERS, "kernel"),
+        knobs_refused("tried"),
+    ),
+    Attack(
+        "write_parent_memory",
+        "privilege",
+        PARENT_MEM_WRITE,
+        (*KNOB_LAYERS, "pidns"),
+        blocked("parent_mem"),
+    ),
+    Attack(
+        "mknod_char_device",
+        "privilege",
+        MKNOD_DEVICE,
+        ("privileges", "landlock", "seccomp"),
+        blocked("mknod"),
+    ),
+    Attack(
+        "read_raw_block_devices",
+        "privilege",
+        RAW_BLOCK_DEVICES,
+        ("mountns", "landlock"),
+        blocked_each("tried"),
+    ),
+]

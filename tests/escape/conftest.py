@@ -1,0 +1,138 @@
+"""One real sandbox per execution path (cold, warm) for the whole escape suite.
+
+Everything an attack may go after lives in a world-readable area under /tmp,
+so that only the jail's layers (not file modes) can stand in the way: the
+service's keys (private keys readable by all), its policy and state dir, a
+host secret, a world-writable host file and dir, and host sockets.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pagi import SERVICES
+from pagi.auth import TokenSigner, generate_keys
+from pagi.stack import Stack
+from sandbox.policy import load_policy
+from tests.conftest import REPO, LogCollector, stack_env
+from tests.escape.harness import HostFiles, HostListeners, SandboxUnderTest
+
+EXECUTION_PATHS = ("cold", "warm")
+POLICY_SOURCE = REPO / "policies" / "sandbox.toml"
+
+LAYER_LOG: list[tuple[str, str, str, str]] = []
+"""(path, attack id, family, layers) of every attack judged, for the summary."""
+
+
+def policy_with_executor(source: Path, executor: str) -> str:
+    """The default policy text with the python tool's ``executor`` set."""
+    text = source.read_text()
+    section = re.search(r"^\[tools\.python\]\n(?:(?!^\[).*\n)*", text, re.MULTILINE)
+    assert section is not None, f"{source} has no [tools.python] table"
+    body = section.group(0)
+    if re.search(r"^executor\s*=", body, re.MULTILINE):
+        body = re.sub(r"^executor\s*=.*$", f'executor = "{executor}"', body, flags=re.MULTILINE)
+    else:
+        body = body.replace("[tools.python]\n", f'[tools.python]\nexecutor = "{executor}"\n', 1)
+    return text[: section.start()] + body + text[section.end() :]
+
+
+@pytest.fixture(scope="session")
+def escape_area() -> Iterator[Path]:
+    """A world-readable scratch area on the host, removed at the end."""
+    base = Path(tempfile.mkdtemp(prefix="pagi-escape-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def escape_keys(escape_area: Path) -> Path:
+    """A keys dir whose private keys any uid could read: only the jail protects them."""
+    keys = escape_area / "keys"
+    generate_keys(keys)
+    keys.chmod(0o755)
+    for key in keys.iterdir():
+        key.chmod(0o644)
+    return keys
+
+
+@pytest.fixture(scope="session")
+def host_files(escape_area: Path) -> HostFiles:
+    """A host secret to steal and a world-writable host file to tamper with."""
+    return HostFiles(escape_area / "host")
+
+
+@pytest.fixture(scope="session")
+def host_listeners(escape_area: Path) -> Iterator[HostListeners]:
+    """Host sockets (unix path, abstract unix, UDP, TCP) that count what reaches them."""
+    listeners = HostListeners(escape_area / "host")
+    yield listeners
+    listeners.close()
+
+
+@pytest.fixture(scope="session", params=EXECUTION_PATHS)
+def sandbox(
+    request: pytest.FixtureRequest,
+    escape_area: Path,
+    escape_keys: Path,
+    host_files: HostFiles,
+    host_listeners: HostListeners,
+) -> Iterator[SandboxUnderTest]:
+    """A running sandbox service whose python tool uses the cold or the warm executor."""
+    path: str = request.param
+    area = escape_area / path
+    (area / "policy").mkdir(parents=True)
+    policy = area / "policy" / "sandbox.toml"
+    policy.write_text(policy_with_executor(POLICY_SOURCE, path))
+    env = stack_env(area / "state", escape_keys, PAGI_SANDBOX_POLICY=str(policy))
+    logs = LogCollector()
+    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
+    try:
+        stack.start(timeout=60)
+    except Exception:
+        sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
+        stack.stop()
+        raise
+    settings = stack.settings
+    signer = TokenSigner.from_keys_dir(escape_keys, "operator")
+    client = httpx.Client(timeout=60, trust_env=False)
+    under_test = SandboxUnderTest(
+        path=path,
+        url=settings.url_of("sandbox"),
+        token=lambda: signer.sign("sandbox", ttl=300),
+        limits=load_policy(policy).limits["python"],
+        keys_dir=escape_keys,
+        state_dir=area / "state",
+        policy_path=policy,
+        repo=REPO,
+        service_pid=stack.processes["sandbox"].process.pid,
+        pagi_ports=sorted({settings.port_of(name) for name in SERVICES}),
+        sandbox_port=settings.port_of("sandbox"),
+        host_files=host_files,
+        listeners=host_listeners,
+        client=client,
+        stack=stack,
+        logs=logs,
+    )
+    under_test.baseline_refusals = under_test.run('print("idle")').refusals
+    yield under_test
+    client.close()
+    stack.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the catalogue: which layer stopped which attack, per execution path."""
+    if not LAYER_LOG:
+        return
+    terminalreporter.section("escape catalogue: attack -> layer that stopped it")
+    for path, attack_id, family, layers in sorted(LAYER_LOG):
+        terminalreporter.write_line(f"{path:<5} {family:<12} {attack_id:<34} {layers}")

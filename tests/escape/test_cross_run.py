@@ -1,0 +1,110 @@
+"""Nothing of one run is visible to the next, nor to a run in flight beside it.
+
+This matters most on the warm path, where every run is forked from the same
+pre-started interpreter: a run that poisons modules, the environment or the
+file system must not reach the next one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.escape.harness import SandboxUnderTest, new_marker
+
+pytestmark = pytest.mark.escape
+
+POISON = r"""
+import builtins
+import json
+for path in ("/tmp/" + MARKER, "/dev/shm/" + MARKER, MARKER):
+    try:
+        with open(path, "w") as handle:
+            handle.write("left by the previous run")
+    except OSError:
+        pass
+os.environ["POISON_" + MARKER] = "1"
+json.dumps = lambda *args, **kwargs: "poisoned"
+setattr(builtins, "poison_" + MARKER, True)
+sys.modules["poison_" + MARKER] = json
+reached("poisoned")
+"""
+
+INSPECT = r"""
+import builtins
+import json
+previous = "@PREVIOUS@"
+seen = []
+for path in ("/tmp/" + previous, "/dev/shm/" + previous, previous):
+    if os.path.exists(path):
+        seen.append("file " + path)
+if "POISON_" + previous in os.environ:
+    seen.append("environment")
+if json.dumps([1]) != "[1]":
+    seen.append("patched json")
+if hasattr(builtins, "poison_" + previous):
+    seen.append("builtins")
+if "poison_" + previous in sys.modules:
+    seen.append("sys.modules")
+reached("inspect")
+report("inspect", seen=seen)
+"""
+
+
+def test_a_run_sees_nothing_of_the_previous_one(sandbox: SandboxUnderTest) -> None:
+    poisoner = sandbox.run(POISON)
+    assert poisoner.reached("poisoned"), poisoner.describe()
+    inspector = sandbox.run(INSPECT.replace("@PREVIOUS@", poisoner.marker))
+    seen = inspector.result_of("inspect")["seen"]
+    assert not seen, f"NOT CONTAINED: the next run saw {seen}"
+
+
+NEIGHBOUR = r"""
+import time
+set_comm(MARKER)
+with open("/tmp/" + MARKER, "w") as handle:
+    handle.write("neighbour")
+with open(MARKER, "w") as handle:
+    handle.write("neighbour")
+reached("neighbour")
+time.sleep(2.5)
+"""
+
+LOOK_FOR_NEIGHBOUR = r"""
+import time
+neighbour = "@NEIGHBOUR@"
+seen = []
+deadline = time.monotonic() + 1.5
+while time.monotonic() < deadline and not seen:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if neighbour in open(f"/proc/{entry}/comm").read():
+                    seen.append("process " + entry)
+            except OSError:
+                pass
+    try:
+        siblings = ["../" + name + "/" + neighbour for name in os.listdir("..")]
+    except OSError:
+        siblings = []
+    for path in ["/tmp/" + neighbour, "../" + neighbour, *siblings]:
+        if os.path.exists(path):
+            seen.append("file " + path)
+    time.sleep(0.1)
+reached("look")
+report("look", seen=seen)
+"""
+
+
+def test_concurrent_runs_cannot_see_each_other(sandbox: SandboxUnderTest) -> None:
+    neighbour_marker = new_marker()
+    with ThreadPoolExecutor(2) as pool:
+        neighbour = pool.submit(sandbox.run, NEIGHBOUR, neighbour_marker)
+        looker = pool.submit(
+            sandbox.run, LOOK_FOR_NEIGHBOUR.replace("@NEIGHBOUR@", neighbour_marker)
+        )
+        look = looker.result()
+        assert neighbour.result().reached("neighbour")
+    seen = look.result_of("look")["seen"]
+    assert not seen, f"NOT CONTAINED: a run saw its neighbour: {seen}"
