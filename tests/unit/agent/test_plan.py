@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from agent.models import BLANK_CHARACTERS, PlanRequest
 from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
 from tests.unit.agent.conftest import (
@@ -158,7 +160,7 @@ async def test_unreachable_bff_and_memory_degrade_within_the_timeout(
         {"prompt": "x" * 8193},
         {"prompt": 42},
         {"prompt": None},
-        {"prompt": "a\x00b"},
+        {"prompt": "\x1d\u3000\u2028"},
         {"prompt": "x", "unexpected": 1},
         ["prompt"],
     ],
@@ -171,6 +173,15 @@ async def test_invalid_prompts_are_422(
         assert response.status_code == 422, response.text
         assert response.json()["error"] == "invalid_request"
     assert gateway.prompts == []
+
+
+def test_blank_means_what_the_gateway_strips() -> None:
+    every_blank = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(BLANK_CHARACTERS) == every_blank
+    for blank in every_blank:
+        with pytest.raises(ValidationError):
+            PlanRequest(prompt=blank * 3)
+        assert PlanRequest(prompt=f"{blank}x{blank}").prompt == f"{blank}x{blank}"
 
 
 async def test_longest_prompt_is_accepted_and_huge_bodies_are_413(
