@@ -1,0 +1,213 @@
+"""The sandbox under load (short CI version; ``bench/load.py`` runs the full sizes).
+
+A burst far above capacity gets only 200 or 429 with Retry-After; memory
+stays bounded; afterwards there are no zombies, no leftover working dirs
+and no more open fds than before. Sequential runs leak nothing either.
+Over-limit bodies are refused before they are read, and slow clients do
+not keep others from being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pagi.stack import Stack
+from tests.fuzz.live import recent_logs, service_pid, start_live_stack
+from tests.load.driver import (
+    PeakSampler,
+    ProcessSnapshot,
+    burst,
+    sequential,
+    settle,
+    slow_clients,
+)
+
+BURST_REQUESTS = 300
+BURST_CONCURRENCY = 100
+SEQUENTIAL_RUNS = 150
+RSS_GROWTH_LIMIT = 48 * 2**20
+"""Growth of the service's own RSS a load may leave behind (allocator slack)."""
+PEAK_TREE_RSS_LIMIT = 768 * 2**20
+"""Peak RSS of the service and its runs above the resting figure."""
+SETTLE_SECONDS = 15.0
+
+
+@pytest.fixture(scope="module")
+def sandbox_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
+    stack = start_live_stack(tmp_path_factory.mktemp("load-state"), keys_dir, services=["sandbox"])
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def token(token_for) -> str:
+    return token_for("sandbox", ttl=3600)
+
+
+@pytest.fixture(scope="module")
+def work_root(sandbox_stack: Stack) -> Path:
+    return Path(sandbox_stack.env["PAGI_STATE_DIR"]) / "sandbox"
+
+
+@pytest.fixture(scope="module")
+def warmed(sandbox_stack: Stack, token: str) -> None:
+    """A few runs first, so that lazily created state is not counted as a leak."""
+    base_url = sandbox_stack.settings.url_of("sandbox")
+    report = asyncio.run(sequential(base_url, token, 10))
+    assert report.statuses == {200: 10}, report.summary()
+
+
+def _footprint_report(before: ProcessSnapshot, after: ProcessSnapshot) -> str:
+    return f"before: {before.describe()}\nafter:  {after.describe()}"
+
+
+def test_burst_gets_only_200_or_429_and_leaves_nothing(
+    sandbox_stack: Stack, token: str, work_root: Path, warmed
+):
+    pid = service_pid(sandbox_stack, "sandbox")
+    base_url = sandbox_stack.settings.url_of("sandbox")
+    before = ProcessSnapshot.take(pid, work_root)
+    with PeakSampler(pid) as sampler:
+        report = asyncio.run(burst(base_url, token, BURST_REQUESTS, BURST_CONCURRENCY))
+    after = settle(pid, work_root, before, SETTLE_SECONDS)
+    figures = f"{report.summary()}\npeak tree rss {sampler.peak / 2**20:.1f} MiB, " + (
+        f"peak fds {sampler.peak_fds}\n{_footprint_report(before, after)}"
+    )
+    print(figures)
+
+    assert report.completed == BURST_REQUESTS, figures
+    assert set(report.statuses) <= {200, 429}, figures
+    assert report.statuses[200] > 0, figures
+    assert not report.problems, figures
+    assert sampler.peak - before.tree_rss < PEAK_TREE_RSS_LIMIT, figures
+    assert after.rss - before.rss < RSS_GROWTH_LIMIT, figures
+    assert after.zombies == 0, figures
+    assert after.workdirs <= before.workdirs, figures
+    assert after.fds <= before.fds, figures
+    assert sandbox_stack.processes["sandbox"].process.poll() is None, recent_logs(
+        sandbox_stack, "sandbox"
+    )
+
+
+def test_sequential_runs_do_not_leak(sandbox_stack: Stack, token: str, work_root: Path, warmed):
+    pid = service_pid(sandbox_stack, "sandbox")
+    base_url = sandbox_stack.settings.url_of("sandbox")
+    before = ProcessSnapshot.take(pid, work_root)
+    report = asyncio.run(sequential(base_url, token, SEQUENTIAL_RUNS))
+    after = settle(pid, work_root, before, SETTLE_SECONDS)
+    figures = f"{report.summary()}\n{_footprint_report(before, after)}"
+    print(figures)
+
+    assert report.statuses == {200: SEQUENTIAL_RUNS}, figures
+    assert report.tool_statuses == {"ok": SEQUENTIAL_RUNS}, figures
+    assert after.rss - before.rss < RSS_GROWTH_LIMIT, figures
+    assert after.zombies == 0, figures
+    assert after.workdirs <= before.workdirs, figures
+    assert after.fds <= before.fds, figures
+
+
+# --------------------------------------------------------------------------- size limits
+
+
+def _read_answer(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_oversized_body_is_refused_before_it_is_sent(sandbox_stack: Stack, token: str):
+    """A declared 50 MB body gets 413 while the client has sent only its headers."""
+    port = sandbox_stack.settings.port_of("sandbox")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            b"POST /api/v1/execute_tool HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+            b'{"tool_name": "python", "code": "'
+        )
+        answer = _read_answer(sock, timeout=5)
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"application/json" in answer.lower(), answer[:300]
+    assert elapsed < 2.0, f"413 took {elapsed:.2f}s"
+
+
+def test_chunked_body_over_the_limit_is_cut_off(sandbox_stack: Stack, token: str):
+    """Without a Content-Length the body is counted as it arrives and refused at the limit."""
+    port = sandbox_stack.settings.port_of("sandbox")
+    chunk = b"A" * 65536
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/execute_tool HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            for _ in range(400):  # up to 25 MiB
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except OSError:
+            pass  # the server answered and closed: what should happen
+        answer = _read_answer(sock, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert sent < 24 * 2**20, f"the server read {sent} bytes before refusing"
+
+
+def test_code_over_the_policy_limit_gets_413(sandbox_stack: Stack, token: str):
+    base_url = sandbox_stack.settings.url_of("sandbox")
+    response = httpx.post(
+        f"{base_url}/api/v1/execute_tool",
+        json={"tool_name": "python", "code": "#" * (64 * 1024 + 1)},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+        trust_env=False,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"], response.text
+
+
+# --------------------------------------------------------------------------- slow clients
+
+SLOW_CONNECTIONS = 150
+SLOW_SECONDS = 6.0
+PROBE_DEADLINE_SECONDS = 2.0
+
+
+def test_slow_clients_do_not_starve_others(sandbox_stack: Stack, token: str):
+    settings = sandbox_stack.settings
+    base_url = settings.url_of("sandbox")
+    client = httpx.Client(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=PROBE_DEADLINE_SECONDS,
+        trust_env=False,
+    )
+
+    def probe() -> float:
+        started = time.monotonic()
+        response = client.post("/api/v1/execute_tool", json={"tool_name": "demo"})
+        assert response.status_code == 200, response.text
+        return time.monotonic() - started
+
+    with client:
+        report = slow_clients(
+            "127.0.0.1", settings.port_of("sandbox"), probe, SLOW_CONNECTIONS, SLOW_SECONDS
+        )
+    print(report.summary())
+    assert not report.probe_failures, report.summary()
+    assert len(report.probe_latencies) >= 10, report.summary()
+    assert max(report.probe_latencies) < PROBE_DEADLINE_SECONDS, report.summary()
