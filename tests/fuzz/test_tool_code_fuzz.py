@@ -1,0 +1,211 @@
+"""Arbitrary Python source through ``execute_tool``: every run ends in time, well-formed.
+
+Programs are random text (mostly not Python at all) and small programs
+assembled from hostile statements: infinite loops, fork bombs, huge or
+binary output, signals, recursion, detached children, closed stdio. Each
+must come back within the tool's wall limit plus a small margin, as a 200
+with a complete result (or a 4xx JSON refusal), and leave nothing behind.
+
+The sandbox here runs the default policy with the python tool's wall and
+cpu limits lowered to 1 s, so that the programs that never end cost CI
+one second each, not five.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pagi.stack import Stack
+from tests.conftest import REPO
+from tests.fuzz.live import (
+    all_pids,
+    descendants,
+    service_pid,
+    start_live_stack,
+    zombies_under,
+)
+from tests.load.driver import ProcessSnapshot, settle
+
+WALL_SECONDS = 1
+MARGIN_SECONDS = 2.0
+"""Spawning the jail, killing the tree and answering, on a busy 2-core machine."""
+TOOL_STATUSES = {"ok", "error", "timeout", "limit", "killed"}
+RESULT_FIELDS = {"stdout", "stderr", "exit_code", "duration_ms", "stdout_truncated"}
+
+
+def short_wall_policy() -> str:
+    """The default policy with the python tool's wall and cpu limits at one second."""
+    text = (REPO / "policies" / "sandbox.toml").read_text()
+    limits = re.search(r"\[tools\.python\.limits\]\n(?:[^\[\n].*\n|\n)*", text)
+    assert limits, "the default policy has no [tools.python.limits] table"
+    table = f"[tools.python.limits]\nwall_seconds = {WALL_SECONDS}\ncpu_seconds = {WALL_SECONDS}\n"
+    return text[: limits.start()] + table + "\n" + text[limits.end() :]
+
+
+@pytest.fixture(scope="module")
+def sandbox_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("code-fuzz")
+    policy = state / "policy.toml"
+    policy.write_text(short_wall_policy())
+    stack = start_live_stack(
+        state / "state", keys_dir, services=["sandbox"], PAGI_SANDBOX_POLICY=str(policy)
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def pids_at_start() -> set[int]:
+    return set(all_pids())
+
+
+@pytest.fixture(scope="module")
+def client(pids_at_start: set[int], sandbox_stack: Stack, token_for) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=sandbox_stack.settings.url_of("sandbox"),
+        headers={"Authorization": f"Bearer {token_for('sandbox', ttl=3600)}"},
+        timeout=WALL_SECONDS + MARGIN_SECONDS + 10,
+        trust_env=False,
+    ) as opened:
+        yield opened
+
+
+STATEMENTS = [
+    "print({text!r})",
+    "import sys; sys.stdout.buffer.write({data!r})",
+    "import sys; sys.stderr.write({text!r} * 1000)",
+    "raise ValueError({text!r})",
+    "import sys; sys.exit({number})",
+    "while True: pass",
+    "x = 'a' * (10 ** 10)",
+    "import os; os.kill(os.getpid(), 9)",
+    "def f(): return f()\nf()",
+    "import sys; sys.setrecursionlimit(10**6)\ndef f(): return f()\nf()",
+    "print('x' * (10 ** 7))",
+    "import time; time.sleep({seconds})",
+    "import os\nfor _ in range(10000):\n    try: os.fork()\n    except OSError: pass",
+    "import os\nif os.fork() == 0:\n    os.setsid()\n    import time; time.sleep(30)",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)",
+    "import socket; socket.create_connection(('127.0.0.1', 80), timeout=1)",
+    "open('/etc/shadow').read()",
+    "import os; os.close(1); os.close(2); print('gone')",
+    "import os; os.write(1, b'\\xff\\xfe\\x00' * 1000)",
+    "print('\\udcff\\ud800')",
+    "print('\\x00' * 1000)",
+    "import threading\nfor _ in range(1000): threading.Thread(target=lambda: None).start()",
+    "open('big', 'wb').write(b'0' * (10 ** 9))",
+    "import ctypes; ctypes.string_at(0)",
+    "import os; os.execv('/bin/sh', ['sh', '-c', 'yes'])",
+    "import sys; sys.stdin.read()",
+    "exec('1' * 100000)",
+    "eval('(' * 1000 + ')' * 1000)",
+]
+
+PROGRAMS = st.lists(
+    st.builds(
+        lambda template, text, data, number, seconds: template.format(
+            text=text, data=data, number=number, seconds=seconds
+        ),
+        st.sampled_from(STATEMENTS),
+        st.text(max_size=40),
+        st.binary(max_size=40),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.sampled_from([0, 0.1, 0.5, 3]),
+    ),
+    min_size=1,
+    max_size=3,
+).map("\n".join)
+
+
+def check_run(client: httpx.Client, code: str) -> None:
+    """Run ``code``; assert the answer came in time and is well-formed."""
+    started = time.monotonic()
+    response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": code})
+    elapsed = time.monotonic() - started
+    shown = code[:300]
+    assert elapsed <= WALL_SECONDS + MARGIN_SECONDS, f"answered after {elapsed:.2f}s: {shown!r}"
+    if response.status_code != 200:
+        assert 400 <= response.status_code < 500, f"{response.status_code} {response.text[:300]}"
+        assert response.json()["error"], response.text
+        return
+    body = response.json()
+    assert body["tool_status"] in TOOL_STATUSES, body
+    result = body["result"]
+    assert RESULT_FIELDS <= set(result), body
+    assert isinstance(result["stdout"], str) and isinstance(result["stderr"], str), body
+    assert result["duration_ms"] <= (WALL_SECONDS + MARGIN_SECONDS) * 1000, body
+    if body["tool_status"] == "timeout":
+        assert result["limit_hit"] == "wall_time", body
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(code=PROGRAMS)
+def test_generated_programs_end_in_time(client, code: str):
+    check_run(client, code)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(code=st.text(max_size=500))
+def test_arbitrary_text_as_code(client, code: str):
+    check_run(client, code)
+
+
+def test_every_hostile_statement_alone(client):
+    """Each statement once, deterministically, whatever hypothesis happened to pick."""
+    for template in STATEMENTS:
+        check_run(client, template.format(text="x", data=b"x", number=3, seconds=0.1))
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def stray_run_processes(before: set[int]) -> list[str]:
+    """Processes started since ``before`` that look like tool runs but belong to no sandbox.
+
+    A run's processes live in the sandbox's tree (pid namespace, zygote);
+    one that detached (setsid, double fork) and survived its run shows up
+    outside every ``python -m sandbox`` tree.
+    """
+    sandboxes = [pid for pid in all_pids() if b"-m\x00sandbox" in _cmdline(pid)]
+    owned = {child for pid in sandboxes for child in descendants(pid)}
+    suspects = []
+    for pid in set(all_pids()) - before - owned - set(sandboxes):
+        name = os.path.basename(_exe(pid))
+        if name.startswith("python") or name in {"yes", "sh", "dash", "bash", "sleep"}:
+            suspects.append(f"{pid} {name} {_cmdline(pid)[:100]!r}")
+    return suspects
+
+
+def test_nothing_left_behind(sandbox_stack: Stack, client, pids_at_start: set[int]):
+    """After all the fuzzing: no zombies, no stray processes, no working dirs."""
+    pid = service_pid(sandbox_stack, "sandbox")
+    work_root = Path(sandbox_stack.env["PAGI_STATE_DIR"]) / "sandbox"
+    rest = ProcessSnapshot(rss=0, tree_rss=0, fds=10**6, zombies=0, children=0, workdirs=0)
+    after = settle(pid, work_root, rest, 10)
+    assert zombies_under(pid) == [], after.describe()
+    assert after.workdirs == 0, f"{after.describe()}: {sorted(p.name for p in work_root.iterdir())}"
+    stray = stray_run_processes(pids_at_start)
+    assert stray == [], "processes outlived their run:\n" + "\n".join(stray)
+    response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": "print(7)"})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["stdout"] == "7\n", response.text
