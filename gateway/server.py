@@ -138,4 +138,12 @@ async def start_server(
         **backend.describe(),
         max_concurrent_calls=settings.pagi_gateway_max_concurrent_calls,
     )
+    if backend.name == "local":
+        log_event(
+            logger,
+            "gateway_backend_hint",
+            hint="plans come from the built-in planner; to use a model server set "
+            "MODEL_BACKEND=openai and MODEL_BASE_URL=http://HOST:PORT/v1 "
+            "(optionally MODEL_NAME, MODEL_API_KEY or MODEL_API_KEY_FILE)",
+        )
     return GatewayServer(server, bound, backend, health_servicer, service)

@@ -73,8 +73,22 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
 
     # ------------------------------------------------------------------ checks
 
-    def _check(self, request: model_gateway_pb2.PlanRequest) -> Failure | int:
-        """The step limit for a valid request, or why it is refused."""
+    def _check(self, request: model_gateway_pb2.PlanRequest, rpc: str) -> Failure | int:
+        """The step limit for a valid request, or why it is refused (logged)."""
+        checked = self._validate(request)
+        if isinstance(checked, Failure):
+            log_event(
+                logger,
+                "plan_refused",
+                logging.WARNING,
+                rpc=rpc,
+                code=checked.status.name,
+                reason=checked.message,
+                caller=caller_var.get(),
+            )
+        return checked
+
+    def _validate(self, request: model_gateway_pb2.PlanRequest) -> Failure | int:
         if not request.prompt.strip():
             return Failure(grpc.StatusCode.INVALID_ARGUMENT, "prompt must not be empty")
         size = len(request.prompt.encode("utf-8", "surrogatepass"))
@@ -147,7 +161,7 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
     ) -> model_gateway_pb2.PlanResponse:
         """A whole plan for the prompt."""
         started = time.perf_counter()
-        checked = self._check(request)
+        checked = self._check(request, "GetPlan")
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked
@@ -186,7 +200,7 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
     ) -> AsyncIterator[model_gateway_pb2.PlanChunk]:
         """The plan, one step per message, then a final ``done`` message."""
         started = time.perf_counter()
-        checked = self._check(request)
+        checked = self._check(request, "StreamPlan")
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked

@@ -83,9 +83,11 @@ async def test_every_forged_token_is_unauthenticated(
         if not token.isascii() or "\x00" in token:
             continue  # not representable as gRPC metadata; refused by the client library
         error = await rpc_error(gateway.stub.GetPlan(request, metadata=auth(token), timeout=5))
-        if len(token) > 16 * 1024:
-            # Beyond gRPC's metadata limit the transport refuses the call itself.
-            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, what
+        if len(token) > 8 * 1024:
+            # Beyond gRPC's soft metadata limit (8 KiB) the transport may refuse
+            # the call itself; beyond the hard one (16 KiB) it always does.
+            refusals = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert error.code() in refusals, what
             continue
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED, what
         assert error.details().startswith("unauthenticated: "), (what, error.details())
