@@ -144,7 +144,16 @@ CLONE_FLAGS: list[tuple[str, str]] = [
 
 CLONE3 = r"""
 args = c_buffer(88)
-attempt("clone3", lambda: raw_syscall(435, args, 88))
+ctypes.memmove(ctypes.byref(args, 32), (17).to_bytes(8, "little"), 8)  # exit_signal = SIGCHLD
+
+def clone3():
+    pid = raw_syscall(435, args, 88)
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+attempt("clone3", clone3)
 """
 
 

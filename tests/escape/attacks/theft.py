@@ -78,10 +78,6 @@ LIST_ROOT_HOME = r"""
 attempt("root_home", lambda: os.listdir("/root"))
 """
 
-READ_KCORE = r"""
-attempt("kcore", lambda: open("/proc/kcore", "rb").read(64))
-"""
-
 SECRET_WORDS = r"""
 SECRET_WORDS = ["PAGI_", "RUST_SANDBOX", "MODEL_GATEWAY", "@KEYS_DIR@", "PYTHONPATH", "LOG_LEVEL"]
 
@@ -244,13 +240,6 @@ ATTACKS = [
         blocked("etc_shadow"),
     ),
     Attack("list_root_home", "theft", LIST_ROOT_HOME, FILE_LAYERS, blocked("root_home")),
-    Attack(
-        "read_proc_kcore",
-        "theft",
-        READ_KCORE,
-        (*FILE_LAYERS, "privileges"),
-        blocked("kcore"),
-    ),
     Attack(
         "parent_environ",
         "theft",
