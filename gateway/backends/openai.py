@@ -108,6 +108,18 @@ class OpenAIBackend(PlanBackend):
     async def stream(self, prompt: str, max_steps: int, deadline: Deadline) -> AsyncIterator[str]:
         """The plan's steps as the server streams the reply (SSE)."""
         response = await self._send(self._body(prompt, max_steps, stream=True), deadline)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            # Some servers ignore "stream": true and answer with one JSON reply.
+            try:
+                raw = await self._read_body(response, deadline)
+            finally:
+                await response.aclose()
+            steps = parse_steps(_message_content(raw), max_steps)
+            if not steps:
+                raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
+            for step in steps:
+                yield step
+            return
         parser = StepParser(max_steps)
         produced = 0
         try:

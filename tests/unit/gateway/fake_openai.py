@@ -190,6 +190,11 @@ class FakeOpenAI:
     ) -> None:
         await self._reply(writer, stream, PLAN_TEXT)
 
+    async def _scenario_nostream(
+        self, writer: asyncio.StreamWriter, stream: bool, n: int, h: dict
+    ) -> None:
+        await self._reply(writer, False, PLAN_TEXT)  # ignores "stream": true
+
     async def _scenario_chatty(
         self, writer: asyncio.StreamWriter, stream: bool, n: int, h: dict
     ) -> None:

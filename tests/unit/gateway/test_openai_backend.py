@@ -88,6 +88,10 @@ async def test_stream_of_a_chatty_reply(fake_openai: FakeOpenAI) -> None:
     assert await stream(fake_openai.url("chatty")) == PLAN_STEPS
 
 
+async def test_stream_from_a_server_that_ignores_stream_true(fake_openai: FakeOpenAI) -> None:
+    assert await stream(fake_openai.url("nostream")) == PLAN_STEPS
+
+
 async def test_max_steps_bounds_the_plan(fake_openai: FakeOpenAI) -> None:
     backend = backend_for(fake_openai.url("ok"))
     try:
