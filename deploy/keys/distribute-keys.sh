@@ -4,6 +4,8 @@
 # volume, so restarts keep the same keys), then gives each identity a
 # directory /keys/<identity>/ holding its own private key and every public
 # key. Each service mounts only its own directory, read-only.
+# Safe to re-run while services are up (podman restarts it with its
+# dependants): files are replaced by rename, never removed first.
 # Rotate: `docker compose run --rm keys pagi-distribute-keys --force`.
 set -eu
 
@@ -17,16 +19,31 @@ else
 fi
 
 umask 077
+
+# place SOURCE TARGET MODE: copy next to TARGET, then rename over it.
+place() {
+    cp "$1" "$2.new"
+    chmod "$3" "$2.new"
+    mv -f "$2.new" "$2"
+}
+
 for identity in $IDENTITIES; do
     target="$KEYS_ROOT/$identity"
     mkdir -p "$target"
-    # Stale files from an earlier layout or rotation must not linger.
-    find "$target" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-    cp "$KEYS_ROOT/all/$identity.key" "$target/$identity.key"
-    chmod 0600 "$target/$identity.key"
+    place "$KEYS_ROOT/all/$identity.key" "$target/$identity.key" 0600
+    expected="$identity.key"
     for public in "$KEYS_ROOT"/all/*.pub; do
-        cp "$public" "$target/"
-        chmod 0644 "$target/$(basename "$public")"
+        name="$(basename "$public")"
+        place "$public" "$target/$name" 0644
+        expected="$expected $name"
+    done
+    # Anything else (another identity's private key, leftovers) goes.
+    for present in "$target"/* "$target"/.[!.]*; do
+        [ -e "$present" ] || continue
+        case " $expected " in
+            *" $(basename "$present") "*) ;;
+            *) rm -rf "$present" ;;
+        esac
     done
 done
 echo "keys ready for: $IDENTITIES"
