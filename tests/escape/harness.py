@@ -458,11 +458,30 @@ def marker_files(marker: str, roots: Iterable[Path], deep: bool = True) -> list[
             except OSError:
                 pass
             continue
-        for current, dirs, files in os.walk(root, onerror=lambda _exc: None):
-            if "/.venv" in current or "/.git" in current:
-                dirs[:] = []
+        found.extend(_walk_for(marker, root))
+    return found
+
+
+def _walk_for(marker: str, root: Path) -> list[str]:
+    """Iterative walk (a tool may leave trees deeper than Python's recursion limit)."""
+    found: list[str] = []
+    pending = [str(root)]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            if marker in entry.name:
+                found.append(entry.path)
+            if entry.name in (".venv", ".git"):
                 continue
-            found.extend(os.path.join(current, name) for name in (*dirs, *files) if marker in name)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+            except OSError:
+                continue
     return found
 
 

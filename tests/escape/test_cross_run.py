@@ -7,6 +7,7 @@ file system must not reach the next one.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -108,3 +109,57 @@ def test_concurrent_runs_cannot_see_each_other(sandbox: SandboxUnderTest) -> Non
         assert neighbour.result().reached("neighbour")
     seen = look.result_of("look")["seen"]
     assert not seen, f"NOT CONTAINED: a run saw its neighbour: {seen}"
+
+
+SECRET_CARRIER = r"""
+SECRET_PAYLOAD = MARKER + "-payload-of-the-previous-run"
+reached("carrier")
+"""
+
+MEMORY_SCAN = r"""
+import gc
+# The needles travel reversed, so this program's own text does not contain them.
+needles = [value[::-1] for value in json.loads('@REVERSED@')]
+needle_ids = {id(needle) for needle in needles}
+found = set()
+
+def inspect(item):
+    if isinstance(item, bytes):
+        item = item.decode("latin-1")
+    if isinstance(item, str) and id(item) not in needle_ids:
+        for needle in needles:
+            if needle in item:
+                found.add(needle[:24])
+
+for holder in gc.get_objects():
+    if isinstance(holder, dict):
+        for key, value in list(holder.items()):
+            inspect(key)
+            inspect(value)
+    elif isinstance(holder, (list, tuple, set, frozenset)):
+        for value in list(holder):
+            inspect(value)
+reached("memory_scan")
+report("memory_scan", found=sorted(found), holders=len(gc.get_objects()))
+"""
+
+
+def test_a_run_holds_no_secrets_of_the_service_or_earlier_runs(
+    sandbox: SandboxUnderTest,
+) -> None:
+    carrier = sandbox.run(SECRET_CARRIER)
+    assert carrier.reached("carrier"), carrier.describe()
+    jwt_header = sandbox.token().split(".")[0]
+    needles = [
+        carrier.marker + "-payload",
+        jwt_header,
+        "PRIVATE KEY",
+        str(sandbox.keys_dir),
+        "PAGI_KEYS_DIR",
+        "RUST_SANDBOX_PORT",
+    ]
+    reversed_needles = json.dumps([needle[::-1] for needle in needles])
+    scan = sandbox.run(MEMORY_SCAN.replace("@REVERSED@", reversed_needles))
+    record = scan.result_of("memory_scan")
+    assert record["holders"] > 100, record
+    assert not record["found"], f"NOT CONTAINED: the run's memory holds {record['found']}"

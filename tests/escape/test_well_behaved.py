@@ -151,3 +151,11 @@ def test_a_short_sleep_is_not_a_timeout(sandbox: SandboxUnderTest) -> None:
     assert body["tool_status"] == "ok", body
     assert body["result"]["duration_ms"] >= 300
     assert body["result"]["limit_hit"] is None
+
+
+def test_binary_and_invalid_utf8_output_is_reported(sandbox: SandboxUnderTest) -> None:
+    program = "import sys\nsys.stdout.buffer.write(b'ok\\xff\\xfe\\x00\\xc3(end')\n"
+    response = sandbox.execute(program)
+    assert response.status_code == 200, response.text
+    stdout = response.json()["result"]["stdout"]
+    assert stdout.startswith("ok") and stdout.endswith("end"), stdout

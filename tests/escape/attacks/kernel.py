@@ -234,6 +234,28 @@ def other_abi_refused(label: str) -> Check:
     return check
 
 
+REFUSAL_FLOOD = r"""
+def flood():
+    refused = 0
+    for _ in range(20000):
+        try:
+            raw_syscall(250, 0, -3, 0)  # keyctl: always refused
+        except OSError:
+            refused += 1
+    return refused
+
+attempt("refusal_flood", flood)
+"""
+
+
+def flood_counted(outcome: Outcome) -> str:
+    """20 000 refusals in a row: the run ends normally, each one counted, the service fine."""
+    record = outcome.result_of("refusal_flood")
+    assert record.get("ok") and record["value"] == "20000", record
+    assert outcome.refusals_counted >= 20000, f"only {outcome.refusals} refusals counted"
+    return "seccomp"
+
+
 def _syscall_attacks() -> list[Attack]:
     attacks = [
         Attack(name, "kernel", STRUCTS + body, ("seccomp",), seccomp_refused(name))
@@ -256,4 +278,5 @@ ATTACKS = [
         other_abi_refused("int80"),
     ),
     Attack("x32_syscall", "kernel", X32, ("seccomp",), other_abi_refused("x32")),
+    Attack("seccomp_refusal_flood", "kernel", REFUSAL_FLOOD, ("seccomp",), flood_counted),
 ]

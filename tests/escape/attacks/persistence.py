@@ -76,6 +76,34 @@ def workdir_removed(outcome: Outcome) -> str:
     return "teardown"
 
 
+UNDELETABLE_TREE = r"""
+# A deep tree whose directories lose every permission: cleanup must still remove it.
+def build():
+    base = os.getcwd()
+    for depth in range(600):
+        os.mkdir("d")
+        os.chdir("d")
+    with open(MARKER, "w") as handle:
+        handle.write("deep")
+    os.mkdir(MARKER + "-locked")
+    with open(os.path.join(MARKER + "-locked", "f"), "w") as handle:
+        handle.write("x")
+    os.chmod(MARKER + "-locked", 0)
+    os.chdir(base)
+    os.chmod("d", 0o500)
+    return "built"
+
+attempt("undeletable_tree", build)
+"""
+
+
+def tree_removed(outcome: Outcome) -> str:
+    record = outcome.result_of("undeletable_tree")
+    assert record.get("ok"), f"the tree was not built: {record}"
+    _nothing_left(outcome)
+    return "teardown"
+
+
 SYMLINK_WRITE = r"""
 def write_through_symlink():
     os.symlink("@HOST_WRITABLE@", "link")
@@ -133,6 +161,7 @@ ATTACKS = [
         for label, path in WRITE_TARGETS
     ),
     Attack("workdir_removed", "persistence", WORKDIR_REMOVED, ("teardown",), workdir_removed),
+    Attack("undeletable_tree", "persistence", UNDELETABLE_TREE, ("teardown",), tree_removed),
     Attack(
         "symlink_to_host_file",
         "persistence",

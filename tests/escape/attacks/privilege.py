@@ -138,6 +138,54 @@ report("tried", labels=labels)
 """
 
 
+JAIL_INIT_TAKEOVER = r"""
+# Whatever supervises the run from inside its namespaces (pid 1, which may answer
+# seccomp notifications outside the filter) must not be open to the tool.
+labels = []
+if os.getpid() != 1:
+    labels.append("init_mem")
+    attempt("init_mem", lambda: os.close(os.open("/proc/1/mem", os.O_RDWR)))
+    labels.append("init_fds")
+    attempt("init_fds", lambda: os.listdir("/proc/1/fd"))
+    for fd in range(0, 8):
+        labels.append(f"init_fd_{fd}")
+        attempt(labels[-1], lambda: os.close(os.open(f"/proc/1/fd/{fd}", os.O_RDONLY)))
+report("tried", labels=labels)
+"""
+
+
+def init_untouchable(outcome: Outcome) -> set[str]:
+    labels = outcome.results().get("tried", {}).get("labels")
+    assert labels is not None, outcome.describe()
+    if not labels:
+        return {"pidns"}  # the tool is pid 1 itself: nothing above it is visible
+    return {
+        layer_of(outcome, outcome.result_of(label), {errno.ENXIO: "kernel"}) for label in labels
+    }
+
+
+KILL_SUPERVISORS = r"""
+import signal
+labels = []
+for pid in {os.getppid(), 1} - {0, os.getpid()}:
+    labels.append(f"kill_{pid}")
+    attempt(labels[-1], lambda: os.kill(pid, signal.SIGKILL))
+report("tried", labels=labels)
+"""
+
+
+def supervisors_survive(outcome: Outcome) -> set[str]:
+    """Killing what is above the tool in its namespace must not hurt the service or the path."""
+    labels = outcome.results().get("tried", {}).get("labels", [])
+    layers = set()
+    for label in labels:
+        record = outcome.result_of(label)
+        layers.add("pidns" if record.get("ok") else layer_of(outcome, record))
+    follow_up = outcome.sandbox.run('reached("after")\nreport("after", ok=True)')
+    assert follow_up.result_of("after").get("ok"), follow_up.describe()
+    return layers or {"pidns"}
+
+
 def knobs_refused(key: str) -> Check:
     """Check: every knob was refused (EINVAL on a knob means the kernel rejected it)."""
     return blocked_each(key, overrides={errno.EINVAL: "kernel"})
@@ -199,6 +247,20 @@ ATTACKS = [
         PARENT_MEM_WRITE,
         (*KNOB_LAYERS, "pidns"),
         blocked("parent_mem"),
+    ),
+    Attack(
+        "jail_init_takeover",
+        "privilege",
+        JAIL_INIT_TAKEOVER,
+        ("pidns", "landlock", "privileges", "kernel", "mountns"),
+        init_untouchable,
+    ),
+    Attack(
+        "kill_supervisors",
+        "privilege",
+        KILL_SUPERVISORS,
+        ("pidns", "privileges"),
+        supervisors_survive,
     ),
     Attack(
         "mknod_char_device",
