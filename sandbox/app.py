@@ -3,7 +3,7 @@
 One request goes through, in this order (each step answers its own error):
 
 1. token valid (401)                      -- :func:`pagi.app.require_caller`
-2. body well-formed (422)
+2. body within the policy's size (413), well-formed (422)
 3. caller may run this tool (403)         -- the policy snapshot taken now
 4. tool exists (404)
 5. code accepted by the tool, size (400 / 413)
@@ -41,7 +41,7 @@ from sandbox.models import (
     PolicyStatus,
     response_of,
 )
-from sandbox.policy import PolicySnapshot, deployment_context
+from sandbox.policy import MAX_CODE_BYTES_CEILING, PolicySnapshot, deployment_context
 from sandbox.policy_watch import PolicyStore
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
@@ -71,6 +71,10 @@ class ToolRunner(Protocol):
 def body_limit(snapshot: PolicySnapshot) -> int:
     """The largest request body worth reading under ``snapshot``."""
     return snapshot.largest_code_bytes * JSON_ESCAPE_FACTOR + BODY_MARGIN_BYTES
+
+
+HARD_BODY_LIMIT = MAX_CODE_BYTES_CEILING * JSON_ESCAPE_FACTOR + BODY_MARGIN_BYTES
+"""No request body is read beyond this, whatever the policy (checked before routing)."""
 
 
 def _printable(value: object) -> str:
@@ -110,7 +114,7 @@ class Sandbox:
         snapshot = self.store.current
         record["policy_version"] = snapshot.version
 
-        body = _parse_body(await request.body())
+        body = _parse_body(await _read_body(request, body_limit(snapshot)))
         name = body.tool_name
         record["tool"] = name
         code = encode_code(body.code)
@@ -186,6 +190,22 @@ class Sandbox:
 
 def _is_runner_unavailable(exc: Exception) -> bool:
     return any(cls.__name__ == "RunnerUnavailable" for cls in type(exc).__mro__)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit``."""
+    too_large = ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse_body(raw: bytes) -> ExecuteToolRequest:
@@ -360,7 +380,10 @@ def create_app(
         "sandbox",
         lifespan=lifespan,
         health_extra=health_extra,
-        max_body_bytes=lambda: body_limit(store.current),
+        # The policy's own, smaller limit is applied by the route, so that
+        # those refusals are audited too; this one only bounds what any
+        # request may make the service read.
+        max_body_bytes=HARD_BODY_LIMIT,
     )
     app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.sandbox = sandbox

@@ -260,19 +260,44 @@ async def test_code_rules_400_and_413(make_service, token_for):
         assert statuses == [400, 400, 413, 200, 413]
 
 
-async def test_huge_body_is_413_before_it_is_read(make_service, token_for):
+async def test_huge_body_is_413_audited_and_only_after_authentication(make_service, token_for):
     async with make_service() as svc:
         body = json.dumps({"tool_name": "python", "code": "#" * (2 * 1024 * 1024)})
-        response = await svc.client.post(
-            "/api/v1/execute_tool",
-            content=body,
-            headers={
-                "Authorization": f"Bearer {token_for('sandbox')}",
-                "Content-Type": "application/json",
-            },
-        )
+        headers = {"Content-Type": "application/json", "X-Request-Id": "huge-body"}
+        anonymous = await svc.client.post("/api/v1/execute_tool", content=body, headers=headers)
+        assert anonymous.status_code == 401
+        headers["Authorization"] = f"Bearer {token_for('sandbox')}"
+        response = await svc.client.post("/api/v1/execute_tool", content=body, headers=headers)
         assert response.status_code == 413
         assert response.json()["error"] == "payload_too_large"
+        # The limit follows the policy: 6 bytes per code byte (JSON escapes) + a margin.
+        assert str(64 * 1024 * 6 + 16 * 1024) in response.json()["detail"]
+        assert [r["status"] for r in svc.audit_records()] == [401, 413]
+        assert svc.runner.specs == []
+
+
+async def test_body_limit_follows_the_policy_on_reload(make_service, token_for):
+    async with make_service() as svc:
+        token = token_for("sandbox")
+        code = "#" * (200 * 1024)
+        too_large = await svc.execute(token, tool_name="python", code=code)
+        assert too_large.status_code == 413
+        text = svc.policy_path.read_text().replace(
+            'max_code_bytes = "64 KiB"', 'max_code_bytes = "256 KiB"'
+        )
+        svc.policy_path.write_text(text)
+        assert svc.client._transport.app.state.sandbox.store.refresh() is not None  # type: ignore[attr-defined]
+        assert (await svc.execute(token, tool_name="python", code=code)).status_code == 200
+
+
+async def test_bodies_beyond_the_hard_limit_are_refused_before_routing(make_service, token_for):
+    async with make_service() as svc:
+        response = await svc.client.post(
+            "/api/v1/execute_tool",
+            content=b"x" * (7 * 1024 * 1024),
+            headers={"Authorization": f"Bearer {token_for('sandbox')}"},
+        )
+        assert response.status_code == 413
 
 
 @pytest.mark.parametrize(
