@@ -16,6 +16,18 @@ from pagi.logging import configure_logging, log_event
 logger = logging.getLogger("gateway")
 
 
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable, without its value.
+
+    The values are left out because one of them may be the API key.
+    """
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+        lines.append(f"  {name}: {problem['msg']}")
+    return "\n".join(lines)
+
+
 async def serve(settings: GatewaySettings) -> int:
     """Serve until SIGINT/SIGTERM; the exit code."""
     try:
@@ -37,7 +49,7 @@ def main() -> None:
     try:
         settings = GatewaySettings()
     except ValidationError as exc:
-        print(f"gateway: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"gateway: invalid settings:\n{describe_invalid_settings(exc)}", file=sys.stderr)
         sys.exit(2)
     configure_logging("gateway", settings.log_level)
     sys.exit(asyncio.run(serve(settings)))

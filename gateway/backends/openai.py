@@ -15,6 +15,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +40,8 @@ MAX_REPLY_BYTES = 1024 * 1024
 MAX_LINE_CHARS = 64 * 1024
 MAX_ERROR_DETAIL_CHARS = 200
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Anything shaped like an API key ("sk-...", "Bearer ...") in an upstream message.
+_KEY_LIKE = re.compile(r"(?:\bsk-[\w*.\-]{4,}|\bBearer\s+\S+)", re.IGNORECASE)
 
 
 class OpenAIBackend(PlanBackend):
@@ -302,17 +305,17 @@ class OpenAIBackend(PlanBackend):
     def _status_error(self, status: int, detail: str) -> BackendError:
         detail = self._redact(detail)
         suffix = f": {detail}" if detail else ""
+        # Servers tend to quote (part of) the key in auth errors: never pass those on.
         if status == 401:
             return BackendError(
                 ErrorCode.FAILED_PRECONDITION,
                 f"model server at {self.where} rejected the API key (401); set MODEL_API_KEY "
-                f"or MODEL_API_KEY_FILE to a valid key{suffix}",
+                "or MODEL_API_KEY_FILE to a valid key",
             )
         if status == 403:
             return BackendError(
                 ErrorCode.PERMISSION_DENIED,
-                f"model server at {self.where} refused access to model {self.model!r} "
-                f"(403){suffix}",
+                f"model server at {self.where} refused access to model {self.model!r} (403)",
             )
         if status == 404:
             return BackendError(
@@ -341,7 +344,7 @@ class OpenAIBackend(PlanBackend):
     def _redact(self, text: str) -> str:
         if self._api_key and self._api_key in text:
             text = text.replace(self._api_key, "[redacted]")
-        return text
+        return _KEY_LIKE.sub("[redacted]", text)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -240,6 +240,14 @@ async def test_401_gives_failed_precondition_without_the_key(fake_openai: FakeOp
     assert len(fake_openai.of("unauthorized")) == 1  # not retried
 
 
+def test_key_like_text_from_upstream_is_redacted() -> None:
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", model="m", api_key=API_KEY)
+    error = backend._status_error(400, f"bad: {API_KEY} and sk-proj-****abcd, Bearer xyz")
+    assert error.code == ErrorCode.INVALID_ARGUMENT
+    assert "sk-" not in error.message and "xyz" not in error.message
+    assert "bad:" in error.message
+
+
 async def test_403_gives_permission_denied(fake_openai: FakeOpenAI) -> None:
     error = await failure_of(stream(fake_openai.url("forbidden")))
     assert error.code == ErrorCode.PERMISSION_DENIED
