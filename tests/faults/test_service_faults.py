@@ -138,7 +138,7 @@ def test_fault_is_named_in_time_and_heals(stack: Stack, token_for, service: str,
         assert response.status_code == 200, response.text
         assert elapsed <= REQUEST_TIMEOUT + MARGIN, f"dashboard took {elapsed:.2f}s: {timings}"
         assert body["status"] == "degraded", body
-        assert names(service, body), body
+        assert names(service, body), json.dumps(body, indent=1)
     for response, elapsed in plans:
         assert elapsed <= GRPC_TIMEOUT + REQUEST_TIMEOUT + MARGIN, f"plan took {elapsed:.2f}s"
         body = response.json()
