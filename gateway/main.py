@@ -32,7 +32,7 @@ async def serve(settings: GatewaySettings) -> int:
     """Serve until SIGINT/SIGTERM; the exit code."""
     try:
         server = await start_server(settings)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, OSError) as exc:
         log_event(logger, "gateway_start_failed", logging.ERROR, reason=str(exc))
         return 1
     stopping = asyncio.Event()
