@@ -1,0 +1,204 @@
+"""The jail: every layer, applied in one fixed order by :func:`contain`.
+
+Read :func:`contain` top to bottom to audit the order. It runs in a fresh,
+single-threaded process (the cold launcher, or a zygote's child on the warm
+path) that starts as root, and it forks twice:
+
+    launcher (root)        cgroup -> mountns (minimal root) -> privileges (drop uid)
+                           -> userns -> pidns, netns, ipcns, utsns, mountns (owned by userns)
+      └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable;
+                           answers seccomp notifications, reports the tool's status
+          └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> capabilities dropped
+                           -> seccomp (last) -> fds closed -> returns to exec / run code
+
+The launcher stays outside the pid namespace as the run's supervisor: it
+enforces the wall-clock limit by killing init, which makes the kernel kill
+every process of the namespace. Every step raises :class:`LayerError`
+naming its layer when it cannot be applied; the run then stops before the
+tool runs (fail closed) and the failure is reported on the report fd.
+
+Report fd protocol (text lines, written by supervisor, init or tool setup;
+closed before the tool runs, so the tool cannot write to it):
+``layer_failed LAYER REASON``, ``exit N`` / ``signal N`` (the tool's status),
+``refusals N``, ``wall_timeout``, ``done`` (last line, from the supervisor).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from sandbox.jail import (
+    cgroup,
+    fds,
+    ipcns,
+    landlock,
+    limits,
+    mountns,
+    netns,
+    pidns,
+    privileges,
+    seccomp,
+    userns,
+    utsns,
+)
+from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig
+from sandbox.jail.layer import LAYERS, LayerError
+from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
+
+__all__ = ["LAYERS", "JailConfig", "LayerError", "contain"]
+
+LAYER_FAILED_EXIT = 126
+
+
+def _apply(layer: str, step: Callable[..., Any], *arguments: Any) -> Any:
+    try:
+        return step(*arguments)
+    except Exception as error:  # noqa: BLE001 - any failure of a layer is a refusal to run
+        raise LayerError(layer, f"{type(error).__name__}: {error}") from None
+
+
+def _report(report: int, line: str) -> None:
+    os.write(report, (line.replace("\n", " ") + "\n").encode())
+
+
+def _fail(report: int, error: LayerError) -> None:
+    _report(report, f"layer_failed {error.layer} {error.reason}")
+    os._exit(LAYER_FAILED_EXIT)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies. `parent` as this process sees it (0: outside its pid ns)."""
+    prctl(pidns.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(LAYER_FAILED_EXIT)
+
+
+def contain(config: JailConfig, report: int) -> None:
+    """Apply every layer; return only in the jailed tool process (pid 2 of its namespace).
+
+    The caller then execs the tool or runs its Python code, with nothing
+    but fds 0-2 open. Never returns in the supervisor or init: those exit.
+    """
+    try:
+        # As real root, outside any namespace.
+        layers = set(config.layers)
+        if "cgroup" in layers:
+            _apply("cgroup", cgroup.join, config.cgroup_dirs)
+        _apply(
+            "mountns",
+            mountns.build_root,
+            f"{config.run_dir}/root",
+            config.workdir,
+            config.read_paths,
+            config.hidden_paths,
+            int(config.limits["tmp_bytes"]),
+        )
+        _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
+        # As the unprivileged jail uid: namespaces owned by it.
+        _apply("userns", userns.enter, config.uid, config.gid)
+        _apply("pidns", pidns.unshare)
+        if "netns" in layers and not config.network:
+            _apply("netns", netns.unshare)
+        if "ipcns" in layers:
+            _apply("ipcns", ipcns.unshare)
+        if "utsns" in layers:
+            _apply("utsns", utsns.unshare)
+        _apply("mountns", mountns.unshare)
+    except LayerError as error:
+        _fail(report, error)
+
+    init_pid = os.fork()
+    if init_pid:
+        _supervise(init_pid, float(config.limits["wall_seconds"]), report)
+
+    # Pid 1 of the new pid namespace.
+    up_read, up_write = os.pipe2(os.O_CLOEXEC)
+    down_read, down_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        _die_with_parent(0)  # the supervisor is outside the new pid ns
+        _apply("mountns", mountns.mount_proc)
+        if "utsns" in layers:
+            _apply("utsns", utsns.set_hostname, config.hostname)
+        _apply("privileges", privileges.set_non_dumpable)
+        _apply("privileges", privileges.drop_capabilities)
+    except LayerError as error:
+        _fail(report, error)
+    tool_pid = os.fork()
+    if tool_pid:
+        os.close(up_write)
+        os.close(down_read)
+        _init(tool_pid, up_read, down_write, report)
+
+    # Pid 2: the tool.
+    try:
+        _die_with_parent(1)
+        # Dumpable again (as after an exec) so init, with no more capabilities
+        # than the tool, may take the seccomp listener with pidfd_getfd.
+        _apply("privileges", privileges.set_dumpable)
+        if "rlimits" in layers:
+            _apply("rlimits", limits.apply, config.limits)
+        _apply("no_new_privs", privileges.set_no_new_privs)
+        if "landlock" in layers and config.landlock_abi:
+            _apply(
+                "landlock",
+                landlock.restrict,
+                config.landlock_abi,
+                config.read_paths,
+                [WORKDIR_IN_JAIL, "/tmp"],
+                list(mountns.DEVICES),
+                config.network,
+            )
+        _apply("privileges", privileges.drop_capabilities)
+        listener = None
+        if "seccomp" in layers:
+            listener = _apply("seccomp", seccomp.load, config.seccomp_bpf, config.seccomp_notify)
+        if listener is not None:
+            # Init takes a copy (pidfd_getfd); the tool must not keep one, or it
+            # could answer its own refused syscalls.
+            os.write(up_write, f"{listener}\n".encode())
+            if os.read(down_read, 1) != b"k":
+                raise LayerError("seccomp", "init did not take the notification listener")
+            os.close(listener)
+        _apply("privileges", fds.close_inherited)
+    except LayerError as error:
+        _fail(report, error)
+
+
+def _supervise(init_pid: int, wall_seconds: float, report: int) -> None:
+    """Outside the pid namespace: wait for init, kill it at the wall-clock limit, report."""
+    for fd in (0, 1, 2):  # the tool's pipes: only the tool's tree may hold them
+        os.close(fd)
+    pidfd = os.pidfd_open(init_pid)
+    ready, _, _ = select.select([pidfd], [], [], wall_seconds)
+    if not ready:
+        os.kill(init_pid, signal.SIGKILL)
+        _report(report, "wall_timeout")
+    os.waitpid(init_pid, 0)
+    _report(report, "done")
+    os._exit(0)
+
+
+def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
+    """Pid 1: take the seccomp listener from the tool, then serve it until the tool exits."""
+    for fd in (0, 1, 2):
+        os.close(fd)
+    listener: int | None = None
+    message = os.read(up_read, 32)
+    if message:
+        try:
+            tool_pidfd = os.pidfd_open(tool_pid)
+            listener = syscall(SYS_PIDFD_GETFD, tool_pidfd, int(message), 0)
+            os.close(tool_pidfd)
+            os.write(down_write, b"k")
+        except OSError as error:
+            _report(report, f"layer_failed seccomp cannot take listener: {error}")
+            os.kill(tool_pid, signal.SIGKILL)
+    os.close(up_read)
+    os.close(down_write)
+    status = pidns.wait_for_tool(tool_pid, listener, report)
+    _report(report, pidns.exit_status_words(status))
+    os._exit(0)

@@ -1,0 +1,75 @@
+"""The single-threaded entry of one run: read the config, :func:`contain`, exec or run code.
+
+Cold path: the service execs ``python -I -S .../sandbox/jail/launch.py`` per
+run with the config on fd 3 and the report pipe on fd 4 (stdin, stdout and
+stderr are the run's pipes). Warm path: ``launch.py --zygote`` starts the
+pre-forked zygote (:mod:`sandbox.jail.zygote`), whose children call
+:func:`run_one` with the same fds.
+
+``-I`` ignores PYTHONPATH and the script's dir, so the repository (or the
+installed package's) root is put on sys.path here, then removed again
+before any tool code runs. Only the stdlib is imported: no pydantic, no json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _PACKAGE_ROOT not in sys.path:
+    sys.path.insert(0, _PACKAGE_ROOT)
+
+from sandbox.jail import JailConfig, contain  # noqa: E402
+from sandbox.jail.config import WORKDIR_IN_JAIL  # noqa: E402
+from sandbox.jail.env import tool_environment  # noqa: E402
+from sandbox.jail.inprocess import run as run_python  # noqa: E402
+from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
+
+CONFIG_FD = 3
+REPORT_FD = 4
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until EOF on `fd`."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def run_one(config_fd: int, report_fd: int) -> None:
+    """Jail this process for one run and become the tool (never returns)."""
+    try:
+        config = JailConfig.from_bytes(read_all(config_fd))
+    except (ValueError, KeyError, TypeError, EOFError) as error:
+        os.write(report_fd, f"layer_failed config {error}\n".encode())
+        os._exit(126)
+    os.close(config_fd)
+    os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
+    environment = tool_environment(config.env, WORKDIR_IN_JAIL)
+    contain(config, report_fd)
+    if config.python is not None:
+        run_python(config.python, environment)
+    try:
+        os.execvpe(config.argv[0], config.argv, environment)
+    except OSError as error:
+        os.write(2, f"cannot execute {config.argv[0]}: {error.strerror}\n".encode())
+    os._exit(127)
+
+
+def main() -> None:
+    """Cold run (``[CONFIG_FD REPORT_FD]``) or zygote (``--zygote SOCKET_FD [MODULE...]``)."""
+    set_repo_prefixes((_PACKAGE_ROOT,))
+    if len(sys.argv) > 2 and sys.argv[1] == "--zygote":
+        from sandbox.jail.zygote import serve
+
+        serve(int(sys.argv[2]), sys.argv[3:])
+        return
+    if len(sys.argv) == 3:
+        run_one(int(sys.argv[1]), int(sys.argv[2]))
+    run_one(CONFIG_FD, REPORT_FD)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Resource limits (rlimits) of the tool process and its children."""
+
+from __future__ import annotations
+
+import resource
+
+
+def apply(limits: dict[str, int | float]) -> None:
+    """CPU seconds, address space, file size, open files, processes, stack; no core files.
+
+    CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL.
+    """
+    cpu = int(limits["cpu_seconds"])
+    settings = (
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_AS, int(limits["memory_bytes"]), int(limits["memory_bytes"])),
+        (resource.RLIMIT_FSIZE, int(limits["file_size_bytes"]), int(limits["file_size_bytes"])),
+        (resource.RLIMIT_NOFILE, int(limits["open_files"]), int(limits["open_files"])),
+        (resource.RLIMIT_NPROC, int(limits["processes"]), int(limits["processes"])),
+        (resource.RLIMIT_STACK, int(limits["stack_bytes"]), int(limits["stack_bytes"])),
+        (resource.RLIMIT_MEMLOCK, 0, 0),
+        (resource.RLIMIT_MSGQUEUE, 0, 0),
+    )
+    for which, soft, hard in settings:
+        resource.setrlimit(which, (soft, hard))

@@ -1,0 +1,135 @@
+"""Mount namespace: the tool sees a minimal, read-only root built for its run.
+
+Built in two steps, like nsjail:
+
+1. As real root, in a fresh mount namespace (:func:`build_root`): a tmpfs
+   root holding read-only bind mounts of the paths the tool may read (the
+   interpreter prefix, /usr, the shared libraries, policy-listed paths), a
+   few device nodes, a private /tmp, the run's working dir at /workdir and
+   a /proc; then ``pivot_root`` into it and detach the host's tree. Nothing
+   else of the host — the service's keys, policy, database, source, /root,
+   /etc/shadow — exists in the jail at all. Doing this as real root avoids
+   needing search permission on paths like /root (mode 0700) for the
+   unprivileged jail uid.
+2. In the user namespace, pid 1 of the new pid namespace mounts a /proc of
+   that pid namespace over the old one (:func:`mount_proc`), so /proc lists
+   only the jail's processes. (A proc mount from a user namespace is only
+   allowed when a fully visible proc exists in the mount namespace, hence
+   the /proc of step 1.)
+"""
+
+from __future__ import annotations
+
+import os
+
+from sandbox.jail.config import WORKDIR_IN_JAIL
+from sandbox.jail.libc import SYS_MOUNT, SYS_PIVOT_ROOT, SYS_UMOUNT2, SYS_UNSHARE, syscall
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+DEVICES: tuple[str, ...] = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+"""Device nodes bound into the jail's /dev (read-write, no others exist)."""
+
+_OLD_ROOT = ".old-root"
+
+
+def unshare() -> None:
+    """Enter a new mount namespace (a copy of the current mounts)."""
+    syscall(SYS_UNSHARE, CLONE_NEWNS)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    syscall(
+        SYS_MOUNT,
+        source.encode() + b"\0" if source else None,
+        target.encode() + b"\0",
+        fstype.encode() + b"\0" if fstype else None,
+        flags,
+        data.encode() + b"\0" if data else None,
+    )
+
+
+def _bind(source: str, target: str, flags: int) -> None:
+    """Bind `source` at `target`, then remount it with `flags` (read-only, nosuid...)."""
+    _mount(source, target, None, MS_BIND | MS_REC)
+    _mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+
+
+def _make_mountpoint(root: str, path: str, is_dir: bool) -> str:
+    target = root + path
+    if is_dir:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if not os.path.lexists(target):
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    return target
+
+
+def _add_read_only(root: str, path: str) -> None:
+    if os.path.islink(path):
+        # Keep symlinks as symlinks (/bin -> usr/bin): the target is bound on its own.
+        link = root + path
+        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(os.readlink(path), link)
+        return
+    if not os.path.exists(path):
+        return
+    target = _make_mountpoint(root, path, os.path.isdir(path))
+    _bind(path, target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def build_root(
+    root: str,
+    workdir: str,
+    read_paths: list[str],
+    hidden_paths: list[str],
+    tmp_bytes: int,
+) -> None:
+    """As real root: new mount namespace, minimal root at `root`, pivot into it.
+
+    Leaves the caller in ``/workdir`` of the new root.
+    """
+    unshare()
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    for path in sorted(read_paths, key=len):
+        _add_read_only(root, path)
+    for path in hidden_paths:
+        if os.path.isdir(root + path):
+            _mount(
+                "tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555"
+            )
+    for device in DEVICES:
+        _bind(device, _make_mountpoint(root, device, is_dir=False), MS_NOSUID | MS_NOEXEC)
+    tmp = _make_mountpoint(root, "/tmp", is_dir=True)
+    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    _bind(workdir, _make_mountpoint(root, WORKDIR_IN_JAIL, is_dir=True), MS_NOSUID | MS_NODEV)
+    _mount(
+        "proc",
+        _make_mountpoint(root, "/proc", is_dir=True),
+        "proc",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    )
+    os.mkdir(f"{root}/{_OLD_ROOT}", 0o700)
+    syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")
+    os.chdir("/")
+    syscall(SYS_UMOUNT2, f"/{_OLD_ROOT}".encode() + b"\0", MNT_DETACH)
+    os.rmdir(f"/{_OLD_ROOT}")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(WORKDIR_IN_JAIL)
+
+
+def mount_proc() -> None:
+    """In the new pid namespace (as its pid 1): a /proc that shows only this namespace."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=0")

@@ -1,0 +1,133 @@
+"""Which layers this kernel and container really offer, shown by a jailed run.
+
+At start the Runner runs :data:`PROBE_PROGRAM` through the real jail (with
+/proc readable) and :func:`evaluate_probe` checks, from what the program saw
+inside, that each layer is in force — not that some config says so. A layer
+the jail could not apply shows up as a failed run naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROBE_PROGRAM = r"""
+import json, os, resource, socket
+facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
+facts["uid_map"] = open("/proc/self/uid_map").read().split()
+facts["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+NAMESPACES = ("user", "pid", "net", "mnt", "ipc", "uts")
+facts["ns"] = {n: os.readlink("/proc/self/ns/" + n) for n in NAMESPACES}
+facts["status"] = dict(
+    line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line
+)
+facts["cgroup"] = open("/proc/self/cgroup").read()
+net_dev = open("/proc/self/net/dev").read().splitlines()[2:]
+facts["net_devices"] = [line.split(":")[0].strip() for line in net_dev]
+facts["nproc"] = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+try:
+    os.listdir("/")
+    facts["root_listing"] = "allowed"
+except PermissionError:
+    facts["root_listing"] = "denied"
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    facts["inet_socket"] = "allowed"
+except PermissionError:
+    facts["inet_socket"] = "denied"
+print(json.dumps(facts))
+"""
+
+
+def _facts(stdout: str) -> dict[str, Any]:
+    try:
+        value = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def evaluate_probe(
+    result: Any,
+    host_namespaces: dict[str, str],
+    jail_uid: int,
+    applied_optional: list[str],
+    service_source_dir: str,
+) -> dict[str, dict[str, Any]]:
+    """Layer -> {"active": bool, "reason"?: str} from the probe run's result."""
+    facts = _facts(result.stdout)
+    if not facts:
+        reason = (
+            f"probe run failed: exit={result.exit_code} signal={result.signal} "
+            + (result.stderr[-300:])
+        )
+        return {name: {"active": False, "reason": reason} for name in _ALL}
+    status = facts.get("status", {})
+    ns = facts.get("ns", {})
+
+    def own(name: str) -> bool:
+        return bool(ns.get(name)) and ns.get(name) != host_namespaces.get(name)
+
+    uid_map = facts.get("uid_map", [])
+    checks: dict[str, tuple[bool, str]] = {
+        "privileges": (
+            facts.get("uid") == jail_uid
+            and len(uid_map) == 3
+            and uid_map[1] != "0"
+            and int(status.get("CapEff", "1"), 16) == 0
+            and int(status.get("CapBnd", "1"), 16) == 0,
+            f"uid={facts.get('uid')} uid_map={uid_map} CapEff={status.get('CapEff')}",
+        ),
+        "userns": (own("user"), "same user namespace as the service"),
+        "pidns": (
+            own("pid") and facts.get("pid") == 2 and set(facts.get("pids", [])) <= {1, 2},
+            f"pid={facts.get('pid')} visible={facts.get('pids')}",
+        ),
+        "netns": (
+            own("net") and facts.get("net_devices") == ["lo"],
+            f"devices={facts.get('net_devices')}",
+        ),
+        "mountns": (own("mnt"), "same mount namespace as the service"),
+        "ipcns": (own("ipc"), "same IPC namespace as the service"),
+        "utsns": (own("uts") and facts.get("hostname") == "sandbox", "hostname not isolated"),
+        "landlock": (facts.get("root_listing") == "denied", "listing / was allowed"),
+        "seccomp": (
+            status.get("Seccomp", "").strip() == "2"
+            and facts.get("inet_socket") == "denied"
+            and result.seccomp_refusals >= 1,
+            f"Seccomp={status.get('Seccomp')} inet={facts.get('inet_socket')} "
+            f"refusals={result.seccomp_refusals}",
+        ),
+        "rlimits": (
+            isinstance(facts.get("nproc"), int) and facts["nproc"] > 0 and facts["nproc"] < 1 << 20,
+            f"nproc={facts.get('nproc')}",
+        ),
+        "cgroup": ("pagi-sandbox" in facts.get("cgroup", ""), "run not in its own cgroup"),
+        "no_new_privs": (status.get("NoNewPrivs", "").strip() == "1", "NoNewPrivs not set"),
+    }
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name, (active, reason) in checks.items():
+        if name in _OPTIONAL and name not in applied_optional:
+            verdicts[name] = {"active": False, "reason": "not available on this host"}
+        elif active:
+            verdicts[name] = {"active": True}
+        else:
+            verdicts[name] = {"active": False, "reason": reason}
+    return verdicts
+
+
+_ALL = (
+    "userns",
+    "pidns",
+    "netns",
+    "mountns",
+    "ipcns",
+    "utsns",
+    "landlock",
+    "seccomp",
+    "rlimits",
+    "cgroup",
+    "no_new_privs",
+    "privileges",
+)
+_OPTIONAL = frozenset({"cgroup", "netns", "ipcns", "utsns", "landlock", "seccomp", "rlimits"})

@@ -1,0 +1,68 @@
+"""The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
+
+Started by the service with an empty environment and nothing but a unix
+socket (and /dev/null on fds 0-2). It preloads the interpreter's stdlib
+modules a policy lists, then waits. For each run the service sends five
+fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
+nothing else: the zygote forks, and only the child reads the config (the
+code) from its pipe, so no request data ever enters the zygote's memory.
+The child then does exactly what a cold launcher does (:func:`run_one`):
+the same :func:`contain`, every layer in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from sandbox.jail.launch import run_one
+from sandbox.jail.libc import prctl
+
+PR_SET_PDEATHSIG = 1
+FDS_PER_RUN = 5
+
+
+def preload(modules: list[str]) -> None:
+    """Import the listed stdlib modules once, for every future run to share."""
+    for name in modules:
+        try:
+            __import__(name)
+        except ImportError:
+            pass  # a listed module this interpreter lacks only costs its run an import
+
+
+def serve(socket_fd: int, modules: list[str]) -> None:
+    """Fork a jailed child per request until the service closes the socket."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    preload(modules)
+    channel = socket.socket(fileno=socket_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(channel, 16, FDS_PER_RUN)
+        except InterruptedError:
+            continue
+        if not message:
+            return
+        if len(fds) != FDS_PER_RUN:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            channel.close()
+            _become_run(fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def _become_run(fds: list[int]) -> None:
+    stdin, stdout, stderr, config_fd, report_fd = fds
+    for target, fd in enumerate((stdin, stdout, stderr)):
+        os.dup2(fd, target)
+    for fd in (stdin, stdout, stderr):
+        if fd > 2:
+            os.close(fd)
+    run_one(config_fd, report_fd)

@@ -1,0 +1,672 @@
+"""Runs tools in the jail: the cold path (a launcher exec'd per run) and the warm path (a zygote).
+
+Both paths hand the same :class:`~sandbox.jail.config.JailConfig` to the
+same :func:`sandbox.jail.contain`; they differ only in who forks the jailed
+process. The service process never forks a jail itself (it has threads, and
+fork cost grows with its memory): it spawns the launcher with
+``posix_spawn``/vfork semantics, or passes five fds to the zygote.
+
+Everything here is asynchronous on the event loop: pipes are read and
+written with loop readers/writers, never with a blocking call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sandbox.jail import LAYERS
+from sandbox.jail.bpf import allowlist_size, compile_filter
+from sandbox.jail.cgroup_service import CgroupUnavailable, RunCgroup, discover_bases
+from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
+from sandbox.jail.inprocess import parse_python_argv
+from sandbox.jail.landlock import abi_version
+from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe
+from sandbox.spec import LimitName, RunResult, RunSpec
+
+LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
+JAIL_UID = 65534
+JAIL_GID = 65534
+BACKSTOP_SECONDS = 3.0
+"""Grace after the wall limit before the service kills a run's supervisor itself."""
+WARM_RUNS_BEFORE_RECYCLE = 2000
+SYSTEM_READ_PATHS: tuple[str, ...] = (
+    "/usr",
+    "/bin",
+    "/lib",
+    "/lib64",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+)
+"""Always visible read-only in the jail (besides the interpreter prefix and policy paths)."""
+
+
+class RunnerUnavailable(Exception):
+    """The jail cannot be set up for this run: nothing ran (the service answers 503)."""
+
+    def __init__(self, message: str, layer: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+class _Report:
+    """What the jail wrote on the report pipe."""
+
+    def __init__(self) -> None:
+        self.supervisor_pid: int | None = None
+        self.failed_layer: tuple[str, str] | None = None
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.refusals = 0
+        self.wall_timeout = False
+        self.done = False
+
+    def feed(self, line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "supervisor":
+            self.supervisor_pid = int(rest)
+        elif word == "layer_failed" and self.failed_layer is None:
+            layer, _, reason = rest.partition(" ")
+            self.failed_layer = (layer, reason)
+        elif word == "exit":
+            self.exit_code = int(rest)
+        elif word == "signal":
+            self.signal = int(rest)
+        elif word == "refusals":
+            self.refusals = int(rest)
+        elif word == "wall_timeout":
+            self.wall_timeout = True
+        elif word == "done":
+            self.done = True
+
+
+class _Zygote:
+    """The warm path's pre-forked process, and the socket that feeds it fds."""
+
+    def __init__(self, python: str, modules: Sequence[str]) -> None:
+        self.python = python
+        self.modules = list(modules)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.channel: socket.socket | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.process = subprocess.Popen(
+            [self.python, "-I", "-S", LAUNCHER, "--zygote", str(child_end.fileno()), *self.modules],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(child_end.fileno(),),
+            env={},
+            cwd="/",
+        )
+        child_end.close()
+        self.channel = parent_end
+        self.runs = 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def submit(self, fds: list[int]) -> None:
+        assert self.channel is not None
+        socket.send_fds(self.channel, [b"r"], fds)
+        self.runs += 1
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()  # the zygote exits on EOF; runs in flight go on
+            self.channel = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class Runner:
+    """Runs a :class:`RunSpec` in the jail; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        python_executable: str,
+        state_dir: Path,
+        warm_modules: Sequence[str] = (),
+        jail_uid: int = JAIL_UID,
+        jail_gid: int = JAIL_GID,
+        warm_runs_before_recycle: int = WARM_RUNS_BEFORE_RECYCLE,
+    ) -> None:
+        self.python = os.path.realpath(python_executable)
+        self.runs_root = Path(state_dir).resolve() / "sandbox-runs"
+        self.warm_modules = tuple(warm_modules)
+        self.uid = jail_uid
+        self.gid = jail_gid
+        self.warm_runs_before_recycle = warm_runs_before_recycle
+        self._layers: dict[str, dict[str, Any]] = {
+            name: {"active": False, "reason": "not probed yet"} for name in LAYERS
+        }
+        self._interpreter_prefix = ""
+        self._hidden_paths: list[str] = []
+        self._cgroup_bases: dict[str, Path] = {}
+        self._landlock_abi = 0
+        self._notify = True
+        self._zygote: _Zygote | None = None
+        self._zygote_restarts = 0
+        self._zygote_restart_task: asyncio.Task[None] | None = None
+        self._policy_version = ""
+        self._started = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Find the stdlib, probe every layer with a real jailed run, start the zygote."""
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.runs_root, 0o700)
+        await asyncio.to_thread(self._inspect_interpreter)
+        try:
+            self._cgroup_bases = discover_bases()
+        except CgroupUnavailable as error:
+            self._layers["cgroup"] = {"active": False, "reason": str(error)}
+        self._landlock_abi = abi_version()
+        self._started = True
+        await self._probe()
+        self._start_zygote()
+
+    async def close(self) -> None:
+        """Stop the zygote; runs in flight end by their own wall limit."""
+        if self._zygote_restart_task is not None:
+            self._zygote_restart_task.cancel()
+        if self._zygote is not None:
+            zygote, self._zygote = self._zygote, None
+            await asyncio.to_thread(zygote.stop)
+
+    async def reload(self, policy_version: str) -> None:
+        """A new policy: recycle the zygote so no state of the old one carries over."""
+        if policy_version == self._policy_version:
+            return
+        self._policy_version = policy_version
+        if self._zygote is not None:
+            old, self._zygote = self._zygote, None
+            self._start_zygote()
+            await asyncio.to_thread(old.stop)
+
+    def _inspect_interpreter(self) -> None:
+        output = subprocess.run(
+            [
+                self.python,
+                "-I",
+                "-S",
+                "-c",
+                "import sys, sysconfig; "
+                "print(sys.base_prefix); print(sysconfig.get_path('purelib'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={},
+            timeout=30,
+        ).stdout.split("\n")
+        self._interpreter_prefix = output[0]
+        self._hidden_paths = [output[1]]  # site-packages: only the stdlib is readable
+
+    def _start_zygote(self) -> None:
+        zygote = _Zygote(self.python, self.warm_modules)
+        try:
+            zygote.start()
+        except OSError:
+            self._zygote = None
+            return
+        self._zygote = zygote
+
+    # ----------------------------------------------------------------- reporting
+
+    def isolation_report(self) -> dict[str, Any]:
+        """Layer -> {"active", "reason"?, ...}, seccomp and landlock details, warm path state."""
+        report: dict[str, Any] = {name: dict(state) for name, state in self._layers.items()}
+        report["seccomp"].update(
+            {
+                "filter_size": len(compile_filter(False, frozenset(), self._notify)) // 8,
+                "allowlist_size": allowlist_size(),
+                "refusals_counted": self._notify,
+            }
+        )
+        report["landlock"]["abi"] = self._landlock_abi
+        zygote = self._zygote
+        report["warm_path"] = {
+            "state": "ready" if zygote is not None and zygote.alive() else "cold_fallback",
+            "runs_on_current_zygote": zygote.runs if zygote is not None else 0,
+            "restarts": self._zygote_restarts,
+            "preloaded_modules": list(self.warm_modules),
+        }
+        return report
+
+    def missing_layers(self, required: Iterable[str]) -> list[str]:
+        """The required layers (unknown names included) that are not active here."""
+        return sorted(
+            name for name in set(required) if not self._layers.get(name, {}).get("active", False)
+        )
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        """Run `spec` in the jail. Raises RunnerUnavailable only when the jail cannot be set up."""
+        if not self._started:
+            raise RunnerUnavailable("the runner is not started")
+        missing = self.missing_layers(spec.required_layers)
+        if missing:
+            raise RunnerUnavailable(
+                f"required isolation layers unavailable: {', '.join(missing)}", layer=missing[0]
+            )
+        structural = self.missing_layers(set(LAYERS) - OPTIONAL_LAYERS)
+        if structural:
+            raise RunnerUnavailable(
+                f"the jail cannot be built here: {', '.join(structural)} unavailable",
+                layer=structural[0],
+            )
+        layers = [name for name in OPTIONAL_LAYERS if self._layers[name]["active"]]
+        return await self._execute(spec, layers)
+
+    async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
+        started = time.perf_counter()
+        run_dir = self.runs_root / secrets.token_hex(8)
+        cgroup: RunCgroup | None = None
+        try:
+            workdir = await asyncio.to_thread(self._prepare_run_dir, run_dir, spec.files)
+            if "cgroup" in layers:
+                cgroup = RunCgroup(self._cgroup_bases, run_dir.name)
+                try:
+                    cgroup.create(spec.limits.memory_bytes, spec.limits.processes + 2)
+                except OSError as error:
+                    raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
+            python = parse_python_argv(list(spec.argv), self.python)
+            config = self._config(spec, run_dir, workdir, cgroup, python, layers)
+            warm = spec.warm and python is not None and self._zygote_ready()
+            return await self._spawn_and_collect(spec, config, cgroup, warm, started)
+        finally:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    def _prepare_run_dir(self, run_dir: Path, files: dict[str, bytes]) -> str:
+        run_dir.mkdir(mode=0o700)
+        (run_dir / "root").mkdir(mode=0o700)
+        workdir = run_dir / "work"
+        workdir.mkdir(mode=0o700)
+        os.chown(workdir, self.uid, self.gid)
+        for name, content in files.items():
+            target = _safe_child(workdir, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            os.chown(target, self.uid, self.gid)
+            for parent in target.relative_to(workdir).parents:
+                if str(parent) != ".":
+                    os.chown(workdir / parent, self.uid, self.gid)
+        return str(workdir)
+
+    def _config(
+        self,
+        spec: RunSpec,
+        run_dir: Path,
+        workdir: str,
+        cgroup: RunCgroup | None,
+        python: dict[str, object] | None,
+        layers: list[str],
+    ) -> JailConfig:
+        limits = spec.limits
+        return JailConfig(
+            argv=list(spec.argv),
+            env=dict(spec.env),
+            uid=self.uid,
+            gid=self.gid,
+            run_dir=str(run_dir),
+            workdir=workdir,
+            cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
+            read_paths=[
+                self._interpreter_prefix,
+                *SYSTEM_READ_PATHS,
+                *(os.path.realpath(p) for p in spec.readable_paths),
+            ],
+            hidden_paths=self._hidden_paths,
+            limits={
+                "wall_seconds": limits.wall_seconds,
+                "cpu_seconds": limits.cpu_seconds,
+                "memory_bytes": limits.memory_bytes,
+                "file_size_bytes": limits.file_size_bytes,
+                "open_files": limits.open_files,
+                "processes": limits.processes,
+                "stack_bytes": limits.stack_bytes,
+                "tmp_bytes": min(limits.memory_bytes, 64 * 1024 * 1024),
+            },
+            network=spec.network,
+            seccomp_bpf=compile_filter(spec.network, frozenset(spec.denied_syscalls), self._notify),
+            seccomp_notify=self._notify,
+            landlock_abi=self._landlock_abi,
+            hostname="sandbox",
+            python=python,
+            layers=layers,
+        )
+
+    def _zygote_ready(self) -> bool:
+        zygote = self._zygote
+        if zygote is not None and zygote.alive():
+            if zygote.runs < self.warm_runs_before_recycle:
+                return True
+            self._zygote = None
+            self._start_zygote()
+            asyncio.get_running_loop().run_in_executor(None, zygote.stop)
+            return self._zygote is not None
+        self._schedule_zygote_restart()
+        return False
+
+    def _schedule_zygote_restart(self) -> None:
+        if self._zygote_restart_task is not None and not self._zygote_restart_task.done():
+            return
+        if self._zygote is not None:
+            dead, self._zygote = self._zygote, None
+            asyncio.get_running_loop().run_in_executor(None, dead.stop)
+
+        async def restart() -> None:
+            await asyncio.sleep(0.1)
+            self._start_zygote()
+            self._zygote_restarts += 1
+
+        self._zygote_restart_task = asyncio.get_running_loop().create_task(restart())
+
+    async def _spawn_and_collect(
+        self,
+        spec: RunSpec,
+        config: JailConfig,
+        cgroup: RunCgroup | None,
+        warm: bool,
+        started: float,
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+        stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+        config_r, config_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
+        process: subprocess.Popen[bytes] | None = None
+        try:
+            if warm:
+                try:
+                    assert self._zygote is not None
+                    self._zygote.submit(child_ends)
+                except OSError:
+                    warm = False
+                    self._schedule_zygote_restart()
+            if not warm:
+                process = subprocess.Popen(
+                    [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
+                    stdin=stdin_r,
+                    stdout=stdout_w,
+                    stderr=stderr_w,
+                    pass_fds=(config_r, report_w),
+                    env={},
+                    cwd="/",
+                )
+        except OSError as error:
+            for fd in (stdin_w, stdout_r, stderr_r, config_w, report_r):
+                os.close(fd)
+            raise RunnerUnavailable(f"cannot start the jail: {error}") from error
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+
+        report = _Report()
+        kill_state = {"killed": False}
+
+        def kill_run() -> None:
+            if kill_state["killed"]:
+                return
+            kill_state["killed"] = True
+            if report.supervisor_pid is not None:
+                _kill(report.supervisor_pid)
+            if process is not None:
+                _kill(process.pid)
+            if cgroup is not None:
+                loop.run_in_executor(None, cgroup.kill_all)
+
+        writers = [
+            loop.create_task(_write_all(loop, config_w, config.to_bytes())),
+            loop.create_task(_write_all(loop, stdin_w, spec.stdin)),
+        ]
+        cap = spec.limits.output_bytes
+        stdout_task = loop.create_task(_read_capped(loop, stdout_r, cap, kill_run))
+        stderr_task = loop.create_task(_read_capped(loop, stderr_r, cap, kill_run))
+        report_task = loop.create_task(_read_report(loop, report_r, report))
+        deadline = spec.limits.wall_seconds + BACKSTOP_SECONDS
+        done, _ = await asyncio.wait([stdout_task, stderr_task, report_task], timeout=deadline)
+        if len(done) < 3:
+            kill_run()
+            await asyncio.wait([stdout_task, stderr_task, report_task], timeout=BACKSTOP_SECONDS)
+        for task in (*writers, stdout_task, stderr_task, report_task):
+            task.cancel()
+        await asyncio.gather(
+            *writers, stdout_task, stderr_task, report_task, return_exceptions=True
+        )
+        if process is not None:
+            await _reap(process)
+
+        if report.failed_layer is not None:
+            layer, reason = report.failed_layer
+            raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
+        ended_normally = report.exit_code is not None or report.signal is not None
+        if not ended_normally and not report.wall_timeout and not kill_state["killed"]:
+            detail = stderr_task.result()[0][-500:] if not stderr_task.cancelled() else b""
+            raise RunnerUnavailable(
+                "the jail ended without reporting the tool's status: "
+                + detail.decode("utf-8", "replace")
+            )
+        stdout, stdout_truncated = (
+            stdout_task.result() if not stdout_task.cancelled() else (b"", False)
+        )
+        stderr, stderr_truncated = (
+            stderr_task.result() if not stderr_task.cancelled() else (b"", False)
+        )
+        refusals = report.refusals + (1 if report.signal == signal.SIGSYS else 0)
+        return RunResult(
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
+            exit_code=report.exit_code if report.signal is None else None,
+            signal=report.signal
+            if report.signal is not None
+            else (signal.SIGKILL if report.exit_code is None else None),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            stdout_truncated=stdout_truncated,
+            stderr_truncated=stderr_truncated,
+            limit_hit=_limit_hit(report, stdout_truncated or stderr_truncated, cgroup),
+            seccomp_refusals=refusals,
+            path="warm" if warm else "cold",
+        )
+
+    # ----------------------------------------------------------------- probing
+
+    async def _probe(self) -> None:
+        """Prove each layer active with a real jailed run that inspects itself from inside."""
+        optional = [name for name in OPTIONAL_LAYERS if name != "cgroup" or self._cgroup_bases]
+        for _ in range(len(OPTIONAL_LAYERS) + 1):
+            spec = RunSpec(
+                tool="probe",
+                argv=(self.python, "-I", "-S", "-c", PROBE_PROGRAM),
+                readable_paths=("/proc",),
+                limits={"wall_seconds": 20},  # type: ignore[arg-type]
+            )
+            try:
+                result = await self._execute(spec, optional)
+            except RunnerUnavailable as error:
+                layer = error.layer or "privileges"
+                self._layers[layer] = {"active": False, "reason": str(error)}
+                if layer in optional:
+                    optional.remove(layer)
+                    continue
+                for name in LAYERS:
+                    if self._layers[name].get("reason") == "not probed yet":
+                        self._layers[name] = {"active": False, "reason": f"jail broken at {layer}"}
+                return
+            verdicts = evaluate_probe(
+                result, host_namespaces(), self.uid, optional, str(Path(__file__).parent)
+            )
+            for name, verdict in verdicts.items():
+                if self._layers[name].get("reason") == "not probed yet" or verdict["active"]:
+                    self._layers[name] = verdict
+            return
+
+
+def host_namespaces() -> dict[str, str]:
+    """This process's namespace ids, to compare with the jail's."""
+    return {
+        name: os.readlink(f"/proc/self/ns/{name}")
+        for name in ("user", "pid", "net", "mnt", "ipc", "uts")
+    }
+
+
+def _safe_child(root: Path, name: str) -> Path:
+    relative = Path(name)
+    if relative.is_absolute() or not name or ".." in relative.parts or name.startswith("~"):
+        raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
+    return root / relative
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _reap(process: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if process.poll() is not None:
+            return
+        await asyncio.sleep(0.005)
+    process.kill()
+    await asyncio.to_thread(process.wait)
+
+
+def _limit_hit(report: _Report, truncated: bool, cgroup: RunCgroup | None) -> LimitName | None:
+    if truncated:
+        return "output"
+    if report.wall_timeout:
+        return "wall_time"
+    if report.signal == signal.SIGXCPU:
+        return "cpu_time"
+    if cgroup is not None and cgroup.memory_limit_hit():
+        return "memory"
+    if cgroup is not None and cgroup.pids_limit_hit():
+        return "processes"
+    if report.signal == signal.SIGXFSZ:
+        return "file_size"
+    return None
+
+
+async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+    """Write `data` to a pipe without blocking the loop; close it at the end (EOF)."""
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                written = os.write(fd, view)
+                view = view[written:]
+                continue
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, OSError):
+                return
+            ready = loop.create_future()
+            loop.add_writer(fd, ready.set_result, None)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
+    finally:
+        os.close(fd)
+
+
+async def _read_capped(
+    loop: asyncio.AbstractEventLoop, fd: int, cap: int, on_overflow: Callable[[], None]
+) -> tuple[bytes, bool]:
+    """Read a pipe to EOF keeping at most `cap` bytes; call `on_overflow` once past it."""
+    os.set_blocking(fd, False)
+    buffer = bytearray()
+    truncated = False
+    finished = loop.create_future()
+
+    def readable() -> None:
+        nonlocal truncated
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if not finished.done():
+                finished.set_result(None)
+            return
+        room = cap - len(buffer)
+        if len(chunk) > room:
+            buffer.extend(chunk[: max(room, 0)])
+            if not truncated:
+                truncated = True
+                on_overflow()
+        else:
+            buffer.extend(chunk)
+
+    loop.add_reader(fd, readable)
+    try:
+        await finished
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return bytes(buffer), truncated
+
+
+async def _read_report(loop: asyncio.AbstractEventLoop, fd: int, report: _Report) -> None:
+    """Feed the jail's report lines to `report` as they arrive, until EOF."""
+    os.set_blocking(fd, False)
+    pending = bytearray()
+    finished = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk or len(pending) > 1 << 16:
+            if not finished.done():
+                finished.set_result(None)
+            return
+        pending.extend(chunk)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            try:
+                report.feed(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+
+    loop.add_reader(fd, readable)
+    try:
+        await finished
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -1,0 +1,250 @@
+"""Each jail layer is active: shown by a tool that tries what the layer forbids.
+
+Every test runs on both paths (cold launcher and warm zygote): the same
+`contain()` must hold on each. A check only counts when the tool reached the
+point of trying (it prints a marker first), so a tool that crashed at start
+cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from sandbox.jail import LAYERS
+from sandbox.runner import Runner, RunnerUnavailable
+from sandbox.spec import RunLimits, RunSpec
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REPO = Path(__file__).resolve().parents[3]
+PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
+PATHS = ("cold", "warm")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runner]:
+    state = tmp_path_factory.mktemp("sandbox-state")
+    jail_runner = Runner(python_executable=PYTHON, state_dir=state, warm_modules=("json",))
+    await jail_runner.start()
+    yield jail_runner
+    await jail_runner.close()
+
+
+def python(code: str, path: str, **fields: object) -> RunSpec:
+    return RunSpec(
+        tool="python", argv=(PYTHON, "-I", "-S", "-c", code), warm=path == "warm", **fields
+    )
+
+
+def facts(stdout: str) -> dict:
+    lines = stdout.strip().splitlines()
+    assert lines, "the tool printed nothing: it never reached the attack"
+    return json.loads(lines[-1])
+
+
+async def test_every_layer_is_active_here(runner: Runner) -> None:
+    report = runner.isolation_report()
+    inactive = {name: report[name] for name in LAYERS if not report[name]["active"]}
+    assert inactive == {}
+    assert report["landlock"]["abi"] >= 1
+    assert report["seccomp"]["filter_size"] > 100
+    assert runner.missing_layers(LAYERS) == []
+
+
+async def test_unknown_or_missing_required_layer_refuses_to_run(runner: Runner) -> None:
+    assert runner.missing_layers(["seccomp", "teleport"]) == ["teleport"]
+    with pytest.raises(RunnerUnavailable) as refused:
+        await runner.run(python("print('ran')", "cold", required_layers=frozenset({"teleport"})))
+    assert "teleport" in str(refused.value)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_privileges_tool_is_not_root_and_has_no_capabilities(
+    runner: Runner, path: str
+) -> None:
+    code = (
+        "import os, json; status = dict(l.split(':\\t', 1) for l in "
+        "open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),"
+        " 'map': open('/proc/self/uid_map').read().split(), 'cap': status['CapEff'].strip(),"
+        " 'bnd': status['CapBnd'].strip(), 'nnp': status['NoNewPrivs'].strip()}))"
+    )
+    result = await runner.run(python(code, path, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert result.path == path
+    assert seen["uid"] == 65534 and seen["gid"] == 65534 and seen["groups"] == []
+    assert seen["map"] == ["65534", "65534", "1"]  # not root outside either
+    assert int(seen["cap"], 16) == 0 and int(seen["bnd"], 16) == 0
+    assert seen["nnp"] == "1"  # no_new_privs
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_pidns_tool_sees_only_its_own_tree(runner: Runner, path: str) -> None:
+    code = (
+        "import os, json; print(json.dumps({'pid': os.getpid(),"
+        " 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))"
+    )
+    result = await runner.run(python(code, path, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert seen["pid"] == 2
+    assert seen["pids"] == [1, 2]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_network_is_unreachable_and_inet_sockets_refused(runner: Runner, path: str) -> None:
+    code = (
+        "import socket, json\n"
+        "print('trying', flush=True)\n"
+        "out = {}\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 22), timeout=1)\n"
+        "    out['tcp'] = 'connected'\n"
+        "except OSError as e:\n"
+        "    out['tcp'] = e.errno\n"
+        "devices = open('/proc/self/net/dev').read().splitlines()[2:]\n"
+        "out['devices'] = [d.split(':')[0].strip() for d in devices]\n"
+        "print(json.dumps(out))"
+    )
+    result = await runner.run(python(code, path, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert seen["tcp"] == 1  # EPERM from seccomp: socket(AF_INET) never even created
+    assert seen["devices"] == ["lo"]  # netns: nothing but a loopback (down)
+    assert result.seccomp_refusals >= 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_landlock_denies_reads_outside_the_allowed_paths(runner: Runner, path: str) -> None:
+    # /proc is mounted in the jail but not granted to Landlock in this run.
+    code = (
+        "import os, json\n"
+        "out = {}\n"
+        "for name, target in (('proc', '/proc/self/status'), ('root', '/')):\n"
+        "    try:\n"
+        "        os.listdir(target) if target == '/' else open(target).read()\n"
+        "        out[name] = 'read'\n"
+        "    except PermissionError:\n"
+        "        out[name] = 'denied'\n"
+        "open('mine.txt', 'w').write('ok')\n"
+        "out['own'] = open('mine.txt').read()\n"
+        "print(json.dumps(out))"
+    )
+    result = await runner.run(python(code, path))
+    assert facts(result.stdout) == {"proc": "denied", "root": "denied", "own": "ok"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_mountns_service_files_do_not_exist_in_the_jail(runner: Runner, path: str) -> None:
+    home = [str(p) for p in Path("/root").iterdir() if p.name != ".pyenv"][:3]
+    targets = [str(REPO / "pyproject.toml"), str(REPO), "/etc/shadow", sys.prefix, *home]
+    code = f"import os, json\nprint(json.dumps({{t: os.path.exists(t) for t in {targets!r}}}))"
+    result = await runner.run(python(code, path))
+    assert facts(result.stdout) == {target: False for target in targets}
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_seccomp_refuses_ptrace_and_counts_it(runner: Runner, path: str) -> None:
+    code = (
+        "import ctypes, json\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('trying', flush=True)\n"
+        "r = libc.ptrace(0, 0, 0, 0)\n"  # PTRACE_TRACEME
+        "e1 = ctypes.get_errno()\n"
+        "r2 = libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0, 0)\n"  # mount
+        "e2 = ctypes.get_errno()\n"
+        "print(json.dumps({'ptrace': [r, e1], 'mount': [r2, e2]}))"
+    )
+    result = await runner.run(python(code, path))
+    assert facts(result.stdout) == {"ptrace": [-1, 1], "mount": [-1, 1]}
+    assert result.seccomp_refusals >= 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_seccomp_refuses_namespace_clone_and_answers_clone3_enosys(
+    runner: Runner, path: str
+) -> None:
+    code = (
+        "import ctypes, json, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('trying', flush=True)\n"
+        "r = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)\n"  # clone(CLONE_NEWUSER|SIGCHLD)
+        "e1 = ctypes.get_errno()\n"
+        "r3 = libc.syscall(435, 0, 0)\n"  # clone3
+        "e3 = ctypes.get_errno()\n"
+        "pid = os.fork()\n"  # a plain fork still works
+        "if pid == 0:\n"
+        "    os._exit(7)\n"
+        "print(json.dumps({'clone': [r, e1], 'clone3': [r3, e3],"
+        " 'fork': os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}))"
+    )
+    result = await runner.run(python(code, path))
+    assert facts(result.stdout) == {"clone": [-1, 1], "clone3": [-1, 38], "fork": 7}
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_seccomp_kills_x32_syscalls(runner: Runner, path: str) -> None:
+    code = (
+        "import ctypes\n"
+        "print('trying', flush=True)\n"
+        "ctypes.CDLL(None).syscall(0x40000000 | 39)\n"  # x32 getpid
+        "print('survived')"
+    )
+    result = await runner.run(python(code, path))
+    assert result.stdout == "trying\n"
+    assert result.signal == signal.SIGSYS
+    assert result.seccomp_refusals >= 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_rlimits_and_cgroup_apply(runner: Runner, path: str) -> None:
+    code = (
+        "import resource, json\n"
+        "print(json.dumps({'nproc': resource.getrlimit(resource.RLIMIT_NPROC),"
+        " 'nofile': resource.getrlimit(resource.RLIMIT_NOFILE),"
+        " 'core': resource.getrlimit(resource.RLIMIT_CORE),"
+        " 'cgroup': open('/proc/self/cgroup').read()}))"
+    )
+    limits = RunLimits(processes=9, open_files=33)
+    result = await runner.run(python(code, path, limits=limits, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert seen["nproc"] == [9, 9] and seen["nofile"] == [33, 33] and seen["core"] == [0, 0]
+    assert "pagi-sandbox" in seen["cgroup"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_utsns_ipcns_hostname_and_namespaces_differ(runner: Runner, path: str) -> None:
+    names = ("user", "pid", "net", "mnt", "ipc", "uts")
+    code = (
+        "import os, json\n"
+        f"ns = {{n: os.readlink('/proc/self/ns/' + n) for n in {names!r}}}\n"
+        "print(json.dumps({'host': os.uname().nodename, 'ns': ns}))"
+    )
+    result = await runner.run(python(code, path, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert seen["host"] == "sandbox"
+    for name in names:
+        assert seen["ns"][name] != os.readlink(f"/proc/self/ns/{name}"), name
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_hygiene_environment_and_fds(runner: Runner, path: str) -> None:
+    code = (
+        "import os, json\n"
+        "print(json.dumps({'env': dict(os.environ), 'fds': sorted(os.listdir('/proc/self/fd'))}))"
+    )
+    result = await runner.run(python(code, path, env={"TOOL_MODE": "x"}, readable_paths=("/proc",)))
+    seen = facts(result.stdout)
+    assert seen["env"] == {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/workdir",
+        "TOOL_MODE": "x",
+    }
+    assert seen["fds"] in (["0", "1", "2", "3"], ["0", "1", "2"])  # 3: listdir's own fd

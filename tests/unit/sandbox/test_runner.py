@@ -1,0 +1,216 @@
+"""The Runner: inputs and outputs of a run, limits, teardown, and fail-closed behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from sandbox.runner import Runner, RunnerUnavailable
+from sandbox.spec import RunLimits, RunSpec
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
+PATHS = ("cold", "warm")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runner]:
+    state = tmp_path_factory.mktemp("sandbox-state")
+    jail_runner = Runner(python_executable=PYTHON, state_dir=state, warm_modules=("json", "re"))
+    await jail_runner.start()
+    yield jail_runner
+    await jail_runner.close()
+
+
+def python(code: str, path: str, **fields: object) -> RunSpec:
+    return RunSpec(
+        tool="python", argv=(PYTHON, "-I", "-S", "-c", code), warm=path == "warm", **fields
+    )
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_well_behaved_python_tool_works(runner: Runner, path: str) -> None:
+    code = (
+        "import sys, json, re, math, datetime, itertools, subprocess\n"
+        "data = sys.stdin.read()\n"
+        "open('out.txt', 'w').write(data.upper())\n"
+        "echo = subprocess.run(['/bin/echo', 'child'], capture_output=True, text=True).stdout\n"
+        "print(json.dumps({'in': data, 'file': open('out.txt').read(),"
+        " 'helper': open('helper.txt').read(),"
+        " 'sqrt': math.isqrt(49), 'echo': echo.strip(), 'argv': sys.argv}))"
+    )
+    result = await runner.run(python(code, path, stdin=b"hello", files={"helper.txt": b"given"}))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == (
+        '{"in": "hello", "file": "HELLO", "helper": "given", "sqrt": 7, '
+        '"echo": "child", "argv": ["-c"]}'
+    )
+    assert result.path == path
+    assert result.limit_hit is None
+
+
+async def test_argv_tool_runs_on_the_cold_path(runner: Runner) -> None:
+    result = await runner.run(
+        RunSpec(
+            tool="cat", argv=("/bin/cat", "notes.txt"), files={"notes.txt": b"a\nb\n"}, warm=True
+        )
+    )
+    assert (result.stdout, result.exit_code, result.path) == ("a\nb\n", 0, "cold")
+
+
+async def test_python_script_file_and_exit_status(runner: Runner) -> None:
+    files = {"main.py": b"import sys\nprint(sys.argv)\nsys.exit(3)\n"}
+    result = await runner.run(
+        RunSpec(tool="py", argv=(PYTHON, "-I", "-S", "main.py", "x"), files=files)
+    )
+    assert (result.stdout, result.exit_code) == ("['main.py', 'x']\n", 3)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_uncaught_exception_gives_traceback_and_status_1(runner: Runner, path: str) -> None:
+    result = await runner.run(python("raise ValueError('boom')", path))
+    assert result.exit_code == 1
+    assert "ValueError: boom" in result.stderr
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_wall_time_limit_kills_the_whole_tree(runner: Runner, path: str) -> None:
+    marker = f"77{os.getpid() % 1000}.{len(path)}"
+    code = (
+        "import os, subprocess, time\n"
+        f"subprocess.Popen(['/bin/sh', '-c', 'sleep {marker}'], start_new_session=True)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)"
+    )
+    limits = RunLimits(wall_seconds=1.0)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout == "started\n"
+    assert result.limit_hit == "wall_time"
+    assert result.duration_ms < 4000
+    assert processes_with(f"sleep {marker}") == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_daemonized_grandchild_dies_with_the_tool(runner: Runner, path: str) -> None:
+    marker = f"66{os.getpid() % 1000}.{len(path)}"
+    code = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        os.execv('/bin/sleep', ['sleep', '{marker}'])\n"
+        "    os._exit(0)\n"
+        "print('detached', flush=True)\n"
+    )
+    result = await runner.run(python(code, path))
+    assert (result.stdout, result.exit_code) == ("detached\n", 0)
+    await asyncio.sleep(0.05)
+    assert processes_with(f"sleep {marker}") == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_output_cap_truncates_and_stops_the_run(runner: Runner, path: str) -> None:
+    code = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    result = await runner.run(python(code, path, limits=RunLimits(output_bytes=4096)))
+    assert len(result.stdout) == 4096
+    assert result.stdout_truncated and result.limit_hit == "output"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_memory_bomb_is_stopped(runner: Runner, path: str) -> None:
+    code = (
+        "blocks = []\n"
+        "print('allocating', flush=True)\n"
+        "while True:\n"
+        "    blocks.append(bytearray(1 << 22))\n"
+    )
+    limits = RunLimits(memory_bytes=64 * 1024 * 1024)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout == "allocating\n"
+    assert result.exit_code != 0
+    assert "MemoryError" in result.stderr or result.limit_hit == "memory"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_fork_bomb_hits_the_process_limit(runner: Runner, path: str) -> None:
+    code = (
+        "import os, time\n"
+        "print('forking', flush=True)\n"
+        "children = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as e:\n"
+        "    print('refused after', children, flush=True)\n"
+    )
+    limits = RunLimits(processes=8, wall_seconds=5)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout.startswith("forking\nrefused after ")
+    assert int(result.stdout.split()[-1]) <= 8
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_cpu_limit(runner: Runner, path: str) -> None:
+    code = "print('spinning', flush=True)\nwhile True:\n    pass\n"
+    limits = RunLimits(cpu_seconds=1, wall_seconds=10)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout == "spinning\n"
+    assert result.signal in (signal.SIGXCPU, signal.SIGKILL)
+    assert result.limit_hit == "cpu_time"
+
+
+async def test_workdirs_and_run_groups_are_removed(runner: Runner) -> None:
+    await runner.run(python("open('junk', 'w').write('x' * 1000)", "cold"))
+    assert list(runner.runs_root.iterdir()) == []
+
+
+async def test_bad_file_name_is_refused_before_running(runner: Runner) -> None:
+    with pytest.raises(RunnerUnavailable):
+        await runner.run(python("print(1)", "cold", files={"../escape": b"x"}))
+    assert list(runner.runs_root.iterdir()) == []
+
+
+async def test_concurrent_runs_do_not_block_each_other(runner: Runner) -> None:
+    slow = python("import time; time.sleep(0.5); print('slow')", "warm")
+    fast = [python(f"print({i})", "warm") for i in range(6)]
+    results = await asyncio.gather(runner.run(slow), *(runner.run(spec) for spec in fast))
+    assert [r.stdout for r in results] == ["slow\n", *(f"{i}\n" for i in range(6))]
+
+
+async def test_failing_layer_fails_closed(tmp_path: Path) -> None:
+    broken = Runner(python_executable=PYTHON, state_dir=tmp_path, jail_uid=0)
+    await broken.start()
+    try:
+        assert broken.missing_layers(["privileges"]) == ["privileges"]
+        with pytest.raises(RunnerUnavailable) as refused:
+            await broken.run(python("print('ran')", "cold"))
+        assert "privileges" in str(refused.value)
+    finally:
+        await broken.close()
