@@ -14,7 +14,7 @@ from gateway.client import GatewayClient, GatewayError, PlanChunk, PlanResult
 from pagi.auth import TokenSigner
 from pagi.request_id import request_id_var
 from tests.unit.gateway.conftest import RunningGateway, serve_gateway
-from tests.unit.gateway.test_server import BlockingBackend
+from tests.unit.gateway.fake_backends import BlockingBackend
 
 PROMPT = "Analyze sales.csv and find the trends"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,6 +17,7 @@ from gateway.backends.openai import OpenAIBackend
 from proto import model_gateway_pb2
 from tests.fuzz.forged_tokens import AttackerKeys, forged_tokens
 from tests.unit.gateway.conftest import RunningGateway, auth, serve_gateway
+from tests.unit.gateway.fake_backends import BlockingBackend, BrokenBackend
 from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
 
 GET_PLAN = "/pagi.gateway.v1.ModelGateway/GetPlan"
@@ -289,42 +290,6 @@ async def test_stream_plan_yields_the_same_steps_then_done(
 
 
 # ---------------------------------------------------------------------- a blocking backend
-
-
-class BlockingBackend(PlanBackend):
-    """Waits until released; records the deadline it was given."""
-
-    name = "blocking"
-    model = "blocking-1"
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.entered = asyncio.Event()
-        self.deadlines: list[float] = []
-
-    async def plan(self, prompt: str, max_steps: int, deadline: Deadline) -> list[str]:
-        self.deadlines.append(deadline.remaining())
-        self.entered.set()
-        await self.release.wait()
-        return ["Wait", "Proceed"]
-
-    async def stream(self, prompt: str, max_steps: int, deadline: Deadline) -> AsyncIterator[str]:
-        for step in await self.plan(prompt, max_steps, deadline):
-            yield step
-
-
-class BrokenBackend(PlanBackend):
-    """Fails with a bug, not a BackendError."""
-
-    name = "broken"
-    model = "broken-1"
-
-    async def plan(self, prompt: str, max_steps: int, deadline: Deadline) -> list[str]:
-        raise ZeroDivisionError("secret internal state")
-
-    async def stream(self, prompt: str, max_steps: int, deadline: Deadline) -> AsyncIterator[str]:
-        yield "first"
-        raise KeyError("secret internal state")
 
 
 async def test_the_callers_deadline_reaches_the_backend(
