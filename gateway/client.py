@@ -8,6 +8,7 @@ and fails with :class:`GatewayError` whose ``code`` a caller can act on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -109,9 +110,14 @@ class GatewayClient:
         # loop that serves requests, not to whatever loop built the client.
         self._channel: grpc.aio.Channel | None = None
         self._stub: model_gateway_pb2_grpc.ModelGatewayStub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_stub(self) -> model_gateway_pb2_grpc.ModelGatewayStub:
-        if self._stub is None:
+        loop = asyncio.get_running_loop()
+        if self._stub is None or self._loop is not loop:
+            # A grpc.aio channel only works in the loop it was made in; a client
+            # used from a new loop (a restarted app, a test) gets a new channel.
+            self._loop = loop
             self._channel = grpc.aio.insecure_channel(
                 self.target,
                 options=[
@@ -165,6 +171,7 @@ class GatewayClient:
 
     async def close(self) -> None:
         """Close the channel; the client can be used again afterwards."""
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
+        channel, loop = self._channel, self._loop
+        self._channel, self._stub, self._loop = None, None, None
+        if channel is not None and loop is asyncio.get_running_loop():
             await channel.close()

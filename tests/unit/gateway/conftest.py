@@ -90,10 +90,11 @@ def gateway_settings(keys_dir: Path, **overrides: object) -> GatewaySettings:
 
 @asynccontextmanager
 async def serve_gateway(
-    keys_dir: Path, backend: PlanBackend | None = None, **overrides: object
+    keys_dir: Path, backend: PlanBackend | None = None, port: int = 0, **overrides: object
 ) -> AsyncIterator[RunningGateway]:
-    """Start a gateway on port 0 and stop it afterwards."""
-    server = await start_server(gateway_settings(keys_dir, **overrides), backend=backend, port=0)
+    """Start a gateway (on a free port by default) and stop it afterwards."""
+    settings = gateway_settings(keys_dir, **overrides)
+    server = await start_server(settings, backend=backend, port=port)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield RunningGateway(server, channel, model_gateway_pb2_grpc.ModelGatewayStub(channel))

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.client import GatewayClient, GatewayError, PlanChunk, PlanResult
 from pagi.auth import TokenSigner
 from pagi.request_id import request_id_var
+from tests.conftest import free_port
 from tests.unit.gateway.conftest import RunningGateway, serve_gateway
 from tests.unit.gateway.fake_backends import BlockingBackend
 
@@ -162,3 +163,17 @@ async def test_busy_gateway_is_resource_exhausted(keys_dir: Path, agent_signer) 
         backend.release.set()
         assert (await first).steps
         await client.close()
+
+
+def test_one_client_serves_successive_event_loops(keys_dir: Path, agent_signer) -> None:
+    """An app restarted in a new event loop keeps working with the same client."""
+    port = free_port()
+    client = GatewayClient(f"127.0.0.1:{port}", agent_signer, timeout_seconds=5)
+
+    async def one_round() -> list[str]:
+        async with serve_gateway(keys_dir, port=port):
+            return (await client.get_plan(PROMPT)).steps
+
+    first = asyncio.run(one_round())
+    second = asyncio.run(one_round())
+    assert first == second and first
