@@ -46,10 +46,13 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
         await second.close()
 
 
-async def test_database_is_in_wal_mode(store: MemoryStore) -> None:
+async def test_database_is_in_wal_mode_with_full_sync(store: MemoryStore) -> None:
     await store.append("note", "1")
     with sqlite3.connect(store.path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # FULL (2): the WAL is synced at every commit, so an acknowledged write
+    # survives power loss, not only a crash of the process.
+    assert await store._submit(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2
 
 
 async def test_locked_database_is_unavailable_not_hanging(store: MemoryStore) -> None:
