@@ -43,6 +43,7 @@ from sandbox.models import (
 )
 from sandbox.policy import MAX_CODE_BYTES_CEILING, PolicySnapshot, deployment_context
 from sandbox.policy_watch import PolicyStore
+from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
 from sandbox.tool_call import check_code, encode_code, run_spec_for
@@ -179,17 +180,19 @@ class Sandbox:
     async def _run(self, spec: RunSpec) -> RunResult:
         try:
             return await self.runner.run(spec)
+        except RunnerUnavailable as exc:
+            log_event(
+                logger, "isolation_unavailable", logging.ERROR, tool=spec.tool, error=str(exc)
+            )
+            raise ApiError(
+                503,
+                "isolation_unavailable",
+                f"the jail could not be set up, nothing ran: {exc}",
+                missing_layers=[exc.layer] if exc.layer else [],
+            ) from None
         except Exception as exc:
-            if _is_runner_unavailable(exc):
-                raise ApiError(
-                    503, "isolation_unavailable", f"the jail could not be set up: {exc}"
-                ) from None
             log_event(logger, "run_failed", logging.ERROR, tool=spec.tool, error=repr(exc))
             raise ApiError(503, "run_failed", "the sandbox failed to run the tool") from None
-
-
-def _is_runner_unavailable(exc: Exception) -> bool:
-    return any(cls.__name__ == "RunnerUnavailable" for cls in type(exc).__mro__)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -309,8 +312,6 @@ def build_router(sandbox: Sandbox) -> APIRouter:
 
 def default_runner(settings: SandboxSettings) -> ToolRunner:
     """The real jail runner, configured from settings."""
-    from sandbox.runner import Runner
-
     return Runner(
         python_executable=settings.pagi_sandbox_python,
         state_dir=settings.work_root,

@@ -70,7 +70,8 @@ LIMIT_FLOORS = RunLimits(
 MAX_CODE_BYTES_CEILING = 1 * MIB
 MAX_ARGV_CODE_BYTES = 128 * KIB - 1
 """Linux refuses a single argv string of 128 KiB or more (MAX_ARG_STRLEN)."""
-MAX_CONCURRENT_RUNS_CEILING = 32
+MAX_CONCURRENT_RUNS_CEILING = 8
+"""The runner keeps this many run slots (each with its own cgroup and warm process)."""
 QUEUE_LENGTH_CEILING = 1024
 QUEUE_WAIT_SECONDS_CEILING = 60.0
 MAX_POLICY_FILE_BYTES = 1 * MIB

@@ -19,15 +19,12 @@ import httpx
 import pytest
 
 from sandbox.app import create_app
+from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_POLICY = REPO / "policies" / "sandbox.toml"
-
-
-class RunnerUnavailable(Exception):
-    """Stands for sandbox.runner.RunnerUnavailable (matched by name)."""
 
 
 class FakeRunner:
@@ -358,10 +355,11 @@ async def test_missing_required_layer_is_503_naming_it(make_service, token_for):
 
 async def test_runner_failures_are_503_and_audited_as_failed(make_service, token_for):
     async with make_service() as svc:
-        svc.runner.error = RunnerUnavailable("cannot create user namespace")
+        svc.runner.error = RunnerUnavailable("cannot create user namespace", layer="userns")
         response = await svc.execute(token_for("sandbox"), tool_name="demo")
         assert response.status_code == 503
         assert response.json()["error"] == "isolation_unavailable"
+        assert response.json()["missing_layers"] == ["userns"]
         svc.runner.error = RuntimeError("internal detail that must not leak")
         response = await svc.execute(token_for("sandbox"), tool_name="demo")
         assert response.status_code == 503
