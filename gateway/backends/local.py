@@ -104,9 +104,17 @@ _CLOSING: dict[str, str] = {
 
 _WORD = re.compile(r"[a-z][a-z0-9+#-]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# Explicit sequencing in the prompt: "A, then B", "A; B", "after that", "finally", new lines.
+# Verbs that start a new action after "and" ("summarise the notes and run the tests").
+_ACTION_VERBS = (
+    "run|write|send|create|check|deploy|test|build|fix|update|install|open|read|summari[sz]e|"
+    "download|upload|plot|count|compute|save|store|delete|remove|review|compare|find|list|"
+    "email|notify|report|commit|push|merge|restart|stop|start|back up|clean|draft|publish"
+)
+# Explicit sequencing in the prompt: "A, then B", "A; B", "after that", "finally", new lines,
+# "A and <verb> B".
 _SEQUENCE_SPLIT = re.compile(
-    r"\s*(?:\n+|;|,?\s+and then\s+|,?\s+then\s+|,?\s+after that,?\s+|,?\s+finally,?\s+)\s*",
+    r"\s*(?:\n+|;|,?\s+and then\s+|,?\s+then\s+|,?\s+after that,?\s+|,?\s+finally,?\s+"
+    rf"|,?\s+and\s+(?=(?:{_ACTION_VERBS})\b))\s*",
     re.IGNORECASE,
 )
 _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+")
@@ -125,8 +133,12 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _goal(text: str) -> str:
-    first_line = text.strip().splitlines()[0] if text.strip() else text
-    sentence = re.split(r"(?<=[.!?])\s", first_line, maxsplit=1)[0]
+    lines = [_LIST_MARKER.sub("", line).strip().rstrip(":") for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1:
+        # A prompt written as a list: its items are the goal.
+        return _shorten("; ".join(lines), MAX_GOAL_CHARS)
+    sentence = re.split(r"(?<=[.!?])\s", lines[0] if lines else "", maxsplit=1)[0]
     return _shorten(sentence.rstrip(".!"), MAX_GOAL_CHARS)
 
 

@@ -16,7 +16,7 @@ PROMPTS = [
     "fix the crash in the upload handler",
     "deploy the new version to the staging cluster",
     "Draft an email to the team announcing the release",
-    "Analyze sales.csv and find the trends",
+    "Analyze sales.csv for seasonal trends",
     "hello",
 ]
 
@@ -48,11 +48,21 @@ def test_an_explicit_sequence_in_the_prompt_is_followed() -> None:
     assert steps[-1] == "Summarize the outcome and the next steps"
 
 
+def test_actions_joined_by_and_become_steps() -> None:
+    steps = plan_steps("Summarise the latest memory and run the demo tool", 8)
+    assert steps[1:3] == ["Summarise the latest memory", "Run the demo tool"]
+    # "and" between nouns is not a new action.
+    assert plan_steps("Compare apples and oranges", 8)[1] != "Oranges"
+
+
 def test_a_numbered_list_in_the_prompt_is_followed() -> None:
     steps = plan_steps(
         "Please:\n1. back up the database\n2. upgrade postgres\n3. run the smoke tests", 8
     )
     assert steps[1:4] == ["Back up the database", "Upgrade postgres", "Run the smoke tests"]
+    assert steps[0].endswith(
+        '"Please; back up the database; upgrade postgres; run the smoke tests"'
+    )
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
