@@ -193,12 +193,12 @@ class OpenAIBackend(PlanBackend):
             )
             if failure.code not in (ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED):
                 raise failure
-            if attempt > self.max_retries:
-                raise failure
             delay = self._backoff(attempt, retry_after)
-            if delay >= deadline.remaining():
-                # No time for another try: report what went wrong, not a timeout.
-                raise failure
+            # Out of retries, or no time for another try: report what went wrong
+            # (not a timeout).
+            if attempt > self.max_retries or delay >= deadline.remaining():
+                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                raise BackendError(failure.code, f"{failure.message} (gave up after {tries})")
             await asyncio.sleep(delay)
 
     async def _attempt(
