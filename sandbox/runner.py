@@ -26,7 +26,12 @@ from typing import Any
 
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter
-from sandbox.jail.cgroup_service import CgroupUnavailable, RunCgroup, discover_bases
+from sandbox.jail.cgroup_service import (
+    CgroupUnavailable,
+    RunCgroup,
+    discover_bases,
+    owner_groups,
+)
 from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
@@ -39,6 +44,8 @@ JAIL_GID = 65534
 BACKSTOP_SECONDS = 3.0
 """Grace after the wall limit before the service kills a run's supervisor itself."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
+DEFAULT_SLOTS = 8
+"""Runs in flight at once; more wait for a free slot (the service admits fewer)."""
 SYSTEM_READ_PATHS: tuple[str, ...] = (
     "/usr",
     "/bin",
@@ -92,9 +99,10 @@ class _Report:
 class _Zygote:
     """The warm path's pre-forked process, and the socket that feeds it fds."""
 
-    def __init__(self, python: str, modules: Sequence[str]) -> None:
+    def __init__(self, python: str, modules: Sequence[str], cgroup_files: list[str]) -> None:
         self.python = python
         self.modules = list(modules)
+        self.cgroup_files = cgroup_files
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self.runs = 0
@@ -102,7 +110,16 @@ class _Zygote:
     def start(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.process = subprocess.Popen(
-            [self.python, "-I", "-S", LAUNCHER, "--zygote", str(child_end.fileno()), *self.modules],
+            [
+                self.python,
+                "-I",
+                "-S",
+                LAUNCHER,
+                "--zygote",
+                str(child_end.fileno()),
+                ",".join(self.cgroup_files) or "-",
+                *self.modules,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -116,6 +133,10 @@ class _Zygote:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def submit(self, fds: list[int]) -> None:
         assert self.channel is not None
@@ -135,6 +156,21 @@ class _Zygote:
             self.process = None
 
 
+class _Slot:
+    """One run at a time: a cgroup (when available) and the warm zygote living in it."""
+
+    def __init__(self, index: int, cgroup: RunCgroup | None) -> None:
+        self.index = index
+        self.cgroup = cgroup
+        self.zygote: _Zygote | None = None
+        self.restarting = False
+
+    def zygote_pid(self) -> frozenset[int]:
+        zygote = self.zygote
+        pid = zygote.pid if zygote is not None and zygote.alive() else None
+        return frozenset() if pid is None else frozenset({pid})
+
+
 class Runner:
     """Runs a :class:`RunSpec` in the jail; see the module docstring."""
 
@@ -147,6 +183,7 @@ class Runner:
         jail_uid: int = JAIL_UID,
         jail_gid: int = JAIL_GID,
         warm_runs_before_recycle: int = WARM_RUNS_BEFORE_RECYCLE,
+        slots: int = DEFAULT_SLOTS,
     ) -> None:
         self.python = os.path.realpath(python_executable)
         self.runs_root = Path(state_dir).resolve() / "sandbox-runs"
@@ -154,6 +191,9 @@ class Runner:
         self.uid = jail_uid
         self.gid = jail_gid
         self.warm_runs_before_recycle = warm_runs_before_recycle
+        self.slot_count = max(1, slots)
+        self._slots: list[_Slot] = []
+        self._free_slots: asyncio.Queue[_Slot] | None = None
         self._layers: dict[str, dict[str, Any]] = {
             name: {"active": False, "reason": "not probed yet"} for name in LAYERS
         }
@@ -162,45 +202,67 @@ class Runner:
         self._cgroup_bases: dict[str, Path] = {}
         self._landlock_abi = 0
         self._notify = True
-        self._zygote: _Zygote | None = None
         self._zygote_restarts = 0
-        self._zygote_restart_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._policy_version = ""
         self._started = False
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Find the stdlib, probe every layer with a real jailed run, start the zygote."""
+        """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
         await asyncio.to_thread(self._inspect_interpreter)
         try:
-            self._cgroup_bases = discover_bases()
-        except CgroupUnavailable as error:
+            bases = await asyncio.to_thread(discover_bases)
+            self._cgroup_bases = await asyncio.to_thread(owner_groups, bases)
+        except (CgroupUnavailable, OSError) as error:
+            self._cgroup_bases = {}
             self._layers["cgroup"] = {"active": False, "reason": str(error)}
         self._landlock_abi = abi_version()
+        self._free_slots = asyncio.Queue()
+        for index in range(self.slot_count):
+            slot = _Slot(index, self._slot_cgroup(index))
+            self._slots.append(slot)
+            self._start_zygote(slot)
+            self._free_slots.put_nowait(slot)
         self._started = True
         await self._probe()
-        self._start_zygote()
+
+    def _slot_cgroup(self, index: int) -> RunCgroup | None:
+        if not self._cgroup_bases:
+            return None
+        cgroup = RunCgroup(self._cgroup_bases, f"slot-{index}-{secrets.token_hex(4)}")
+        try:
+            cgroup.create()
+        except OSError as error:
+            self._layers["cgroup"] = {"active": False, "reason": f"cannot create: {error}"}
+            return None
+        return cgroup
 
     async def close(self) -> None:
-        """Stop the zygote; runs in flight end by their own wall limit."""
-        if self._zygote_restart_task is not None:
-            self._zygote_restart_task.cancel()
-        if self._zygote is not None:
-            zygote, self._zygote = self._zygote, None
-            await asyncio.to_thread(zygote.stop)
+        """Stop the zygotes, kill what is left in the slots, remove their cgroups."""
+        for task in list(self._background):
+            task.cancel()
+        for slot in self._slots:
+            zygote, slot.zygote = slot.zygote, None
+            if zygote is not None:
+                await asyncio.to_thread(zygote.stop)
+            if slot.cgroup is not None:
+                await asyncio.to_thread(slot.cgroup.remove)
+        if self._cgroup_bases:
+            await asyncio.to_thread(RunCgroup({}, "", dirs=dict(self._cgroup_bases)).remove)
+        self._slots = []
+        self._started = False
 
     async def reload(self, policy_version: str) -> None:
-        """A new policy: recycle the zygote so no state of the old one carries over."""
+        """A new policy: recycle the zygotes so no state of the old ones carries over."""
         if policy_version == self._policy_version:
             return
         self._policy_version = policy_version
-        if self._zygote is not None:
-            old, self._zygote = self._zygote, None
-            self._start_zygote()
-            await asyncio.to_thread(old.stop)
+        for slot in self._slots:
+            self._recycle_zygote(slot)
 
     def _inspect_interpreter(self) -> None:
         output = subprocess.run(
@@ -221,14 +283,27 @@ class Runner:
         self._interpreter_prefix = output[0]
         self._hidden_paths = [output[1]]  # site-packages: only the stdlib is readable
 
-    def _start_zygote(self) -> None:
-        zygote = _Zygote(self.python, self.warm_modules)
+    def _start_zygote(self, slot: _Slot) -> None:
+        cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
+        zygote = _Zygote(self.python, self.warm_modules, cgroup_files)
         try:
             zygote.start()
         except OSError:
-            self._zygote = None
+            slot.zygote = None
             return
-        self._zygote = zygote
+        slot.zygote = zygote
+
+    def _recycle_zygote(self, slot: _Slot) -> None:
+        """Replace the slot's zygote (old one stopped in the background)."""
+        old, slot.zygote = slot.zygote, None
+        self._start_zygote(slot)
+        if old is not None:
+            self._in_background(asyncio.to_thread(old.stop))
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ----------------------------------------------------------------- reporting
 
@@ -243,11 +318,15 @@ class Runner:
             }
         )
         report["landlock"]["abi"] = self._landlock_abi
-        zygote = self._zygote
+        ready = sum(1 for slot in self._slots if slot.zygote is not None and slot.zygote.alive())
         report["warm_path"] = {
-            "state": "ready" if zygote is not None and zygote.alive() else "cold_fallback",
-            "runs_on_current_zygote": zygote.runs if zygote is not None else 0,
+            "state": "ready"
+            if ready == len(self._slots) and ready
+            else ("degraded_cold_fallback" if ready else "cold_fallback"),
+            "zygotes_ready": ready,
+            "slots": len(self._slots),
             "restarts": self._zygote_restarts,
+            "recycle_after_runs": self.warm_runs_before_recycle,
             "preloaded_modules": list(self.warm_modules),
         }
         return report
@@ -280,23 +359,25 @@ class Runner:
 
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         started = time.perf_counter()
+        assert self._free_slots is not None
+        slot = await self._free_slots.get()
         run_dir = self.runs_root / secrets.token_hex(8)
-        cgroup: RunCgroup | None = None
+        cgroup = slot.cgroup if "cgroup" in layers else None
         try:
             workdir = await asyncio.to_thread(self._prepare_run_dir, run_dir, spec.files)
-            if "cgroup" in layers:
-                cgroup = RunCgroup(self._cgroup_bases, run_dir.name)
+            if cgroup is not None:
                 try:
-                    cgroup.create(spec.limits.memory_bytes, spec.limits.processes + 2)
+                    cgroup.prepare_run(spec.limits.memory_bytes, spec.limits.processes)
                 except OSError as error:
                     raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
             python = parse_python_argv(list(spec.argv), self.python)
             config = self._config(spec, run_dir, workdir, cgroup, python, layers)
-            warm = spec.warm and python is not None and self._zygote_ready()
-            return await self._spawn_and_collect(spec, config, cgroup, warm, started)
+            warm = spec.warm and python is not None and self._zygote_ready(slot)
+            return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
         finally:
-            if cgroup is not None:
-                await asyncio.to_thread(cgroup.remove)
+            if slot.cgroup is not None:
+                await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
+            self._free_slots.put_nowait(slot)
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
 
     def _prepare_run_dir(self, run_dir: Path, files: dict[str, bytes]) -> str:
@@ -360,36 +441,39 @@ class Runner:
             layers=layers,
         )
 
-    def _zygote_ready(self) -> bool:
-        zygote = self._zygote
+    def _zygote_ready(self, slot: _Slot) -> bool:
+        zygote = slot.zygote
         if zygote is not None and zygote.alive():
-            if zygote.runs < self.warm_runs_before_recycle:
-                return True
-            self._zygote = None
-            self._start_zygote()
-            asyncio.get_running_loop().run_in_executor(None, zygote.stop)
-            return self._zygote is not None
-        self._schedule_zygote_restart()
+            if zygote.runs >= self.warm_runs_before_recycle:
+                self._recycle_zygote(slot)
+            return slot.zygote is not None
+        self._schedule_zygote_restart(slot)
         return False
 
-    def _schedule_zygote_restart(self) -> None:
-        if self._zygote_restart_task is not None and not self._zygote_restart_task.done():
+    def _schedule_zygote_restart(self, slot: _Slot) -> None:
+        """The slot's zygote died: its runs go cold until a new one is up."""
+        if slot.restarting:
             return
-        if self._zygote is not None:
-            dead, self._zygote = self._zygote, None
-            asyncio.get_running_loop().run_in_executor(None, dead.stop)
+        slot.restarting = True
+        dead, slot.zygote = slot.zygote, None
+        if dead is not None:
+            self._in_background(asyncio.to_thread(dead.stop))
 
         async def restart() -> None:
-            await asyncio.sleep(0.1)
-            self._start_zygote()
-            self._zygote_restarts += 1
+            try:
+                await asyncio.sleep(0.1)
+                self._start_zygote(slot)
+                self._zygote_restarts += 1
+            finally:
+                slot.restarting = False
 
-        self._zygote_restart_task = asyncio.get_running_loop().create_task(restart())
+        self._in_background(restart())
 
     async def _spawn_and_collect(
         self,
         spec: RunSpec,
         config: JailConfig,
+        slot: _Slot,
         cgroup: RunCgroup | None,
         warm: bool,
         started: float,
@@ -405,11 +489,11 @@ class Runner:
         try:
             if warm:
                 try:
-                    assert self._zygote is not None
-                    self._zygote.submit(child_ends)
-                except OSError:
+                    assert slot.zygote is not None
+                    slot.zygote.submit(child_ends)
+                except (OSError, AssertionError):
                     warm = False
-                    self._schedule_zygote_restart()
+                    self._schedule_zygote_restart(slot)
             if not warm:
                 process = subprocess.Popen(
                     [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
@@ -440,8 +524,19 @@ class Runner:
             if process is not None:
                 _kill(process.pid)
             if cgroup is not None:
-                loop.run_in_executor(None, cgroup.kill_all)
+                loop.run_in_executor(None, cgroup.kill_all, slot.zygote_pid())
 
+        if process is not None and cgroup is not None:
+            # Moved in while the launcher's interpreter starts; it reads its
+            # config (and so goes on) only after this.
+            try:
+                await asyncio.to_thread(cgroup.add, process.pid)
+            except OSError as error:
+                _kill(process.pid)
+                for fd in (stdin_w, stdout_r, stderr_r, config_w, report_r):
+                    os.close(fd)
+                await _reap(process)
+                raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
         writers = [
             loop.create_task(_write_all(loop, config_w, config.to_bytes())),
             loop.create_task(_write_all(loop, stdin_w, spec.stdin)),

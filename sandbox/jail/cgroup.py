@@ -1,7 +1,9 @@
-"""cgroup, jail side: the first step of the jail joins the run's groups.
+"""cgroup, jail side: the first step of the jail checks it is in the run's groups.
 
-The groups themselves (memory and pids limits, one per run) are made and
-removed by the service: see :mod:`sandbox.jail.cgroup_service`.
+The groups (memory and pids limits) are made, limited and emptied by the
+service: see :mod:`sandbox.jail.cgroup_service`. The jail process is normally
+in them already (forked there by the slot's zygote, or moved there by the
+service before it got its config); it joins them itself otherwise.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import os
 
 
 def join(procs_files: list[str]) -> None:
-    """In the jail's first step (still root): move the calling process into the run's groups."""
+    """Make sure the calling process is in every listed group before anything else runs."""
     pid = str(os.getpid())
     for path in procs_files:
+        with open(path) as members:
+            if pid in members.read().split():
+                continue
         with open(path, "w") as handle:
             handle.write(pid)

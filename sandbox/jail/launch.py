@@ -59,12 +59,13 @@ def run_one(config_fd: int, report_fd: int) -> None:
 
 
 def main() -> None:
-    """Cold run (``[CONFIG_FD REPORT_FD]``) or zygote (``--zygote SOCKET_FD [MODULE...]``)."""
+    """Cold: ``CONFIG_FD REPORT_FD``; zygote: ``--zygote SOCKET_FD CGROUP_FILES|- MODULE...``."""
     set_repo_prefixes((_PACKAGE_ROOT,))
-    if len(sys.argv) > 2 and sys.argv[1] == "--zygote":
+    if len(sys.argv) > 3 and sys.argv[1] == "--zygote":
         from sandbox.jail.zygote import serve
 
-        serve(int(sys.argv[2]), sys.argv[3:])
+        cgroup_files = [] if sys.argv[3] == "-" else sys.argv[3].split(",")
+        serve(int(sys.argv[2]), cgroup_files, sys.argv[4:])
         return
     if len(sys.argv) == 3:
         run_one(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,13 +1,15 @@
 """The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
 Started by the service with an empty environment and nothing but a unix
-socket (and /dev/null on fds 0-2). It preloads the interpreter's stdlib
-modules a policy lists, then waits. For each run the service sends five
-fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
-nothing else: the zygote forks, and only the child reads the config (the
-code) from its pipe, so no request data ever enters the zygote's memory.
-The child then does exactly what a cold launcher does (:func:`run_one`):
-the same :func:`contain`, every layer in the same order.
+socket (and /dev/null on fds 0-2), one per run slot; it lives in the slot's
+cgroup, so its children are born there (no per-run cgroup move). It
+preloads the interpreter's stdlib modules a policy lists, then waits. For
+each run the service sends five fds — the run's stdin, stdout, stderr,
+config pipe and report pipe — and nothing else: the zygote forks, and only
+the child reads the config (the code) from its pipe, so no request data
+ever enters the zygote's memory. The child then does exactly what a cold
+launcher does (:func:`run_one`): the same :func:`contain`, every layer in
+the same order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import socket
 
+from sandbox.jail import cgroup
 from sandbox.jail.launch import run_one
 from sandbox.jail.libc import prctl
 
@@ -32,9 +35,10 @@ def preload(modules: list[str]) -> None:
             pass  # a listed module this interpreter lacks only costs its run an import
 
 
-def serve(socket_fd: int, modules: list[str]) -> None:
-    """Fork a jailed child per request until the service closes the socket."""
+def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
+    """Join the slot's cgroup, preload, then fork a jailed child per request until EOF."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    cgroup.join(cgroup_files)  # once: the children are born in the group
     preload(modules)
     channel = socket.socket(fileno=socket_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
