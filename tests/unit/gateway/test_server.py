@@ -482,3 +482,42 @@ async def test_backend_errors_map_to_status_codes(
             error = await rpc_error(gateway.stub.GetPlan(request, metadata=metadata))
             assert error.code().name == code.name
             assert error.details() == f"reason for {code}"
+
+
+# ---------------------------------------------------------------------- request ids, shutdown
+
+
+@pytest.mark.parametrize("sent", ["has spaces in it", "x" * 500, "semi;colon"])
+async def test_a_malformed_request_id_is_replaced(
+    gateway: RunningGateway, token_for: Callable[..., str], sent: str
+) -> None:
+    reply = await gateway.stub.GetPlan(
+        model_gateway_pb2.PlanRequest(prompt=PROMPT),
+        metadata=auth(token_for("gateway"), request_id=sent),
+    )
+    assert reply.request_id != sent and len(reply.request_id) == 32
+
+
+async def test_shutdown_finishes_calls_in_flight_and_reports_not_serving(
+    keys_dir: Path, token_for: Callable[..., str]
+) -> None:
+    backend = BlockingBackend()
+    async with serve_gateway(keys_dir, backend=backend) as gateway:
+        health = health_pb2_grpc.HealthStub(gateway.channel)
+        call = asyncio.ensure_future(
+            gateway.stub.GetPlan(
+                model_gateway_pb2.PlanRequest(prompt=PROMPT),
+                metadata=auth(token_for("gateway")),
+                timeout=10,
+            )
+        )
+        await asyncio.wait_for(backend.entered.wait(), 5)
+        await gateway.server.health.enter_graceful_shutdown()
+        status = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stopping = asyncio.ensure_future(gateway.server.stop(grace=5))
+        await asyncio.sleep(0.1)
+        backend.release.set()
+        reply = await call
+        assert list(reply.steps) == ["1. Wait", "2. Proceed"]
+        await stopping
