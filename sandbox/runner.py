@@ -523,8 +523,8 @@ class Runner:
                 _kill(report.supervisor_pid)
             if process is not None:
                 _kill(process.pid)
-            if cgroup is not None:
-                loop.run_in_executor(None, cgroup.kill_all, slot.zygote_pid())
+            # Killing the supervisor kills init (parent-death signal), and with
+            # it the whole pid namespace; the slot's cgroup is emptied after.
 
         if process is not None and cgroup is not None:
             # Moved in while the launcher's interpreter starts; it reads its

@@ -84,6 +84,8 @@ def run(python: dict[str, object], environment: dict[str, str]) -> None:
 
     os.environ.clear()
     os.environ.update(environment)
+    # The one start-up variable that still matters once the interpreter runs.
+    sys.dont_write_bytecode = bool(environment.get("PYTHONDONTWRITEBYTECODE"))
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
     sys.stderr = io.TextIOWrapper(
