@@ -261,6 +261,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
                     errors_by_code=dict(stats.errors_by_code),
                     rejected=stats.rejected,
                     in_flight=self.admission.in_flight if stats.backend == self.backend.name else 0,
+                    backend_counters=(
+                        self.backend.counters() if stats.backend == self.backend.name else {}
+                    ),
                     latency=model_gateway_pb2.LatencySummary(
                         count=latency.count,
                         mean_ms=latency.mean_ms,

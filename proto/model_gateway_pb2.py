@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19proto/model_gateway.proto\x12\x0fpagi.gateway.v1\"0\n\x0bPlanRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x11\n\tmax_steps\x18\x02 \x01(\r\"e\n\x0cPlanResponse\x12\r\n\x05steps\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"~\n\tPlanChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"\x10\n\x0eMetricsRequest\"`\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0f\n\x07mean_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x04 \x01(\x01\x12\x0e\n\x06max_ms\x18\x05 \x01(\x01\"\xa6\x02\n\x0e\x42\x61\x63kendMetrics\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12I\n\x0e\x65rrors_by_code\x18\x05 \x03(\x0b\x32\x31.pagi.gateway.v1.BackendMetrics.ErrorsByCodeEntry\x12\x10\n\x08rejected\x18\x06 \x01(\x04\x12\x11\n\tin_flight\x18\x07 \x01(\r\x12\x30\n\x07latency\x18\x08 \x01(\x0b\x32\x1f.pagi.gateway.v1.LatencySummary\x1a\x33\n\x11\x45rrorsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"z\n\x0fMetricsResponse\x12\x31\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1f.pagi.gateway.v1.BackendMetrics\x12\x1c\n\x14max_concurrent_calls\x18\x02 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x32\xf1\x01\n\x0cModelGateway\x12\x46\n\x07GetPlan\x12\x1c.pagi.gateway.v1.PlanRequest\x1a\x1d.pagi.gateway.v1.PlanResponse\x12H\n\nStreamPlan\x12\x1c.pagi.gateway.v1.PlanRequest\x1a\x1a.pagi.gateway.v1.PlanChunk0\x01\x12O\n\nGetMetrics\x12\x1f.pagi.gateway.v1.MetricsRequest\x1a .pagi.gateway.v1.MetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19proto/model_gateway.proto\x12\x0fpagi.gateway.v1\"0\n\x0bPlanRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x11\n\tmax_steps\x18\x02 \x01(\r\"e\n\x0cPlanResponse\x12\r\n\x05steps\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"~\n\tPlanChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"\x10\n\x0eMetricsRequest\"`\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0f\n\x07mean_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x04 \x01(\x01\x12\x0e\n\x06max_ms\x18\x05 \x01(\x01\"\xae\x03\n\x0e\x42\x61\x63kendMetrics\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\x12I\n\x0e\x65rrors_by_code\x18\x05 \x03(\x0b\x32\x31.pagi.gateway.v1.BackendMetrics.ErrorsByCodeEntry\x12\x10\n\x08rejected\x18\x06 \x01(\x04\x12\x11\n\tin_flight\x18\x07 \x01(\r\x12\x30\n\x07latency\x18\x08 \x01(\x0b\x32\x1f.pagi.gateway.v1.LatencySummary\x12N\n\x10\x62\x61\x63kend_counters\x18\t \x03(\x0b\x32\x34.pagi.gateway.v1.BackendMetrics.BackendCountersEntry\x1a\x33\n\x11\x45rrorsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14\x42\x61\x63kendCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"z\n\x0fMetricsResponse\x12\x31\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x1f.pagi.gateway.v1.BackendMetrics\x12\x1c\n\x14max_concurrent_calls\x18\x02 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x32\xf1\x01\n\x0cModelGateway\x12\x46\n\x07GetPlan\x12\x1c.pagi.gateway.v1.PlanRequest\x1a\x1d.pagi.gateway.v1.PlanResponse\x12H\n\nStreamPlan\x12\x1c.pagi.gateway.v1.PlanRequest\x1a\x1a.pagi.gateway.v1.PlanChunk0\x01\x12O\n\nGetMetrics\x12\x1f.pagi.gateway.v1.MetricsRequest\x1a .pagi.gateway.v1.MetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._loaded_options = None
   _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._serialized_options = b'8\001'
+  _globals['_BACKENDMETRICS_BACKENDCOUNTERSENTRY']._loaded_options = None
+  _globals['_BACKENDMETRICS_BACKENDCOUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_PLANREQUEST']._serialized_start=46
   _globals['_PLANREQUEST']._serialized_end=94
   _globals['_PLANRESPONSE']._serialized_start=96
@@ -44,11 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LATENCYSUMMARY']._serialized_start=345
   _globals['_LATENCYSUMMARY']._serialized_end=441
   _globals['_BACKENDMETRICS']._serialized_start=444
-  _globals['_BACKENDMETRICS']._serialized_end=738
-  _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._serialized_start=687
-  _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._serialized_end=738
-  _globals['_METRICSRESPONSE']._serialized_start=740
-  _globals['_METRICSRESPONSE']._serialized_end=862
-  _globals['_MODELGATEWAY']._serialized_start=865
-  _globals['_MODELGATEWAY']._serialized_end=1106
+  _globals['_BACKENDMETRICS']._serialized_end=874
+  _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._serialized_start=767
+  _globals['_BACKENDMETRICS_ERRORSBYCODEENTRY']._serialized_end=818
+  _globals['_BACKENDMETRICS_BACKENDCOUNTERSENTRY']._serialized_start=820
+  _globals['_BACKENDMETRICS_BACKENDCOUNTERSENTRY']._serialized_end=874
+  _globals['_METRICSRESPONSE']._serialized_start=876
+  _globals['_METRICSRESPONSE']._serialized_end=998
+  _globals['_MODELGATEWAY']._serialized_start=1001
+  _globals['_MODELGATEWAY']._serialized_end=1242
 # @@protoc_insertion_point(module_scope)

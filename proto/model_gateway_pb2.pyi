@@ -65,8 +65,15 @@ class LatencySummary(_message.Message):
     def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., max_ms: _Optional[float] = ...) -> None: ...
 
 class BackendMetrics(_message.Message):
-    __slots__ = ("backend", "model", "calls", "errors", "errors_by_code", "rejected", "in_flight", "latency")
+    __slots__ = ("backend", "model", "calls", "errors", "errors_by_code", "rejected", "in_flight", "latency", "backend_counters")
     class ErrorsByCodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class BackendCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +88,7 @@ class BackendMetrics(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_COUNTERS_FIELD_NUMBER: _ClassVar[int]
     backend: str
     model: str
     calls: int
@@ -89,7 +97,8 @@ class BackendMetrics(_message.Message):
     rejected: int
     in_flight: int
     latency: LatencySummary
-    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_code: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ..., in_flight: _Optional[int] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ...) -> None: ...
+    backend_counters: _containers.ScalarMap[str, int]
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_code: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ..., in_flight: _Optional[int] = ..., latency: _Optional[_Union[LatencySummary, _Mapping]] = ..., backend_counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class MetricsResponse(_message.Message):
     __slots__ = ("backends", "max_concurrent_calls", "uptime_seconds")

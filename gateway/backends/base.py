@@ -69,5 +69,9 @@ class PlanBackend(ABC):
         """What the backend is, for logs (never secrets)."""
         return {"backend": self.name, "model": self.model}
 
+    def counters(self) -> dict[str, int]:
+        """The backend's own counters (e.g. upstream attempts), for metrics."""
+        return {}
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections and other resources."""

@@ -67,6 +67,8 @@ class OpenAIBackend(PlanBackend):
         self.retry_cap_seconds = retry_cap_seconds
         self._api_key = api_key or None
         self._rng = rng or random.Random()
+        self._attempts = 0
+        self._retries = 0
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -88,6 +90,10 @@ class OpenAIBackend(PlanBackend):
     def describe(self) -> dict[str, object]:
         """Backend, model, upstream address and whether a key is set (never the key)."""
         return {**super().describe(), "upstream": self.where, "api_key_set": bool(self._api_key)}
+
+    def counters(self) -> dict[str, int]:
+        """Requests sent to the model server, and how many of them were retries."""
+        return {"upstream_attempts": self._attempts, "upstream_retries": self._retries}
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -176,6 +182,8 @@ class OpenAIBackend(PlanBackend):
         attempt = 0
         while True:
             attempt += 1
+            self._attempts += 1
+            self._retries += attempt > 1
             started = time.perf_counter()
             failure, retry_after = await self._attempt(body, headers, deadline)
             if isinstance(failure, httpx.Response):

@@ -448,6 +448,8 @@ async def test_openai_backend_through_the_gateway(
         )
         [stats] = metrics.backends
         assert stats.calls == 9 and stats.errors == 7
+        # "down" was tried 1 + 3 times, the rest once each.
+        assert dict(stats.backend_counters) == {"upstream_attempts": 12, "upstream_retries": 3}
         assert dict(stats.errors_by_code) == {
             "UNAVAILABLE": 2,
             "FAILED_PRECONDITION": 1,
