@@ -78,7 +78,11 @@ neighbour = "@NEIGHBOUR@"
 seen = []
 deadline = time.monotonic() + 1.5
 while time.monotonic() < deadline and not seen:
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = []
+    for entry in entries:
         if entry.isdigit():
             try:
                 if neighbour in open(f"/proc/{entry}/comm").read():
@@ -131,16 +135,38 @@ def inspect(item):
             if needle in item:
                 found.add(needle[:24])
 
-for holder in gc.get_objects():
+def children(holder):
     if isinstance(holder, dict):
-        for key, value in list(holder.items()):
-            inspect(key)
-            inspect(value)
-    elif isinstance(holder, (list, tuple, set, frozenset)):
-        for value in list(holder):
-            inspect(value)
+        return [item for pair in list(holder.items()) for item in pair]
+    if isinstance(holder, (list, tuple, set, frozenset)):
+        return list(holder)
+    attributes = getattr(holder, "__dict__", None)
+    if isinstance(attributes, dict):
+        return list(attributes.values())
+    slots = getattr(type(holder), "__slots__", ())
+    return [getattr(holder, name, None) for name in ([slots] if isinstance(slots, str) else slots)]
+
+# Everything reachable from live containers and from every frame above this one
+# (whatever started the tool in this process: a launcher, a zygote).
+roots = list(gc.get_objects())
+frame = sys._getframe()
+while frame is not None:
+    roots.append(dict(frame.f_locals))
+    frame = frame.f_back
+seen_ids = set()
+pending = [(root, 0) for root in roots]
+while pending:
+    holder, depth = pending.pop()
+    if id(holder) in seen_ids or depth > 4:
+        continue
+    seen_ids.add(id(holder))
+    for item in children(holder):
+        if isinstance(item, (str, bytes)):
+            inspect(item)
+        elif item is not None and not isinstance(item, (int, float, bool, type)):
+            pending.append((item, depth + 1))
 reached("memory_scan")
-report("memory_scan", found=sorted(found), holders=len(gc.get_objects()))
+report("memory_scan", found=sorted(found), holders=len(seen_ids))
 """
 
 

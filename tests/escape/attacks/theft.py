@@ -146,7 +146,12 @@ attempt("signal_service", lambda: os.kill(@SERVICE_PID@, 0))
 PROC_SCAN = r"""
 reached("proc_scan")
 seen = {}
-for entry in os.listdir("/proc"):
+try:
+    entries = os.listdir("/proc")
+except OSError as exc:
+    report("proc_scan", errno=exc.errno)
+    raise SystemExit(0)
+for entry in entries:
     if entry.isdigit():
         try:
             seen[entry] = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
@@ -161,6 +166,8 @@ report("proc_scan", pids=sorted(seen, key=int), foreign=foreign,
 
 def check_proc_scan(outcome: Outcome) -> str:
     record = outcome.result_of("proc_scan")
+    if "errno" in record:
+        return layer_of(outcome, record)
     assert not record["foreign"], f"NOT CONTAINED: host processes visible: {record['foreign']}"
     assert not record["service_visible"], "NOT CONTAINED: the sandbox service's pid is visible"
     limit = outcome.sandbox.limits.processes
@@ -269,6 +276,6 @@ ATTACKS = [
         ("pidns",),
         all_blocked("signal_service"),
     ),
-    Attack("proc_scan", "theft", PROC_SCAN, ("pidns",), check_proc_scan),
+    Attack("proc_scan", "theft", PROC_SCAN, ("pidns", "landlock"), check_proc_scan),
     Attack("inherited_fds", "theft", INHERITED_FDS, ("fds",), check_inherited_fds),
 ]
