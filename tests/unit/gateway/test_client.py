@@ -105,7 +105,7 @@ async def test_slow_gateway_is_deadline_exceeded(keys_dir: Path, agent_signer) -
         loop = asyncio.get_running_loop()
         started = loop.time()
         error = await expect(client.get_plan(PROMPT), "deadline_exceeded")
-        assert loop.time() - started < 2
+        assert loop.time() - started < 3
         assert error.http_status == 504
         backend.release.set()
         await client.close()

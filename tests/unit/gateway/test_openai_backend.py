@@ -115,7 +115,7 @@ async def test_429_then_200_retries_after_the_retry_after_delay(fake_openai: Fak
     assert await plan(fake_openai.url("flaky429"), seconds=3) == PLAN_STEPS
     elapsed = time.monotonic() - started
     assert len(fake_openai.of("flaky429")) == 2
-    assert 0.3 <= elapsed < 2.0  # the server asked for 0.3 s
+    assert 0.3 <= elapsed < 3.0  # the server asked for 0.3 s; the deadline is 3 s
 
 
 async def test_5xx_is_retried_with_backoff_until_it_succeeds(fake_openai: FakeOpenAI) -> None:
@@ -133,7 +133,7 @@ async def test_persistent_5xx_gives_unavailable_after_bounded_retries(
 ) -> None:
     started = time.monotonic()
     error = await failure_of(plan(fake_openai.url("down"), seconds=5))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     assert error.code == ErrorCode.UNAVAILABLE
     assert "503" in error.message and "the model is loading" in error.message
     assert len(fake_openai.of("down")) == 4  # the first try and max_retries=3 more
@@ -141,19 +141,21 @@ async def test_persistent_5xx_gives_unavailable_after_bounded_retries(
 
 async def test_retries_stop_when_the_deadline_would_pass(fake_openai: FakeOpenAI) -> None:
     started = time.monotonic()
+    # First backoff 0.4-0.8 s fits in 1 s; the second (0.8-1.6 s) does not.
     error = await failure_of(
-        plan(fake_openai.url("down"), seconds=0.6, retry_base_seconds=0.4, retry_cap_seconds=1)
+        plan(fake_openai.url("down"), seconds=1.0, retry_base_seconds=0.8, retry_cap_seconds=2)
     )
     elapsed = time.monotonic() - started
     assert error.code == ErrorCode.UNAVAILABLE
-    assert elapsed < 0.6
-    assert 1 <= len(fake_openai.of("down")) <= 2
+    assert "gave up after 2 attempts" in error.message
+    assert 0.4 <= elapsed < 1.0
+    assert len(fake_openai.of("down")) == 2
 
 
 async def test_retry_after_beyond_the_deadline_fails_at_once(fake_openai: FakeOpenAI) -> None:
     started = time.monotonic()
     error = await failure_of(plan(fake_openai.url("ratelimited"), seconds=3))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0
     assert error.code == ErrorCode.RESOURCE_EXHAUSTED
     assert "429" in error.message
     assert len(fake_openai.of("ratelimited")) == 1
@@ -182,7 +184,7 @@ async def test_slow_server_gives_deadline_exceeded_on_time(fake_openai: FakeOpen
     error = await failure_of(plan(fake_openai.url("slow"), seconds=0.5))
     elapsed = time.monotonic() - started
     assert error.code == ErrorCode.DEADLINE_EXCEEDED
-    assert 0.45 <= elapsed < 1.5
+    assert 0.45 <= elapsed < 2.5
 
 
 async def test_stream_stalling_mid_reply_gives_deadline_exceeded(fake_openai: FakeOpenAI) -> None:
@@ -190,7 +192,7 @@ async def test_stream_stalling_mid_reply_gives_deadline_exceeded(fake_openai: Fa
     started = time.monotonic()
     error = await failure_of(stream(fake_openai.url("slowstream"), seconds=0.5, got=got))
     assert error.code == ErrorCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5
     assert got == PLAN_STEPS[:1]
 
 
@@ -198,7 +200,7 @@ async def test_dead_address_gives_unavailable_quickly() -> None:
     url = f"http://127.0.0.1:{closed_port()}/v1"
     started = time.monotonic()
     error = await failure_of(plan(url, seconds=5))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     assert error.code == ErrorCode.UNAVAILABLE
     assert "unreachable" in error.message
 
