@@ -56,6 +56,8 @@ class PolicyStore:
         self.last_error_at: datetime | None = None
         self.last_checked_at: datetime = initial.loaded_at
         self._listeners: list[PolicyListener] = []
+        self._notified_version = initial.version
+        self._notifier: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, path: Path, context: PolicyContext | None = None) -> PolicyStore:
@@ -69,7 +71,12 @@ class PolicyStore:
         return self._current
 
     def subscribe(self, listener: PolicyListener) -> None:
-        """Call ``listener(snapshot)`` after each new version goes live."""
+        """Call ``listener(snapshot)`` after a new version goes live.
+
+        Listeners run in the background, in order, never two at once; when
+        versions follow each other faster than the listeners finish, only
+        the newest is passed on. The swap itself never waits for them.
+        """
         self._listeners.append(listener)
 
     def refresh(self) -> PolicySnapshot | None:
@@ -118,23 +125,35 @@ class PolicyStore:
         self.last_error_at = None
 
     async def _refresh_and_notify(self) -> None:
-        snapshot = self.refresh()
-        if snapshot is None:
-            return
-        for listener in self._listeners:
-            try:
-                await listener(snapshot)
-            except Exception as exc:  # a listener must not stop the watcher
-                log_event(
-                    logger,
-                    "policy_listener_failed",
-                    logging.ERROR,
-                    error=repr(exc),
-                    version=snapshot.version,
-                )
+        if self.refresh() is not None and self._listeners:
+            if self._notifier is None or self._notifier.done():
+                self._notifier = asyncio.create_task(self._notify_listeners())
+
+    async def _notify_listeners(self) -> None:
+        while self._notified_version != self._current.version:
+            snapshot = self._current
+            self._notified_version = snapshot.version
+            for listener in self._listeners:
+                try:
+                    await listener(snapshot)
+                except Exception as exc:  # a listener must not stop the others
+                    log_event(
+                        logger,
+                        "policy_listener_failed",
+                        logging.ERROR,
+                        error=repr(exc),
+                        version=snapshot.version,
+                    )
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Follow the file until ``stop`` is set; never raises."""
+        try:
+            await self._watch(stop)
+        finally:
+            if self._notifier is not None:
+                await asyncio.wait({self._notifier}, timeout=5)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
         poll_ms = int(POLL_SECONDS * 1000)
         while not stop.is_set():
             try:

@@ -178,3 +178,40 @@ async def test_a_failing_listener_does_not_stop_the_watcher(policy_file):
     finally:
         stop.set()
         await asyncio.wait_for(watcher, timeout=5)
+
+
+async def test_a_slow_listener_delays_no_swap_and_ends_on_the_newest_version(policy_file):
+    store = PolicyStore.open(policy_file)
+    seen: list[str] = []
+    busy = asyncio.Event()
+
+    async def slow(snapshot: PolicySnapshot) -> None:
+        seen.append(snapshot.version)
+        busy.set()
+        await asyncio.sleep(1.5)
+
+    store.subscribe(slow)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(store.watch(stop))
+    try:
+        await asyncio.sleep(0.2)
+        old = store.current.version
+        replace_file(policy_file, WITH_EXTRA_TOOL)
+        await wait_for_version(store, old, within=1.0)
+        await asyncio.wait_for(busy.wait(), timeout=1)
+        # The listener is still busy with the first edit: the next ones go live anyway.
+        old = store.current.version
+        replace_file(policy_file, GOOD + "# second\n")
+        await wait_for_version(store, old, within=1.0)
+        old = store.current.version
+        replace_file(policy_file, GOOD + "# third\n")
+        await wait_for_version(store, old, within=1.0)
+        newest = store.current.version
+        for _ in range(100):
+            if seen[-1] == newest:
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1] == newest and len(seen) == 2  # the second edit was skipped over
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=10)
