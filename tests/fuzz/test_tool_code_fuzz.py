@@ -13,10 +13,11 @@ one second each, not five.
 
 from __future__ import annotations
 
-import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,6 @@ from pagi.stack import Stack
 from tests.conftest import REPO
 from tests.fuzz.live import (
     all_pids,
-    descendants,
     service_pid,
     start_live_stack,
     zombies_under,
@@ -63,13 +63,22 @@ def sandbox_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> I
     stack.stop()
 
 
-@pytest.fixture(scope="module")
-def pids_at_start() -> set[int]:
-    return set(all_pids())
+def work_root_of(stack: Stack) -> Path:
+    return Path(stack.env["PAGI_STATE_DIR"]) / "sandbox"
 
 
 @pytest.fixture(scope="module")
-def client(pids_at_start: set[int], sandbox_stack: Stack, token_for) -> Iterator[httpx.Client]:
+def rest_at_start(sandbox_stack: Stack, client: httpx.Client) -> ProcessSnapshot:
+    """The sandbox at rest after one run, before any fuzzing."""
+    response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": "pass"})
+    assert response.status_code == 200, response.text
+    pid = service_pid(sandbox_stack, "sandbox")
+    rest = ProcessSnapshot.take(pid, work_root_of(sandbox_stack))
+    return settle(pid, work_root_of(sandbox_stack), rest, 5)
+
+
+@pytest.fixture(scope="module")
+def client(sandbox_stack: Stack, token_for) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=sandbox_stack.settings.url_of("sandbox"),
         headers={"Authorization": f"Bearer {token_for('sandbox', ttl=3600)}"},
@@ -78,6 +87,14 @@ def client(pids_at_start: set[int], sandbox_stack: Stack, token_for) -> Iterator
     ) as opened:
         yield opened
 
+
+MARKER = f"pagi-orphan-probe-{uuid.uuid4().hex[:12]}"
+"""Put on the command line of every process a program tries to leave behind."""
+
+IGNORES_SIGTERM = (
+    "import os, sys\nos.execv(sys.executable, [sys.executable, '-c', 'import signal, time;"
+    " signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)', '{marker}'])"
+)
 
 STATEMENTS = [
     "print({text!r})",
@@ -93,8 +110,12 @@ STATEMENTS = [
     "print('x' * (10 ** 7))",
     "import time; time.sleep({seconds})",
     "import os\nfor _ in range(10000):\n    try: os.fork()\n    except OSError: pass",
-    "import os\nif os.fork() == 0:\n    os.setsid()\n    import time; time.sleep(30)",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)",
+    # Processes meant to outlive their run; the marker makes survivors findable.
+    "import os, sys\nif os.fork() == 0:\n    os.setsid()\n    os.execv(sys.executable,"
+    " [sys.executable, '-c', 'import time; time.sleep(30)', '{marker}'])",
+    "import os, sys\nif os.fork() == 0:\n    if os.fork() == 0:\n        os.execv(sys.executable,"
+    " [sys.executable, '-c', 'import time; time.sleep(30)', '{marker}'])\n    os._exit(0)",
+    IGNORES_SIGTERM,
     "import socket; socket.create_connection(('127.0.0.1', 80), timeout=1)",
     "open('/etc/shadow').read()",
     "import os; os.close(1); os.close(2); print('gone')",
@@ -104,7 +125,7 @@ STATEMENTS = [
     "import threading\nfor _ in range(1000): threading.Thread(target=lambda: None).start()",
     "open('big', 'wb').write(b'0' * (10 ** 9))",
     "import ctypes; ctypes.string_at(0)",
-    "import os; os.execv('/bin/sh', ['sh', '-c', 'yes'])",
+    "import os; os.execv('/bin/sh', ['sh', '-c', 'exec yes {marker}'])",
     "import sys; sys.stdin.read()",
     "exec('1' * 100000)",
     "eval('(' * 1000 + ')' * 1000)",
@@ -113,7 +134,7 @@ STATEMENTS = [
 PROGRAMS = st.lists(
     st.builds(
         lambda template, text, data, number, seconds: template.format(
-            text=text, data=data, number=number, seconds=seconds
+            text=text, data=data, number=number, seconds=seconds, marker=MARKER
         ),
         st.sampled_from(STATEMENTS),
         st.text(max_size=40),
@@ -149,62 +170,61 @@ def check_run(client: httpx.Client, code: str) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=PROGRAMS)
-def test_generated_programs_end_in_time(client, code: str):
+def test_generated_programs_end_in_time(client, rest_at_start, code: str):
     check_run(client, code)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=st.text(max_size=500))
-def test_arbitrary_text_as_code(client, code: str):
+def test_arbitrary_text_as_code(client, rest_at_start, code: str):
     check_run(client, code)
 
 
-def test_every_hostile_statement_alone(client):
+def test_every_hostile_statement_alone(client, rest_at_start):
     """Each statement once, deterministically, whatever hypothesis happened to pick."""
     for template in STATEMENTS:
-        check_run(client, template.format(text="x", data=b"x", number=3, seconds=0.1))
+        check_run(
+            client, template.format(text="x", data=b"x", number=3, seconds=0.1, marker=MARKER)
+        )
 
 
-def _exe(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return ""
+def survivors() -> list[str]:
+    """Processes anywhere on the machine that carry this module's marker."""
+    found = []
+    for pid in all_pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if MARKER.encode() in cmdline:
+            shown = cmdline.replace(b"\0", b" ")[:120]
+            found.append(f"{pid}: {shown!r}")
+    return found
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+def test_marked_processes_are_visible_while_they_run(client, rest_at_start):
+    """Guards the survivor check below: a marked process is found while its run lasts."""
+    program = IGNORES_SIGTERM
+    seen: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(check_run, client, program.format(marker=MARKER))
+        deadline = time.monotonic() + WALL_SECONDS
+        while not seen and time.monotonic() < deadline:
+            seen = survivors()
+            time.sleep(0.05)
+        running.result()
+    assert seen, "the marked process was never seen: the survivor check would prove nothing"
 
 
-def stray_run_processes(before: set[int]) -> list[str]:
-    """Processes started since ``before`` that look like tool runs but belong to no sandbox.
-
-    A run's processes live in the sandbox's tree (pid namespace, zygote);
-    one that detached (setsid, double fork) and survived its run shows up
-    outside every ``python -m sandbox`` tree.
-    """
-    sandboxes = [pid for pid in all_pids() if b"-m\x00sandbox" in _cmdline(pid)]
-    owned = {child for pid in sandboxes for child in descendants(pid)}
-    suspects = []
-    for pid in set(all_pids()) - before - owned - set(sandboxes):
-        name = os.path.basename(_exe(pid))
-        if name.startswith("python") or name in {"yes", "sh", "dash", "bash", "sleep"}:
-            suspects.append(f"{pid} {name} {_cmdline(pid)[:100]!r}")
-    return suspects
-
-
-def test_nothing_left_behind(sandbox_stack: Stack, client, pids_at_start: set[int]):
+def test_nothing_left_behind(sandbox_stack: Stack, client, rest_at_start: ProcessSnapshot):
     """After all the fuzzing: no zombies, no stray processes, no working dirs."""
     pid = service_pid(sandbox_stack, "sandbox")
-    work_root = Path(sandbox_stack.env["PAGI_STATE_DIR"]) / "sandbox"
-    rest = ProcessSnapshot(rss=0, tree_rss=0, fds=10**6, zombies=0, children=0, workdirs=0)
-    after = settle(pid, work_root, rest, 10)
+    after = settle(pid, work_root_of(sandbox_stack), rest_at_start, 10)
     assert zombies_under(pid) == [], after.describe()
-    assert after.workdirs == 0, f"{after.describe()}: {sorted(p.name for p in work_root.iterdir())}"
-    stray = stray_run_processes(pids_at_start)
+    assert after.workdirs <= rest_at_start.workdirs, (
+        f"before: {rest_at_start.describe()}\nafter: {after.describe()}"
+    )
+    stray = survivors()
     assert stray == [], "processes outlived their run:\n" + "\n".join(stray)
     response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": "print(7)"})
     assert response.status_code == 200, response.text

@@ -142,6 +142,28 @@ async def sequential(
 # --------------------------------------------------------------------------- process figures
 
 
+def count_run_dirs(work_root: Path) -> int:
+    """Entries under the sandbox's work root, two levels deep.
+
+    The runner keeps per-run directories one level down (e.g.
+    ``sandbox-runs/<id>``); counting both levels catches a leftover whatever
+    the exact layout.
+    """
+    try:
+        top = list(os.scandir(work_root))
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for entry in top:
+        count += 1
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                count += len(os.listdir(entry.path))
+            except OSError:
+                pass
+    return count
+
+
 @dataclass(frozen=True)
 class ProcessSnapshot:
     """The service's footprint at one moment."""
@@ -156,17 +178,13 @@ class ProcessSnapshot:
     @classmethod
     def take(cls, pid: int, work_root: Path) -> ProcessSnapshot:
         """Measure the service ``pid`` whose runs live under ``work_root``."""
-        try:
-            workdirs = len(os.listdir(work_root))
-        except FileNotFoundError:
-            workdirs = 0
         return cls(
             rss=rss_bytes(pid),
             tree_rss=tree_rss_bytes(pid),
             fds=fd_count(pid),
             zombies=len(zombies_under(pid)),
             children=len(descendants(pid)),
-            workdirs=workdirs,
+            workdirs=count_run_dirs(work_root),
         )
 
     def describe(self) -> str:
