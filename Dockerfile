@@ -13,7 +13,7 @@ WORKDIR /src
 # Dependencies first, from pyproject alone, so code edits reuse this layer.
 COPY pyproject.toml ./
 RUN python3 -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
- && /opt/pagi/bin/pip install -r /tmp/requirements.txt
+ && /opt/pagi/bin/pip install -q -r /tmp/requirements.txt
 COPY README.md ./
 COPY pagi ./pagi
 COPY proto ./proto
@@ -24,7 +24,7 @@ COPY bff ./bff
 COPY memory ./memory
 # A regular (non-editable) install compiles the .pyc files now: the runtime
 # root filesystem is read-only. pip and setuptools are not needed at run time.
-RUN /opt/pagi/bin/pip install --no-deps . \
+RUN /opt/pagi/bin/pip install -q --no-deps . \
  && /opt/pagi/bin/pip uninstall -y -q pip setuptools
 
 FROM ${BASE_IMAGE}

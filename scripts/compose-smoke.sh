@@ -149,7 +149,7 @@ podman ps --filter "label=io.podman.compose.project=$PROJECT" \
 
 say "operator tokens (docker compose run --rm cli pagi token --aud ...)"
 TOKENS="$("${COMPOSE[@]}" --profile tools run --rm cli sh -c \
-    'for aud in agent sandbox memory gateway; do echo "token $aud $(pagi token --aud $aud --ttl 900)"; done')"
+    'for aud in agent sandbox memory gateway bff; do echo "token $aud $(pagi token --aud $aud --ttl 900)"; done')"
 while read -r marker audience value; do
     value="${value%$'\r'}"  # `run` attaches a terminal: lines end in CR LF
     if [ "$marker" = "token" ] && [ -n "$value" ]; then

@@ -1,13 +1,16 @@
 """Build deploy/seccomp/sandbox.json, the seccomp profile of the sandbox container.
 
-The profile is the container engines' default profile, as Debian's
+The starting point is the container engines' default profile as Debian's
 containers-common ships it (``/usr/share/containers/seccomp.json``, itself
-derived from Docker's default), brought back to Docker's stricter rules
-(namespace, mount and tracing calls only with the capability that guards
-them), plus the few calls the sandbox's jail makes to build each run's
-namespaces. The sandbox container runs with ``cap_drop: [ALL]``, so every
-capability-guarded rule stays closed and the extra rule below is the only
-widening.
+derived from Docker's default). It is brought back to Docker's stricter
+rules (namespace, mount and tracing calls only for a process holding the
+capability that guards them) and then resolved for a container holding NO
+capability: rules that a capability would enable are dropped, rules that a
+capability would disable are kept unconditionally. The sandbox container is
+granted a few capabilities for its jail (see compose.yaml); resolving the
+profile this way means those grants never widen the syscall filter. The
+only widening is :data:`JAIL_SYSCALLS`: what the jail calls to build each
+run's namespaces and mounts.
 
 Run: ``python deploy/seccomp/build_profile.py [SOURCE] > deploy/seccomp/sandbox.json``
 """
@@ -58,31 +61,9 @@ NOT_IN_DOCKER_DEFAULT: frozenset[str] = frozenset(
     }
 )
 
-# How Docker's default lets a process holding a capability make these calls
-# (the sandbox holds none; kept so the profile stays Docker's default).
-CAPABILITY_GUARDED: dict[str, tuple[str, ...]] = {
-    "CAP_SYS_ADMIN": (
-        "clone",
-        "clone3",
-        "fsconfig",
-        "fsmount",
-        "fsopen",
-        "fspick",
-        "mount",
-        "mount_setattr",
-        "move_mount",
-        "open_tree",
-        "setns",
-        "syslog",
-        "umount",
-        "umount2",
-        "unshare",
-    ),
-    "CAP_SYS_PTRACE": ("pidfd_getfd",),
-    "CAP_SYS_BOOT": ("reboot",),
-    "CAP_SYS_NICE": ("get_mempolicy", "mbind", "set_mempolicy"),
-    "CAP_SYSLOG": ("syslog",),
-}
+# Never allowed in this profile, whatever else is granted: file handles
+# bypass the mount namespace (the "shocker" escape with CAP_DAC_READ_SEARCH).
+ALWAYS_REFUSED: frozenset[str] = frozenset({"open_by_handle_at", "name_to_handle_at"})
 
 # Docker's rule for clone without CAP_SYS_ADMIN: allowed unless it asks for a
 # new namespace (CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET);
@@ -90,12 +71,20 @@ CAPABILITY_GUARDED: dict[str, tuple[str, ...]] = {
 CLONE_NAMESPACE_FLAGS = 0x7E020000
 ENOSYS = 38
 
-# What the jail calls to build a run's namespaces and mounts. Everything the
-# tool itself may call is decided by the jail's own, far smaller, filter.
-JAIL_SYSCALLS: tuple[str, ...] = ("unshare", "mount", "umount2", "pivot_root")
+# What the jail calls (sandbox/jail/: userns, pidns, netns, ipcns, utsns,
+# mountns, and the seccomp listener hand-over). Everything the tool itself
+# may call is decided by the jail's own, far smaller, filter.
+JAIL_SYSCALLS: tuple[str, ...] = (
+    "unshare",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "sethostname",
+    "pidfd_getfd",
+)
 
 
-def docker_rules() -> list[dict[str, Any]]:
+def docker_clone_rules() -> list[dict[str, Any]]:
     """Docker's clone/clone3 rules for a process without CAP_SYS_ADMIN."""
     return [
         {
@@ -109,18 +98,8 @@ def docker_rules() -> list[dict[str, Any]]:
                     "op": "SCMP_CMP_MASKED_EQ",
                 }
             ],
-            "excludes": {"caps": ["CAP_SYS_ADMIN"]},
         },
-        {
-            "names": ["clone3"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": ENOSYS,
-            "excludes": {"caps": ["CAP_SYS_ADMIN"]},
-        },
-        *(
-            {"names": list(names), "action": "SCMP_ACT_ALLOW", "includes": {"caps": [cap]}}
-            for cap, names in CAPABILITY_GUARDED.items()
-        ),
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
     ]
 
 
@@ -133,17 +112,36 @@ def jail_rule() -> dict[str, Any]:
     }
 
 
+def resolve_without_capabilities(rule: dict[str, Any]) -> dict[str, Any] | None:
+    """The rule as it applies to a container holding no capability (None: dropped)."""
+    includes = dict(rule.get("includes") or {})
+    excludes = dict(rule.get("excludes") or {})
+    if includes.pop("caps", None):
+        return None
+    excludes.pop("caps", None)
+    resolved = {key: value for key, value in rule.items() if key not in ("includes", "excludes")}
+    if includes:
+        resolved["includes"] = includes
+    if excludes:
+        resolved["excludes"] = excludes
+    return resolved
+
+
 def build_profile(source: dict[str, Any]) -> dict[str, Any]:
     """The sandbox profile from the engines' default profile ``source``."""
+    removed = NOT_IN_DOCKER_DEFAULT | ALWAYS_REFUSED
     rules: list[dict[str, Any]] = []
-    for rule in source["syscalls"]:
-        guarded = bool(rule.get("includes") or rule.get("excludes") or rule.get("args"))
-        if rule["action"] == "SCMP_ACT_ALLOW" and not guarded:
-            names = [name for name in rule["names"] if name not in NOT_IN_DOCKER_DEFAULT]
+    for original in source["syscalls"]:
+        rule = resolve_without_capabilities(original)
+        if rule is None:
+            continue
+        # The jail's calls get exactly one rule (libseccomp refuses a second
+        # rule with another action for the same call).
+        dropped = removed if rule["action"] == "SCMP_ACT_ALLOW" else frozenset(JAIL_SYSCALLS)
+        names = [name for name in rule["names"] if name not in dropped]
+        if names:
             rules.append({**rule, "names": names})
-        else:
-            rules.append(rule)
-    rules.extend(docker_rules())
+    rules.extend(docker_clone_rules())
     rules.append(jail_rule())
     profile = {key: value for key, value in source.items() if key != "syscalls"}
     profile["syscalls"] = rules

@@ -15,6 +15,7 @@ Each check prints one line; the exit status is the number of failures
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -174,13 +175,15 @@ def check_grpc_get_plan() -> str:
 
 def check_echo(http: httpx.Client) -> str:
     body = {"ping": "pong", "request_id": "smoke-echo"}
-    response = http.post(url("bff", "/api/v1/echo"), json=body)
+    refused = http.post(url("bff", "/api/v1/echo"), json=body)
+    expect(refused.status_code == 401, f"no token gave {refused.status_code}")
+    response = http.post(url("bff", "/api/v1/echo"), json=body, headers=bearer("bff"))
     expect(response.status_code == 200, f"status {response.status_code}: {response.text[:200]}")
     answer = response.json()
     expect(answer.get("service") == "bff", f"service is {answer.get('service')!r}")
     expect(answer.get("received") == body, f"received {answer.get('received')!r}")
     expect("request_id" in answer, "no request_id")
-    return None
+    return "body echoed"
 
 
 def check_plan(http: httpx.Client) -> str:
@@ -369,6 +372,7 @@ except OSError:
 print(json.dumps({
     'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(),
     'cap_eff': status['CapEff'].strip(), 'cap_prm': status['CapPrm'].strip(),
+    'cap_bnd': status['CapBnd'].strip(),
     'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip(),
     'root_writable': root_writable,
     'pid1': open('/proc/1/cmdline', 'rb').read().split(b'\\0')[0].decode(),
@@ -382,11 +386,24 @@ def podman(*args: str) -> str:
     return result.stdout
 
 
-def check_container(container: str) -> str:
+# CAP_CHOWN | CAP_DAC_OVERRIDE | CAP_SETGID | CAP_SETUID | CAP_SYS_ADMIN: what
+# compose.yaml grants the sandbox's jail launcher, and nothing more.
+SANDBOX_CAPABILITIES = (1 << 0) | (1 << 1) | (1 << 6) | (1 << 7) | (1 << 21)
+
+
+def check_container(container: str, service: str) -> str:
     probe = json.loads(podman("exec", container, "python", "-c", PROBE))
-    expect(probe["uid"] != 0 and probe["euid"] != 0, f"runs as uid {probe['uid']}")
-    expect(int(probe["cap_eff"], 16) == 0, f"CapEff {probe['cap_eff']}")
-    expect(int(probe["cap_prm"], 16) == 0, f"CapPrm {probe['cap_prm']}")
+    if service == "sandbox":
+        # Root in its container only to build each run's jail (see compose.yaml);
+        # the tools themselves run unprivileged: see check_tool_is_unprivileged.
+        expected_caps = SANDBOX_CAPABILITIES
+        expect(probe["gid"] != 0, f"runs with gid {probe['gid']}")
+    else:
+        expected_caps = 0
+        expect(probe["uid"] != 0 and probe["euid"] != 0, f"runs as uid {probe['uid']}")
+    expect(int(probe["cap_eff"], 16) == expected_caps, f"CapEff {probe['cap_eff']}")
+    expect(int(probe["cap_prm"], 16) == expected_caps, f"CapPrm {probe['cap_prm']}")
+    expect(int(probe["cap_bnd"], 16) == expected_caps, f"CapBnd {probe['cap_bnd']}")
     expect(probe["no_new_privs"] == "1", f"NoNewPrivs {probe['no_new_privs']}")
     expect(probe["seccomp"] == "2", f"seccomp mode {probe['seccomp']}")
     expect(not probe["root_writable"], "the root filesystem is writable")
@@ -395,11 +412,13 @@ def check_container(container: str) -> str:
     host_config = inspected["HostConfig"]
     expect(host_config["Privileged"] is False, "privileged")
     expect(host_config["ReadonlyRootfs"] is True, "ReadonlyRootfs is false")
-    expect(host_config.get("CapAdd") in (None, []), f"CapAdd {host_config.get('CapAdd')}")
+    if service != "sandbox":
+        expect(not host_config.get("CapAdd"), f"CapAdd {host_config.get('CapAdd')}")
     expect(int(host_config.get("Memory") or 0) > 0, "no memory limit")
     expect(int(host_config.get("PidsLimit") or 0) > 0, "no pids limit")
     return (
-        f"uid {probe['uid']}, CapEff {probe['cap_eff']}, NoNewPrivs 1, read-only root, "
+        f"uid {probe['uid']} gid {probe['gid']}, CapEff {probe['cap_eff']}, NoNewPrivs 1, "
+        "seccomp filter, read-only root, "
         f"init {probe['pid1']}, mem {int(host_config['Memory']) // 2**20} MiB, "
         f"pids {host_config['PidsLimit']}"
     )
@@ -410,6 +429,34 @@ def check_keys_isolated(container: str, service: str) -> str:
     private = sorted(name for name in listing if name.endswith(".key"))
     expect(private == [f"{service}.key"], f"private keys visible: {private}")
     return f"only {service}.key + {sum(n.endswith('.pub') for n in listing)} public keys"
+
+
+TOOL_IDENTITY = """
+import os
+facts = {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid()}
+try:
+    for line in open('/proc/self/status'):
+        key, _, value = line.partition(':')
+        if key in ('CapEff', 'CapBnd', 'NoNewPrivs', 'Seccomp'):
+            facts[key] = value.strip()
+except OSError as exc:
+    facts['status'] = str(exc)
+print(facts)
+"""
+
+
+def check_tool_is_unprivileged() -> str:
+    with client() as http:
+        response = execute_tool(http, "python", TOOL_IDENTITY)
+    expect(response.status_code == 200, f"status {response.status_code}: {response.text[:300]}")
+    stdout = response.json()["result"]["stdout"].strip()
+    facts = ast.literal_eval(stdout)
+    expect(facts["uid"] != 0 and facts["euid"] != 0, f"the tool runs as uid {facts['uid']}")
+    if "CapEff" in facts:
+        expect(int(facts["CapEff"], 16) == 0, f"the tool has CapEff {facts['CapEff']}")
+        expect(facts["NoNewPrivs"] == "1", "the tool may gain privileges")
+        expect(facts["Seccomp"] == "2", "no seccomp filter on the tool")
+    return stdout
 
 
 def check_isolation_report(policy_dir: Path) -> str:
@@ -436,9 +483,10 @@ def run_hardening(project: str, policy_dir: Path) -> int:
     report = Report()
     for service in CONTAINER_SERVICES:
         container = f"{project}_{service}_1"
-        report.check(f"hardening {service}", lambda c=container: check_container(c))
+        report.check(f"hardening {service}", lambda c=container, s=service: check_container(c, s))
         report.check(f"keys of {service}", lambda c=container, s=service: check_keys_isolated(c, s))
     report.check("sandbox isolation report", lambda: check_isolation_report(policy_dir))
+    report.check("tool runs unprivileged in the jail", check_tool_is_unprivileged)
     return report.exit_code()
 
 

@@ -102,3 +102,25 @@ def test_builder_narrows_a_permissive_source() -> None:
 def test_committed_profile_is_what_the_builder_makes(profile: dict) -> None:
     builder = load_builder()
     assert builder.build_profile(json.loads(INSTALLED_DEFAULT.read_text())) == profile
+
+
+def test_granted_capabilities_do_not_widen_the_filter(profile: dict) -> None:
+    # Engines add a rule to the filter when the container holds the capability
+    # it names: the sandbox holds some, so the profile must name none.
+    for rule in profile["syscalls"]:
+        assert "caps" not in (rule.get("includes") or {}), rule["names"]
+        assert "caps" not in (rule.get("excludes") or {}), rule["names"]
+
+
+def test_file_handles_are_never_allowed(profile: dict) -> None:
+    for rule in profile["syscalls"]:
+        if rule["action"] == "SCMP_ACT_ALLOW":
+            assert "open_by_handle_at" not in rule["names"]
+            assert "name_to_handle_at" not in rule["names"]
+
+
+def test_each_jail_call_has_exactly_one_rule(profile: dict) -> None:
+    builder = load_builder()
+    for name in builder.JAIL_SYSCALLS:
+        rules = [r for r in profile["syscalls"] if name in r["names"]]
+        assert len(rules) == 1, (name, rules)
