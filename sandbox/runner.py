@@ -44,6 +44,7 @@ JAIL_GID = 65534
 BACKSTOP_SECONDS = 3.0
 """Grace after the wall limit before the service kills a run's supervisor itself."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
+INLINE_FILES_BYTES = 256 * 1024
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
 SYSTEM_READ_PATHS: tuple[str, ...] = (
@@ -243,8 +244,8 @@ class Runner:
 
     async def close(self) -> None:
         """Stop the zygotes, kill what is left in the slots, remove their cgroups."""
-        for task in list(self._background):
-            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
         for slot in self._slots:
             zygote, slot.zygote = slot.zygote, None
             if zygote is not None:
@@ -364,7 +365,10 @@ class Runner:
         run_dir = self.runs_root / secrets.token_hex(8)
         cgroup = slot.cgroup if "cgroup" in layers else None
         try:
-            workdir = await asyncio.to_thread(self._prepare_run_dir, run_dir, spec.files)
+            if sum(len(content) for content in spec.files.values()) > INLINE_FILES_BYTES:
+                workdir = await asyncio.to_thread(self._prepare_run_dir, run_dir, spec.files)
+            else:  # a few small local file operations: cheaper than a thread hop
+                workdir = self._prepare_run_dir(run_dir, spec.files)
             if cgroup is not None:
                 try:
                     cgroup.prepare_run(spec.limits.memory_bytes, spec.limits.processes)
@@ -375,10 +379,18 @@ class Runner:
             warm = spec.warm and python is not None and self._zygote_ready(slot)
             return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
         finally:
-            if slot.cgroup is not None:
+            # The result goes back now; the slot is emptied and freed behind it.
+            self._in_background(self._release(slot, run_dir))
+
+    async def _release(self, slot: _Slot, run_dir: Path) -> None:
+        """Kill what is left of a run in its slot, remove its dir, free the slot."""
+        try:
+            if slot.cgroup is not None and slot.cgroup.pids() - slot.zygote_pid():
                 await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
-            self._free_slots.put_nowait(slot)
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
+        finally:
+            assert self._free_slots is not None
+            self._free_slots.put_nowait(slot)
 
     def _prepare_run_dir(self, run_dir: Path, files: dict[str, bytes]) -> str:
         run_dir.mkdir(mode=0o700)
