@@ -22,6 +22,14 @@ def check_service(service: str, settings: CommonSettings, timeout: float = 1.0) 
             return {"ok": status == "SERVING", "status": status}
         response = httpx.get(f"{settings.url_of(service)}/health", timeout=timeout, trust_env=False)
         body = response.json()
-        return {"ok": response.status_code == 200 and body.get("status") == "ok", **body}
+        if not isinstance(body, dict):
+            return {"ok": False, "error": "health answer is not a JSON object"}
+        # The name matters: when a port is reused, another service may answer there.
+        ok = (
+            response.status_code == 200
+            and body.get("status") == "ok"
+            and body.get("service") == service
+        )
+        return {**body, "ok": ok}
     except (grpc.RpcError, httpx.HTTPError, ValueError) as exc:
         return {"ok": False, "error": type(exc).__name__}
