@@ -27,7 +27,7 @@ def create_app(settings: AgentSettings, gateway: PlanSource | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.clients = {
             name: create_service_client(
-                settings.url_of(name), name, signer, settings.request_timeout_seconds
+                settings.url_of(name), name, signer, settings.wiring_timeout_seconds
             )
             for name in ("bff", "memory")
         }
@@ -44,6 +44,6 @@ def create_app(settings: AgentSettings, gateway: PlanSource | None = None) -> Fa
     app.state.verifier = TokenVerifier("agent", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.gateway = plan_source
     app.state.gateway_timeout_seconds = settings.model_gateway_grpc_timeout_seconds
-    app.state.timeout_seconds = settings.request_timeout_seconds
+    app.state.wiring_timeout_seconds = settings.wiring_timeout_seconds
     app.include_router(plans_router)
     return app

@@ -62,8 +62,8 @@ async def plan(
         "requested_by": caller.subject,
     }
     echo, stored = await asyncio.gather(
-        echo_via_bff(state.clients["bff"], request_id, state.timeout_seconds),
-        store_plan(state.clients["memory"], content, state.timeout_seconds),
+        echo_via_bff(state.clients["bff"], request_id, state.wiring_timeout_seconds),
+        store_plan(state.clients["memory"], content, state.wiring_timeout_seconds),
     )
     degraded = isinstance(echo, DownstreamFailure) or isinstance(stored, DownstreamFailure)
     if isinstance(echo, DownstreamFailure):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -96,6 +98,29 @@ def test_dashboard_names_a_stopped_memory_and_recovers(
         full_stack.wait_healthy("memory", timeout=30)
     body, _ = get_dashboard(bff)
     assert body["status"] == "ok", body
+
+
+def test_dashboard_names_a_frozen_memory_within_the_timeout_and_recovers(
+    full_stack: Stack,
+) -> None:
+    bff = full_stack.settings.url_of("bff")
+    memory_pid = full_stack.processes["memory"].process.pid
+    os.kill(memory_pid, signal.SIGSTOP)  # connections are accepted, nothing is answered
+    try:
+        body, elapsed = get_dashboard(bff)
+    finally:
+        os.kill(memory_pid, signal.SIGCONT)
+    assert body["status"] == "degraded"
+    # Only memory is named: the agent answers in time, reporting the write it could not make.
+    assert body["failed_services"] == ["memory"]
+    assert body["data"]["memory"]["error"] == (
+        f"memory did not answer within {FULL_STACK_TIMEOUT:g}s"
+    )
+    assert body["data"]["python_agent"]["status"] == "degraded"
+    assert "did not answer" in body["data"]["python_agent"]["memory"]["error"]
+    assert FULL_STACK_TIMEOUT <= elapsed < FULL_STACK_TIMEOUT + 1.5
+    recovered, _ = get_dashboard(bff)
+    assert recovered["status"] == "ok", recovered
 
 
 def test_dashboard_cuts_a_stalled_sandbox_at_the_timeout(

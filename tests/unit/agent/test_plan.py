@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.models import BLANK_CHARACTERS, PlanRequest
+from agent.settings import AgentSettings
 from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
 from tests.unit.agent.conftest import (
@@ -122,6 +123,30 @@ async def test_failing_echo_degrades_but_returns_the_plan(
     assert body["plan"] == DEFAULT_STEPS
     assert body["bff_echo"]["error"].startswith("bff ")
     assert body["memory"]["record_id"] == "17"
+
+
+async def test_stalled_memory_and_bff_still_let_the_agent_answer_within_its_callers_deadline(
+    client: httpx.AsyncClient, auth, downstream: FakeDownstream
+) -> None:
+    downstream.behaviours[ECHO] = Behaviour(delay=5)
+    downstream.behaviours[MEMORY] = Behaviour(delay=5)
+    started = time.monotonic()
+    body = (await client.post(PLAN, json={"prompt": "x"}, headers=auth)).json()
+    elapsed = time.monotonic() - started
+    # The bff calls the agent with REQUEST_TIMEOUT_SECONDS: a degraded answer
+    # must reach it before that, not a timeout of the agent itself.
+    assert elapsed < REQUEST_TIMEOUT, elapsed
+    assert body["status"] == "degraded"
+    assert body["memory"]["error"] == f"memory did not answer within {REQUEST_TIMEOUT / 2:g}s"
+    assert body["bff_echo"]["error"] == f"bff did not answer within {REQUEST_TIMEOUT / 2:g}s"
+
+
+def test_wiring_deadline_is_half_the_request_timeout_unless_set() -> None:
+    assert AgentSettings(_env_file=None, request_timeout_seconds=3).wiring_timeout_seconds == 1.5
+    explicit = AgentSettings(
+        _env_file=None, request_timeout_seconds=3, pagi_agent_wiring_timeout_seconds=0.2
+    )
+    assert explicit.wiring_timeout_seconds == 0.2
 
 
 async def test_failing_memory_degrades_but_returns_the_plan(
