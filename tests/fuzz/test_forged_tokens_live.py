@@ -147,3 +147,25 @@ def test_grpc_token_for_another_service_is_unauthenticated(live_stack: Stack, to
                     timeout=10,
                 )
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, audience
+
+
+def test_dashboard_requiring_a_token_refuses_forgeries(start_stack, keys_dir, token_for, attacker):
+    """With PAGI_BFF_DASHBOARD_REQUIRE_TOKEN the frontend edge is a protected door too."""
+    stack = start_stack(services=["bff"], PAGI_BFF_DASHBOARD_REQUIRE_TOKEN="true")
+    url = f"{stack.settings.url_of('bff')}/api/v1/agi/dashboard-data"
+    genuine = httpx.get(url, headers={"Authorization": f"Bearer {token_for('bff')}"}, timeout=15)
+    assert genuine.status_code == 200, genuine.text
+    failures = []
+    with httpx.Client(timeout=15, trust_env=False) as client:
+        for what, token in [("no token", ""), *forged_tokens(keys_dir, "bff", "agent", attacker)]:
+            value = f"Bearer {token}".encode("latin-1", "replace").replace(b"\x00", b"0")
+            headers = {"Authorization": value} if token else {}
+            try:
+                response = client.get(url, headers=headers)
+            except httpx.LocalProtocolError:
+                continue
+            if len(token) > TRANSPORT_HEADER_LIMIT and 400 <= response.status_code < 500:
+                continue
+            if response.status_code != 401:
+                failures.append(f"{what}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures)
