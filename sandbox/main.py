@@ -15,7 +15,11 @@ logger = logging.getLogger("sandbox.main")
 
 
 def main() -> None:
-    """Load settings and the policy, then serve; exit 2 on an invalid policy or audit file."""
+    """Load settings and the policy, then serve; exit 2 when it cannot start safely.
+
+    That is: an invalid policy, no keys to verify tokens with, or an audit
+    file that cannot be written.
+    """
     settings = SandboxSettings()
     configure_logging("sandbox", settings.log_level)
     from sandbox.app import create_app
@@ -27,6 +31,10 @@ def main() -> None:
         print(
             f"sandbox: refusing to start, the policy is invalid:\n{exc.render()}", file=sys.stderr
         )
+        sys.exit(2)
+    except (RuntimeError, ValueError) as exc:  # e.g. no keys to verify tokens with
+        log_event(logger, "startup_failed", logging.CRITICAL, error=str(exc))
+        print(f"sandbox: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
     audit = AuditLog(settings.audit_log_path)
     audit.open()

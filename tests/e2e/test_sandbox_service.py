@@ -360,3 +360,18 @@ def test_missing_policy_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path
     finally:
         stack.stop()
     assert "file not found" in "\n".join(logs.of("sandbox"))
+
+
+def test_unwritable_audit_file_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    audit.mkdir()  # a directory where the file should be
+    env = stack_env(tmp_path / "state", keys_dir, PAGI_SANDBOX_AUDIT_LOG=str(audit))
+    logs = LogCollector()
+    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
+    entry = stack.start_service("sandbox")
+    try:
+        assert entry.process.wait(timeout=30) == 2
+    finally:
+        stack.stop()
+    output = "\n".join(logs.of("sandbox"))
+    assert "refusing to start" in output and str(audit) in output
