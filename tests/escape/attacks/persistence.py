@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sysconfig
+import time
 from pathlib import Path
 
-from tests.escape.harness import Attack, Check, Outcome, layer_of, marker_files
+from tests.escape.harness import Attack, Check, Outcome, blocked_each, layer_of, marker_files
 
 HOST_DIRS = (Path("/tmp"), Path("/dev/shm"), Path("/var/tmp"))
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+"""The base interpreter's standard library, which every tool reads (and must not write)."""
 
 
-def _nothing_left(outcome: Outcome) -> None:
+def _left_on_host(outcome: Outcome) -> list[str]:
     sandbox = outcome.sandbox
-    deep = [*HOST_DIRS, sandbox.state_dir, sandbox.host_files.directory]
+    deep = [*HOST_DIRS, sandbox.state_dir, sandbox.host_files.directory, STDLIB]
     shallow = [
         Path(os.environ.get("HOME", "/root")),
         Path("/root"),
         sandbox.repo,
         Path("/etc/cron.d"),
     ]
-    left = marker_files(outcome.marker, deep) + marker_files(outcome.marker, shallow, deep=False)
+    return marker_files(outcome.marker, deep) + marker_files(outcome.marker, shallow, deep=False)
+
+
+def _nothing_left(outcome: Outcome, grace_s: float = 3.0) -> None:
+    """Nothing named after the run on the host, once the service had a moment to clean up."""
+    deadline = time.monotonic() + grace_s
+    left = _left_on_host(outcome)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _left_on_host(outcome)
     assert not left, f"NOT CONTAINED: the run left files on the host: {left}"
 
 
@@ -104,6 +118,31 @@ def tree_removed(outcome: Outcome) -> str:
     return "teardown"
 
 
+TAMPER_STDLIB = r"""
+import json as some_module
+stdlib = os.path.dirname(os.__file__)
+labels = []
+for label, action in (
+    ("stdlib_new_file", lambda: open(os.path.join(stdlib, MARKER + ".py"), "w").write("x")),
+    ("stdlib_new_pyc", lambda: open(os.path.join(stdlib, "__pycache__", MARKER + ".pyc"), "wb")),
+    ("stdlib_open_source_for_write",
+     lambda: os.close(os.open(some_module.__file__, os.O_WRONLY))),
+    ("interpreter_open_for_write", lambda: os.close(os.open(sys.executable, os.O_WRONLY))),
+    ("stdlib_rename", lambda: os.rename(some_module.__file__, some_module.__file__)),
+):
+    labels.append(label)
+    attempt(label, action)
+report("tried", labels=labels)
+"""
+
+
+def stdlib_untouched(outcome: Outcome) -> set[str]:
+    """Check: the interpreter and its library, shared with the host, stay read-only."""
+    layers = blocked_each("tried", overrides={errno.ETXTBSY: "kernel"})(outcome)
+    _nothing_left(outcome)
+    return layers if isinstance(layers, set) else {layers}
+
+
 SYMLINK_WRITE = r"""
 def write_through_symlink():
     os.symlink("@HOST_WRITABLE@", "link")
@@ -162,6 +201,13 @@ ATTACKS = [
     ),
     Attack("workdir_removed", "persistence", WORKDIR_REMOVED, ("teardown",), workdir_removed),
     Attack("undeletable_tree", "persistence", UNDELETABLE_TREE, ("teardown",), tree_removed),
+    Attack(
+        "tamper_stdlib_and_interpreter",
+        "persistence",
+        TAMPER_STDLIB,
+        ("mountns", "landlock"),
+        stdlib_untouched,
+    ),
     Attack(
         "symlink_to_host_file",
         "persistence",

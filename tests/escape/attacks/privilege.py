@@ -186,6 +186,67 @@ def supervisors_survive(outcome: Outcome) -> set[str]:
     return layers or {"pidns"}
 
 
+INTERRUPT_INIT = r"""
+import signal
+import time
+# Pid 1 of the run's namespace is a Python process: SIGINT has a handler there,
+# so, unlike SIGKILL, the kernel delivers it even from inside the namespace.
+labels = []
+if os.getpid() != 1:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        labels.append(f"signal_init_{sig}")
+        attempt(labels[-1], lambda: os.kill(1, sig))
+report("tried", labels=labels)
+time.sleep(0.5)
+print("STILL_RUNNING", flush=True)
+"""
+
+
+def init_interrupt_harmless(outcome: Outcome) -> set[str]:
+    """Whatever signalling pid 1 does to this run, the service and the next run are fine."""
+    labels = outcome.results().get("tried", {}).get("labels")
+    assert labels is not None, outcome.describe()
+    layers = {"pidns"}
+    for label in labels:
+        record = outcome.result_of(label)
+        if not record.get("ok"):
+            layers.add(layer_of(outcome, record))
+    wall = outcome.sandbox.limits.wall_seconds
+    assert outcome.result["duration_ms"] <= (wall + 2) * 1000, outcome.describe()
+    follow_up = outcome.sandbox.run('reached("after")\nreport("after", ok=True)')
+    assert follow_up.result_of("after").get("ok"), follow_up.describe()
+    return layers
+
+
+DEV_INVENTORY = r"""
+allowed = {"null", "zero", "full", "random", "urandom"}
+reached("dev_inventory")
+try:
+    entries = sorted(os.listdir("/dev"))
+except OSError as exc:
+    entries = []
+    report("dev_listing", errno=exc.errno)
+opened = []
+for name in entries:
+    if name in allowed:
+        continue
+    try:
+        os.close(os.open("/dev/" + name, os.O_RDONLY | os.O_NONBLOCK))
+        opened.append(name)
+    except OSError:
+        pass
+report("dev_inventory", entries=entries, opened_beyond_allowed=opened)
+"""
+
+
+def devices_minimal(outcome: Outcome) -> str:
+    record = outcome.result_of("dev_inventory")
+    assert not record["opened_beyond_allowed"], (
+        f"NOT CONTAINED: devices the tool could open: {record['opened_beyond_allowed']}"
+    )
+    return "mountns"
+
+
 def knobs_refused(key: str) -> Check:
     """Check: every knob was refused (EINVAL on a knob means the kernel rejected it)."""
     return blocked_each(key, overrides={errno.EINVAL: "kernel"})
@@ -262,6 +323,14 @@ ATTACKS = [
         ("pidns", "privileges"),
         supervisors_survive,
     ),
+    Attack(
+        "signal_jail_init",
+        "privilege",
+        INTERRUPT_INIT,
+        ("pidns", "privileges", "landlock"),
+        init_interrupt_harmless,
+    ),
+    Attack("device_inventory", "privilege", DEV_INVENTORY, ("mountns",), devices_minimal),
     Attack(
         "mknod_char_device",
         "privilege",

@@ -206,6 +206,32 @@ def check_disk_fill_many_files(outcome: Outcome) -> str:
     return layer_of(outcome, record)
 
 
+TMP_FILL = r"""
+written = 0
+
+def fill():
+    # The jail's private /tmp: bounded by its own size, whatever the per-file limit.
+    global written
+    block = b"\0" * (1024 * 1024)
+    index = 0
+    while written < (1 << 30):
+        with open(f"/tmp/part{index}.bin", "wb", buffering=0) as handle:
+            for _ in range(4):
+                written += handle.write(block)
+        index += 1
+
+attempt("tmp_fill", fill)
+report("written", bytes=written)
+"""
+
+
+def check_tmp_fill(outcome: Outcome) -> str:
+    record = outcome.result_of("tmp_fill")
+    if record.get("whole_run") and outcome.result.get("limit_hit") == "memory":
+        return "cgroup"
+    return layer_of(outcome, record)
+
+
 HUGE_STDOUT = r"""
 reached("huge_stdout")
 chunk = "x" * 65536
@@ -382,6 +408,7 @@ ATTACKS = [
         ("disk_quota", "cgroup", "rlimit"),
         check_disk_fill_many_files,
     ),
+    Attack("tmp_fill", "resources", TMP_FILL, ("disk_quota", "cgroup"), check_tmp_fill),
     Attack(
         "huge_stdout",
         "resources",
