@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +14,9 @@ from agent.models import DownstreamFailure, LlmResponse, PlanRequest, PlanRespon
 from agent.wiring import echo_via_bff, store_plan
 from pagi.app import Caller, RequestId
 from pagi.errors import ErrorBody
+from pagi.logging import log_event
+
+logger = logging.getLogger(__name__)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The gateway refused the prompt."},
@@ -68,6 +72,10 @@ async def plan(
     degraded = isinstance(echo, DownstreamFailure) or isinstance(stored, DownstreamFailure)
     if isinstance(echo, DownstreamFailure):
         echo = echo.model_dump(exclude_none=True)
+    log_event(
+        logger, "plan_served", status="degraded" if degraded else "ok", caller=caller.subject,
+        steps=len(result.steps), backend=result.backend, gateway_ms=round_trip_ms,
+    )
     return PlanResponse(
         status="degraded" if degraded else "ok",
         plan=result.steps,

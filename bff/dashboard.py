@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +12,9 @@ from bff.models import DashboardData, DashboardResponse
 from pagi.app import RequestId, require_caller
 from pagi.auth import Claims
 from pagi.errors import ErrorBody
+from pagi.logging import log_event
+
+logger = logging.getLogger(__name__)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {
@@ -62,10 +66,13 @@ async def dashboard_data(
     agent_degraded = any(
         o.key == "python_agent" and o.ok and o.body.get("status") == "degraded" for o in outcomes
     )
+    status = "degraded" if failed or agent_degraded else "ok"
+    timings = {o.key: o.elapsed_ms for o in outcomes}
+    log_event(logger, "dashboard_served", status=status, failed=failed, timings_ms=timings)
     return DashboardResponse(
-        status="degraded" if failed or agent_degraded else "ok",
+        status=status,
         request_id=request_id,
         data=DashboardData(**{o.key: o.body for o in outcomes}),
         failed_services=failed,
-        timings_ms={o.key: o.elapsed_ms for o in outcomes},
+        timings_ms=timings,
     )
