@@ -433,6 +433,17 @@ def zombies_under(root_pid: int) -> list[int]:
     return [pid for pid, state in descendants(root_pid).items() if state == "Z"]
 
 
+def host_mounts_under(path: Path) -> list[str]:
+    """Mount points of the host's own mount namespace below ``path`` (a jail's mounts leaking)."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            mounts.append(point)
+    return mounts
+
+
 def wait_no_zombies(root_pid: int, grace_s: float = 1.0) -> list[int]:
     """Zombies below the service still there after a short grace (reaping is asynchronous)."""
     deadline = time.monotonic() + grace_s

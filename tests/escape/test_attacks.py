@@ -11,7 +11,13 @@ import pytest
 
 from tests.escape.attacks import ALL_ATTACKS
 from tests.escape.conftest import LAYER_LOG
-from tests.escape.harness import Attack, SandboxUnderTest, wait_no_survivors, wait_no_zombies
+from tests.escape.harness import (
+    Attack,
+    SandboxUnderTest,
+    host_mounts_under,
+    wait_no_survivors,
+    wait_no_zombies,
+)
 
 pytestmark = pytest.mark.escape
 
@@ -28,4 +34,5 @@ def test_attack_is_contained(sandbox: SandboxUnderTest, attack: Attack) -> None:
     survivors = wait_no_survivors(outcome.marker)
     assert not survivors, f"NOT CONTAINED: processes of the run survive: {survivors}"
     assert not wait_no_zombies(sandbox.service_pid), "zombies left under the sandbox service"
+    assert not host_mounts_under(sandbox.state_dir), "the jail's mounts leaked into the host"
     assert sandbox.alive(), "the sandbox service died or stopped answering"

@@ -256,6 +256,59 @@ def flood_counted(outcome: Outcome) -> str:
     return "seccomp"
 
 
+NOTIFY_STACKING = r"""
+import fcntl
+import select
+import socket
+import struct
+
+# A filter of the tool's own, stacked on the jail's, that turns socket() into a
+# user notification the tool answers itself with "continue". If the jail's
+# refusals are notifications too, the newest filter's listener wins the tie and
+# the refused syscall would run.
+SOCKET_NR = 41
+program = b"".join([
+    struct.pack("HBBI", 0x20, 0, 0, 0),                # ld [nr]
+    struct.pack("HBBI", 0x15, 0, 1, SOCKET_NR),        # jeq socket
+    struct.pack("HBBI", 0x06, 0, 0, 0x7FC00000),       # ret USER_NOTIF
+    struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000),       # ret ALLOW
+])
+filter_buffer = ctypes.create_string_buffer(program)
+fprog = struct.pack("HxxxxxxQ", 4, ctypes.addressof(filter_buffer))
+fprog_buffer = ctypes.create_string_buffer(fprog)
+
+listener = attempt("own_listener", lambda: raw_syscall(317, 1, 8, fprog_buffer))
+if listener is not None:
+    child = os.fork()
+    if child == 0:
+        attempt("inet_socket_via_own_listener",
+                lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).fileno())
+        os._exit(0)
+    ready, _, _ = select.select([listener], [], [], 2)
+    if ready:
+        notification = bytearray(80)
+        fcntl.ioctl(listener, 0xC0502100, notification, True)
+        notification_id = struct.unpack_from("Q", notification)[0]
+        response = bytearray(struct.pack("QqiI", notification_id, 0, 0, 1))  # CONTINUE
+        attempt("answer_continue", lambda: fcntl.ioctl(listener, 0xC0182101, response, True))
+    os.waitpid(child, 0)
+"""
+
+
+def own_listener_refused(outcome: Outcome) -> str:
+    """Check: the tool cannot become the supervisor of its own refused syscalls."""
+    record = outcome.result_of("own_listener")
+    if not record.get("ok"):
+        # EBUSY: the kernel allows one listener per filter chain, and the jail's has it.
+        return layer_of(outcome, record, {errno.EBUSY: "kernel"})
+    inner = outcome.result_of("inet_socket_via_own_listener")
+    if inner.get("ok"):
+        raise AssertionError(
+            f"NOT CONTAINED: a refused syscall ran via the tool's own listener: {inner}"
+        )
+    return layer_of(outcome, inner)
+
+
 def _syscall_attacks() -> list[Attack]:
     attacks = [
         Attack(name, "kernel", STRUCTS + body, ("seccomp",), seccomp_refused(name))
@@ -279,4 +332,11 @@ ATTACKS = [
     ),
     Attack("x32_syscall", "kernel", X32, ("seccomp",), other_abi_refused("x32")),
     Attack("seccomp_refusal_flood", "kernel", REFUSAL_FLOOD, ("seccomp",), flood_counted),
+    Attack(
+        "seccomp_own_listener_continue",
+        "kernel",
+        NOTIFY_STACKING,
+        ("seccomp", "kernel"),
+        own_listener_refused,
+    ),
 ]
