@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +43,6 @@ JAIL_GID = 65534
 BACKSTOP_SECONDS = 3.0
 """Grace after the wall limit before the service kills a run's supervisor itself."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
-INLINE_FILES_BYTES = 256 * 1024
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
 SYSTEM_READ_PATHS: tuple[str, ...] = (
@@ -160,9 +158,10 @@ class _Zygote:
 class _Slot:
     """One run at a time: a cgroup (when available) and the warm zygote living in it."""
 
-    def __init__(self, index: int, cgroup: RunCgroup | None) -> None:
+    def __init__(self, index: int, cgroup: RunCgroup | None, root_dir: Path) -> None:
         self.index = index
         self.cgroup = cgroup
+        self.root_dir = root_dir  # mountpoint of each run's root, in the run's own ns
         self.zygote: _Zygote | None = None
         self.restarting = False
 
@@ -224,7 +223,9 @@ class Runner:
         self._landlock_abi = abi_version()
         self._free_slots = asyncio.Queue()
         for index in range(self.slot_count):
-            slot = _Slot(index, self._slot_cgroup(index))
+            root_dir = self.runs_root / f"slot-{index}"
+            root_dir.mkdir(mode=0o700, exist_ok=True)
+            slot = _Slot(index, self._slot_cgroup(index), root_dir)
             self._slots.append(slot)
             self._start_zygote(slot)
             self._free_slots.put_nowait(slot)
@@ -362,59 +363,36 @@ class Runner:
         started = time.perf_counter()
         assert self._free_slots is not None
         slot = await self._free_slots.get()
-        run_dir = self.runs_root / secrets.token_hex(8)
         cgroup = slot.cgroup if "cgroup" in layers else None
         try:
-            if sum(len(content) for content in spec.files.values()) > INLINE_FILES_BYTES:
-                workdir = await asyncio.to_thread(self._prepare_run_dir, run_dir, spec.files)
-            else:  # a few small local file operations: cheaper than a thread hop
-                workdir = self._prepare_run_dir(run_dir, spec.files)
+            for name in spec.files:
+                _check_file_name(name)
             if cgroup is not None:
                 try:
                     cgroup.prepare_run(spec.limits.memory_bytes, spec.limits.processes)
                 except OSError as error:
                     raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
             python = parse_python_argv(list(spec.argv), self.python)
-            config = self._config(spec, run_dir, workdir, cgroup, python, layers)
+            config = self._config(spec, slot.root_dir, cgroup, python, layers)
             warm = spec.warm and python is not None and self._zygote_ready(slot)
             return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
         finally:
             # The result goes back now; the slot is emptied and freed behind it.
-            self._in_background(self._release(slot, run_dir))
+            self._in_background(self._release(slot))
 
-    async def _release(self, slot: _Slot, run_dir: Path) -> None:
-        """Kill what is left of a run in its slot, remove its dir, free the slot."""
+    async def _release(self, slot: _Slot) -> None:
+        """Kill what is left of a run in its slot (normally nothing), free the slot."""
         try:
             if slot.cgroup is not None and slot.cgroup.pids() - slot.zygote_pid():
                 await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
-            await asyncio.to_thread(shutil.rmtree, run_dir, True)
         finally:
             assert self._free_slots is not None
             self._free_slots.put_nowait(slot)
 
-    def _prepare_run_dir(self, run_dir: Path, files: dict[str, bytes]) -> str:
-        run_dir.mkdir(mode=0o700)
-        (run_dir / "root").mkdir(mode=0o700)
-        workdir = run_dir / "work"
-        workdir.mkdir(mode=0o700)
-        os.chown(workdir, self.uid, self.gid)
-        for name, content in files.items():
-            target = _safe_child(workdir, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.chown(target, self.uid, self.gid)
-            for parent in target.relative_to(workdir).parents:
-                if str(parent) != ".":
-                    os.chown(workdir / parent, self.uid, self.gid)
-        return str(workdir)
-
     def _config(
         self,
         spec: RunSpec,
-        run_dir: Path,
-        workdir: str,
+        root_dir: Path,
         cgroup: RunCgroup | None,
         python: dict[str, object] | None,
         layers: list[str],
@@ -425,8 +403,8 @@ class Runner:
             env=dict(spec.env),
             uid=self.uid,
             gid=self.gid,
-            run_dir=str(run_dir),
-            workdir=workdir,
+            root_dir=str(root_dir),
+            files=dict(spec.files),
             cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
             read_paths=[
                 self._interpreter_prefix,
@@ -442,7 +420,8 @@ class Runner:
                 "open_files": limits.open_files,
                 "processes": limits.processes,
                 "stack_bytes": limits.stack_bytes,
-                "tmp_bytes": min(limits.memory_bytes, 64 * 1024 * 1024),
+                # Each of /tmp and /workdir; their pages count as the run's memory.
+                "tmp_bytes": min(limits.memory_bytes // 4, 64 * 1024 * 1024),
             },
             network=spec.network,
             seccomp_bpf=compile_filter(spec.network, frozenset(spec.denied_syscalls), self._notify),
@@ -574,7 +553,13 @@ class Runner:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
         ended_normally = report.exit_code is not None or report.signal is not None
-        if not ended_normally and not report.wall_timeout and not kill_state["killed"]:
+        out_of_memory = cgroup is not None and cgroup.memory_limit_hit()
+        if (
+            not ended_normally
+            and not report.wall_timeout
+            and not kill_state["killed"]
+            and not out_of_memory  # the OOM killer may pick the supervisor too
+        ):
             detail = stderr_task.result()[0][-500:] if not stderr_task.cancelled() else b""
             raise RunnerUnavailable(
                 "the jail ended without reporting the tool's status: "
@@ -643,11 +628,12 @@ def host_namespaces() -> dict[str, str]:
     }
 
 
-def _safe_child(root: Path, name: str) -> Path:
-    relative = Path(name)
-    if relative.is_absolute() or not name or ".." in relative.parts or name.startswith("~"):
+def _check_file_name(name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
-    return root / relative
+    if "\0" in name or len(name) > 255:
+        raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
 
 
 def _kill(pid: int) -> None:

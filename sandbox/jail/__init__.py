@@ -91,11 +91,12 @@ def contain(config: JailConfig, report: int) -> None:
         _apply(
             "mountns",
             mountns.build_root,
-            f"{config.run_dir}/root",
-            config.workdir,
+            config.root_dir,
             config.read_paths,
             config.hidden_paths,
             int(config.limits["tmp_bytes"]),
+            config.files,
+            (config.uid, config.gid),
         )
         _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
         # As the unprivileged jail uid: namespaces owned by it.

@@ -167,6 +167,10 @@ class RunCgroup:
                 else:
                     _write(directory / "memory.limit_in_bytes", limit)
                 _write(directory / "memory.failcnt", "0")
+                _write(directory / "memory.max_usage_in_bytes", "0")
+                self._memory_events_before = _read_int_after(
+                    directory / "memory.oom_control", "oom_kill"
+                )
             elif controller == "pids":
                 _write(directory / "pids.max", str(resident + processes + 2))
                 self._pids_events_before = _read_int_after(directory / "pids.events", "max")
@@ -187,7 +191,15 @@ class RunCgroup:
         """Whether an allocation hit the memory limit during the run."""
         try:
             if "memory" in self.dirs:
-                return int((self.dirs["memory"] / "memory.failcnt").read_text()) > 0
+                directory = self.dirs["memory"]
+                oom_kills = _read_int_after(directory / "memory.oom_control", "oom_kill")
+                peak = int((directory / "memory.max_usage_in_bytes").read_text())
+                limit = int((directory / "memory.limit_in_bytes").read_text())
+                return (
+                    oom_kills > self._memory_events_before
+                    or peak >= limit
+                    or int((directory / "memory.failcnt").read_text()) > 0
+                )
             if "v2" in self.dirs:
                 events = _read_int_after(self.dirs["v2"] / "memory.events", "max")
                 return events > self._memory_events_before

@@ -16,8 +16,8 @@ _FIELDS: tuple[str, ...] = (
     "env",  # dict[str, str]: the whole environment of the tool
     "uid",  # int: unprivileged uid outside and inside the user namespace
     "gid",  # int
-    "run_dir",  # str: host dir of this run (holds "work" and the "root" mountpoint)
-    "workdir",  # str: host path of the writable working dir
+    "root_dir",  # str: empty host dir to mount the jail's root on (private to the run's ns)
+    "files",  # dict[str, bytes]: written into the fresh /workdir tmpfs before the run
     "cgroup_dirs",  # list[str]: cgroup dirs to join (one per v1 controller, or one v2 dir)
     "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
     "hidden_paths",  # list[str]: paths under read_paths replaced by an empty dir

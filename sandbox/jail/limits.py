@@ -24,3 +24,7 @@ def apply(limits: dict[str, int | float]) -> None:
     )
     for which, soft, hard in settings:
         resource.setrlimit(which, (soft, hard))
+    # When the run's cgroup runs out of memory, the tool goes first, not the
+    # jail's init or supervisor (anyone may raise their own score).
+    with open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("1000")

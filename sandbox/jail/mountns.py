@@ -5,10 +5,12 @@ Built in two steps, like nsjail:
 1. As real root, in a fresh mount namespace (:func:`build_root`): a tmpfs
    root holding read-only bind mounts of the paths the tool may read (the
    interpreter prefix, /usr, the shared libraries, policy-listed paths), a
-   few device nodes, a private /tmp, the run's working dir at /workdir and
-   a /proc; then ``pivot_root`` into it and detach the host's tree. Nothing
-   else of the host — the service's keys, policy, database, source, /root,
-   /etc/shadow — exists in the jail at all. Doing this as real root avoids
+   few device nodes, a private /tmp and a fresh working dir at /workdir
+   (both size-limited tmpfs: their pages count against the run's memory
+   cgroup, so filling them fills no disk), and a /proc; then ``pivot_root``
+   into it and detach the host's tree. Nothing else of the host — the
+   service's keys, policy, database, source, /root, /etc/shadow — exists
+   in the jail at all. Doing this as real root avoids
    needing search permission on paths like /root (mode 0700) for the
    unprivileged jail uid.
 2. In the user namespace, pid 1 of the new pid namespace mounts a /proc of
@@ -89,16 +91,37 @@ def _add_read_only(root: str, path: str) -> None:
     _bind(path, target, MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
+def _write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) -> None:
+    """The run's input files, owned by the jail user (names checked by the service)."""
+    for name, content in files.items():
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"invalid file name {name!r}")
+        target = os.path.join(workdir, name)
+        parent = os.path.dirname(target)
+        if parent != workdir and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o700)
+            relative = os.path.relpath(parent, workdir).split("/")
+            for depth in range(1, len(relative) + 1):
+                os.chown(os.path.join(workdir, *relative[:depth]), *owner)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, content)
+            os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+
+
 def build_root(
     root: str,
-    workdir: str,
     read_paths: list[str],
     hidden_paths: list[str],
     tmp_bytes: int,
+    files: dict[str, bytes],
+    owner: tuple[int, int],
 ) -> None:
     """As real root: new mount namespace, minimal root at `root`, pivot into it.
 
-    Leaves the caller in ``/workdir`` of the new root.
+    Leaves the caller in ``/workdir`` of the new root, holding `files`.
     """
     unshare()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -114,7 +137,16 @@ def build_root(
         _bind(device, _make_mountpoint(root, device, is_dir=False), MS_NOSUID | MS_NOEXEC)
     tmp = _make_mountpoint(root, "/tmp", is_dir=True)
     _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
-    _bind(workdir, _make_mountpoint(root, WORKDIR_IN_JAIL, is_dir=True), MS_NOSUID | MS_NODEV)
+    workdir = _make_mountpoint(root, WORKDIR_IN_JAIL, is_dir=True)
+    uid, gid = owner
+    _mount(
+        "tmpfs",
+        workdir,
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={tmp_bytes},mode=0700,uid={uid},gid={gid}",
+    )
+    _write_files(workdir, files, owner)
     _mount(
         "proc",
         _make_mountpoint(root, "/proc", is_dir=True),

@@ -186,26 +186,54 @@ async def test_cpu_limit(runner: Runner, path: str) -> None:
     assert result.limit_hit == "cpu_time"
 
 
-async def run_dirs_left(runner: Runner) -> list[Path]:
-    """The run dirs still there once background cleanup had a moment (it follows the result)."""
-    for _ in range(200):
-        left = list(runner.runs_root.iterdir())
-        if not left:
-            return []
-        await asyncio.sleep(0.01)
-    return left
+def host_leftovers(runner: Runner) -> list[Path]:
+    """Anything a run left in the service's run dirs (slot mountpoints must stay empty)."""
+    return [entry for slot in runner.runs_root.iterdir() for entry in slot.iterdir()]
 
 
-async def test_workdirs_are_removed(runner: Runner) -> None:
-    result = await runner.run(python("open('junk', 'w').write('x' * 1000); print('ok')", "cold"))
-    assert result.stdout == "ok\n"
-    assert await run_dirs_left(runner) == []
+@pytest.mark.parametrize("path", PATHS)
+async def test_nothing_persists_between_runs(runner: Runner, path: str) -> None:
+    write = "open('junk', 'w').write('x'); open('/tmp/junk', 'w').write('x'); print('wrote')"
+    assert (await runner.run(python(write, path))).stdout == "wrote\n"
+    check = "import os; print(os.listdir('.'), os.listdir('/tmp'))"
+    for _ in range(runner.slot_count + 1):  # every slot at least once
+        assert (await runner.run(python(check, path))).stdout == "[] []\n"
+    assert host_leftovers(runner) == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_disk_fill_stops_at_the_workdir_size(runner: Runner, path: str) -> None:
+    code = (
+        "import errno\n"
+        "print('filling', flush=True)\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "try:\n"
+        "    for i in range(10000):\n"
+        "        with open(f'f{i}', 'wb') as handle:\n"
+        "            handle.write(chunk)\n"
+        "except OSError as error:\n"
+        "    print(errno.errorcode[error.errno], i)\n"
+    )
+    limits = RunLimits(memory_bytes=32 * 1024 * 1024, file_size_bytes=2 * 1024 * 1024)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout.startswith("filling\nENOSPC ")
+    assert int(result.stdout.split()[-1]) <= 8  # a quarter of the memory limit
+    assert host_leftovers(runner) == []
 
 
 async def test_bad_file_name_is_refused_before_running(runner: Runner) -> None:
-    with pytest.raises(RunnerUnavailable):
-        await runner.run(python("print(1)", "cold", files={"../escape": b"x"}))
-    assert await run_dirs_left(runner) == []
+    for name in ("../escape", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(RunnerUnavailable):
+            await runner.run(python("print(1)", "cold", files={name: b"x"}))
+
+
+async def test_files_in_subdirectories(runner: Runner) -> None:
+    files = {
+        "pkg/mod.py": b"VALUE = 5\n",
+        "main.py": b"import sys\nprint(open('pkg/mod.py').read())",
+    }
+    result = await runner.run(RunSpec(tool="py", argv=(PYTHON, "-I", "-S", "main.py"), files=files))
+    assert result.stdout == "VALUE = 5\n\n"
 
 
 async def test_concurrent_runs_do_not_block_each_other(runner: Runner) -> None:
