@@ -27,8 +27,10 @@ async def _post(
             response = await client.post(path, json=body)
     except (TimeoutError, httpx.TimeoutException):
         failure = DownstreamFailure(error=f"{service} did not answer within {timeout:g}s")
-    except httpx.HTTPError as exc:
+    except httpx.ConnectError as exc:
         failure = DownstreamFailure(error=f"{service} is unreachable ({type(exc).__name__})")
+    except httpx.HTTPError as exc:
+        failure = DownstreamFailure(error=f"the call to {service} failed ({type(exc).__name__})")
     else:
         try:
             answer = response.json()

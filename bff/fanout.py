@@ -9,6 +9,7 @@ never more than the deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ import httpx
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 1024 * 1024
+"""The most a dashboard takes from one downstream answer."""
 
 
 @dataclass(frozen=True)
@@ -44,43 +48,60 @@ class Outcome:
     elapsed_ms: float
 
 
-def _error_detail(response: httpx.Response) -> Any:
+def _parse_object(content: bytes) -> dict[str, Any] | None:
     try:
-        body = response.json()
+        body = json.loads(content) if content else None
     except ValueError:
         return None
-    if isinstance(body, dict):
-        return body.get("detail", body.get("error"))
-    return None
+    return body if isinstance(body, dict) else None
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (a broken or hostile downstream)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _request(
+    call: DownstreamCall, timeout_seconds: float
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(body, None)`` on success, ``(None, error)`` otherwise."""
+    service = call.service
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async with call.client.stream(call.method, call.path, json=call.body) as response:
+                content = await _read_capped(response, MAX_ANSWER_BYTES)
+    except (TimeoutError, httpx.TimeoutException):
+        return None, {"error": f"{service} did not answer within {timeout_seconds:g}s"}
+    except httpx.ConnectError as exc:
+        return None, {"error": f"{service} is unreachable ({type(exc).__name__})"}
+    except httpx.HTTPError as exc:
+        return None, {"error": f"the call to {service} failed ({type(exc).__name__})"}
+    if content is None:
+        return None, {"error": f"{service} answered more than {MAX_ANSWER_BYTES} bytes"}
+    body = _parse_object(content)
+    if response.status_code >= 400:
+        detail = body.get("detail", body.get("error")) if body else None
+        return None, {
+            "error": f"{service} answered {response.status_code}",
+            "status_code": response.status_code,
+            "detail": detail,
+        }
+    if body is None:
+        return None, {"error": f"{service} answered something that is not a JSON object"}
+    return body, None
 
 
 async def call_downstream(call: DownstreamCall, timeout_seconds: float) -> Outcome:
     """Make one call; any failure becomes an error entry naming the service."""
     started = time.perf_counter()
-    error: dict[str, Any] | None = None
-    body: Any = None
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            response = await call.client.request(call.method, call.path, json=call.body)
-            content = await response.aread()
-    except (TimeoutError, httpx.TimeoutException):
-        error = {"error": f"{call.service} did not answer within {timeout_seconds:g}s"}
-    except httpx.HTTPError as exc:
-        error = {"error": f"{call.service} is unreachable ({type(exc).__name__})"}
-    else:
-        if response.status_code >= 400:
-            error = {
-                "error": f"{call.service} answered {response.status_code}",
-                "status_code": response.status_code,
-                "detail": _error_detail(response),
-            }
-        else:
-            try:
-                body = response.json() if content else None
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                error = {"error": f"{call.service} answered something that is not a JSON object"}
+    body, error = await _request(call, timeout_seconds)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
     if error is not None:
         error["service"] = call.service
@@ -89,7 +110,7 @@ async def call_downstream(call: DownstreamCall, timeout_seconds: float) -> Outco
             elapsed_ms=elapsed_ms, error=error["error"],
         )
         return Outcome(call.key, call.service, False, error, elapsed_ms)
-    return Outcome(call.key, call.service, True, body, elapsed_ms)
+    return Outcome(call.key, call.service, True, body or {}, elapsed_ms)
 
 
 async def fan_out(calls: list[DownstreamCall], timeout_seconds: float) -> list[Outcome]:

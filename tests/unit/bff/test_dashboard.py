@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from bff.app import create_app
+from bff.fanout import MAX_ANSWER_BYTES
 from bff.settings import BffSettings
 from pagi.auth import TokenVerifier, TrustStore
 from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url, serve
@@ -200,3 +203,55 @@ async def test_dashboard_is_open_unless_configured_to_need_a_token(
             )
             assert allowed.status_code == 200
             assert allowed.json()["status"] == "ok"
+
+
+async def test_an_oversized_answer_is_refused_not_buffered(
+    client: httpx.AsyncClient, fake: FakeDownstream
+) -> None:
+    fake.behaviours[EXECUTE] = Behaviour(raw=b"[" + b"1," * MAX_ANSWER_BYTES + b"1]")
+    body = (await client.get(DASHBOARD)).json()
+    assert body["failed_services"] == ["sandbox"]
+    assert body["data"]["rust_sandbox"]["error"] == (
+        f"sandbox answered more than {MAX_ANSWER_BYTES} bytes"
+    )
+
+
+@pytest.fixture
+def truncating_server() -> Iterator[str]:
+    """Answers every connection with half a response, then hangs up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve_forever() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"half")
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+async def test_a_connection_dropped_mid_answer_is_named(
+    keys_dir: Path, fake: FakeDownstream, fake_server: tuple[FakeDownstream, str],
+    truncating_server: str,
+) -> None:
+    _, url = fake_server
+    async with bff_client(
+        keys_dir, py_agent_url=url, rust_sandbox_url=url, memory_url=truncating_server
+    ) as http:
+        body = (await http.get(DASHBOARD)).json()
+    assert body["failed_services"] == ["memory"]
+    assert body["data"]["memory"]["error"] == "the call to memory failed (RemoteProtocolError)"
+    assert body["data"]["python_agent"] == fake.behaviours[PLAN].body
