@@ -24,7 +24,11 @@ _BODY_OVERHEAD_BYTES = 64 * 1024
 
 def create_app(settings: MemorySettings) -> FastAPI:
     """The memory service: records in SQLite behind token-checked routes."""
-    store = MemoryStore(settings.db_path, settings.pagi_memory_busy_timeout_seconds)
+    store = MemoryStore(
+        settings.db_path,
+        settings.pagi_memory_busy_timeout_seconds,
+        max_records=settings.pagi_memory_max_records or None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,12 @@ class MemorySettings(CommonSettings):
         1.0, gt=0, le=60, description="How long a write waits on a locked database before 503."
     )
 
+    pagi_memory_max_records: int = Field(
+        100_000,
+        ge=0,
+        description="Keep at most this many records (oldest dropped first); 0 keeps all.",
+    )
+
     @property
     def db_path(self) -> Path:
         """The SQLite database file."""

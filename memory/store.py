@@ -96,9 +96,12 @@ def _row_to_record(row: tuple[int, str, str, str]) -> StoredRecord:
 class MemoryStore:
     """Append-only record store over one SQLite file."""
 
-    def __init__(self, path: Path, busy_timeout_seconds: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, busy_timeout_seconds: float = 1.0, max_records: int | None = None
+    ) -> None:
         self.path = path
         self.busy_timeout_seconds = busy_timeout_seconds
+        self.max_records = max_records
         self.state = "not opened"
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
@@ -150,8 +153,7 @@ class MemoryStore:
                 pass
             self._connection = None
 
-    @staticmethod
-    def _append(connection: sqlite3.Connection, kind: str, content_json: str) -> StoredRecord:
+    def _append(self, connection: sqlite3.Connection, kind: str, content_json: str) -> StoredRecord:
         created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -160,6 +162,11 @@ class MemoryStore:
                 (kind, content_json, created_at),
             )
             record_id = int(cursor.lastrowid or 0)
+            if self.max_records is not None:
+                # Retention: drop the oldest records in the same transaction.
+                connection.execute(
+                    "DELETE FROM records WHERE id <= ?", (record_id - self.max_records,)
+                )
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:

@@ -107,3 +107,13 @@ async def test_read_only_connection_refuses_writes(store: MemoryStore) -> None:
     with pytest.raises(StoreUnavailable) as refused:
         await store.append("note", "2")
     assert refused.value.reason == "database is read-only"
+
+
+async def test_retention_keeps_only_the_newest_records(tmp_path: Path) -> None:
+    capped = MemoryStore(tmp_path / "memory.db", max_records=3)
+    try:
+        written = [await capped.append("note", str(n)) for n in range(5)]
+        assert [r.content for r in await capped.list(10)] == [4, 3, 2]
+        assert (await capped.latest()) == written[-1]
+    finally:
+        await capped.close()
