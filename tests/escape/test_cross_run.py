@@ -189,3 +189,19 @@ def test_a_run_holds_no_secrets_of_the_service_or_earlier_runs(
     record = scan.result_of("memory_scan")
     assert record["holders"] > 100, record
     assert not record["found"], f"NOT CONTAINED: the run's memory holds {record['found']}"
+
+
+RANDOM_STATE = r"""
+import random
+import tempfile
+reached("random")
+report("random", value=random.random(), temp_name=next(tempfile._get_candidate_names()))
+"""
+
+
+def test_runs_do_not_share_random_state(sandbox: SandboxUnderTest) -> None:
+    """Forked runs must not replay the same pseudo-random stream (one run predicting the next)."""
+    first = sandbox.run(RANDOM_STATE).result_of("random")
+    second = sandbox.run(RANDOM_STATE).result_of("random")
+    assert first["value"] != second["value"], "two runs drew the same random numbers"
+    assert first["temp_name"] != second["temp_name"], "two runs got the same temp names"
