@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from tests.conftest import REPO, LogCollector, free_port, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +170,53 @@ def test_gateway_down_is_502_and_recovers_without_restarting_the_agent(
         time.sleep(0.2)  # the channel reconnects with back-off
     assert again.status_code == 200, again.text
     assert again.json()["status"] == "ok"
+
+
+@pytest.fixture
+def silent_upstream() -> Iterator[str]:
+    """An address that accepts connections and never answers (a hung model server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize(
+    ("upstream", "status", "error"),
+    [("dead", 502, "gateway_unavailable"), ("hung", 504, "gateway_deadline_exceeded")],
+)
+def test_model_server_failures_reach_the_client_as_clear_errors(
+    tmp_path: Path,
+    keys_dir: Path,
+    auth,
+    silent_upstream: str,
+    upstream: str,
+    status: int,
+    error: str,
+) -> None:
+    base_url = silent_upstream if upstream == "hung" else f"http://127.0.0.1:{free_port()}/v1"
+    env = stack_env(
+        tmp_path, keys_dir, MODEL_BACKEND="openai", MODEL_BASE_URL=base_url,
+        MODEL_API_KEY="sk-never-logged-4242", MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS="1",
+    )
+    logs = LogCollector()
+    stack = Stack(env=env, services=["gateway", "agent"], cwd=REPO, sink=logs)
+    stack.start(timeout=60)
+    try:
+        url = stack.settings.url_of("agent")
+        started = time.monotonic()
+        response = httpx.post(f"{url}/api/v1/plan", json={"prompt": "x"}, headers=auth, timeout=10)
+        elapsed = time.monotonic() - started
+        streamed = httpx.post(
+            f"{url}/api/v1/plan/stream", json={"prompt": "x"}, headers=auth, timeout=10
+        )
+    finally:
+        stack.stop()
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert elapsed < 1 + 1.5
+    events = parse_events(streamed.text)
+    assert [name for name, _ in events] == ["error"]
+    assert events[0][1]["status_code"] == status
+    everything = "\n".join(line for _, line in logs.lines) + response.text + streamed.text
+    assert "sk-never-logged-4242" not in everything
