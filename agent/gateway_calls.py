@@ -48,6 +48,12 @@ def gateway_failure(exc: GatewayError) -> ApiError:
     )
 
 
+def unexpected_failure(exc: Exception) -> GatewayError:
+    """A gateway client failure that is not a :class:`GatewayError` (a bug, not the network)."""
+    log_event(logger, "gateway_client_error", logging.ERROR, error=repr(exc))
+    return GatewayError("internal", f"the gateway call failed ({type(exc).__name__})")
+
+
 def deadline_failure(timeout_seconds: float) -> ApiError:
     """The error for a gateway call that outlived its deadline."""
     return ApiError(
@@ -72,6 +78,8 @@ async def ask_for_plan(
     except TimeoutError:
         log_event(logger, "gateway_failed", logging.WARNING, code="deadline_exceeded")
         raise deadline_failure(timeout_seconds) from None
+    except Exception as exc:  # noqa: BLE001 - a failed upstream call is a 502, never a 500
+        raise gateway_failure(unexpected_failure(exc)) from None
     return result, round((time.perf_counter() - started) * 1000, 2)
 
 
@@ -106,6 +114,10 @@ async def stream_plan_events(
     except TimeoutError:
         log_event(logger, "gateway_failed", logging.WARNING, code="deadline_exceeded")
         yield sse_event("error", _error_data(deadline_failure(timeout_seconds), request_id))
+        return
+    except Exception as exc:  # noqa: BLE001 - end the stream with an event, not a cut connection
+        failure = gateway_failure(unexpected_failure(exc))
+        yield sse_event("error", _error_data(failure, request_id))
         return
     finally:
         await _close_quietly(stream)

@@ -83,6 +83,9 @@ async def _request(
         return None, {"error": f"{service} is unreachable ({type(exc).__name__})"}
     except httpx.HTTPError as exc:
         return None, {"error": f"the call to {service} failed ({type(exc).__name__})"}
+    except Exception as exc:  # noqa: BLE001 - one broken call must not break the dashboard
+        log_event(logger, "downstream_call_error", logging.ERROR, service=service, error=repr(exc))
+        return None, {"error": f"the call to {service} failed ({type(exc).__name__})"}
     if content is None:
         return None, {"error": f"{service} answered more than {MAX_ANSWER_BYTES} bytes"}
     body = _parse_object(content)

@@ -81,6 +81,8 @@ def _describe(exc: BaseException, path: Path) -> str:
         return "database is read-only"
     if "unable to open" in text or isinstance(exc, OSError):
         return "database file cannot be opened"
+    if isinstance(exc, ValueError):
+        return "database holds a record that is not JSON"
     if "malformed" in text or "not a database" in text:
         return "database file is corrupt"
     if "disk i/o" in text or "full" in text:
@@ -133,7 +135,7 @@ class MemoryStore:
     def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         try:
             result = operation(self._connect())
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, ValueError) as exc:
             reason = _describe(exc, self.path)
             if reason != "database is locked":
                 self._drop_connection()  # reopen next time: the file system may recover

@@ -277,3 +277,13 @@ async def test_real_client_stalled_gateway_is_504(
     assert response.status_code == 504, response.text
     assert response.json()["error"] == "gateway_deadline_exceeded"
     assert time.monotonic() - started < GATEWAY_TIMEOUT + 2
+
+
+async def test_a_broken_gateway_client_is_502_not_500(
+    client: httpx.AsyncClient, auth, gateway: FakeGateway
+) -> None:
+    gateway.error = RuntimeError("bug in the client")  # type: ignore[assignment]
+    response = await client.post(PLAN, json={"prompt": "x"}, headers=auth)
+    assert response.status_code == 502
+    assert response.json()["error"] == "gateway_internal"
+    assert "bug in the client" not in response.text

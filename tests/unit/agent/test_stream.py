@@ -86,3 +86,13 @@ async def test_step_text_cannot_break_the_event_framing(
     events = parse_events((await client.post(STREAM, json={"prompt": "x"}, headers=auth)).text)
     assert [name for name, _ in events] == ["step", "step", "done"]
     assert [data["step"] for _, data in events[:2]] == gateway.steps
+
+
+async def test_a_broken_gateway_client_ends_the_stream_with_an_error_event(
+    client: httpx.AsyncClient, auth, gateway: FakeGateway
+) -> None:
+    gateway.error = RuntimeError("bug in the client")  # type: ignore[assignment]
+    gateway.fail_after_steps = 1
+    events = parse_events((await client.post(STREAM, json={"prompt": "x"}, headers=auth)).text)
+    assert [name for name, _ in events] == ["step", "error"]
+    assert events[-1][1]["status_code"] == 502

@@ -117,3 +117,12 @@ async def test_retention_keeps_only_the_newest_records(tmp_path: Path) -> None:
         assert (await capped.latest()) == written[-1]
     finally:
         await capped.close()
+
+
+async def test_a_record_that_is_not_json_is_unavailable_not_a_crash(store: MemoryStore) -> None:
+    await store.append("note", "1")
+    with sqlite3.connect(store.path) as other:
+        other.execute("UPDATE records SET content = 'not json {'")
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.latest()
+    assert refused.value.reason == "database holds a record that is not JSON"
