@@ -25,11 +25,12 @@ closed before the tool runs, so the tool cannot write to it):
 
 from __future__ import annotations
 
+# Only builtin or tiny modules here and in the layer modules: the cold path
+# pays every import on each run (typing, or signal with its enums, cost
+# more than all the layers together). Hence `_signal`, and no typing.
 import os
 import select
-import signal
-from collections.abc import Callable
-from typing import Any
+from _signal import SIGKILL
 
 from sandbox.jail import (
     cgroup,
@@ -54,9 +55,9 @@ __all__ = ["LAYERS", "JailConfig", "LayerError", "contain"]
 LAYER_FAILED_EXIT = 126
 
 
-def _apply(layer: str, step: Callable[..., Any], *arguments: Any) -> Any:
+def _apply(layer: str, step: object, *arguments: object) -> object:
     try:
-        return step(*arguments)
+        return step(*arguments)  # type: ignore[operator]
     except Exception as error:  # noqa: BLE001 - any failure of a layer is a refusal to run
         raise LayerError(layer, f"{type(error).__name__}: {error}") from None
 
@@ -72,7 +73,7 @@ def _fail(report: int, error: LayerError) -> None:
 
 def _die_with_parent(parent: int) -> None:
     """SIGKILL when the parent dies. `parent` as this process sees it (0: outside its pid ns)."""
-    prctl(pidns.PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(pidns.PR_SET_PDEATHSIG, SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(LAYER_FAILED_EXIT)
 
@@ -176,7 +177,7 @@ def _supervise(init_pid: int, wall_seconds: float, report: int) -> None:
     pidfd = os.pidfd_open(init_pid)
     ready, _, _ = select.select([pidfd], [], [], wall_seconds)
     if not ready:
-        os.kill(init_pid, signal.SIGKILL)
+        os.kill(init_pid, SIGKILL)
         _report(report, "wall_timeout")
     os.waitpid(init_pid, 0)
     _report(report, "done")
@@ -197,7 +198,7 @@ def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
             os.write(down_write, b"k")
         except OSError as error:
             _report(report, f"layer_failed seccomp cannot take listener: {error}")
-            os.kill(tool_pid, signal.SIGKILL)
+            os.kill(tool_pid, SIGKILL)
     os.close(up_read)
     os.close(down_write)
     status = pidns.wait_for_tool(tool_pid, listener, report)

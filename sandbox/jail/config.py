@@ -9,7 +9,6 @@ direction is trusted: only the Runner writes it.
 from __future__ import annotations
 
 import marshal
-from typing import Any
 
 _FIELDS: tuple[str, ...] = (
     "argv",  # list[str]: the tool command
@@ -44,7 +43,7 @@ class JailConfig:
 
     __slots__ = _FIELDS
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(self, **values: object) -> None:
         for name in _FIELDS:
             setattr(self, name, values[name])
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 
 from sandbox.jail.libc import SYS_UNSHARE, syscall
 
@@ -60,8 +59,3 @@ def wait_for_tool(tool_pid: int, listener_fd: int | None, report: int) -> int:
     finally:
         if listener_fd is not None:
             os.write(report, f"refusals {refusals}\n".encode())
-
-
-def ignore_terminal_signals() -> None:
-    """Init has no handlers: the kernel already drops other signals sent to it from inside."""
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
