@@ -41,7 +41,12 @@ from sandbox.models import (
     PolicyStatus,
     response_of,
 )
-from sandbox.policy import MAX_CODE_BYTES_CEILING, PolicySnapshot, deployment_context
+from sandbox.policy import (
+    MAX_CODE_BYTES_CEILING,
+    MAX_CONCURRENT_RUNS_CEILING,
+    PolicySnapshot,
+    deployment_context,
+)
 from sandbox.policy_watch import PolicyStore
 from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.settings import SandboxSettings
@@ -316,6 +321,9 @@ def default_runner(settings: SandboxSettings) -> ToolRunner:
         python_executable=settings.pagi_sandbox_python,
         state_dir=settings.work_root,
         warm_modules=settings.pagi_sandbox_warm_modules,
+        # As many run slots as any policy may admit at once: a run admitted
+        # by the policy never waits again inside the runner.
+        slots=MAX_CONCURRENT_RUNS_CEILING,
     )
 
 
