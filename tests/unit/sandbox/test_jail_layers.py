@@ -248,3 +248,33 @@ async def test_hygiene_environment_and_fds(runner: Runner, path: str) -> None:
         "TOOL_MODE": "x",
     }
     assert seen["fds"] in (["0", "1", "2", "3"], ["0", "1", "2"])  # 3: listdir's own fd
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_policy_denied_syscalls_are_refused_and_counted(runner: Runner, path: str) -> None:
+    code = (
+        "import os\n"
+        "print('trying', flush=True)\n"
+        "try:\n"
+        "    os.getcwd()\n"
+        "    print('allowed')\n"
+        "except PermissionError:\n"
+        "    print('refused')\n"
+    )
+    result = await runner.run(python(code, path, denied_syscalls=("getcwd",)))
+    assert result.stdout == "trying\nrefused\n"
+    assert result.seccomp_refusals >= 1
+    allowed = await runner.run(python(code, path))
+    assert allowed.stdout == "trying\nallowed\n"
+
+
+async def test_a_tool_with_network_keeps_the_host_network(runner: Runner) -> None:
+    code = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "print('inet socket', s.family == socket.AF_INET)\n"
+    )
+    closed = await runner.run(python(code, "cold"))
+    assert "PermissionError" in closed.stderr
+    opened = await runner.run(python(code, "cold", network=True))
+    assert opened.stdout == "inet socket True\n"
