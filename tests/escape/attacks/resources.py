@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import signal
 
 from tests.escape.harness import (
@@ -97,6 +98,61 @@ def check_memory_bomb(outcome: Outcome) -> str:
         return "rlimit"
     if record.get("whole_run") and outcome.result.get("limit_hit") == "memory":
         return "cgroup"
+    return layer_of(outcome, record)
+
+
+SPREAD_MEMORY_BOMB = r"""
+import select
+import time
+# RLIMIT_AS is per process: many processes, each under it, together far above it.
+CHUNK = 16 * 1024 * 1024
+per_child = max(1, (@MEMORY_LIMIT@ - 64 * 1024 * 1024) // CHUNK)
+progress_r, progress_w = os.pipe()
+children = []
+chunks = {}
+
+def spread():
+    for index in range(12):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(progress_r)
+                held = []
+                for _ in range(per_child):
+                    held.append(b"\x01" * CHUNK)
+                    os.write(progress_w, bytes([index]))
+                time.sleep(4)
+            except BaseException:
+                pass
+            os._exit(0)
+        children.append(pid)
+    os.close(progress_w)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([progress_r], [], [], 0.2)
+        if ready:
+            for index in os.read(progress_r, 4096):
+                chunks[index] = chunks.get(index, 0) + 1
+    # Only the children still alive now hold their memory.
+    alive = [i for i, pid in enumerate(children) if os.waitpid(pid, os.WNOHANG) == (0, 0)]
+    return {"held_mib": 16 * sum(chunks.get(i, 0) for i in alive), "alive": len(alive),
+            "allocated_mib": 16 * sum(chunks.values())}
+
+attempt("spread_memory_bomb", spread)
+"""
+
+
+def check_spread_memory_bomb(outcome: Outcome) -> str:
+    record = outcome.result_of("spread_memory_bomb")
+    limit_mib = outcome.sandbox.limits.memory_bytes // MIB
+    if record.get("whole_run") and outcome.result.get("limit_hit") == "memory":
+        return "cgroup"
+    if record.get("ok"):
+        figures = ast.literal_eval(record["value"])
+        assert figures["held_mib"] <= limit_mib, (
+            f"NOT CONTAINED: the run's processes held {figures} MiB together, limit {limit_mib}"
+        )
+        return "cgroup" if outcome.result.get("limit_hit") == "memory" else "rlimit"
     return layer_of(outcome, record)
 
 
@@ -392,6 +448,13 @@ ATTACKS = [
     Attack("thread_bomb", "resources", THREAD_BOMB, ("rlimit", "cgroup"), check_thread_bomb),
     Attack("memory_bomb", "resources", MEMORY_BOMB, ("rlimit", "cgroup"), check_memory_bomb),
     Attack("mmap_bomb", "resources", MMAP_BOMB, ("rlimit", "cgroup"), check_mmap_bomb),
+    Attack(
+        "spread_memory_bomb",
+        "resources",
+        SPREAD_MEMORY_BOMB,
+        ("cgroup", "rlimit"),
+        check_spread_memory_bomb,
+    ),
     Attack("cpu_spin", "resources", CPU_SPIN, ("rlimit", "wall_time"), check_cpu_spin),
     Attack("sleep_past_wall", "resources", SLEEP_FOREVER, ("wall_time",), check_sleep),
     Attack(
