@@ -519,3 +519,43 @@ async def test_a_run_finishes_under_the_policy_it_was_admitted_with(make_service
         finished = await in_flight
         assert finished.status_code == 200
         assert finished.json()["result"]["policy_version"] == old_version
+
+
+CODE_MODES_POLICY = """
+[tools.cat]
+argv = ["/bin/cat"]
+code = "stdin"
+max_code_bytes = 100
+
+[tools.sh]
+argv = ["/bin/sh", "-c"]
+code = "argv"
+network = true
+readable_paths = ["/usr/share/zoneinfo"]
+denied_syscalls = ["ptrace", "sendfile"]
+env = { TZ = "UTC" }
+limits = { wall_seconds = 1.5, output_bytes = "4 KiB" }
+
+[callers.operator]
+tools = ["*"]
+"""
+
+
+async def test_stdin_and_argv_code_modes_reach_the_run_spec(make_service, token_for):
+    async with make_service(CODE_MODES_POLICY) as svc:
+        token = token_for("sandbox")
+        assert (await svc.execute(token, tool_name="cat", code="héllo")).status_code == 200
+        assert (await svc.execute(token, tool_name="sh", code="echo hi")).status_code == 200
+        cat, sh = svc.runner.specs
+        assert cat.argv == ("/bin/cat",) and cat.stdin == "héllo".encode() and cat.files == {}
+        assert sh.argv == ("/bin/sh", "-c", "echo hi") and sh.stdin == b""
+        assert sh.network is True
+        assert sh.readable_paths == ("/usr/share/zoneinfo",)
+        assert sh.denied_syscalls == ("ptrace", "sendfile")
+        assert sh.env == {"TZ": "UTC"}
+        assert sh.limits.wall_seconds == 1.5 and sh.limits.output_bytes == 4096
+        assert sh.limits.cpu_seconds == 5  # from the built-in defaults
+        nul = await svc.execute(token, tool_name="sh", code="echo\x00hi")
+        assert nul.status_code == 400 and nul.json()["error"] == "invalid_code"
+        over = await svc.execute(token, tool_name="cat", code="x" * 101)
+        assert over.status_code == 413
