@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from sandbox.app import create_app
+from sandbox.policy_watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
@@ -69,10 +70,17 @@ class FakeRunner:
 class Service:
     """A running app (lifespan entered) with its client, runner and files."""
 
-    def __init__(self, client: httpx.AsyncClient, runner: FakeRunner, settings: SandboxSettings):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        runner: FakeRunner,
+        settings: SandboxSettings,
+        store: PolicyStore,
+    ) -> None:
         self.client = client
         self.runner = runner
         self.settings = settings
+        self.store = store
 
     @property
     def policy_path(self) -> Path:
@@ -111,7 +119,7 @@ def make_service(tmp_path: Path, keys_dir: Path) -> Callable[..., Any]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
-                yield Service(client, runner, settings)
+                yield Service(client, runner, settings, app.state.sandbox.store)
         assert runner.closed
 
     return start
@@ -283,7 +291,7 @@ async def test_body_limit_follows_the_policy_on_reload(make_service, token_for):
             'max_code_bytes = "64 KiB"', 'max_code_bytes = "256 KiB"'
         )
         svc.policy_path.write_text(text)
-        assert svc.client._transport.app.state.sandbox.store.refresh() is not None  # type: ignore[attr-defined]
+        assert svc.store.refresh() is not None
         assert (await svc.execute(token, tool_name="python", code=code)).status_code == 200
 
 
@@ -510,8 +518,7 @@ async def test_a_run_finishes_under_the_policy_it_was_admitted_with(make_service
         old_version = svc.runner.specs[0].policy_version
         text = svc.policy_path.read_text().replace('tools = ["demo", "python"]', 'tools = ["demo"]')
         svc.policy_path.write_text(text)
-        store = svc.client._transport.app.state.sandbox.store  # type: ignore[attr-defined]
-        new = store.refresh()
+        new = svc.store.refresh()
         assert new is not None and new.version != old_version
         revoked = await svc.execute(agent, tool_name="python", code="print(1)")
         assert revoked.status_code == 403
