@@ -104,6 +104,7 @@ class MemoryStore:
         self.path = path
         self.busy_timeout_seconds = busy_timeout_seconds
         self.max_records = max_records
+        self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
@@ -204,11 +205,9 @@ class MemoryStore:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self._run, operation)
         try:
-            return await asyncio.wait_for(
-                future, self.busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
-            )
+            return await asyncio.wait_for(future, self.operation_timeout_seconds)
         except TimeoutError:
-            self.state = "database is not answering"
+            self.state = "database did not answer in time"
             raise StoreUnavailable(self.state) from None
 
     async def open(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,17 @@ async def test_a_record_that_is_not_json_is_unavailable_not_a_crash(store: Memor
     with pytest.raises(StoreUnavailable) as refused:
         await store.latest()
     assert refused.value.reason == "database holds a record that is not JSON"
+
+
+async def test_a_stuck_database_thread_is_unavailable_not_a_hang(store: MemoryStore) -> None:
+    store.operation_timeout_seconds = 0.2
+    stuck = asyncio.ensure_future(store._submit(lambda c: time.sleep(0.5)))
+    await asyncio.sleep(0)  # the stuck call takes the database thread first
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.append("note", "1")  # queued behind the stuck call
+    assert refused.value.reason == "database did not answer in time"
+    with pytest.raises(StoreUnavailable):
+        await stuck
+    await asyncio.sleep(0.4)
+    # The queued write timed out before it ran: it must not appear later.
+    assert await store.latest() is None
