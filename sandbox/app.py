@@ -59,8 +59,10 @@ BODY_MARGIN_BYTES = 16 * 1024
 JSON_ESCAPE_FACTOR = 6
 """A byte of code can take up to six bytes in a JSON string (``\\u00XX``)."""
 
-_FAILURES = frozenset({"run_failed"})
-"""Errors that mean the sandbox failed, not that it refused."""
+
+
+class RunFailure(ApiError):
+    """The sandbox failed to run an admitted request (audited as ``failed``, not ``refused``)."""
 
 
 class ToolRunner(Protocol):
@@ -189,7 +191,7 @@ class Sandbox:
             log_event(
                 logger, "isolation_unavailable", logging.ERROR, tool=spec.tool, error=str(exc)
             )
-            raise ApiError(
+            raise RunFailure(
                 503,
                 "isolation_unavailable",
                 f"the jail could not be set up, nothing ran: {exc}",
@@ -197,7 +199,7 @@ class Sandbox:
             ) from None
         except Exception as exc:
             log_event(logger, "run_failed", logging.ERROR, tool=spec.tool, error=repr(exc))
-            raise ApiError(503, "run_failed", "the sandbox failed to run the tool") from None
+            raise RunFailure(503, "run_failed", "the sandbox failed to run the tool") from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -281,7 +283,7 @@ def build_router(sandbox: Sandbox) -> APIRouter:
             record.update(decision="allowed", status=200)
             return response
         except ApiError as exc:
-            decision = "failed" if exc.error in _FAILURES else "refused"
+            decision = "failed" if isinstance(exc, RunFailure) else "refused"
             reason = exc.detail if isinstance(exc.detail, str) else exc.error
             record.update(decision=decision, status=exc.status_code, reason=reason)
             raise

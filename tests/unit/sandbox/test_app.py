@@ -356,6 +356,8 @@ async def test_missing_required_layer_is_503_naming_it(make_service, token_for):
         assert body["error"] == "isolation_unavailable"
         assert body["missing_layers"] == ["landlock"] and "landlock" in body["detail"]
         assert svc.runner.specs == []
+        (record,) = svc.audit_records()
+        assert (record["decision"], record["status"]) == ("refused", 503)
         # cgroup is optional in the default policy: its absence does not block runs.
         svc.runner.missing = ["cgroup"]
         assert (await svc.execute(token_for("sandbox"), tool_name="demo")).status_code == 200
@@ -374,7 +376,7 @@ async def test_runner_failures_are_503_and_audited_as_failed(make_service, token
         assert response.json()["error"] == "run_failed"
         assert "internal detail" not in response.text
         decisions = [(r["decision"], r["status"]) for r in svc.audit_records()]
-        assert decisions == [("refused", 503), ("failed", 503)]
+        assert decisions == [("failed", 503), ("failed", 503)]
 
 
 @pytest.mark.parametrize(
