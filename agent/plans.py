@@ -73,8 +73,13 @@ async def plan(
     if isinstance(echo, DownstreamFailure):
         echo = echo.model_dump(exclude_none=True)
     log_event(
-        logger, "plan_served", status="degraded" if degraded else "ok", caller=caller.subject,
-        steps=len(result.steps), backend=result.backend, gateway_ms=round_trip_ms,
+        logger,
+        "plan_served",
+        status="degraded" if degraded else "ok",
+        caller=caller.subject,
+        steps=len(result.steps),
+        backend=result.backend,
+        gateway_ms=round_trip_ms,
     )
     return PlanResponse(
         status="degraded" if degraded else "ok",

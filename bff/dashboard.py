@@ -41,11 +41,19 @@ def dashboard_calls(request: Request) -> list[DownstreamCall]:
     clients = request.app.state.clients
     return [
         DownstreamCall(
-            "python_agent", "agent", clients["agent"], "POST", "/api/v1/plan",
+            "python_agent",
+            "agent",
+            clients["agent"],
+            "POST",
+            "/api/v1/plan",
             {"prompt": request.app.state.dashboard_prompt},
         ),
         DownstreamCall(
-            "rust_sandbox", "sandbox", clients["sandbox"], "POST", "/api/v1/execute_tool",
+            "rust_sandbox",
+            "sandbox",
+            clients["sandbox"],
+            "POST",
+            "/api/v1/execute_tool",
             {"tool_name": "demo"},
         ),
         DownstreamCall("memory", "memory", clients["memory"], "GET", "/memory/latest"),

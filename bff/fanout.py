@@ -109,8 +109,12 @@ async def call_downstream(call: DownstreamCall, timeout_seconds: float) -> Outco
     if error is not None:
         error["service"] = call.service
         log_event(
-            logger, "downstream_failed", logging.WARNING, service=call.service,
-            elapsed_ms=elapsed_ms, error=error["error"],
+            logger,
+            "downstream_failed",
+            logging.WARNING,
+            service=call.service,
+            elapsed_ms=elapsed_ms,
+            error=error["error"],
         )
         return Outcome(call.key, call.service, False, error, elapsed_ms)
     return Outcome(call.key, call.service, True, body or {}, elapsed_ms)

@@ -59,8 +59,10 @@ def test_plan_is_planned_echoed_and_remembered(
 ) -> None:
     prompt = "Back up the database, then verify the backup"
     response = httpx.post(
-        f"{agent_url}/api/v1/plan", json={"prompt": prompt},
-        headers={**auth, "X-Request-Id": "agent-e2e-1"}, timeout=10,
+        f"{agent_url}/api/v1/plan",
+        json={"prompt": prompt},
+        headers={**auth, "X-Request-Id": "agent-e2e-1"},
+        timeout=10,
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -75,7 +77,8 @@ def test_plan_is_planned_echoed_and_remembered(
     }
     record_id = body["memory"]["record_id"]
     memory = httpx.get(
-        f"{stack.settings.url_of('memory')}/api/v1/memory", params={"kind": "plan"},
+        f"{stack.settings.url_of('memory')}/api/v1/memory",
+        params={"kind": "plan"},
         headers={"Authorization": f"Bearer {token_for('memory')}"},
     ).json()
     stored = next(r for r in memory["records"] if r["id"] == record_id)
@@ -92,8 +95,11 @@ def test_stream_yields_the_same_steps_as_plan(agent_url: str, auth) -> None:
         f"{agent_url}/api/v1/plan", json={"prompt": prompt}, headers=auth, timeout=10
     ).json()["plan"]
     with httpx.stream(
-        "POST", f"{agent_url}/api/v1/plan/stream", json={"prompt": prompt},
-        headers={**auth, "X-Request-Id": "agent-e2e-stream"}, timeout=10,
+        "POST",
+        f"{agent_url}/api/v1/plan/stream",
+        json={"prompt": prompt},
+        headers={**auth, "X-Request-Id": "agent-e2e-stream"},
+        timeout=10,
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -196,8 +202,12 @@ def test_model_server_failures_reach_the_client_as_clear_errors(
 ) -> None:
     base_url = silent_upstream if upstream == "hung" else f"http://127.0.0.1:{free_port()}/v1"
     env = stack_env(
-        tmp_path, keys_dir, MODEL_BACKEND="openai", MODEL_BASE_URL=base_url,
-        MODEL_API_KEY="sk-never-logged-4242", MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS="1",
+        tmp_path,
+        keys_dir,
+        MODEL_BACKEND="openai",
+        MODEL_BASE_URL=base_url,
+        MODEL_API_KEY="sk-never-logged-4242",
+        MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS="1",
     )
     logs = LogCollector()
     stack = Stack(env=env, services=["gateway", "agent"], cwd=REPO, sink=logs)

@@ -41,7 +41,8 @@ def start(env: dict[str, str], services: list[str]) -> Stack:
 @pytest.fixture(scope="module")
 def full_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
     env = stack_env(
-        tmp_path_factory.mktemp("bff-e2e"), keys_dir,
+        tmp_path_factory.mktemp("bff-e2e"),
+        keys_dir,
         REQUEST_TIMEOUT_SECONDS=str(FULL_STACK_TIMEOUT),
     )
     running = start(env, list(SERVICES))
@@ -147,8 +148,12 @@ def test_dashboard_can_require_a_token(
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     env = stack_env(
-        tmp_path, keys_dir, PAGI_BFF_DASHBOARD_REQUIRE_TOKEN="true", PY_AGENT_URL=closed,
-        RUST_SANDBOX_URL=closed, MEMORY_URL=closed,
+        tmp_path,
+        keys_dir,
+        PAGI_BFF_DASHBOARD_REQUIRE_TOKEN="true",
+        PY_AGENT_URL=closed,
+        RUST_SANDBOX_URL=closed,
+        MEMORY_URL=closed,
     )
     stack = start(env, ["bff"])
     try:

@@ -130,13 +130,27 @@ def test_locked_database_is_a_clear_503(stack: Stack, url: str, auth) -> None:
 
 def _start_on_read_only_dir(env: dict[str, str], state_dir: Path) -> subprocess.Popen[bytes]:
     """The memory service in its own mount namespace where ``state_dir`` is read-only."""
-    script = (
-        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
-    )
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
     return subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-         str(state_dir), sys.executable, "-m", "memory"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(state_dir),
+            sys.executable,
+            "-m",
+            "memory",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -154,9 +168,12 @@ def test_read_only_file_system_is_a_clear_503(
     writable = Stack(env=env, services=["memory"], cwd=REPO)
     writable.start(timeout=60)
     try:
-        assert httpx.post(
-            f"{url}/api/v1/memory", json={"kind": "note", "content": "before"}, headers=auth
-        ).status_code == 201
+        assert (
+            httpx.post(
+                f"{url}/api/v1/memory", json={"kind": "note", "content": "before"}, headers=auth
+            ).status_code
+            == 201
+        )
     finally:
         writable.stop()
 

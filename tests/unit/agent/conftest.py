@@ -37,8 +37,13 @@ def downstream(downstream_server: tuple[FakeDownstream, str]) -> FakeDownstream:
         ECHO: Behaviour(body={"service": "bff", "received": {"ping": "agent"}, "request_id": "x"}),
         MEMORY: Behaviour(
             status=201,
-            body={"service": "memory", "id": "17", "kind": "plan", "content": {},
-                  "created_at": "2026-01-01T00:00:00+00:00"},
+            body={
+                "service": "memory",
+                "id": "17",
+                "kind": "plan",
+                "content": {},
+                "created_at": "2026-01-01T00:00:00+00:00",
+            },
         ),
     }
     return fake

@@ -80,8 +80,12 @@ async def test_echo_and_memory_calls_carry_tokens_request_id_and_the_plan(
     ],
 )
 async def test_gateway_failures_are_clear_http_errors(
-    client: httpx.AsyncClient, auth, gateway: FakeGateway, downstream: FakeDownstream,
-    code: str, status: int,
+    client: httpx.AsyncClient,
+    auth,
+    gateway: FakeGateway,
+    downstream: FakeDownstream,
+    code: str,
+    status: int,
 ) -> None:
     gateway.error = GatewayError(code, "backend said no")
     response = await client.post(PLAN, json={"prompt": "x"}, headers=auth)
@@ -109,8 +113,11 @@ async def test_a_gateway_call_that_never_returns_is_504(
 
 @pytest.mark.parametrize(
     "behaviour",
-    [Behaviour(status=500, body={"error": "internal_error"}), Behaviour(delay=3),
-     Behaviour(raw=b"not json")],
+    [
+        Behaviour(status=500, body={"error": "internal_error"}),
+        Behaviour(delay=3),
+        Behaviour(raw=b"not json"),
+    ],
 )
 async def test_failing_echo_degrades_but_returns_the_plan(
     client: httpx.AsyncClient, auth, downstream: FakeDownstream, behaviour: Behaviour
@@ -269,7 +276,10 @@ async def test_real_client_stalled_gateway_is_504(
 ) -> None:
     closed = closed_port_url()
     async with agent_client(
-        keys_dir, None, model_gateway_grpc_port=silent_listener, go_bff_url=closed,
+        keys_dir,
+        None,
+        model_gateway_grpc_port=silent_listener,
+        go_bff_url=closed,
         memory_url=closed,
     ) as http:
         started = time.monotonic()

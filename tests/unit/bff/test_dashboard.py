@@ -61,9 +61,7 @@ async def client(
     keys_dir: Path, fake_server: tuple[FakeDownstream, str]
 ) -> AsyncIterator[httpx.AsyncClient]:
     _, url = fake_server
-    async with bff_client(
-        keys_dir, py_agent_url=url, rust_sandbox_url=url, memory_url=url
-    ) as http:
+    async with bff_client(keys_dir, py_agent_url=url, rust_sandbox_url=url, memory_url=url) as http:
         yield http
 
 
@@ -134,11 +132,15 @@ async def test_a_slow_downstream_is_cut_at_the_timeout_and_named(
 @pytest.mark.parametrize(
     ("behaviour", "expected_error"),
     [
-        (Behaviour(status=500, body={"error": "internal_error", "detail": "boom"}),
-         "memory answered 500"),
+        (
+            Behaviour(status=500, body={"error": "internal_error", "detail": "boom"}),
+            "memory answered 500",
+        ),
         (Behaviour(status=401, body={"error": "unauthorized"}), "memory answered 401"),
-        (Behaviour(raw=b"<html>not json</html>"),
-         "memory answered something that is not a JSON object"),
+        (
+            Behaviour(raw=b"<html>not json</html>"),
+            "memory answered something that is not a JSON object",
+        ),
         (Behaviour(body=[1, 2, 3]), "memory answered something that is not a JSON object"),
     ],
 )
@@ -233,7 +235,7 @@ def truncating_server() -> Iterator[str]:
                 continue
             with connection:
                 connection.recv(65536)
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"half")
+                connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half')
 
     thread = threading.Thread(target=serve_forever, daemon=True)
     thread.start()
@@ -244,7 +246,9 @@ def truncating_server() -> Iterator[str]:
 
 
 async def test_a_connection_dropped_mid_answer_is_named(
-    keys_dir: Path, fake: FakeDownstream, fake_server: tuple[FakeDownstream, str],
+    keys_dir: Path,
+    fake: FakeDownstream,
+    fake_server: tuple[FakeDownstream, str],
     truncating_server: str,
 ) -> None:
     _, url = fake_server

@@ -25,7 +25,10 @@ def fake_world() -> Iterator[FakeDownstream]:
 async def client(keys_dir: Path, fake_world: FakeDownstream) -> AsyncIterator[httpx.AsyncClient]:
     url = fake_world.url  # type: ignore[attr-defined]
     settings = BffSettings(
-        _env_file=None, pagi_keys_dir=keys_dir, py_agent_url=url, rust_sandbox_url=url,
+        _env_file=None,
+        pagi_keys_dir=keys_dir,
+        py_agent_url=url,
+        rust_sandbox_url=url,
         memory_url=url,
     )
     app = create_app(settings)
@@ -52,7 +55,8 @@ async def test_echo_returns_the_body_and_request_id_and_calls_nothing(
 
 async def test_echo_without_request_id_in_body(client: httpx.AsyncClient, token_for) -> None:
     response = await client.post(
-        "/api/v1/echo", json={"ping": "x"},
+        "/api/v1/echo",
+        json={"ping": "x"},
         headers={"Authorization": f"Bearer {token_for('bff')}"},
     )
     assert response.status_code == 200

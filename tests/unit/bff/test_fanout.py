@@ -23,7 +23,8 @@ async def test_an_unexpected_exception_becomes_an_error_entry() -> None:
         )
     assert not outcome.ok
     assert outcome.body == {
-        "error": "the call to memory failed (RuntimeError)", "service": "memory"
+        "error": "the call to memory failed (RuntimeError)",
+        "service": "memory",
     }
 
 

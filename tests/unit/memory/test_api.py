@@ -48,8 +48,9 @@ async def test_latest_is_explicitly_empty_at_first(client: httpx.AsyncClient, au
 
 async def test_write_is_answered_with_the_stored_record(client: httpx.AsyncClient, auth) -> None:
     content = {"steps": ["look", "act"], "score": 0.5, "ok": True, "none": None}
-    written = await client.post("/api/v1/memory", json={"kind": "plan", "content": content},
-                                headers=auth)
+    written = await client.post(
+        "/api/v1/memory", json={"kind": "plan", "content": content}, headers=auth
+    )
     assert written.status_code == 201
     record = written.json()
     assert record["service"] == "memory"
@@ -62,8 +63,9 @@ async def test_write_is_answered_with_the_stored_record(client: httpx.AsyncClien
 
 @pytest.mark.parametrize("content", [None, 0, "text", [1, [2, [3]]], {"é": "ü ✓"}])
 async def test_content_may_be_any_json_value(client: httpx.AsyncClient, auth, content) -> None:
-    written = await client.post("/api/v1/memory", json={"kind": "x", "content": content},
-                                headers=auth)
+    written = await client.post(
+        "/api/v1/memory", json={"kind": "x", "content": content}, headers=auth
+    )
     assert written.status_code == 201, written.text
     latest = (await client.get("/memory/latest", headers=auth)).json()
     assert latest["record"]["content"] == content
