@@ -62,17 +62,30 @@ def test_a_run_sees_nothing_of_the_previous_one(sandbox: SandboxUnderTest) -> No
 
 
 NEIGHBOUR = r"""
+import socket
 import time
 set_comm(MARKER)
 with open("/tmp/" + MARKER, "w") as handle:
     handle.write("neighbour")
 with open(MARKER, "w") as handle:
     handle.write("neighbour")
+key = int(MARKER[3:10], 16)
+queue = LIBC.msgget(key, 0o1666)  # IPC_CREAT | 0666
+segment = LIBC.shmget(key, 4096, 0o1666)
+try:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0pagi-" + MARKER)
+    server.listen(1)
+    listening = True
+except OSError:
+    listening = False
 reached("neighbour")
+report("neighbour", queue=queue, segment=segment, listening=listening)
 time.sleep(2.5)
 """
 
 LOOK_FOR_NEIGHBOUR = r"""
+import socket
 import time
 neighbour = "@NEIGHBOUR@"
 seen = []
@@ -96,6 +109,17 @@ while time.monotonic() < deadline and not seen:
     for path in ["/tmp/" + neighbour, "../" + neighbour, *siblings]:
         if os.path.exists(path):
             seen.append("file " + path)
+    key = int(neighbour[3:10], 16)
+    if LIBC.msgget(key, 0) >= 0:
+        seen.append("SysV message queue")
+    if LIBC.shmget(key, 0, 0) >= 0:
+        seen.append("SysV shared memory")
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect("\0pagi-" + neighbour)
+        seen.append("abstract unix socket")
+    except OSError:
+        pass
     time.sleep(0.1)
 reached("look")
 report("look", seen=seen)
@@ -110,9 +134,9 @@ def test_concurrent_runs_cannot_see_each_other(sandbox: SandboxUnderTest) -> Non
             sandbox.run, LOOK_FOR_NEIGHBOUR.replace("@NEIGHBOUR@", neighbour_marker)
         )
         look = looker.result()
-        assert neighbour.result().reached("neighbour")
+        created = neighbour.result().result_of("neighbour")
     seen = look.result_of("look")["seen"]
-    assert not seen, f"NOT CONTAINED: a run saw its neighbour: {seen}"
+    assert not seen, f"NOT CONTAINED: a run saw its neighbour: {seen} (it made {created})"
 
 
 SECRET_CARRIER = r"""

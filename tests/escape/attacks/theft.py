@@ -175,6 +175,29 @@ def check_proc_scan(outcome: Outcome) -> str:
     return "pidns"
 
 
+FILESYSTEM_INVENTORY = r"""
+# What of the host's file system is visible at all from inside the jail.
+sensitive = ["/root/.ssh", "/root/.bash_history", "/root/.config", "/root/.gitconfig",
+             "/root/.npmrc", "/root/.cargo", "/root/.profile", "/home", "/work", "/srv",
+             "/var/lib", "/var/log", "/var/run", "/run", "/boot", "/etc/ssh", "/etc/sudoers",
+             "/etc/shadow", "/etc/gshadow", "/etc/machine-id", "/sys/fs/cgroup", "/sys/kernel",
+             "@KEYS_DIR@", "@STATE_DIR@", "@REPO@", "@HOST_DIR@", "@POLICY@"]
+reached("filesystem_inventory")
+visible = [path for path in sensitive if os.path.lexists(path)]
+try:
+    top = sorted(os.listdir("/"))
+except OSError as exc:
+    top = "errno %d" % exc.errno
+report("filesystem_inventory", visible=visible, top=top)
+"""
+
+
+def nothing_sensitive_visible(outcome: Outcome) -> str:
+    record = outcome.result_of("filesystem_inventory")
+    assert not record["visible"], f"NOT CONTAINED: visible in the jail: {record['visible']}"
+    return "mountns"
+
+
 INHERITED_FDS = r"""
 import fcntl
 import stat
@@ -278,4 +301,11 @@ ATTACKS = [
     ),
     Attack("proc_scan", "theft", PROC_SCAN, ("pidns", "landlock"), check_proc_scan),
     Attack("inherited_fds", "theft", INHERITED_FDS, ("fds",), check_inherited_fds),
+    Attack(
+        "filesystem_inventory",
+        "theft",
+        FILESYSTEM_INVENTORY,
+        ("mountns",),
+        nothing_sensitive_visible,
+    ),
 ]
