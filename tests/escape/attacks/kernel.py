@@ -140,6 +140,32 @@ CLONE_FLAGS: list[tuple[str, str]] = [
     ("clone_newnet", "0x40000000"),
     ("clone_newns", "0x00020000"),
     ("clone_newpid", "0x20000000"),
+    ("clone_newipc", "0x08000000"),
+    ("clone_newuts", "0x04000000"),
+    ("clone_newcgroup", "0x02000000"),
+    # vfork-style flags as posix_spawn uses them, plus a namespace flag.
+    ("clone_vfork_newuser", "0x10000000 | 0x00004000 | 0x00000100"),
+    # The kernel reads only the low 32 bits of clone's flags: a filter comparing
+    # all 64 must not be fooled by junk in the high half.
+    ("clone_newuser_high_bits", "(1 << 32) | 0x10000000"),
+]
+
+HIGH_BITS: list[tuple[str, str]] = [
+    # socket(int family, ...): the kernel truncates to 32 bits, so this is AF_INET.
+    (
+        "socket_family_high_bits",
+        'attempt("socket_family_high_bits", lambda: raw_syscall(41, (1 << 32) | 2, 1, 0))',
+    ),
+    (
+        "socket_type_high_bits",
+        'attempt("socket_type_high_bits",'
+        " lambda: raw_syscall(41, (1 << 32) | 10, (1 << 32) | 1, 0))",
+    ),
+    # personality(unsigned int): a query allowed by value must not let a change through.
+    (
+        "personality_high_bits",
+        'attempt("personality_high_bits", lambda: raw_syscall(135, (1 << 32) | 0x0040000))',
+    ),
 ]
 
 CLONE3 = r"""
@@ -316,6 +342,8 @@ def _syscall_attacks() -> list[Attack]:
     ]
     for name, flags in CLONE_FLAGS:
         body = CLONE_TEMPLATE.replace("@LABEL@", name).replace("@FLAGS@", flags)
+        attacks.append(Attack(name, "kernel", body, ("seccomp",), seccomp_refused(name)))
+    for name, body in HIGH_BITS:
         attacks.append(Attack(name, "kernel", body, ("seccomp",), seccomp_refused(name)))
     return attacks
 
