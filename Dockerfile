@@ -12,7 +12,8 @@ RUN python3 -m venv /opt/pagi
 WORKDIR /src
 # Dependencies first, from pyproject alone, so code edits reuse this layer.
 COPY pyproject.toml ./
-RUN python3 -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
+# The build backend too, so that rebuilding PAGI itself needs no download.
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); open('/tmp/requirements.txt', 'w').write('\n'.join(p['project']['dependencies'] + p['build-system']['requires']))" \
  && /opt/pagi/bin/pip install -q -r /tmp/requirements.txt
 COPY README.md ./
 COPY pagi ./pagi
@@ -24,7 +25,7 @@ COPY bff ./bff
 COPY memory ./memory
 # A regular (non-editable) install compiles the .pyc files now: the runtime
 # root filesystem is read-only. pip and setuptools are not needed at run time.
-RUN /opt/pagi/bin/pip install -q --no-deps . \
+RUN /opt/pagi/bin/pip install -q --no-deps --no-build-isolation . \
  && /opt/pagi/bin/pip uninstall -y -q pip setuptools
 
 FROM ${BASE_IMAGE}
