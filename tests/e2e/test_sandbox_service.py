@@ -11,6 +11,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -302,8 +303,10 @@ def test_saturated_queue_is_429_with_retry_after(
     sandbox: Sandbox, operator: str, edit_policy: Callable[[str], float]
 ) -> None:
     edit_policy(
-        DEFAULT_POLICY.replace("max_concurrent_runs = 2", "max_concurrent_runs = 1").replace(
-            "queue_length = 16", "queue_length = 1"
+        re.sub(
+            r"(?m)^queue_length = \d+$",
+            "queue_length = 1",
+            re.sub(r"(?m)^max_concurrent_runs = \d+$", "max_concurrent_runs = 1", DEFAULT_POLICY),
         )
     )
     code = "import time; time.sleep(1.5); print('done')"
