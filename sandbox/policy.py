@@ -542,6 +542,10 @@ def _effective_limits(document: PolicyDocument) -> dict[str, RunLimits]:
 
 def parse_policy(data: bytes, source: Path, context: PolicyContext | None = None) -> PolicySnapshot:
     """Validate the bytes of a policy file into a snapshot, or raise :class:`PolicyError`."""
+    if not data.strip():
+        # An empty file is what a reader sees while an editor rewrites it in
+        # place; it is never taken as a policy.
+        raise PolicyError(source, [PolicyProblem("", None, "file is empty")])
     text, raw = _parse_toml(source, data)
     lines = key_lines(text)
     try:

@@ -95,8 +95,15 @@ def test_missing_keys_take_safe_defaults():
     assert snapshot.tools_of("bff") == []  # not listed: nothing
 
 
-def test_empty_file_allows_nothing():
-    snapshot = parse("")
+def test_empty_file_is_refused():
+    # What a reader may see while an editor rewrites the file in place.
+    for empty in ("", "\n", "  \n\t\n"):
+        key, line, message = only_problem(empty)
+        assert "empty" in message
+
+
+def test_a_file_of_comments_allows_nothing():
+    snapshot = parse("# every tool removed for now\n")
     assert snapshot.document.tools == {}
     assert snapshot.tools_of("operator") == []
 
