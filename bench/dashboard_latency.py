@@ -8,7 +8,9 @@ state and keys). Then measures ``GET /api/v1/agi/dashboard-data``:
 1. all services up: ``--calls`` sequential calls;
 2. the same stack, but the bff's sandbox is a loopback server that answers
    ``execute_tool`` after ``--delay`` seconds;
-3. the bff's sandbox accepts connections and never answers (a few calls:
+3. a bff whose three downstreams are loopback servers that each answer after
+   ``--delay`` seconds (sequential calls would take three times that);
+4. the bff's sandbox accepts connections and never answers (a few calls:
    each one waits the full REQUEST_TIMEOUT_SECONDS).
 
 Prints p50/p95 of the whole call and p50 of each downstream call. Since the
@@ -116,6 +118,25 @@ def main() -> None:
                 finally:
                     bff.stop()
             report(f"sandbox delayed by {args.delay:g}s", figures)
+
+            every = FakeDownstream()
+            every.behaviours = {
+                "/api/v1/plan": Behaviour(body={"service": "agent", "status": "ok"}),
+                "/api/v1/execute_tool": Behaviour(body={"tool_status": "ok", "result": {}}),
+                "/memory/latest": Behaviour(body={"service": "memory", "record": None}),
+            }
+            for behaviour in every.behaviours.values():
+                behaviour.delay = args.delay
+            with serve(every) as fake_url:
+                bff = start_bff(
+                    env, PY_AGENT_URL=fake_url, RUST_SANDBOX_URL=fake_url, MEMORY_URL=fake_url
+                )
+                try:
+                    figures = measure(bff.settings.url_of("bff"), args.calls)
+                finally:
+                    bff.stop()
+            figures["if_sequential_ms"] = round(3 * args.delay * 1000, 1)
+            report(f"all three downstreams delayed by {args.delay:g}s (fakes)", figures)
 
             with socket.socket() as silent:
                 silent.bind(("127.0.0.1", 0))
