@@ -356,6 +356,12 @@ class Runner:
                 f"the jail cannot be built here: {', '.join(structural)} unavailable",
                 layer=structural[0],
             )
+        if spec.network and "netns" in spec.required_layers:
+            raise RunnerUnavailable(
+                f"tool {spec.tool!r} has network access, so it cannot run in its own"
+                " network namespace (netns), which the policy requires",
+                layer="netns",
+            )
         layers = [name for name in OPTIONAL_LAYERS if self._layers[name]["active"]]
         return await self._execute(spec, layers)
 
@@ -374,7 +380,12 @@ class Runner:
                     raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
             python = parse_python_argv(list(spec.argv), self.python)
             config = self._config(spec, slot.root_dir, cgroup, python, layers)
-            warm = spec.warm and python is not None and self._zygote_ready(slot)
+            warm = (
+                spec.warm
+                and python is not None
+                and not spec.network  # a zygote's runs share an empty network namespace
+                and self._zygote_ready(slot)
+            )
             return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
         finally:
             # The result goes back now; the slot is emptied and freed behind it.

@@ -78,11 +78,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(LAYER_FAILED_EXIT)
 
 
-def contain(config: JailConfig, report: int) -> None:
+def contain(config: JailConfig, report: int, in_empty_netns: bool = False) -> None:
     """Apply every layer; return only in the jailed tool process (pid 2 of its namespace).
 
     The caller then execs the tool or runs its Python code, with nothing
     but fds 0-2 open. Never returns in the supervisor or init: those exit.
+    `in_empty_netns`: the caller (a warm zygote's child) already is in a
+    fresh, empty network namespace of its own slot (see :mod:`netns`).
     """
     try:
         # As real root, outside any namespace.
@@ -103,7 +105,7 @@ def contain(config: JailConfig, report: int) -> None:
         # As the unprivileged jail uid: namespaces owned by it.
         _apply("userns", userns.enter, config.uid, config.gid)
         _apply("pidns", pidns.unshare)
-        if "netns" in layers and not config.network:
+        if "netns" in layers and not config.network and not in_empty_netns:
             _apply("netns", netns.unshare)
         if "ipcns" in layers:
             _apply("ipcns", ipcns.unshare)

@@ -38,7 +38,7 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def run_one(config_fd: int, report_fd: int) -> None:
+def run_one(config_fd: int, report_fd: int, in_empty_netns: bool = False) -> None:
     """Jail this process for one run and become the tool (never returns)."""
     try:
         config = JailConfig.from_bytes(read_all(config_fd))
@@ -48,7 +48,7 @@ def run_one(config_fd: int, report_fd: int) -> None:
     os.close(config_fd)
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
-    contain(config, report_fd)
+    contain(config, report_fd, in_empty_netns)
     if config.python is not None:
         run_python(config.python, environment)
     try:

@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 
-from sandbox.jail import cgroup
+from sandbox.jail import cgroup, netns
 from sandbox.jail.launch import run_one
 from sandbox.jail.libc import prctl
 
@@ -39,6 +39,11 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
     """Join the slot's cgroup, preload, then fork a jailed child per request until EOF."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     cgroup.join(cgroup_files)  # once: the children are born in the group
+    try:
+        netns.unshare()  # once: runs of this slot share an empty network namespace
+        in_empty_netns = True
+    except OSError:
+        in_empty_netns = False  # each run makes its own (or fails closed)
     preload(modules)
     channel = socket.socket(fileno=socket_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
@@ -57,16 +62,16 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             channel.close()
-            _become_run(fds)
+            _become_run(fds, in_empty_netns)
         for fd in fds:
             os.close(fd)
 
 
-def _become_run(fds: list[int]) -> None:
+def _become_run(fds: list[int], in_empty_netns: bool) -> None:
     stdin, stdout, stderr, config_fd, report_fd = fds
     for target, fd in enumerate((stdin, stdout, stderr)):
         os.dup2(fd, target)
     for fd in (stdin, stdout, stderr):
         if fd > 2:
             os.close(fd)
-    run_one(config_fd, report_fd)
+    run_one(config_fd, report_fd, in_empty_netns)

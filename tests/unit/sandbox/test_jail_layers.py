@@ -278,3 +278,5 @@ async def test_a_tool_with_network_keeps_the_host_network(runner: Runner) -> Non
     assert "PermissionError" in closed.stderr
     opened = await runner.run(python(code, "cold", network=True))
     assert opened.stdout == "inet socket True\n"
+    with pytest.raises(RunnerUnavailable, match="netns"):
+        await runner.run(python(code, "cold", network=True, required_layers=frozenset({"netns"})))
