@@ -247,6 +247,15 @@ def devices_minimal(outcome: Outcome) -> str:
     return "mountns"
 
 
+REALTIME_PRIORITY = r"""
+labels = ["sched_fifo", "sched_rr", "nice_minus_20"]
+attempt("sched_fifo", lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1)))
+attempt("sched_rr", lambda: os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1)))
+attempt("nice_minus_20", lambda: os.setpriority(os.PRIO_PROCESS, 0, -20))
+report("tried", labels=labels)
+"""
+
+
 def knobs_refused(key: str) -> Check:
     """Check: every knob was refused (EINVAL on a knob means the kernel rejected it)."""
     return blocked_each(key, overrides={errno.EINVAL: "kernel"})
@@ -331,6 +340,13 @@ ATTACKS = [
         init_interrupt_harmless,
     ),
     Attack("device_inventory", "privilege", DEV_INVENTORY, ("mountns",), devices_minimal),
+    Attack(
+        "realtime_priority",
+        "privilege",
+        REALTIME_PRIORITY,
+        ("privileges", "seccomp"),
+        blocked_each("tried", overrides={errno.EACCES: "privileges"}),
+    ),
     Attack(
         "mknod_char_device",
         "privilege",

@@ -336,6 +336,59 @@ def check_fd_exhaustion(outcome: Outcome) -> str:
     return layer
 
 
+RAISE_RLIMITS = r"""
+import resource
+names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_NPROC",
+         "RLIMIT_CORE", "RLIMIT_STACK", "RLIMIT_MEMLOCK", "RLIMIT_RTPRIO", "RLIMIT_NICE",
+         "RLIMIT_MSGQUEUE", "RLIMIT_SIGPENDING", "RLIMIT_DATA", "RLIMIT_RSS"]
+hard = {}
+for name in names:
+    number = getattr(resource, name)
+    soft_before, hard_before = resource.getrlimit(number)
+    try:
+        resource.setrlimit(number, (hard_before, hard_before))  # always allowed
+    except (OSError, ValueError):
+        pass
+    hard[name] = resource.getrlimit(number)[1]
+# Raising a hard limit needs CAP_SYS_RESOURCE.
+reached("raise_hard_limit")
+try:
+    current = resource.getrlimit(resource.RLIMIT_AS)[1]
+    resource.setrlimit(resource.RLIMIT_AS, (current, current * 2 if current > 0 else -1))
+    report("raise_hard_limit", ok=True, value=resource.getrlimit(resource.RLIMIT_AS))
+except OSError as exc:
+    report("raise_hard_limit", errno=exc.errno)
+except ValueError as exc:
+    report("raise_hard_limit", errno=1, error=str(exc))
+report("hard_limits", **hard)
+"""
+
+
+def check_raise_rlimits(outcome: Outcome) -> str:
+    """Check: soft limits raised to the hard ones still sit within the policy; core dumps off."""
+    layer = layer_of(outcome, outcome.result_of("raise_hard_limit"))
+    hard = outcome.results()["hard_limits"]
+    limits = outcome.sandbox.limits
+    unlimited = -1
+    expected_ceilings = {
+        "RLIMIT_AS": limits.memory_bytes,
+        # SIGXCPU at the soft limit, SIGKILL one second later at the hard one.
+        "RLIMIT_CPU": limits.cpu_seconds + 1,
+        "RLIMIT_FSIZE": limits.file_size_bytes,
+        "RLIMIT_NOFILE": limits.open_files,
+        "RLIMIT_NPROC": limits.processes,
+        "RLIMIT_CORE": 0,
+        "RLIMIT_RTPRIO": 0,
+    }
+    loose = {
+        name: hard[name]
+        for name, ceiling in expected_ceilings.items()
+        if hard[name] == unlimited or hard[name] > ceiling
+    }
+    assert not loose, f"NOT CONTAINED: hard limits above the policy {expected_ceilings}: {loose}"
+    return "rlimit" if layer == "privileges" else layer
+
+
 SETSID_SURVIVOR = r"""
 import time
 
@@ -487,6 +540,7 @@ ATTACKS = [
         check_output_cap("stderr", "huge_stderr"),
     ),
     Attack("fd_exhaustion", "resources", FD_EXHAUSTION, ("rlimit",), check_fd_exhaustion),
+    Attack("raise_rlimits", "resources", RAISE_RLIMITS, ("rlimit",), check_raise_rlimits),
     Attack(
         "setsid_survivor",
         "resources",
