@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +19,16 @@ from tests.conftest import REPO, LogCollector, free_port, stack_env
 pytestmark = pytest.mark.e2e
 
 SERVICES = ["gateway", "memory", "bff", "agent"]
+GATEWAY_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
-    env = stack_env(tmp_path_factory.mktemp("agent-e2e"), keys_dir)
+    env = stack_env(
+        tmp_path_factory.mktemp("agent-e2e"),
+        keys_dir,
+        MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS=str(GATEWAY_TIMEOUT),
+    )
     logs = LogCollector()
     running = Stack(env=env, services=SERVICES, cwd=REPO, sink=logs)
     running.logs = logs  # type: ignore[attr-defined]
@@ -140,6 +147,28 @@ def test_memory_down_degrades_the_plan(stack: Stack, agent_url: str, auth) -> No
     finally:
         stack.start_service("memory")
         stack.wait_healthy("memory", timeout=30)
+
+
+def test_frozen_gateway_is_504_at_the_deadline_and_recovers(
+    stack: Stack, agent_url: str, auth
+) -> None:
+    gateway_pid = stack.processes["gateway"].process.pid
+    os.kill(gateway_pid, signal.SIGSTOP)  # the port accepts, nothing answers
+    try:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{agent_url}/api/v1/plan", json={"prompt": "plan"}, headers=auth, timeout=15
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(gateway_pid, signal.SIGCONT)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"] == "gateway_deadline_exceeded"
+    assert GATEWAY_TIMEOUT <= elapsed < GATEWAY_TIMEOUT + 1.5
+    again = httpx.post(
+        f"{agent_url}/api/v1/plan", json={"prompt": "plan"}, headers=auth, timeout=10
+    )
+    assert again.status_code == 200, again.text
 
 
 def test_gateway_down_is_502_and_recovers_without_restarting_the_agent(

@@ -124,6 +124,28 @@ def test_dashboard_names_a_frozen_memory_within_the_timeout_and_recovers(
     assert recovered["status"] == "ok", recovered
 
 
+def test_dashboard_names_a_frozen_agent_within_the_timeout_and_recovers(
+    full_stack: Stack,
+) -> None:
+    bff = full_stack.settings.url_of("bff")
+    agent_pid = full_stack.processes["agent"].process.pid
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        body, elapsed = get_dashboard(bff)
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    assert body["status"] == "degraded"
+    assert body["failed_services"] == ["agent"]
+    assert body["data"]["python_agent"]["error"] == (
+        f"agent did not answer within {FULL_STACK_TIMEOUT:g}s"
+    )
+    assert body["data"]["rust_sandbox"]["tool_status"] == "ok"
+    assert body["data"]["memory"]["service"] == "memory"
+    assert FULL_STACK_TIMEOUT <= elapsed < FULL_STACK_TIMEOUT + 1.5
+    recovered, _ = get_dashboard(bff)
+    assert recovered["status"] == "ok", recovered
+
+
 def test_dashboard_cuts_a_stalled_sandbox_at_the_timeout(
     tmp_path: Path, keys_dir: Path, silent_listener: str
 ) -> None:
