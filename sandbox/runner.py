@@ -35,6 +35,7 @@ from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe
+from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
 
 LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
@@ -137,9 +138,9 @@ class _Zygote:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def submit(self, fds: list[int]) -> None:
+    def submit(self, fds: list[int], warm: bool) -> None:
         assert self.channel is not None
-        socket.send_fds(self.channel, [b"r"], fds)
+        socket.send_fds(self.channel, [WARM if warm else COLD], fds)
         self.runs += 1
 
     def stop(self) -> None:
@@ -380,12 +381,7 @@ class Runner:
                     raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
             python = parse_python_argv(list(spec.argv), self.python)
             config = self._config(spec, slot.root_dir, cgroup, python, layers)
-            warm = (
-                spec.warm
-                and python is not None
-                and not spec.network  # a zygote's runs share an empty network namespace
-                and self._zygote_ready(slot)
-            )
+            warm = spec.warm and python is not None
             return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
         finally:
             # The result goes back now; the slot is emptied and freed behind it.
@@ -488,15 +484,21 @@ class Runner:
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
         process: subprocess.Popen[bytes] | None = None
+        # Both paths go through the slot's zygote when it is up: a warm run
+        # forks from it, a cold one is exec'd from it (born in the slot's
+        # cgroup). A tool with network must not inherit the zygote's empty
+        # network namespace: the service spawns its launcher itself.
+        via_zygote = not spec.network and self._zygote_ready(slot)
+        warm = warm and via_zygote
         try:
-            if warm:
+            if via_zygote:
                 try:
                     assert slot.zygote is not None
-                    slot.zygote.submit(child_ends)
+                    slot.zygote.submit(child_ends, warm)
                 except (OSError, AssertionError):
-                    warm = False
+                    via_zygote = warm = False
                     self._schedule_zygote_restart(slot)
-            if not warm:
+            if not via_zygote:
                 process = subprocess.Popen(
                     [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
                     stdin=stdin_r,

@@ -28,6 +28,8 @@ from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
 
 CONFIG_FD = 3
 REPORT_FD = 4
+IN_EMPTY_NETNS = "in-empty-netns"
+"""Third argument when started by a zygote that is in its slot's empty network namespace."""
 
 
 def read_all(fd: int) -> bytes:
@@ -59,7 +61,11 @@ def run_one(config_fd: int, report_fd: int, in_empty_netns: bool = False) -> Non
 
 
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD``; zygote: ``--zygote SOCKET_FD CGROUP_FILES|- MODULE...``."""
+    """Cold: ``CONFIG_FD REPORT_FD [in-empty-netns]``; zygote: ``--zygote SOCKET CGROUPS MOD...``.
+
+    CGROUPS is a comma-separated list of cgroup.procs files, or ``-``; MOD
+    the modules to preload.
+    """
     set_repo_prefixes((_PACKAGE_ROOT,))
     if len(sys.argv) > 3 and sys.argv[1] == "--zygote":
         from sandbox.jail.zygote import serve
@@ -67,8 +73,8 @@ def main() -> None:
         cgroup_files = [] if sys.argv[3] == "-" else sys.argv[3].split(",")
         serve(int(sys.argv[2]), cgroup_files, sys.argv[4:])
         return
-    if len(sys.argv) == 3:
-        run_one(int(sys.argv[1]), int(sys.argv[2]))
+    if len(sys.argv) in (3, 4):
+        run_one(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == [IN_EMPTY_NETNS])
     run_one(CONFIG_FD, REPORT_FD)
 
 

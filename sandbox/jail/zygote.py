@@ -4,12 +4,14 @@ Started by the service with an empty environment and nothing but a unix
 socket (and /dev/null on fds 0-2), one per run slot; it lives in the slot's
 cgroup, so its children are born there (no per-run cgroup move). It
 preloads the interpreter's stdlib modules a policy lists, then waits. For
-each run the service sends five fds — the run's stdin, stdout, stderr,
-config pipe and report pipe — and nothing else: the zygote forks, and only
+each run the service sends a one-byte request (warm or cold) and five
+fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
+nothing else: the zygote forks, and only
 the child reads the config (the code) from its pipe, so no request data
 ever enters the zygote's memory. The child then does exactly what a cold
 launcher does (:func:`run_one`): the same :func:`contain`, every layer in
-the same order.
+the same order; or, for a cold run, execs a fresh launcher — born in the
+slot's cgroup, which spares the cold path a cgroup move per run.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 
-from sandbox.jail import cgroup, netns
-from sandbox.jail.launch import run_one
+from sandbox.jail import cgroup, launch, netns
+from sandbox.jail.launch import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import prctl
 
 PR_SET_PDEATHSIG = 1
 FDS_PER_RUN = 5
+WARM = b"r"
+"""Request: fork and run the code in the preloaded interpreter."""
+COLD = b"x"
+"""Request: fork and exec a fresh launcher (the cold path, without a cgroup move)."""
 
 
 def preload(modules: list[str]) -> None:
@@ -60,18 +67,33 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
             continue
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # survives exec otherwise
             channel.close()
-            _become_run(fds, in_empty_netns)
+            _place_fds(fds)
+            if message == COLD:
+                _exec_launcher(in_empty_netns)
+            run_one(CONFIG_FD, REPORT_FD, in_empty_netns)
         for fd in fds:
             os.close(fd)
 
 
-def _become_run(fds: list[int], in_empty_netns: bool) -> None:
-    stdin, stdout, stderr, config_fd, report_fd = fds
-    for target, fd in enumerate((stdin, stdout, stderr)):
+def _place_fds(fds: list[int]) -> None:
+    """stdin, stdout, stderr, config, report -> fds 0, 1, 2, 3, 4; nothing else open."""
+    high = [os.dup(fd) for fd in fds]  # out of the way of the targets first
+    for fd in fds:
+        os.close(fd)
+    for target, fd in enumerate(high):
         os.dup2(fd, target)
-    for fd in (stdin, stdout, stderr):
-        if fd > 2:
-            os.close(fd)
-    run_one(config_fd, report_fd, in_empty_netns)
+        os.close(fd)
+    os.closerange(FDS_PER_RUN, 1 << 16)
+
+
+def _exec_launcher(in_empty_netns: bool) -> None:
+    """Cold path from the slot: a fresh interpreter, born in the slot's cgroup."""
+    argv = [sys.executable, "-I", "-S", launch.__file__, str(CONFIG_FD), str(REPORT_FD)]
+    if in_empty_netns:
+        argv.append(launch.IN_EMPTY_NETNS)
+    try:
+        os.execve(sys.executable, argv, {})
+    finally:
+        os._exit(127)

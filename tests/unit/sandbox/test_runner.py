@@ -253,3 +253,25 @@ async def test_failing_layer_fails_closed(tmp_path: Path) -> None:
         assert "privileges" in str(refused.value)
     finally:
         await broken.close()
+
+
+async def test_dead_zygote_falls_back_to_cold_and_comes_back(tmp_path: Path) -> None:
+    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await single.start()
+    try:
+        zygote = single._slots[0].zygote
+        assert zygote is not None and zygote.process is not None
+        zygote.process.kill()
+        zygote.process.wait()
+        result = await single.run(python("print('still runs')", "warm"))
+        assert (result.stdout, result.path) == ("still runs\n", "cold")
+        assert single.isolation_report()["warm_path"]["state"] == "cold_fallback"
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if single.isolation_report()["warm_path"]["state"] == "ready":
+                break
+        assert single.isolation_report()["warm_path"]["restarts"] == 1
+        result = await single.run(python("print('warm again')", "warm"))
+        assert (result.stdout, result.path) == ("warm again\n", "warm")
+    finally:
+        await single.close()
