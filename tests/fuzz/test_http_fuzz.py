@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pagi.request_id import accept_request_id
 from pagi.stack import Stack
 from tests.fuzz.conftest import HTTP_SERVICES
 from tests.fuzz.hostile_http import (
@@ -130,27 +131,42 @@ RAW_REQUESTS = [
 ]
 
 
-def raw_exchange(host: str, port: int, payload: bytes, timeout: float = 10.0) -> bytes:
-    """Send bytes, half-close, and read whatever comes back until the server closes."""
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole HTTP response (headers and Content-Length body)."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or 0)
+    return True
+
+
+def raw_exchange(host: str, port: int, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes and read one response, until it is complete, the server closes, or timeout.
+
+    The socket is not half-closed: the server would take the end of input for
+    a client gone away and drop the request. An empty result means no
+    answer came (a request still incomplete in the server's eyes).
+    """
     with socket.create_connection((host, port), timeout=timeout) as sock:
         try:
             sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server may close before it has read everything
-        chunks = []
+        data = b""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while not _complete(data) and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
-            except ConnectionResetError:
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
-            chunks.append(chunk)
-        else:
-            raise TimeoutError("the server neither answered nor closed")
-        return b"".join(chunks)
+            data += chunk
+        return data
 
 
 @pytest.mark.parametrize("service", HTTP_SERVICES)
@@ -160,9 +176,72 @@ def test_malformed_http_never_gets_a_server_error(live_stack: Stack, service: st
     port = settings_.port_of(service)
     failures = []
     for payload in RAW_REQUESTS:
-        answer = raw_exchange("127.0.0.1", port, payload)
+        answer = raw_exchange("127.0.0.1", port, payload, timeout=2.0)
         status_line = answer.split(b"\r\n", 1)[0]
         if status_line.startswith(b"HTTP/1.1 5") or status_line.startswith(b"HTTP/1.0 5"):
             failures.append(f"{payload[:80]!r} -> {status_line!r}")
     assert not failures, "\n".join(failures)
     assert_serving(settings_.url_of(service))
+
+
+HEADER_NAMES = st.one_of(
+    st.from_regex(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,40}", fullmatch=True),
+    st.binary(min_size=1, max_size=40),
+    st.sampled_from([b"X-Request-Id", b"x-request-id", b"Content-Type", b"Authorization"]),
+)
+# Anything but the line break that would end the header line.
+HEADER_VALUES = st.binary(max_size=400).map(lambda v: v.replace(b"\r", b"").replace(b"\n", b""))
+
+
+def _status_and_headers(answer: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    head = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return head[0], headers
+
+
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_raw_header_bytes(live_stack: Stack, token_for, service: str):
+    """Header lines of arbitrary bytes, X-Request-Id of any length and content, on the wire."""
+    port = live_stack.settings.port_of(service)
+    method, path, body = {
+        "agent": ("POST", "/api/v1/plan", b'{"prompt": "x"}'),
+        "sandbox": ("POST", "/api/v1/execute_tool", b'{"tool_name": "demo"}'),
+        "bff": ("POST", "/api/v1/echo", b'{"ping": "x"}'),
+        "memory": ("GET", "/memory/latest", b""),
+    }[service]
+    token = token_for(service).encode()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        extra=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=5),
+        request_id=st.one_of(HEADER_VALUES, st.binary(min_size=1000, max_size=12000)),
+    )
+    def attack(extra, request_id):
+        request_id = request_id.replace(b"\r", b"").replace(b"\n", b"")
+        lines = [b"%s: %s" % (name, value) for name, value in extra]
+        payload = b"\r\n".join(
+            [
+                f"{method} {path} HTTP/1.1".encode(),
+                b"Host: x",
+                b"Authorization: Bearer " + token,
+                b"Content-Type: application/json",
+                b"Content-Length: %d" % len(body),
+                *lines,
+                b"X-Request-Id: " + request_id,
+                b"",
+                body,
+            ]
+        )
+        answer = raw_exchange("127.0.0.1", port, payload)
+        assert answer, f"no answer to a complete request: {payload[:300]!r}"
+        status, headers = _status_and_headers(answer)
+        assert not status.startswith((b"HTTP/1.1 5", b"HTTP/1.0 5")), (payload[:300], answer[:500])
+        echoed = headers.get(b"x-request-id")
+        if echoed is not None:
+            assert accept_request_id(echoed) == echoed.decode(), (payload[:300], echoed)
+
+    attack()
+    assert_serving(live_stack.settings.url_of(service))
