@@ -7,6 +7,7 @@ prints p50 / p99 / mean of
 - the client-side latency of ``execute_tool`` (demo and ``print(2+2)``),
 - the service's share: latency minus the run's own ``duration_ms``
   (token check, policy, admission, audit, JSON, HTTP on loopback),
+- throughput at concurrency 1, 8 and 32 (``print(2+2)``): runs/s, p99, 429s,
 - the time from a policy edit to the new version answering (edits 1.5 s apart).
 
 Usage: .venv/bin/python bench/sandbox_http.py [--runs 200]
@@ -15,6 +16,7 @@ Usage: .venv/bin/python bench/sandbox_http.py [--runs 200]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import statistics
@@ -49,6 +51,40 @@ def replace(path: Path, text: str) -> str:
     tmp.write_text(text)
     os.replace(tmp, path)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def throughput(url: str, headers: dict[str, str], concurrency: int, total: int) -> str:
+    """Runs/s and p99 of ``total`` requests kept ``concurrency`` at a time in flight."""
+    body = {"tool_name": "python", "code": "print(2+2)"}
+    latencies: list[float] = []
+    refused = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=60, limits=limits
+    ) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(total):
+            queue.put_nowait(index)
+
+        async def worker() -> None:
+            nonlocal refused
+            while not queue.empty():
+                queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post("/api/v1/execute_tool", json=body)
+                if response.status_code == 429:
+                    refused += 1
+                    continue
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return (
+        f"concurrency {concurrency:>2}: {len(latencies) / elapsed:7.1f} runs/s"
+        f"  {figures(latencies)}  429s {refused}"
+    )
 
 
 def bench_executor(root: Path, keys: Path, executor: str, runs: int) -> None:
@@ -88,6 +124,8 @@ def bench_executor(root: Path, keys: Path, executor: str, runs: int) -> None:
             for name in bodies:
                 print(f"execute_tool {name:<7} latency       {figures(latency[name])}")
                 print(f"execute_tool {name:<7} service share {figures(service[name])}")
+            for concurrency in (1, 8, 32):
+                print(asyncio.run(throughput(url, headers, concurrency, max(runs, 300))))
             reloads = []
             for index in range(10):
                 time.sleep(1.5)  # an operator's edits are seconds apart
