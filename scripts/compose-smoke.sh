@@ -27,6 +27,15 @@ SERVICES=(gateway memory sandbox agent bff)
 HEALTH_TIMEOUT_SECONDS=180
 
 now() { date +%s.%N; }
+# Run a command, showing its output only when it fails (podman without
+# systemd prints harmless healthcheck-timer errors on every create/remove).
+quietly() {
+    local log="$WORK/last-command.log"
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        return 1
+    fi
+}
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 say() { printf '\n== %s\n' "$*"; }
 
@@ -136,12 +145,12 @@ wait_healthy() {
 
 say "build (one image for every service)"
 BUILD_STARTED="$(now)"
-"${COMPOSE[@]}" build keys
+quietly "${COMPOSE[@]}" build keys
 BUILD_SECONDS="$(seconds_since "$BUILD_STARTED")"
 
 say "up (cold: fresh volumes and keys)"
 UP_STARTED="$(now)"
-"${COMPOSE[@]}" up -d
+quietly "${COMPOSE[@]}" up -d
 wait_healthy
 COLD_UP_SECONDS="$(seconds_since "$UP_STARTED")"
 podman ps --filter "label=io.podman.compose.project=$PROJECT" \
@@ -149,14 +158,22 @@ podman ps --filter "label=io.podman.compose.project=$PROJECT" \
 
 say "operator tokens (docker compose run --rm cli pagi token --aud ...)"
 TOKENS="$("${COMPOSE[@]}" --profile tools run --rm cli sh -c \
-    'for aud in agent sandbox memory gateway bff; do echo "token $aud $(pagi token --aud $aud --ttl 900)"; done')"
+    'for aud in agent sandbox memory gateway bff; do echo "token $aud $(pagi token --aud $aud --ttl 900)"; done' \
+    2>"$WORK/tokens.log")" || { cat "$WORK/tokens.log" >&2; exit 1; }
+TOKEN_COUNT=0
 while read -r marker audience value; do
     value="${value%$'\r'}"  # `run` attaches a terminal: lines end in CR LF
     if [ "$marker" = "token" ] && [ -n "$value" ]; then
         export "PAGI_SMOKE_TOKEN_${audience^^}=$value"
         echo "got a token for $audience"
+        TOKEN_COUNT=$((TOKEN_COUNT + 1))
     fi
 done <<<"$TOKENS"
+if [ "$TOKEN_COUNT" -ne 5 ]; then
+    echo "compose-smoke: expected 5 operator tokens, got $TOKEN_COUNT" >&2
+    cat "$WORK/tokens.log" >&2
+    exit 1
+fi
 
 say "contract checks against the published ports"
 CHECKS_STARTED="$(now)"
@@ -167,9 +184,9 @@ say "hardening inside the containers"
 CHECKS_SECONDS="$(seconds_since "$CHECKS_STARTED")"
 
 say "restart (warm: image, volumes and keys kept)"
-"${COMPOSE[@]}" down >/dev/null
+quietly "${COMPOSE[@]}" down
 WARM_STARTED="$(now)"
-"${COMPOSE[@]}" up -d >/dev/null
+quietly "${COMPOSE[@]}" up -d
 wait_healthy
 WARM_UP_SECONDS="$(seconds_since "$WARM_STARTED")"
 "$PYTHON" -m tests.compose.stack_checks restarted
