@@ -299,6 +299,7 @@ class SandboxUnderTest:
             "@BLOCK_DEVICES@": json.dumps(host_block_devices()),
             "@MEMORY_LIMIT@": str(self.limits.memory_bytes),
             "@HOST_ADDRESSES@": json.dumps(host_ipv4_addresses()),
+            "@KERNEL_KNOBS@": json.dumps(host_kernel_knobs()),
         }
 
     def execute(self, code: str) -> httpx.Response:
@@ -354,6 +355,31 @@ def host_block_devices() -> list[str]:
     """Block devices that exist on the host (raw disk reads must fail in the jail)."""
     candidates = ("/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda", "/dev/mem", "/dev/kmem")
     return [path for path in candidates if os.path.exists(path)]
+
+
+KERNEL_KNOBS = (
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/hostname",
+    "/proc/sys/kernel/modprobe",
+    "/proc/sys/kernel/panic",
+    "/proc/sys/vm/panic_on_oom",
+    "/proc/sys/vm/overcommit_memory",
+    "/proc/sys/fs/binfmt_misc/register",
+    "/proc/sysrq-trigger",
+    "/sys/kernel/uevent_helper",
+    "/sys/kernel/mm/transparent_hugepage/enabled",
+    "/sys/fs/cgroup/pids/cgroup.procs",
+    "/sys/fs/cgroup/memory/cgroup.procs",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    "/sys/fs/cgroup/unified/cgroup.procs",
+    "/sys/fs/cgroup/cgroup.procs",
+)
+"""Host-global kernel settings and cgroup files: opening one for writing is already an escape."""
+
+
+def host_kernel_knobs() -> list[str]:
+    """The knobs that exist on this host (a missing one would prove nothing)."""
+    return [path for path in KERNEL_KNOBS if os.path.exists(path)]
 
 
 def host_ipv4_addresses() -> list[str]:

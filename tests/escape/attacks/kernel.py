@@ -335,6 +335,43 @@ def own_listener_refused(outcome: Outcome) -> str:
     return layer_of(outcome, inner)
 
 
+DEFAULT_DENY = r"""
+# Syscalls on neither list: a default-deny filter refuses (and counts) each one;
+# ENOSYS would mean the filter let an unknown number through to the kernel.
+probes = {
+    "vhangup": (153,), "uselib": (134, None), "ustat": (136, 0, None), "sysfs": (139, 3),
+    "_sysctl": (156, None), "create_module": (174, None, 0), "get_kernel_syms": (177, None),
+    "query_module": (178, None, 0, None, 0, None), "nfsservctl": (180, 0, None, None),
+    "mbind": (237, None, 0, 0, None, 0, 0), "set_mempolicy": (238, 0, None, 0),
+    "migrate_pages": (256, 0, 0, None, None), "move_pages": (279, 0, 0, None, None, None, 0),
+    "kcmp": (312, 0, 0, 0, 0, 0), "process_madvise": (440, -1, None, 0, 0, 0),
+    "memfd_secret": (447, 0), "unassigned_500": (500,), "unassigned_1000": (1000,),
+}
+labels = []
+for name, call in probes.items():
+    labels.append("default_deny_" + name)
+    attempt(labels[-1], lambda: raw_syscall(*call))
+report("tried", labels=labels)
+"""
+
+
+def every_probe_refused_and_counted(outcome: Outcome) -> str:
+    """Check: each unlisted syscall answered EPERM, and each refusal was counted."""
+    labels = outcome.results().get("tried", {}).get("labels")
+    assert labels, outcome.describe()
+    answers = {label: outcome.result_of(label) for label in labels}
+    not_refused = {
+        label: record
+        for label, record in answers.items()
+        if record.get("errno") != errno.EPERM and record.get("signal") != signal.SIGSYS
+    }
+    assert not not_refused, f"NOT CONTAINED by seccomp (reached the kernel): {not_refused}"
+    assert outcome.refusals_counted >= len(labels), (
+        f"{len(labels)} refusals, {outcome.refusals_counted} counted: {outcome.describe()}"
+    )
+    return "seccomp"
+
+
 def _syscall_attacks() -> list[Attack]:
     attacks = [
         Attack(name, "kernel", STRUCTS + body, ("seccomp",), seccomp_refused(name))
@@ -360,6 +397,13 @@ ATTACKS = [
     ),
     Attack("x32_syscall", "kernel", X32, ("seccomp",), other_abi_refused("x32")),
     Attack("seccomp_refusal_flood", "kernel", REFUSAL_FLOOD, ("seccomp",), flood_counted),
+    Attack(
+        "default_deny_unlisted_syscalls",
+        "kernel",
+        DEFAULT_DENY,
+        ("seccomp",),
+        every_probe_refused_and_counted,
+    ),
     Attack(
         "seccomp_own_listener_continue",
         "kernel",
