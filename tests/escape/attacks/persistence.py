@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sysconfig
 import time
@@ -143,6 +144,43 @@ def stdlib_untouched(outcome: Outcome) -> set[str]:
     return layers if isinstance(layers, set) else {layers}
 
 
+FORGE_RECORDS = r"""
+import time
+forged = json.dumps({"forged": MARKER, "event": "execute_tool", "tool_status": "ok"})
+reached("forge_records")
+for stream in (sys.stdout, sys.stderr):
+    stream.write("\n" + forged + "\n\r" + forged + "\x00\n")
+    stream.flush()
+report("forge_records", ok=True)
+"""
+
+
+def no_forged_records(outcome: Outcome) -> str:
+    """Check: what a tool prints never becomes a record of its own in the audit log or logs."""
+    assert outcome.result_of("forge_records").get("ok"), outcome.describe()
+    time.sleep(0.3)  # the audit record is written as the run ends
+    audit_lines = [
+        line
+        for path in outcome.sandbox.state_dir.rglob("*.jsonl")
+        for line in path.read_text(errors="replace").splitlines()
+    ]
+    assert audit_lines, "no audit log found under the state dir"
+    log_lines = list(outcome.sandbox.logs.of("sandbox"))
+    for line in [*audit_lines, *log_lines]:
+        if outcome.marker not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise AssertionError(
+                f"NOT CONTAINED: a broken record carries tool output: {line!r}"
+            ) from None
+        assert not (isinstance(record, dict) and record.get("forged") == outcome.marker), (
+            f"NOT CONTAINED: the tool forged a record: {line!r}"
+        )
+    return "json_encoding"
+
+
 SYMLINK_WRITE = r"""
 def write_through_symlink():
     os.symlink("@HOST_WRITABLE@", "link")
@@ -207,6 +245,9 @@ ATTACKS = [
         TAMPER_STDLIB,
         ("mountns", "landlock"),
         stdlib_untouched,
+    ),
+    Attack(
+        "forge_audit_records", "persistence", FORGE_RECORDS, ("json_encoding",), no_forged_records
     ),
     Attack(
         "symlink_to_host_file",
