@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -396,19 +397,31 @@ class PolicySnapshot:
 
 def read_policy_bytes(path: Path) -> bytes:
     """The bytes of a policy file, or :class:`PolicyError` (missing, unreadable, too large)."""
+
+    def refuse(message: str) -> PolicyError:
+        return PolicyError(path, [PolicyProblem("", None, message)])
+
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+        # O_NONBLOCK: a FIFO put at the path must not hang the service.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise PolicyError(path, [PolicyProblem("", None, "file not found")]) from None
-    except IsADirectoryError:
-        raise PolicyError(path, [PolicyProblem("", None, "is a directory, not a file")]) from None
+        raise refuse("file not found") from None
     except OSError as exc:
-        message = f"cannot read the file: {exc.strerror or exc}"
-        raise PolicyError(path, [PolicyProblem("", None, message)]) from None
+        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise refuse("is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise refuse("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_POLICY_FILE_BYTES:
-        message = f"file larger than {MAX_POLICY_FILE_BYTES} bytes"
-        raise PolicyError(path, [PolicyProblem("", None, message)])
+        raise refuse(f"file larger than {MAX_POLICY_FILE_BYTES} bytes")
     return data
 
 

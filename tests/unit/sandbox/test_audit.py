@@ -185,3 +185,12 @@ def test_pagi_audit_tail_follow_prints_new_records(tmp_path):
     finally:
         follower.terminate()
         follower.wait(timeout=5)
+
+
+async def test_a_fifo_at_the_audit_path_is_refused_without_hanging(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    os.mkfifo(path)
+    log = AuditLog(path)
+    log.open()
+    assert log.error is not None
+    assert not log.ready()

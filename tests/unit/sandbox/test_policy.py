@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -426,3 +427,15 @@ def test_pagi_policy_check_cli_exit_codes(tmp_path, capsys):
         pagi_main(["policy", "check", str(tmp_path / "missing.toml")])
     assert bad.value.code == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_a_fifo_at_the_policy_path_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "sandbox.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="not a regular file"):
+        load_policy(fifo)
+
+
+def test_a_device_at_the_policy_path_is_refused():
+    with pytest.raises(PolicyError, match="not a regular file"):
+        load_policy(Path("/dev/zero"))
