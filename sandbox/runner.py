@@ -108,7 +108,8 @@ class _Zygote:
         self.runs = 0
 
     def start(self) -> None:
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # SEQPACKET: one request per message, never merged or split.
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
             [
                 self.python,
