@@ -2,9 +2,13 @@
 
 Both paths hand the same :class:`~sandbox.jail.config.JailConfig` to the
 same :func:`sandbox.jail.contain`; they differ only in who forks the jailed
-process. The service process never forks a jail itself (it has threads, and
-fork cost grows with its memory): it spawns the launcher with
-``posix_spawn``/vfork semantics, or passes five fds to the zygote.
+process. Runs happen in slots (as many as run at once), each with its own
+cgroup and a single-threaded zygote living in it. The service passes a
+run's five fds to the slot's zygote, which forks a child that runs the code
+in its preloaded interpreter (warm) or execs a fresh launcher (cold). The
+service never forks a jail itself (it has threads, and fork cost grows with
+its memory); only when a zygote is down, or a tool has network, does it
+spawn the launcher (vfork + exec) and move it into the slot's cgroup.
 
 Everything here is asynchronous on the event loop: pipes are read and
 written with loop readers/writers, never with a blocking call.
