@@ -229,3 +229,38 @@ def test_runs_do_not_share_random_state(sandbox: SandboxUnderTest) -> None:
     second = sandbox.run(RANDOM_STATE).result_of("random")
     assert first["value"] != second["value"], "two runs drew the same random numbers"
     assert first["temp_name"] != second["temp_name"], "two runs got the same temp names"
+
+
+LEAVE_SOCKET = r"""
+import socket
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\0pagi-" + MARKER)
+server.listen(1)
+if os.fork() == 0:
+    os.setsid()
+    import time
+    time.sleep(30)  # would keep the socket alive if it survived the run
+reached("left")
+report("left", ok=True)
+"""
+
+FIND_SOCKET = r"""
+import socket
+previous = "@PREVIOUS@"
+reached("find")
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect("\0pagi-" + previous)
+    report("find", found=True)
+except OSError as exc:
+    report("find", found=False, errno=exc.errno)
+"""
+
+
+def test_an_abstract_socket_does_not_outlive_its_run(sandbox: SandboxUnderTest) -> None:
+    """Runs on the same slot may share a network namespace: nothing bound in it may last."""
+    for _ in range(9):  # more rounds than run slots (8), so some land on a shared slot
+        leaver = sandbox.run(LEAVE_SOCKET)
+        assert leaver.result_of("left").get("ok"), leaver.describe()
+        finder = sandbox.run(FIND_SOCKET.replace("@PREVIOUS@", leaver.marker))
+        record = finder.result_of("find")
+        assert not record["found"], "NOT CONTAINED: a run reached a socket of the previous run"
