@@ -159,3 +159,31 @@ def test_binary_and_invalid_utf8_output_is_reported(sandbox: SandboxUnderTest) -
     assert response.status_code == 200, response.text
     stdout = response.json()["result"]["stdout"]
     assert stdout.startswith("ok") and stdout.endswith("end"), stdout
+
+
+BROAD_STDLIB = r"""
+import base64, bisect, bz2, csv, dataclasses, email.message, enum, fnmatch, fractions, glob
+import heapq, html, io, lzma, pathlib, random, shutil, sqlite3, string, struct, tempfile
+import textwrap, unicodedata, uuid, xml.etree.ElementTree as ET, zlib
+
+packed = zlib.compress(b"pagi" * 100)
+assert zlib.decompress(packed) == b"pagi" * 100
+assert bz2.decompress(bz2.compress(b"x" * 50)) == b"x" * 50
+assert lzma.decompress(lzma.compress(b"y" * 50)) == b"y" * 50
+db = sqlite3.connect(":memory:")
+db.execute("create table t (n integer)")
+db.executemany("insert into t values (?)", [(i,) for i in range(10)])
+total = db.execute("select sum(n) from t").fetchone()[0]
+rows = list(csv.reader(io.StringIO("a,b\n1,2\n")))
+root = ET.fromstring("<r><c>1</c><c>2</c></r>")
+print(total, rows, len(root), fractions.Fraction(1, 3) + fractions.Fraction(1, 6),
+      base64.b64encode(b"ok").decode(), unicodedata.name("é"), uuid.uuid4().version)
+"""
+
+
+def test_a_broad_slice_of_the_standard_library(sandbox: SandboxUnderTest) -> None:
+    body = sandbox.execute(BROAD_STDLIB).json()
+    assert body["tool_status"] == "ok", body
+    assert body["result"]["stdout"] == (
+        "45 [['a', 'b'], ['1', '2']] 2 1/2 b2s= LATIN SMALL LETTER E WITH ACUTE 4\n"
+    )
