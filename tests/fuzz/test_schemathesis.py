@@ -5,12 +5,16 @@ generates requests that fit the schema and requests that do not, sends
 them with a valid token, and runs its checks: no server error, status code,
 content type and body as documented, invalid input refused. The schema is
 loaded from the live process (not built in-process) so what is checked is
-exactly what a client sees. Example counts stay modest to keep CI fast.
+exactly what a client sees; the `st run` command a user would type runs too.
+Example counts stay modest to keep CI fast.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +25,7 @@ from pagi.stack import Stack
 from tests.fuzz.conftest import HTTP_SERVICES
 
 EXAMPLES_PER_OPERATION = 40
+CLI_EXAMPLES_PER_OPERATION = 25
 _INPUT_LOCATIONS = ("path_parameters", "headers", "cookies", "query", "body")
 
 
@@ -61,3 +66,28 @@ def test_service_matches_its_openapi(
         except Exception as exc:  # noqa: BLE001 - every operation is checked, then all reported
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("service", HTTP_SERVICES)
+def test_schemathesis_cli_finds_no_issue(live_stack: Stack, token_for, service: str):
+    """The command a user runs: every phase (examples, coverage, fuzzing), every check."""
+    st = Path(sys.executable).with_name("st")
+    token = token_for(service, ttl=3600)
+    result = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{live_stack.settings.url_of(service)}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(CLI_EXAMPLES_PER_OPERATION),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
