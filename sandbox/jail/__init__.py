@@ -6,9 +6,9 @@ path) that starts as root, and it forks twice:
 
     launcher (root)        cgroup -> mountns (minimal root) -> privileges (drop uid)
                            -> userns -> pidns, netns, ipcns, utsns, mountns (owned by userns)
-      └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable;
-                           answers seccomp notifications, reports the tool's status
-          └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> capabilities dropped
+      └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable, capabilities
+                           dropped; answers seccomp notifications, reports the tool's status
+          └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> no capabilities (checked)
                            -> seccomp (last) -> fds closed -> returns to exec / run code
 
 The launcher stays outside the pid namespace as the run's supervisor: it
@@ -156,7 +156,7 @@ def contain(config: JailConfig, report: int, in_empty_netns: bool = False) -> No
                 list(mountns.DEVICES),
                 config.network,
             )
-        _apply("privileges", privileges.drop_capabilities)
+        _apply("privileges", privileges.check_no_capabilities)
         listener = None
         if "seccomp" in layers:
             listener = _apply("seccomp", seccomp.load, config.seccomp_bpf, config.seccomp_notify)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import _ctypes
 import os
 
+SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_PIVOT_ROOT = 155
 SYS_PRCTL = 157

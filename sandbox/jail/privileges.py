@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import os
 
-from sandbox.jail.libc import SYS_CAPSET, prctl, syscall, u32
+from sandbox.jail.libc import (
+    SYS_CAPGET,
+    SYS_CAPSET,
+    buffer_bytes,
+    prctl,
+    syscall,
+    u32,
+    writable_buffer,
+)
 
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_READ = 23
@@ -12,7 +20,11 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAP_SYS_ADMIN = 21
+_KEY_CAPABILITIES = (0, 1, 6, 7, 8, 12, 19, 21, 24)
+"""chown, dac_override, setgid, setuid, setpcap, net_admin, sys_ptrace, sys_admin, sys_resource."""
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MAX_CAPABILITY = 63
 
@@ -61,6 +73,25 @@ def drop_capabilities() -> None:
     header = u32(_LINUX_CAPABILITY_VERSION_3) + u32(0)
     data = bytes(24)  # two {effective, permitted, inheritable} u32 triples, all zero
     syscall(SYS_CAPSET, header, data)
+
+
+def check_no_capabilities() -> None:
+    """Verify what :func:`drop_capabilities` in the parent left: no capability at all.
+
+    The tool is forked from the jail's init after init dropped everything;
+    this checks the inheritance (a few syscalls) rather than redoing it
+    (~90 prctl calls).
+    """
+    header = u32(_LINUX_CAPABILITY_VERSION_3) + u32(0)
+    data, address = writable_buffer(24)
+    syscall(SYS_CAPGET, header, address)
+    if any(buffer_bytes(data)):
+        raise OSError("capability sets are not empty")
+    for capability in _KEY_CAPABILITIES:
+        if prctl(PR_CAPBSET_READ, capability):
+            raise OSError(f"capability {capability} still in the bounding set")
+    if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, _CAP_SYS_ADMIN):
+        raise OSError("ambient capabilities are set")
 
 
 def set_no_new_privs() -> None:
