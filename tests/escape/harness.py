@@ -174,14 +174,17 @@ class Outcome:
 
     @property
     def stdout(self) -> str:
+        """The tool's standard output as the service returned it."""
         return str(self.result.get("stdout") or "")
 
     @property
     def stderr(self) -> str:
+        """The tool's standard error as the service returned it."""
         return str(self.result.get("stderr") or "")
 
     @property
     def lines(self) -> list[str]:
+        """Standard output, line by line."""
         return self.stdout.splitlines()
 
     def reached(self, label: str) -> bool:
@@ -213,6 +216,7 @@ class Outcome:
 
     @property
     def refusals(self) -> int:
+        """``result.seccomp_refusals`` of the run."""
         return int(self.result.get("seccomp_refusals") or 0)
 
     @property
