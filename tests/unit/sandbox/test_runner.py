@@ -275,3 +275,27 @@ async def test_dead_zygote_falls_back_to_cold_and_comes_back(tmp_path: Path) -> 
         assert (result.stdout, result.path) == ("warm again\n", "warm")
     finally:
         await single.close()
+
+
+async def test_policy_change_and_run_count_recycle_the_zygotes(tmp_path: Path) -> None:
+    single = Runner(
+        python_executable=PYTHON, state_dir=tmp_path, slots=1, warm_runs_before_recycle=3
+    )
+    await single.start()
+    try:
+
+        def zygote_pid() -> int | None:
+            zygote = single._slots[0].zygote
+            return zygote.pid if zygote is not None else None
+
+        first = zygote_pid()
+        await single.reload("v2")
+        second = zygote_pid()
+        assert second is not None and second != first
+        for _ in range(3):
+            assert (await single.run(python("print(1)", "warm"))).path == "warm"
+        result = await single.run(python("print(2)", "warm"))  # the 4th: a new zygote
+        assert (result.stdout, result.path) == ("2\n", "warm")
+        assert zygote_pid() not in (first, second)
+    finally:
+        await single.close()
