@@ -8,6 +8,7 @@ file system must not reach the next one.
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.escape
 POISON = r"""
 import builtins
 import json
+import time
 for path in ("/tmp/" + MARKER, "/dev/shm/" + MARKER, MARKER):
     try:
         with open(path, "w") as handle:
@@ -35,6 +37,7 @@ reached("poisoned")
 INSPECT = r"""
 import builtins
 import json
+import time
 previous = "@PREVIOUS@"
 seen = []
 for path in ("/tmp/" + previous, "/dev/shm/" + previous, previous):
@@ -264,3 +267,23 @@ def test_an_abstract_socket_does_not_outlive_its_run(sandbox: SandboxUnderTest) 
         finder = sandbox.run(FIND_SOCKET.replace("@PREVIOUS@", leaver.marker))
         record = finder.result_of("find")
         assert not record["found"], "NOT CONTAINED: a run reached a socket of the previous run"
+
+
+def _state_entries(sandbox: SandboxUnderTest) -> set[str]:
+    return {str(path) for path in sandbox.state_dir.rglob("*")}
+
+
+def test_runs_leave_nothing_in_the_state_dir(sandbox: SandboxUnderTest) -> None:
+    """Twenty runs that write files: afterwards the service's state dir holds what it held."""
+    program = 'open("keep.bin", "wb").write(b"x" * 4096)\nos.mkdir("sub")\nreached("wrote")'
+    sandbox.run(program)  # the first run may create the service's own bookkeeping
+    time.sleep(0.5)
+    before = _state_entries(sandbox)
+    for _ in range(20):
+        assert sandbox.run(program).reached("wrote")
+    deadline = time.monotonic() + 3
+    grown = _state_entries(sandbox) - before
+    while grown and time.monotonic() < deadline:
+        time.sleep(0.1)
+        grown = _state_entries(sandbox) - before
+    assert not grown, f"runs left behind in the state dir: {sorted(grown)[:10]}"
