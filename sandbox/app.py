@@ -60,7 +60,6 @@ JSON_ESCAPE_FACTOR = 6
 """A byte of code can take up to six bytes in a JSON string (``\\u00XX``)."""
 
 
-
 class RunFailure(ApiError):
     """The sandbox failed to run an admitted request (audited as ``failed``, not ``refused``)."""
 
@@ -236,6 +235,7 @@ def _parse_body(raw: bytes) -> ExecuteToolRequest:
 def _new_record() -> dict[str, Any]:
     return {
         "time": utc_now(),
+        "kind": "execute_tool",
         "request_id": current_request_id(),
         "caller": None,
         "tool": None,
@@ -248,6 +248,11 @@ def _new_record() -> dict[str, Any]:
         "outcome": None,
         "duration_ms": None,
     }
+
+
+def service_event(kind: str = "service", **details: Any) -> dict[str, Any]:
+    """An audit record for something the service did (start, stop, policy change)."""
+    return {"time": utc_now(), "kind": kind, **details}
 
 
 def build_router(sandbox: Sandbox) -> APIRouter:
@@ -346,12 +351,20 @@ def create_app(
         runner=runner or default_runner(settings),
     )
     store.subscribe(sandbox.apply_policy)
+    store.on_event(lambda change: sandbox.audit.write_now(service_event(kind="policy", **change)))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sandbox.audit.open()
         if sandbox.audit.error is not None:
             raise RuntimeError(sandbox.audit.error)
+        sandbox.audit.write_now(
+            service_event(
+                action="sandbox_started",
+                policy_version=store.current.version,
+                source=str(store.path),
+            )
+        )
         await sandbox.runner.start()
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop), name="policy-watch")
@@ -370,6 +383,7 @@ def create_app(
             await asyncio.wait({watcher}, timeout=5)
             watcher.cancel()
             await sandbox.runner.close()
+            sandbox.audit.write_now(service_event(action="sandbox_stopped"))
             sandbox.audit.close()
 
     async def health_extra(_: Request) -> dict[str, Any]:

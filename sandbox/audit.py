@@ -103,6 +103,31 @@ class AuditLog:
 
     async def write(self, record: dict[str, Any]) -> bool:
         """Append ``record`` and log it; False when the file could not take it."""
+        if not self._append(record):
+            return False
+        if self.fsync:
+            assert self._fd is not None
+            try:
+                await asyncio.to_thread(os.fsync, self._fd)
+            except OSError as exc:
+                self._fail(f"cannot sync the audit file {self.path}: {exc.strerror or exc}")
+                return False
+        return True
+
+    def write_now(self, record: dict[str, Any]) -> bool:
+        """:meth:`write` without leaving the caller's thread (for rare service events)."""
+        if not self._append(record):
+            return False
+        if self.fsync:
+            assert self._fd is not None
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fail(f"cannot sync the audit file {self.path}: {exc.strerror or exc}")
+                return False
+        return True
+
+    def _append(self, record: dict[str, Any]) -> bool:
         log_event(logger, "audit", **record)
         if not self.ready():
             return False
@@ -112,8 +137,6 @@ class AuditLog:
             written = os.write(self._fd, line)
             if written != len(line):
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
-            if self.fsync:
-                await asyncio.to_thread(os.fsync, self._fd)
         except OSError as exc:
             self._fail(f"cannot write the audit file {self.path}: {exc.strerror or exc}")
             return False
@@ -125,6 +148,13 @@ class AuditLog:
 
 def _describe(record: dict[str, Any]) -> str:
     """One readable line for a record."""
+    if record.get("kind") in ("policy", "service"):
+        details = " ".join(
+            f"{key}={value!r}" if isinstance(value, str) and " " in value else f"{key}={value}"
+            for key, value in record.items()
+            if key not in ("time", "kind", "action")
+        )
+        return f"{record.get('time', '?')} {record.get('action', '?'):<8} {details}"
     outcome = record.get("outcome") or {}
     parts = [
         str(record.get("time", "?")),

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from watchfiles import awatch
 
@@ -43,6 +44,7 @@ RETRY_SECONDS = 1.0
 """Wait this long before watching again when the watcher itself failed."""
 
 PolicyListener = Callable[[PolicySnapshot], Awaitable[None]]
+EventSink = Callable[[dict[str, Any]], None]
 
 
 class PolicyStore:
@@ -57,6 +59,7 @@ class PolicyStore:
         self.last_checked_at: datetime = initial.loaded_at
         self._listeners: list[PolicyListener] = []
         self._notified_version = initial.version
+        self._event_sinks: list[EventSink] = []
         self._notifier: asyncio.Task[None] | None = None
 
     @classmethod
@@ -79,6 +82,22 @@ class PolicyStore:
         """
         self._listeners.append(listener)
 
+    def on_event(self, sink: EventSink) -> None:
+        """Call ``sink(event)`` when a version goes live, an edit is refused, or recovered.
+
+        ``event`` holds ``action`` (``policy_reloaded``, ``policy_rejected``,
+        ``policy_error_cleared``) and its details; sinks run inline and must
+        be quick (the audit log records them).
+        """
+        self._event_sinks.append(sink)
+
+    def _emit(self, action: str, **details: Any) -> None:
+        for sink in self._event_sinks:
+            try:
+                sink({"action": action, "source": str(self.path), **details})
+            except Exception as exc:  # a sink must not stop the reload
+                log_event(logger, "policy_event_sink_failed", logging.ERROR, error=repr(exc))
+
     def refresh(self) -> PolicySnapshot | None:
         """Re-read the file now; return the new snapshot when a new version went live."""
         self.last_checked_at = datetime.now(UTC)
@@ -93,15 +112,15 @@ class PolicyStore:
             return None
         previous = self._current
         self._current = snapshot
-        self._clear_error()
-        log_event(
-            logger,
-            "policy_reloaded",
-            source=str(self.path),
-            version=snapshot.version,
-            previous_version=previous.version,
-            tools=sorted(snapshot.document.tools),
-        )
+        self.last_error = None
+        self.last_error_at = None
+        details = {
+            "version": snapshot.version,
+            "previous_version": previous.version,
+            "tools": sorted(snapshot.document.tools),
+        }
+        log_event(logger, "policy_reloaded", source=str(self.path), **details)
+        self._emit("policy_reloaded", **details)
         return snapshot
 
     def _record_error(self, exc: PolicyError) -> None:
@@ -115,12 +134,14 @@ class PolicyStore:
                 error=message,
                 kept_version=self._current.version,
             )
+            self._emit("policy_rejected", error=message, kept_version=self._current.version)
         self.last_error = message
         self.last_error_at = datetime.now(UTC)
 
     def _clear_error(self) -> None:
         if self.last_error is not None:
             log_event(logger, "policy_error_cleared", version=self._current.version)
+            self._emit("policy_error_cleared", version=self._current.version)
         self.last_error = None
         self.last_error_at = None
 

@@ -59,7 +59,7 @@ class Sandbox:
     def audit_of(self, request_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            found = [r for r in self.audit_records() if r["request_id"] == request_id]
+            found = [r for r in self.audit_records() if r.get("request_id") == request_id]
             if found:
                 assert len(found) == 1, found
                 return found[0]
@@ -282,9 +282,13 @@ def test_broken_then_fixed_then_deleted_policy(
         sandbox.execute(operator, tool_name="python", code="print(2+2)").json()["result"]["stdout"]
         == "4\n"
     )
-    # Fixed: the error clears, the file's version is live.
-    edit_policy(DEFAULT_POLICY)
-    assert sandbox.policy_status(operator)["last_error"] is None
+    # Fixed (back to the version in force): the error clears.
+    write_policy(sandbox.policy, DEFAULT_POLICY)
+    deadline = time.monotonic() + RELOAD_DEADLINE_SECONDS
+    while (status := sandbox.policy_status(operator))["last_error"] is not None:
+        assert time.monotonic() < deadline, "the fix was not noticed within a second"
+        time.sleep(0.02)
+    assert status["version"] == good
     # Deleted: last good still serves, the error says so.
     sandbox.policy.unlink()
     deadline = time.monotonic() + 5
@@ -294,6 +298,16 @@ def test_broken_then_fixed_then_deleted_policy(
     assert "file not found" in status["last_error"]
     assert sandbox.execute(operator, tool_name="demo").status_code == 200
     edit_policy(DEFAULT_POLICY)
+    # The audit file tells the story of the edits.
+    actions = [
+        (r["action"], r.get("kept_version") or r.get("version"))
+        for r in sandbox.audit_records()
+        if r["kind"] == "policy"
+    ]
+    assert ("policy_rejected", good) in actions
+    rejections = [r for r in sandbox.audit_records() if r.get("action") == "policy_rejected"]
+    assert any("defaults.wall_secs" in r["error"] for r in rejections)
+    assert any("file not found" in r["error"] for r in rejections)
 
 
 # --------------------------------------------------------------------------- admission

@@ -86,9 +86,13 @@ class Service:
     def policy_path(self) -> Path:
         return self.settings.pagi_sandbox_policy
 
-    def audit_records(self) -> list[dict[str, Any]]:
+    def all_audit_records(self) -> list[dict[str, Any]]:
         path = self.settings.audit_log_path
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """The records of execute_tool requests (not service or policy events)."""
+        return [r for r in self.all_audit_records() if r["kind"] == "execute_tool"]
 
     async def execute(self, token: str | None, **body: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -488,7 +492,10 @@ async def test_rotated_audit_file_is_reopened(make_service, token_for):
         audit_path.rename(audit_path.with_suffix(".1"))
         await svc.execute(token, tool_name="demo")
         assert len(svc.audit_records()) == 1
-        assert len(audit_path.with_suffix(".1").read_text().splitlines()) == 1
+        rotated = [
+            json.loads(line) for line in audit_path.with_suffix(".1").read_text().splitlines()
+        ]
+        assert [r["kind"] for r in rotated] == ["service", "execute_tool"]
 
 
 # --------------------------------------------------------------------------- policy status
@@ -568,3 +575,25 @@ async def test_stdin_and_argv_code_modes_reach_the_run_spec(make_service, token_
         assert nul.status_code == 400 and nul.json()["error"] == "invalid_code"
         over = await svc.execute(token, tool_name="cat", code="x" * 101)
         assert over.status_code == 413
+
+
+async def test_service_start_stop_and_policy_changes_are_audited(make_service):
+    async with make_service() as svc:
+        start = svc.all_audit_records()[0]
+        assert (start["kind"], start["action"]) == ("service", "sandbox_started")
+        assert start["policy_version"] == svc.store.current.version
+        good = svc.policy_path.read_text()
+        svc.policy_path.write_text(good.replace("open_files = 64", "open_files = -1"))
+        assert svc.store.refresh() is None
+        svc.policy_path.write_text(good + "\n# reviewed\n")
+        new = svc.store.refresh()
+        assert new is not None
+        settings = svc.settings
+    records = [json.loads(line) for line in settings.audit_log_path.read_text().splitlines()]
+    policy = [r for r in records if r["kind"] == "policy"]
+    assert [r["action"] for r in policy] == ["policy_rejected", "policy_reloaded"]
+    assert "defaults.open_files" in policy[0]["error"]
+    assert policy[0]["kept_version"] == start["policy_version"]
+    assert policy[1]["version"] == new.version
+    assert policy[1]["previous_version"] == start["policy_version"]
+    assert records[-1]["action"] == "sandbox_stopped"

@@ -194,3 +194,22 @@ async def test_a_fifo_at_the_audit_path_is_refused_without_hanging(tmp_path):
     log.open()
     assert log.error is not None
     assert not log.ready()
+
+
+def test_tail_describes_service_and_policy_records(tmp_path, capsys):
+    path = tmp_path / "audit.jsonl"
+    records = [
+        {"time": "t1", "kind": "service", "action": "sandbox_started", "policy_version": "v1"},
+        {
+            "time": "t2",
+            "kind": "policy",
+            "action": "policy_rejected",
+            "error": "f:3: x: bad",
+            "kept_version": "v1",
+        },
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert tail_command(path, 5, follow=False) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("t1 sandbox_started") and "policy_version=v1" in out[0]
+    assert "policy_rejected" in out[1] and "error='f:3: x: bad'" in out[1]

@@ -215,3 +215,28 @@ async def test_a_slow_listener_delays_no_swap_and_ends_on_the_newest_version(pol
     finally:
         stop.set()
         await asyncio.wait_for(watcher, timeout=10)
+
+
+def test_events_reach_sinks_and_a_failing_sink_changes_nothing(policy_file):
+    store = PolicyStore.open(policy_file)
+    events: list[dict] = []
+
+    def broken(_: dict) -> None:
+        raise RuntimeError("sink bug")
+
+    store.on_event(broken)
+    store.on_event(events.append)
+    replace_file(policy_file, "[defaults]\nwall_seconds = -1\n")
+    store.refresh()
+    store.refresh()  # the same error again: not a new event
+    replace_file(policy_file, GOOD)
+    store.refresh()  # back to the version in force: the error clears
+    replace_file(policy_file, WITH_EXTRA_TOOL)
+    store.refresh()
+    assert [e["action"] for e in events] == [
+        "policy_rejected",
+        "policy_error_cleared",
+        "policy_reloaded",
+    ]
+    assert events[2]["tools"] == ["date", "demo"]
+    assert store.current.tool("date") is not None
