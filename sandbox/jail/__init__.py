@@ -78,18 +78,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(LAYER_FAILED_EXIT)
 
 
-def contain(config: JailConfig, report: int, in_empty_netns: bool = False) -> None:
+def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozenset()) -> None:
     """Apply every layer; return only in the jailed tool process (pid 2 of its namespace).
 
     The caller then execs the tool or runs its Python code, with nothing
     but fds 0-2 open. Never returns in the supervisor or init: those exit.
-    `in_empty_netns`: the caller (a warm zygote's child) already is in a
-    fresh, empty network namespace of its own slot (see :mod:`netns`).
+    `prepared`: layers the caller's parent, a slot's zygote, already put in
+    place for every run of the slot: "cgroup" (the zygote lives in the
+    slot's group, so its children are born there) and "netns" (an empty
+    network namespace of the slot, see :mod:`netns`).
     """
     try:
         # As real root, outside any namespace.
         layers = set(config.layers)
-        if "cgroup" in layers:
+        if "cgroup" in layers and "cgroup" not in prepared:
             _apply("cgroup", cgroup.join, config.cgroup_dirs)
         _apply(
             "mountns",
@@ -105,7 +107,7 @@ def contain(config: JailConfig, report: int, in_empty_netns: bool = False) -> No
         # As the unprivileged jail uid: namespaces owned by it.
         _apply("userns", userns.enter, config.uid, config.gid)
         _apply("pidns", pidns.unshare)
-        if "netns" in layers and not config.network and not in_empty_netns:
+        if "netns" in layers and not config.network and "netns" not in prepared:
             _apply("netns", netns.unshare)
         if "ipcns" in layers:
             _apply("ipcns", ipcns.unshare)

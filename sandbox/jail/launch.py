@@ -28,8 +28,8 @@ from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
 
 CONFIG_FD = 3
 REPORT_FD = 4
-IN_EMPTY_NETNS = "in-empty-netns"
-"""Third argument when started by a zygote that is in its slot's empty network namespace."""
+PREPARED = "--prepared="
+"""Third argument from a zygote: the layers it already put in place (see :func:`contain`)."""
 
 
 def read_all(fd: int) -> bytes:
@@ -40,7 +40,7 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def run_one(config_fd: int, report_fd: int, in_empty_netns: bool = False) -> None:
+def run_one(config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset()) -> None:
     """Jail this process for one run and become the tool (never returns)."""
     try:
         config = JailConfig.from_bytes(read_all(config_fd))
@@ -50,7 +50,7 @@ def run_one(config_fd: int, report_fd: int, in_empty_netns: bool = False) -> Non
     os.close(config_fd)
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
-    contain(config, report_fd, in_empty_netns)
+    contain(config, report_fd, prepared)
     if config.python is not None:
         run_python(config.python, environment)
     try:
@@ -61,7 +61,7 @@ def run_one(config_fd: int, report_fd: int, in_empty_netns: bool = False) -> Non
 
 
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD [in-empty-netns]``; zygote: ``--zygote SOCKET CGROUPS MOD...``.
+    """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; zygote: ``--zygote SOCKET CGROUPS MOD...``.
 
     CGROUPS is a comma-separated list of cgroup.procs files, or ``-``; MOD
     the modules to preload.
@@ -74,7 +74,9 @@ def main() -> None:
         serve(int(sys.argv[2]), cgroup_files, sys.argv[4:])
         return
     if len(sys.argv) in (3, 4):
-        run_one(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == [IN_EMPTY_NETNS])
+        extra = sys.argv[3] if len(sys.argv) == 4 else ""
+        prepared = extra.removeprefix(PREPARED).split(",") if extra.startswith(PREPARED) else []
+        run_one(int(sys.argv[1]), int(sys.argv[2]), frozenset(prepared))
     run_one(CONFIG_FD, REPORT_FD)
 
 

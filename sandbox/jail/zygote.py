@@ -16,6 +16,7 @@ slot's cgroup, which spares the cold path a cgroup move per run.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -46,12 +47,14 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
     """Join the slot's cgroup, preload, then fork a jailed child per request until EOF."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     cgroup.join(cgroup_files)  # once: the children are born in the group
+    prepared = {"cgroup"} if cgroup_files else set()
     try:
         netns.unshare()  # once: runs of this slot share an empty network namespace
-        in_empty_netns = True
+        prepared.add("netns")
     except OSError:
-        in_empty_netns = False  # each run makes its own (or fails closed)
+        pass  # each run makes its own (or fails closed)
     preload(modules)
+    gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:
@@ -71,8 +74,8 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
             channel.close()
             _place_fds(fds)
             if message == COLD:
-                _exec_launcher(in_empty_netns)
-            run_one(CONFIG_FD, REPORT_FD, in_empty_netns)
+                _exec_launcher(prepared)
+            run_one(CONFIG_FD, REPORT_FD, frozenset(prepared))
         for fd in fds:
             os.close(fd)
 
@@ -88,11 +91,11 @@ def _place_fds(fds: list[int]) -> None:
     os.closerange(FDS_PER_RUN, 1 << 16)
 
 
-def _exec_launcher(in_empty_netns: bool) -> None:
+def _exec_launcher(prepared: set[str]) -> None:
     """Cold path from the slot: a fresh interpreter, born in the slot's cgroup."""
     argv = [sys.executable, "-I", "-S", launch.__file__, str(CONFIG_FD), str(REPORT_FD)]
-    if in_empty_netns:
-        argv.append(launch.IN_EMPTY_NETNS)
+    if prepared:
+        argv.append(launch.PREPARED + ",".join(sorted(prepared)))
     try:
         os.execve(sys.executable, argv, {})
     finally:
