@@ -8,7 +8,7 @@ with a complete result (or a 4xx JSON refusal), and leave nothing behind.
 
 The sandbox here runs the default policy with the python tool's wall and
 cpu limits lowered to 1 s, so that the programs that never end cost CI
-one second each, not five.
+one second each, not five, plus a twin of that tool on the warm path.
 """
 
 from __future__ import annotations
@@ -42,13 +42,30 @@ TOOL_STATUSES = {"ok", "error", "timeout", "limit", "killed"}
 RESULT_FIELDS = {"stdout", "stderr", "exit_code", "duration_ms", "stdout_truncated"}
 
 
+WARM_TOOL = f"""
+[tools.python_warm]
+description = "The python tool on the warm path (forked from a pre-started interpreter)."
+argv = ["{{python}}", "-I", "-S", "main.py"]
+code = "file"
+code_file = "main.py"
+max_code_bytes = "64 KiB"
+executor = "warm"
+
+[tools.python_warm.limits]
+wall_seconds = {WALL_SECONDS}
+cpu_seconds = {WALL_SECONDS}
+"""
+TOOLS = ("python", "python_warm")
+"""The same code goes through the cold path and the warm path."""
+
+
 def short_wall_policy() -> str:
-    """The default policy with the python tool's wall and cpu limits at one second."""
+    """The default policy, python at a one-second wall and cpu limit, plus a warm twin."""
     text = (REPO / "policies" / "sandbox.toml").read_text()
     limits = re.search(r"\[tools\.python\.limits\]\n(?:[^\[\n].*\n|\n)*", text)
     assert limits, "the default policy has no [tools.python.limits] table"
     table = f"[tools.python.limits]\nwall_seconds = {WALL_SECONDS}\ncpu_seconds = {WALL_SECONDS}\n"
-    return text[: limits.start()] + table + "\n" + text[limits.end() :]
+    return text[: limits.start()] + table + WARM_TOOL + "\n" + text[limits.end() :]
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +164,10 @@ PROGRAMS = st.lists(
 ).map("\n".join)
 
 
-def check_run(client: httpx.Client, code: str) -> None:
+def check_run(client: httpx.Client, code: str, tool: str = "python") -> None:
     """Run ``code``; assert the answer came in time and is well-formed."""
     started = time.monotonic()
-    response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": code})
+    response = client.post("/api/v1/execute_tool", json={"tool_name": tool, "code": code})
     elapsed = time.monotonic() - started
     shown = code[:300]
     assert elapsed <= WALL_SECONDS + MARGIN_SECONDS, f"answered after {elapsed:.2f}s: {shown!r}"
@@ -168,24 +185,26 @@ def check_run(client: httpx.Client, code: str) -> None:
         assert result["limit_hit"] == "wall_time", body
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.parametrize("tool", TOOLS)
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=PROGRAMS)
-def test_generated_programs_end_in_time(client, rest_at_start, code: str):
-    check_run(client, code)
+def test_generated_programs_end_in_time(client, rest_at_start, tool: str, code: str):
+    check_run(client, code, tool)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.parametrize("tool", TOOLS)
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(code=st.text(max_size=500))
-def test_arbitrary_text_as_code(client, rest_at_start, code: str):
-    check_run(client, code)
+def test_arbitrary_text_as_code(client, rest_at_start, tool: str, code: str):
+    check_run(client, code, tool)
 
 
-def test_every_hostile_statement_alone(client, rest_at_start):
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_hostile_statement_alone(client, rest_at_start, tool: str):
     """Each statement once, deterministically, whatever hypothesis happened to pick."""
     for template in STATEMENTS:
-        check_run(
-            client, template.format(text="x", data=b"x", number=3, seconds=0.1, marker=MARKER)
-        )
+        code = template.format(text="x", data=b"x", number=3, seconds=0.1, marker=MARKER)
+        check_run(client, code, tool)
 
 
 def survivors() -> list[str]:
