@@ -38,6 +38,7 @@ from sandbox.jail.cgroup_service import (
 from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
+from sandbox.jail.mountns import beneath, outermost
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
@@ -103,15 +104,25 @@ class _Report:
 class _Zygote:
     """The warm path's pre-forked process, and the socket that feeds it fds."""
 
-    def __init__(self, python: str, modules: Sequence[str], cgroup_files: list[str]) -> None:
+    def __init__(
+        self,
+        python: str,
+        modules: Sequence[str],
+        cgroup_files: list[str],
+        template: tuple[str, list[str], list[str]],
+    ) -> None:
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
+        self.template = template  # root dir, read-only paths, hidden paths
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self.runs = 0
 
     def start(self) -> None:
+        root, read_paths, hidden_paths = self.template
+        if any(":" in path for path in (*read_paths, *hidden_paths)):
+            root = "-"  # no shared root: each run builds its own
         # SEQPACKET: one request per message, never merged or split.
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
@@ -123,6 +134,9 @@ class _Zygote:
                 "--zygote",
                 str(child_end.fileno()),
                 ",".join(self.cgroup_files) or "-",
+                root,
+                ":".join(read_paths),
+                ":".join(hidden_paths),
                 *self.modules,
             ],
             stdin=subprocess.DEVNULL,
@@ -291,9 +305,14 @@ class Runner:
         self._interpreter_prefix = output[0]
         self._hidden_paths = [output[1]]  # site-packages: only the stdlib is readable
 
+    def _base_read_paths(self) -> list[str]:
+        """What every run may read: the interpreter's prefix and the system paths."""
+        return [self._interpreter_prefix, *SYSTEM_READ_PATHS]
+
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
-        zygote = _Zygote(self.python, self.warm_modules, cgroup_files)
+        template = (str(slot.root_dir), self._base_read_paths(), self._hidden_paths)
+        zygote = _Zygote(self.python, self.warm_modules, cgroup_files, template)
         try:
             zygote.start()
         except OSError:
@@ -410,6 +429,12 @@ class Runner:
         layers: list[str],
     ) -> JailConfig:
         limits = spec.limits
+        base = self._base_read_paths()
+        extra_read_paths = [
+            path
+            for path in outermost([os.path.realpath(p) for p in spec.readable_paths])
+            if not beneath(path, base)  # already visible through the shared root
+        ]
         return JailConfig(
             argv=list(spec.argv),
             env=dict(spec.env),
@@ -418,11 +443,8 @@ class Runner:
             root_dir=str(root_dir),
             files=dict(spec.files),
             cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
-            read_paths=[
-                self._interpreter_prefix,
-                *SYSTEM_READ_PATHS,
-                *(os.path.realpath(p) for p in spec.readable_paths),
-            ],
+            read_paths=[*self._base_read_paths(), *extra_read_paths],
+            extra_read_paths=extra_read_paths,
             hidden_paths=self._hidden_paths,
             limits={
                 "wall_seconds": limits.wall_seconds,

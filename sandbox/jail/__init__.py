@@ -85,8 +85,9 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
     but fds 0-2 open. Never returns in the supervisor or init: those exit.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
     place for every run of the slot: "cgroup" (the zygote lives in the
-    slot's group, so its children are born there) and "netns" (an empty
-    network namespace of the slot, see :mod:`netns`).
+    slot's group, so its children are born there), "netns" (an empty
+    network namespace of the slot, see :mod:`netns`) and "root" (the shared,
+    read-only part of the jail's root, see :func:`mountns.build_template`).
     """
     try:
         # As real root, outside any namespace.
@@ -98,10 +99,12 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
             mountns.build_root,
             config.root_dir,
             config.read_paths,
+            config.extra_read_paths,
             config.hidden_paths,
             int(config.limits["tmp_bytes"]),
             config.files,
             (config.uid, config.gid),
+            "root" in prepared,
         )
         _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
         # As the unprivileged jail uid: namespaces owned by it.

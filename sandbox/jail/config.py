@@ -19,6 +19,7 @@ _FIELDS: tuple[str, ...] = (
     "files",  # dict[str, bytes]: written into the fresh /workdir tmpfs before the run
     "cgroup_dirs",  # list[str]: cgroup dirs to join (one per v1 controller, or one v2 dir)
     "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
+    "extra_read_paths",  # list[str]: those of read_paths a slot's shared root lacks
     "hidden_paths",  # list[str]: paths under read_paths replaced by an empty dir
     "limits",  # dict[str, int | float]
     "network",  # bool: keep the host network (no netns, inet sockets allowed)

@@ -61,17 +61,21 @@ def run_one(config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset
 
 
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; zygote: ``--zygote SOCKET CGROUPS MOD...``.
+    """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; or zygote:
+    ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
-    CGROUPS is a comma-separated list of cgroup.procs files, or ``-``; MOD
-    the modules to preload.
+    CGROUPS: comma-separated cgroup.procs files, or ``-``. ROOT: where to
+    build the slot's shared root (``-``: none); READ and HIDDEN: its
+    colon-separated read-only and hidden paths. MODULE: to preload.
     """
     set_repo_prefixes((_PACKAGE_ROOT,))
-    if len(sys.argv) > 3 and sys.argv[1] == "--zygote":
+    if len(sys.argv) > 6 and sys.argv[1] == "--zygote":
         from sandbox.jail.zygote import serve
 
         cgroup_files = [] if sys.argv[3] == "-" else sys.argv[3].split(",")
-        serve(int(sys.argv[2]), cgroup_files, sys.argv[4:])
+        root, read_paths, hidden_paths = sys.argv[4:7]
+        template = None if root == "-" else (root, read_paths.split(":"), hidden_paths.split(":"))
+        serve(int(sys.argv[2]), cgroup_files, template, sys.argv[7:])
         return
     if len(sys.argv) in (3, 4):
         extra = sys.argv[3] if len(sys.argv) == 4 else ""

@@ -77,7 +77,31 @@ def _make_mountpoint(root: str, path: str, is_dir: bool) -> str:
     return target
 
 
+JAIL_OWN_PATHS: tuple[str, ...] = ("/proc", "/dev", "/tmp", WORKDIR_IN_JAIL)
+"""Paths the jail mounts itself: a policy's read path there only grants Landlock access."""
+
+
+def _is_jail_own(path: str) -> bool:
+    return any(path == own or path.startswith(own + "/") for own in JAIL_OWN_PATHS)
+
+
+def beneath(path: str, tops: list[str]) -> bool:
+    """Whether `path` is one of `tops` or inside one of them."""
+    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+def outermost(paths: list[str]) -> list[str]:
+    """`paths` without duplicates and without those beneath another one (bound with it)."""
+    kept: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not beneath(path, kept):
+            kept.append(path)
+    return kept
+
+
 def _add_read_only(root: str, path: str) -> None:
+    if _is_jail_own(path):
+        return
     if os.path.islink(path):
         # Keep symlinks as symlinks (/bin -> usr/bin): the target is bound on its own.
         link = root + path
@@ -111,22 +135,16 @@ def _write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) 
             os.close(fd)
 
 
-def build_root(
-    root: str,
-    read_paths: list[str],
-    hidden_paths: list[str],
-    tmp_bytes: int,
-    files: dict[str, bytes],
-    owner: tuple[int, int],
-) -> None:
-    """As real root: new mount namespace, minimal root at `root`, pivot into it.
+def build_template(root: str, read_paths: list[str], hidden_paths: list[str]) -> None:
+    """As real root, in a private mount namespace: the part of the jail's root all runs share.
 
-    Leaves the caller in ``/workdir`` of the new root, holding `files`.
+    A tmpfs at `root` with the read-only paths, the hidden paths covered,
+    the device nodes, a /proc, and empty mountpoints for what each run
+    mounts itself. A warm zygote builds it once; a run without a zygote
+    builds it for itself.
     """
-    unshare()
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    for path in sorted(read_paths, key=len):
+    for path in outermost(read_paths):
         _add_read_only(root, path)
     for path in hidden_paths:
         if os.path.isdir(root + path):
@@ -135,9 +153,33 @@ def build_root(
             )
     for device in DEVICES:
         _bind(device, _make_mountpoint(root, device, is_dir=False), MS_NOSUID | MS_NOEXEC)
-    tmp = _make_mountpoint(root, "/tmp", is_dir=True)
-    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
-    workdir = _make_mountpoint(root, WORKDIR_IN_JAIL, is_dir=True)
+    _mount(
+        "proc",
+        _make_mountpoint(root, "/proc", is_dir=True),
+        "proc",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    )
+    for mountpoint in ("/tmp", WORKDIR_IN_JAIL, f"/{_OLD_ROOT}"):
+        _make_mountpoint(root, mountpoint, is_dir=True)
+
+
+def enter_root(
+    root: str,
+    extra_read_paths: list[str],
+    tmp_bytes: int,
+    files: dict[str, bytes],
+    owner: tuple[int, int],
+) -> None:
+    """As real root, in the run's own mount namespace: finish the root at `root`, pivot into it.
+
+    Adds the run's extra read-only paths, a fresh /tmp and /workdir (tmpfs,
+    holding `files`), pivots, detaches the host's tree, makes / read-only,
+    and leaves the caller in /workdir.
+    """
+    for path in outermost(extra_read_paths):  # none beneath the template's (the service checks)
+        _add_read_only(root, path)
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    workdir = root + WORKDIR_IN_JAIL
     uid, gid = owner
     _mount(
         "tmpfs",
@@ -147,19 +189,41 @@ def build_root(
         f"size={tmp_bytes},mode=0700,uid={uid},gid={gid}",
     )
     _write_files(workdir, files, owner)
-    _mount(
-        "proc",
-        _make_mountpoint(root, "/proc", is_dir=True),
-        "proc",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-    )
-    os.mkdir(f"{root}/{_OLD_ROOT}", 0o700)
     syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")
     os.chdir("/")
     syscall(SYS_UMOUNT2, f"/{_OLD_ROOT}".encode() + b"\0", MNT_DETACH)
-    os.rmdir(f"/{_OLD_ROOT}")
-    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # Per-mount flags only: the template's tmpfs is shared with the zygote.
+    _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(WORKDIR_IN_JAIL)
+
+
+def make_private() -> None:
+    """New mount namespace whose mounts no longer propagate to or from the host."""
+    unshare()
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def build_root(
+    root: str,
+    read_paths: list[str],
+    extra_read_paths: list[str],
+    hidden_paths: list[str],
+    tmp_bytes: int,
+    files: dict[str, bytes],
+    owner: tuple[int, int],
+    template_ready: bool,
+) -> None:
+    """As real root: the run's mount namespace with its minimal root, entered.
+
+    With `template_ready` (the caller's zygote built it), only the run's own
+    part is mounted, in a copy of the zygote's namespace.
+    """
+    if template_ready:
+        unshare()
+    else:
+        make_private()
+        build_template(root, read_paths, hidden_paths)
+    enter_root(root, extra_read_paths, tmp_bytes, files, owner)
 
 
 def mount_proc() -> None:

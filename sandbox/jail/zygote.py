@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 
-from sandbox.jail import cgroup, launch, netns
+from sandbox.jail import cgroup, launch, mountns, netns
 from sandbox.jail.launch import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import prctl
 
@@ -43,8 +43,13 @@ def preload(modules: list[str]) -> None:
             pass  # a listed module this interpreter lacks only costs its run an import
 
 
-def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
-    """Join the slot's cgroup, preload, then fork a jailed child per request until EOF."""
+def serve(
+    socket_fd: int,
+    cgroup_files: list[str],
+    template: tuple[str, list[str], list[str]] | None,
+    modules: list[str],
+) -> None:
+    """Join the slot's cgroup and namespaces, preload, then fork a child per request until EOF."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     cgroup.join(cgroup_files)  # once: the children are born in the group
     prepared = {"cgroup"} if cgroup_files else set()
@@ -53,6 +58,13 @@ def serve(socket_fd: int, cgroup_files: list[str], modules: list[str]) -> None:
         prepared.add("netns")
     except OSError:
         pass  # each run makes its own (or fails closed)
+    if template is not None:
+        try:
+            mountns.make_private()
+            mountns.build_template(*template)
+            prepared.add("root")
+        except OSError:
+            pass  # each run builds its whole root
     preload(modules)
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)

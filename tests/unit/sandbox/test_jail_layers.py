@@ -280,3 +280,21 @@ async def test_a_tool_with_network_keeps_the_host_network(runner: Runner) -> Non
     assert opened.stdout == "inet socket True\n"
     with pytest.raises(RunnerUnavailable, match="netns"):
         await runner.run(python(code, "cold", network=True, required_layers=frozenset({"netns"})))
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_policy_readable_paths_become_visible_read_only(runner: Runner, path: str) -> None:
+    code = (
+        "import os\n"
+        "print(os.path.exists('/etc/passwd'), len(os.listdir('/usr/share')) > 0)\n"
+        "try:\n"
+        "    open('/etc/passwd', 'a')\n"
+        "except OSError as error:\n"
+        "    print(type(error).__name__)\n"
+    )
+    hidden = await runner.run(python(code, path))
+    assert hidden.stdout.startswith("False True\n")
+    shown = await runner.run(
+        python(code, path, readable_paths=("/etc/passwd", "/usr/share", "/proc"))
+    )
+    assert shown.stdout in ("True True\nOSError\n", "True True\nPermissionError\n")
