@@ -12,7 +12,16 @@ profile this way means those grants never widen the syscall filter. The
 only widening is :data:`JAIL_SYSCALLS`: what the jail calls to build each
 run's namespaces and mounts.
 
-Run: ``python deploy/seccomp/build_profile.py [SOURCE] > deploy/seccomp/sandbox.json``
+The other containers get the same profile without the jail's calls
+(``--service``): podman's own default would let them create namespaces and
+mount file systems, which none of them needs.
+
+Run (from the repository root)::
+
+    python deploy/seccomp/build_profile.py > deploy/seccomp/sandbox.json
+    python deploy/seccomp/build_profile.py --service > deploy/seccomp/service.json
+
+An optional last argument names another source profile.
 """
 
 from __future__ import annotations
@@ -127,8 +136,8 @@ def resolve_without_capabilities(rule: dict[str, Any]) -> dict[str, Any] | None:
     return resolved
 
 
-def build_profile(source: dict[str, Any]) -> dict[str, Any]:
-    """The sandbox profile from the engines' default profile ``source``."""
+def build_profile(source: dict[str, Any], jail: bool = True) -> dict[str, Any]:
+    """The sandbox profile (``jail``) or the services' one from the default ``source``."""
     removed = NOT_IN_DOCKER_DEFAULT | ALWAYS_REFUSED
     rules: list[dict[str, Any]] = []
     for original in source["syscalls"]:
@@ -142,17 +151,21 @@ def build_profile(source: dict[str, Any]) -> dict[str, Any]:
         if names:
             rules.append({**rule, "names": names})
     rules.extend(docker_clone_rules())
-    rules.append(jail_rule())
+    if jail:
+        rules.append(jail_rule())
     profile = {key: value for key, value in source.items() if key != "syscalls"}
     profile["syscalls"] = rules
     return profile
 
 
 def main(argv: list[str]) -> int:
-    """Print the profile built from ``argv[1]`` (default: the installed default)."""
-    source_path = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
+    """Print the sandbox's profile, or with ``--service`` the other services' one."""
+    arguments = argv[1:]
+    jail = "--service" not in arguments
+    paths = [argument for argument in arguments if argument != "--service"]
+    source_path = Path(paths[0]) if paths else DEFAULT_SOURCE
     source = json.loads(source_path.read_text())
-    json.dump(build_profile(source), sys.stdout, indent=2)
+    json.dump(build_profile(source, jail=jail), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

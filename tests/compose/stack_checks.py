@@ -362,7 +362,12 @@ def run_restarted() -> int:
 # ---------------------------------------------------------------- hardening
 
 PROBE = """
-import json, os
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+def refused(number, *arguments):
+    # The profile's default answer is ENOSYS (so libc falls back); EPERM for some.
+    result = libc.syscall(number, *arguments)
+    return result == -1 and ctypes.get_errno() in (errno.EPERM, errno.ENOSYS)
 status = dict(line.split(':', 1) for line in open('/proc/self/status') if ':' in line)
 try:
     open('/hardening-probe', 'w').close()
@@ -375,6 +380,13 @@ print(json.dumps({
     'cap_bnd': status['CapBnd'].strip(),
     'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip(),
     'root_writable': root_writable,
+    # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING): seccomp says no.
+    'keyctl_refused': refused(250, 0, -3, 0),
+    # unshare(CLONE_NEWUSER): allowed to any process unless seccomp says no.
+    'userns_refused': refused(272, 0x10000000),
+    # bpf(BPF_MAP_CREATE, NULL) and setns(-1): EFAULT/EBADF when allowed.
+    'bpf_refused': refused(321, 0, 0, 0),
+    'setns_refused': refused(308, -1, 0),
     'pid1': open('/proc/1/cmdline', 'rb').read().split(b'\\0')[0].decode(),
 }))
 """
@@ -407,6 +419,12 @@ def check_container(container: str, service: str) -> str:
     expect(probe["no_new_privs"] == "1", f"NoNewPrivs {probe['no_new_privs']}")
     expect(probe["seccomp"] == "2", f"seccomp mode {probe['seccomp']}")
     expect(not probe["root_writable"], "the root filesystem is writable")
+    expect(probe["keyctl_refused"], "keyctl was not refused")
+    # The sandbox holds CAP_SYS_ADMIN for its jail: the filter must still refuse.
+    expect(probe["bpf_refused"], "bpf was not refused")
+    expect(probe["setns_refused"], "setns was not refused")
+    if service != "sandbox":
+        expect(probe["userns_refused"], "a user namespace could be created")
     expect("python" not in probe["pid1"], f"pid 1 is {probe['pid1']!r}, not an init")
     (inspected,) = json.loads(podman("inspect", container))
     host_config = inspected["HostConfig"]
@@ -418,7 +436,9 @@ def check_container(container: str, service: str) -> str:
     expect(int(host_config.get("PidsLimit") or 0) > 0, "no pids limit")
     return (
         f"uid {probe['uid']} gid {probe['gid']}, CapEff {probe['cap_eff']}, NoNewPrivs 1, "
-        "seccomp filter, read-only root, "
+        "seccomp refuses keyctl, bpf, setns"
+        + ("" if service == "sandbox" else ", unshare")
+        + ", read-only root, "
         f"init {probe['pid1']}, mem {int(host_config['Memory']) // 2**20} MiB, "
         f"pids {host_config['PidsLimit']}"
     )

@@ -231,12 +231,15 @@ def test_policy_directory_is_mounted_read_only(services: dict) -> None:
     assert sandbox["environment"]["PAGI_SANDBOX_POLICY"] == "/etc/pagi/policies/sandbox.toml"
 
 
-def test_sandbox_seccomp_profile_is_in_the_repository(services: dict) -> None:
-    options = services["sandbox"]["security_opt"]
-    (profile,) = [o.split("=", 1)[1] for o in options if o.startswith("seccomp=")]
+@pytest.mark.parametrize("name", [*SERVICES, "keys", "cli"])
+def test_every_container_gets_a_seccomp_profile_from_the_repository(
+    services: dict, name: str
+) -> None:
+    options = services[name]["security_opt"]
+    (profile,) = [o.split("=", 1)[1] for o in options if o.startswith("seccomp")]
+    expected = "sandbox.json" if name == "sandbox" else "service.json"
+    assert profile == f"./deploy/seccomp/{expected}"
     assert (REPO / profile).is_file()
-    for name in ("gateway", "memory", "agent", "bff"):
-        assert not any("seccomp" in o for o in services[name]["security_opt"])
 
 
 def test_writable_scratch_space_is_tmpfs(services: dict) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "deploy" / "seccomp" / "sandbox.json"
+SERVICE_PROFILE = REPO / "deploy" / "seccomp" / "service.json"
 BUILDER = REPO / "deploy" / "seccomp" / "build_profile.py"
 INSTALLED_DEFAULT = Path("/usr/share/containers/seccomp.json")
 
@@ -50,6 +51,11 @@ def unguarded_allowed(profile: dict[str, Any]) -> set[str]:
 @pytest.fixture(scope="module")
 def profile() -> dict[str, Any]:
     return json.loads(PROFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def service_profile() -> dict[str, Any]:
+    return json.loads(SERVICE_PROFILE.read_text())
 
 
 def test_profile_denies_by_default(profile: dict) -> None:
@@ -99,9 +105,23 @@ def test_builder_narrows_a_permissive_source() -> None:
     not INSTALLED_DEFAULT.exists(),
     reason="containers-common's default profile is installed by scripts/podman-setup.sh",
 )
-def test_committed_profile_is_what_the_builder_makes(profile: dict) -> None:
+def test_committed_profiles_are_what_the_builder_makes(
+    profile: dict, service_profile: dict
+) -> None:
     builder = load_builder()
-    assert builder.build_profile(json.loads(INSTALLED_DEFAULT.read_text())) == profile
+    source = json.loads(INSTALLED_DEFAULT.read_text())
+    assert builder.build_profile(source) == profile
+    assert builder.build_profile(source, jail=False) == service_profile
+
+
+def test_service_profile_is_the_sandbox_profile_without_the_jail_calls(
+    profile: dict, service_profile: dict
+) -> None:
+    builder = load_builder()
+    jail_calls = set(builder.JAIL_SYSCALLS)
+    assert not (unguarded_allowed(service_profile) & jail_calls)
+    assert unguarded_allowed(profile) - unguarded_allowed(service_profile) == jail_calls
+    assert not (unguarded_allowed(service_profile) & NEVER_UNGUARDED)
 
 
 def test_granted_capabilities_do_not_widen_the_filter(profile: dict) -> None:
