@@ -13,6 +13,10 @@ import httpx
 from pagi.auth import TokenSigner
 from pagi.request_id import HEADER, current_request_id
 
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+"""A caller's time budget for the call, in ms: a callee that honours it answers
+(perhaps degraded) before the caller gives up, instead of being cut off."""
+
 _TOKEN_TTL = 120
 _TOKEN_REFRESH_MARGIN = 30
 
