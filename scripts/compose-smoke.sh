@@ -157,12 +157,12 @@ podman ps --filter "label=io.podman.compose.project=$PROJECT" \
     --format '{{.Names}}\t{{.Status}}\t{{.Ports}}'
 
 say "operator tokens (docker compose run --rm cli pagi token --aud ...)"
-TOKENS="$("${COMPOSE[@]}" --profile tools run --rm cli sh -c \
+TOKENS="$("${COMPOSE[@]}" --profile tools run --rm -T cli sh -c \
     'for aud in agent sandbox memory gateway bff; do echo "token $aud $(pagi token --aud $aud --ttl 900)"; done' \
     2>"$WORK/tokens.log")" || { cat "$WORK/tokens.log" >&2; exit 1; }
 TOKEN_COUNT=0
 while read -r marker audience value; do
-    value="${value%$'\r'}"  # `run` attaches a terminal: lines end in CR LF
+    value="${value%$'\r'}"  # in case a terminal was attached after all (CR LF)
     if [ "$marker" = "token" ] && [ -n "$value" ]; then
         export "PAGI_SMOKE_TOKEN_${audience^^}=$value"
         echo "got a token for $audience"
