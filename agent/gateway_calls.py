@@ -65,12 +65,19 @@ def deadline_failure(timeout_seconds: float) -> ApiError:
 
 
 async def ask_for_plan(
-    source: PlanSource, prompt: str, timeout_seconds: float
+    source: PlanSource, prompt: str, timeout_seconds: float, limit_seconds: float | None = None
 ) -> tuple[PlanResult, float]:
-    """The gateway's plan and the round trip in ms, or an :class:`ApiError`."""
+    """The gateway's plan and the round trip in ms, or an :class:`ApiError`.
+
+    ``limit_seconds`` (the caller's budget) cuts the call short when it is
+    tighter than the gateway deadline.
+    """
     started = time.perf_counter()
+    cutoff = timeout_seconds + DEADLINE_MARGIN_SECONDS
+    if limit_seconds is not None and limit_seconds < cutoff:
+        cutoff = timeout_seconds = max(limit_seconds, 0.0)
     try:
-        async with asyncio.timeout(timeout_seconds + DEADLINE_MARGIN_SECONDS):
+        async with asyncio.timeout(cutoff):
             result = await source.get_plan(prompt)
     except GatewayError as exc:
         log_event(logger, "gateway_failed", logging.WARNING, code=exc.code, message=exc.message)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from agent.budget import MAX_BUDGET_MS, answer_by, within
 from agent.gateway_calls import ask_for_plan, stream_plan_events
 from agent.models import DownstreamFailure, LlmResponse, PlanRequest, PlanResponse
 from agent.wiring import echo_via_bff, store_plan
 from pagi.app import Caller, RequestId
 from pagi.errors import ErrorBody
+from pagi.http import TIMEOUT_HEADER
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -50,13 +52,32 @@ router = APIRouter(tags=["plan"], responses=_ERRORS)
     responses=_GATEWAY_ERRORS,
 )
 async def plan(
-    body: PlanRequest, request: Request, caller: Caller, request_id: RequestId
+    body: PlanRequest,
+    request: Request,
+    caller: Caller,
+    request_id: RequestId,
+    budget_ms: Annotated[
+        int | None,
+        Header(
+            alias=TIMEOUT_HEADER,
+            ge=1,
+            le=MAX_BUDGET_MS,
+            description="The caller's time budget in ms: the answer (perhaps degraded, or a"
+            " 504 naming the gateway) comes before it runs out.",
+        ),
+    ] = None,
 ) -> PlanResponse:
     """The gateway's plan; echo and memory failures degrade the answer but never fail it."""
     state = request.app.state
+    loop = asyncio.get_running_loop()
+    deadline = answer_by(budget_ms, loop.time())
     result, round_trip_ms = await ask_for_plan(
-        state.gateway, body.prompt, state.gateway_timeout_seconds
+        state.gateway,
+        body.prompt,
+        state.gateway_timeout_seconds,
+        limit_seconds=None if deadline is None else deadline - loop.time(),
     )
+    wiring_timeout = within(state.wiring_timeout_seconds, deadline, loop.time())
     content = {
         "prompt": body.prompt,
         "steps": result.steps,
@@ -66,8 +87,8 @@ async def plan(
         "requested_by": caller.subject,
     }
     echo, stored = await asyncio.gather(
-        echo_via_bff(state.clients["bff"], request_id, state.wiring_timeout_seconds),
-        store_plan(state.clients["memory"], content, state.wiring_timeout_seconds),
+        echo_via_bff(state.clients["bff"], request_id, wiring_timeout),
+        store_plan(state.clients["memory"], content, wiring_timeout),
     )
     degraded = isinstance(echo, DownstreamFailure) or isinstance(stored, DownstreamFailure)
     if isinstance(echo, DownstreamFailure):

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from pagi.http import TIMEOUT_HEADER
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,13 @@ async def _request(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(body, None)`` on success, ``(None, error)`` otherwise."""
     service = call.service
+    # Tell the callee how long we wait, so it can answer (degraded) in time.
+    budget = {TIMEOUT_HEADER: str(max(1, int(timeout_seconds * 1000)))}
     try:
         async with asyncio.timeout(timeout_seconds):
-            async with call.client.stream(call.method, call.path, json=call.body) as response:
+            async with call.client.stream(
+                call.method, call.path, json=call.body, headers=budget
+            ) as response:
                 content = await _read_capped(response, MAX_ANSWER_BYTES)
     except (TimeoutError, httpx.TimeoutException):
         return None, {"error": f"{service} did not answer within {timeout_seconds:g}s"}

@@ -297,3 +297,43 @@ async def test_a_broken_gateway_client_is_502_not_500(
     assert response.status_code == 502
     assert response.json()["error"] == "gateway_internal"
     assert "bug in the client" not in response.text
+
+
+# ------------------------------------------------------------------ the caller's budget
+
+
+async def test_a_stalled_gateway_is_a_504_before_the_callers_budget_runs_out(
+    client: httpx.AsyncClient, auth, gateway: FakeGateway
+) -> None:
+    gateway.delay = 30
+    started = time.monotonic()
+    response = await client.post(
+        PLAN, json={"prompt": "x"}, headers={**auth, "X-Request-Timeout-Ms": "250"}
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"] == "gateway_deadline_exceeded"
+    assert "model gateway" in response.json()["detail"]
+    assert elapsed < 0.25, elapsed
+
+
+async def test_stalled_follow_up_calls_fit_in_the_callers_budget(
+    client: httpx.AsyncClient, auth, downstream: FakeDownstream
+) -> None:
+    downstream.behaviours[ECHO] = Behaviour(delay=5)
+    downstream.behaviours[MEMORY] = Behaviour(delay=5)
+    started = time.monotonic()
+    response = await client.post(
+        PLAN, json={"prompt": "x"}, headers={**auth, "X-Request-Timeout-Ms": "300"}
+    )
+    assert time.monotonic() - started < 0.3
+    assert response.json()["status"] == "degraded"
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "abc", "600001", "1.5"])
+async def test_an_invalid_budget_is_422(client: httpx.AsyncClient, auth, budget: str) -> None:
+    response = await client.post(
+        PLAN, json={"prompt": "x"}, headers={**auth, "X-Request-Timeout-Ms": budget}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"

@@ -83,7 +83,7 @@ async def test_all_ok_aggregates_every_answer(
     assert set(body["timings_ms"]) == {"python_agent", "rust_sandbox", "memory"}
 
 
-async def test_each_call_carries_a_token_for_its_target_and_the_request_id(
+async def test_each_call_carries_a_token_for_its_target_the_request_id_and_the_budget(
     client: httpx.AsyncClient, fake: FakeDownstream, trust: TrustStore
 ) -> None:
     await client.get(DASHBOARD, headers={"X-Request-Id": "dash-2"})
@@ -94,6 +94,7 @@ async def test_each_call_carries_a_token_for_its_target_and_the_request_id(
         assert received.headers["x-request-id"] == "dash-2"
         token = received.headers["authorization"].removeprefix("Bearer ")
         assert TokenVerifier(audience, trust).verify(token).subject == "bff"
+        assert received.headers["x-request-timeout-ms"] == str(int(TIMEOUT * 1000))
     assert by_path[EXECUTE].body == b'{"tool_name":"demo"}'
     assert by_path[PLAN].method == "POST" and b'"prompt"' in by_path[PLAN].body
     assert by_path[LATEST].method == "GET"
