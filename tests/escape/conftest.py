@@ -96,37 +96,40 @@ def sandbox(
     env = stack_env(area / "state", escape_keys, PAGI_SANDBOX_POLICY=str(policy))
     logs = LogCollector()
     stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
+    client = httpx.Client(timeout=60, trust_env=False)
     try:
         stack.start(timeout=60)
-    except Exception:
+        settings = stack.settings
+        signer = TokenSigner.from_keys_dir(escape_keys, "operator")
+        under_test = SandboxUnderTest(
+            path=path,
+            url=settings.url_of("sandbox"),
+            token=lambda: signer.sign("sandbox", ttl=300),
+            limits=load_policy(policy).limits["python"],
+            keys_dir=escape_keys,
+            state_dir=area / "state",
+            policy_path=policy,
+            repo=REPO,
+            service_pid=stack.processes["sandbox"].process.pid,
+            pagi_ports=sorted({settings.port_of(name) for name in SERVICES}),
+            sandbox_port=settings.port_of("sandbox"),
+            host_files=host_files,
+            listeners=host_listeners,
+            client=client,
+            stack=stack,
+            logs=logs,
+        )
+        under_test.baseline_refusals = under_test.run('print("idle")').refusals
+    except BaseException:
         sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
+        client.close()
         stack.stop()
         raise
-    settings = stack.settings
-    signer = TokenSigner.from_keys_dir(escape_keys, "operator")
-    client = httpx.Client(timeout=60, trust_env=False)
-    under_test = SandboxUnderTest(
-        path=path,
-        url=settings.url_of("sandbox"),
-        token=lambda: signer.sign("sandbox", ttl=300),
-        limits=load_policy(policy).limits["python"],
-        keys_dir=escape_keys,
-        state_dir=area / "state",
-        policy_path=policy,
-        repo=REPO,
-        service_pid=stack.processes["sandbox"].process.pid,
-        pagi_ports=sorted({settings.port_of(name) for name in SERVICES}),
-        sandbox_port=settings.port_of("sandbox"),
-        host_files=host_files,
-        listeners=host_listeners,
-        client=client,
-        stack=stack,
-        logs=logs,
-    )
-    under_test.baseline_refusals = under_test.run('print("idle")').refusals
-    yield under_test
-    client.close()
-    stack.stop()
+    try:
+        yield under_test
+    finally:
+        client.close()
+        stack.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
