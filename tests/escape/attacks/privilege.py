@@ -8,6 +8,7 @@ already the escape, and the host is never changed.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 from tests.escape.harness import Attack, Check, Outcome, blocked, blocked_each, layer_of
 
@@ -170,13 +171,20 @@ report("tried", labels=labels)
 """
 
 
+def signal_layer(outcome: Outcome, record: dict[str, Any]) -> str:
+    """A refused signal: EPERM not counted by seccomp is Landlock's signal scoping (ABI 6+)."""
+    if record.get("errno") == errno.EPERM and outcome.refusals_counted <= 0:
+        return "landlock"
+    return layer_of(outcome, record)
+
+
 def supervisors_survive(outcome: Outcome) -> set[str]:
     """Killing what is above the tool in its namespace must not hurt the service or the path."""
     labels = outcome.results().get("tried", {}).get("labels", [])
     layers = set()
     for label in labels:
         record = outcome.result_of(label)
-        layers.add("pidns" if record.get("ok") else layer_of(outcome, record))
+        layers.add("pidns" if record.get("ok") else signal_layer(outcome, record))
     follow_up = outcome.sandbox.run('reached("after")\nreport("after", ok=True)')
     assert follow_up.result_of("after").get("ok"), follow_up.describe()
     return layers or {"pidns"}
@@ -202,16 +210,16 @@ def init_interrupt_harmless(outcome: Outcome) -> set[str]:
     """Whatever signalling pid 1 does to this run, the service and the next run are fine."""
     labels = outcome.results().get("tried", {}).get("labels")
     assert labels is not None, outcome.describe()
-    layers = {"pidns"}
+    layers = set()
     for label in labels:
         record = outcome.result_of(label)
-        if not record.get("ok"):
-            layers.add(layer_of(outcome, record))
+        # Delivered: pid 1 of the namespace shrugs it off, as the follow-up run shows.
+        layers.add("pidns" if record.get("ok") else signal_layer(outcome, record))
     wall = outcome.sandbox.limits.wall_seconds
     assert outcome.result["duration_ms"] <= (wall + 2) * 1000, outcome.describe()
     follow_up = outcome.sandbox.run('reached("after")\nreport("after", ok=True)')
     assert follow_up.result_of("after").get("ok"), follow_up.describe()
-    return layers
+    return layers or {"pidns"}
 
 
 DEV_INVENTORY = r"""
@@ -325,7 +333,7 @@ ATTACKS = [
         "kill_supervisors",
         "privilege",
         KILL_SUPERVISORS,
-        ("pidns", "privileges"),
+        ("pidns", "landlock", "privileges"),
         supervisors_survive,
     ),
     Attack(
