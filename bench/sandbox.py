@@ -95,6 +95,7 @@ async def main(runs: int) -> None:
         )
         await runner.start()
         try:
+            print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
             report = runner.isolation_report()
             active = [name for name, state in report.items() if state.get("active")]
             print(f"layers active: {', '.join(active)}")
@@ -148,6 +149,7 @@ async def main(runs: int) -> None:
                 print(
                     f"  concurrency {concurrency:2d}: {rate:7.1f} runs/s  {figures(latencies)}"
                 )
+            print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         finally:
             await runner.close()
 
