@@ -42,6 +42,8 @@ DEVICES: tuple[str, ...] = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random"
 """Device nodes bound into the jail's /dev (read-write, no others exist)."""
 
 _OLD_ROOT = ".old-root"
+TMPFS_INODES = 16384
+"""Files (and dirs) a run may create in /tmp and in /workdir each: bounds inode memory."""
 
 
 def unshare() -> None:
@@ -178,7 +180,13 @@ def enter_root(
     """
     for path in outermost(extra_read_paths):  # none beneath the template's (the service checks)
         _add_read_only(root, path)
-    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    _mount(
+        "tmpfs",
+        root + "/tmp",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=1777",
+    )
     workdir = root + WORKDIR_IN_JAIL
     uid, gid = owner
     _mount(
@@ -186,7 +194,7 @@ def enter_root(
         workdir,
         "tmpfs",
         MS_NOSUID | MS_NODEV,
-        f"size={tmp_bytes},mode=0700,uid={uid},gid={gid}",
+        f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=0700,uid={uid},gid={gid}",
     )
     _write_files(workdir, files, owner)
     syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")

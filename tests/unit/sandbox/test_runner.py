@@ -299,3 +299,19 @@ async def test_policy_change_and_run_count_recycle_the_zygotes(tmp_path: Path) -
         assert zygote_pid() not in (first, second)
     finally:
         await single.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_inode_exhaustion_stops_at_the_tmpfs_limit(runner: Runner, path: str) -> None:
+    code = (
+        "import errno, os\n"
+        "print('creating', flush=True)\n"
+        "try:\n"
+        "    for i in range(100000):\n"
+        "        os.close(os.open(f'e{i}', os.O_CREAT | os.O_WRONLY))\n"
+        "except OSError as error:\n"
+        "    print(errno.errorcode[error.errno], i)\n"
+    )
+    result = await runner.run(python(code, path, limits=RunLimits(open_files=64)))
+    assert result.stdout.startswith("creating\nENOSPC ")
+    assert int(result.stdout.split()[-1]) <= 16384
