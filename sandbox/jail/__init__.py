@@ -4,7 +4,7 @@ Read :func:`contain` top to bottom to audit the order. It runs in a fresh,
 single-threaded process (the cold launcher, or a zygote's child on the warm
 path) that starts as root, and it forks twice:
 
-    launcher (root)        cgroup -> mountns (minimal root) -> privileges (drop uid)
+    launcher (root)        cgroup -> mountns (minimal root, pivot) -> privileges (drop uid)
                            -> userns -> pidns, netns, ipcns, utsns, mountns (owned by userns)
       └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable, capabilities
                            dropped; answers seccomp notifications, reports the tool's status

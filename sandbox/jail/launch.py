@@ -1,10 +1,11 @@
 """The single-threaded entry of one run: read the config, :func:`contain`, exec or run code.
 
-Cold path: the service execs ``python -I -S .../sandbox/jail/launch.py`` per
-run with the config on fd 3 and the report pipe on fd 4 (stdin, stdout and
-stderr are the run's pipes). Warm path: ``launch.py --zygote`` starts the
-pre-forked zygote (:mod:`sandbox.jail.zygote`), whose children call
-:func:`run_one` with the same fds.
+Cold path: ``python -I -S .../sandbox/jail/launch.py CONFIG_FD REPORT_FD``
+is exec'd per run — by the run slot's zygote, or by the service when the
+zygote is down — with the config and report pipes on those fds (stdin,
+stdout and stderr are the run's pipes). Warm path: ``launch.py --zygote``
+starts a slot's pre-forked zygote (:mod:`sandbox.jail.zygote`), whose
+children call :func:`run_one` with the same fds.
 
 ``-I`` ignores PYTHONPATH and the script's dir, so the repository (or the
 installed package's) root is put on sys.path here, then removed again
