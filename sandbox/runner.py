@@ -414,8 +414,12 @@ class Runner:
     async def _release(self, slot: _Slot) -> None:
         """Kill what is left of a run in its slot (normally nothing), free the slot."""
         try:
-            if slot.cgroup is not None and slot.cgroup.pids() - slot.zygote_pid():
-                await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
+            if slot.cgroup is not None:
+                if slot.cgroup.pids() - slot.zygote_pid():
+                    await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
+                slot.cgroup.reset_counters()  # off the next run's critical path
+        except OSError:
+            pass  # prepare_run retries, and fails the next run closed if it must
         finally:
             assert self._free_slots is not None
             self._free_slots.put_nowait(slot)

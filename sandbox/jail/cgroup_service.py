@@ -124,6 +124,8 @@ class RunCgroup:
         self.dirs = dirs or {controller: base / name for controller, base in bases.items()}
         self._pids_events_before = 0
         self._memory_events_before = 0
+        self._limits: tuple[int, int] | None = None
+        self._counters_fresh = False
 
     def create(self) -> None:
         """Make the (empty, unlimited) groups."""
@@ -145,11 +147,21 @@ class RunCgroup:
         return pids
 
     def prepare_run(self, memory_bytes: int, processes: int) -> None:
-        """Limits for the next run: `memory_bytes` and `processes` on top of what is there now.
+        """Limits for the next run: `memory_bytes` and `processes` on top of what is there.
 
-        What is there now is the slot's zygote (and its shared pages), which
-        the run's processes fork from.
+        What is there is the slot's zygote (and its shared pages), which the
+        run's processes fork from. The limits are written only when they
+        differ from the previous run's; the counters are normally reset
+        already, right after the previous run (:meth:`reset_counters`).
         """
+        if not self._counters_fresh:
+            self.reset_counters()
+        if self._limits != (memory_bytes, processes):
+            self._set_limits(memory_bytes, processes)
+            self._limits = (memory_bytes, processes)
+        self._counters_fresh = False
+
+    def _set_limits(self, memory_bytes: int, processes: int) -> None:
         resident = len(self.pids())
         for controller, directory in self.dirs.items():
             if controller == "memory":
@@ -166,21 +178,29 @@ class RunCgroup:
                         _write(swap, limit)
                 else:
                     _write(directory / "memory.limit_in_bytes", limit)
+            elif controller == "pids":
+                _write(directory / "pids.max", str(resident + processes + 2))
+            elif controller == "v2":
+                usage = int((directory / "memory.current").read_text())
+                _write(directory / "memory.max", str(usage + memory_bytes))
+                _write(directory / "memory.swap.max", "0")
+                _write(directory / "pids.max", str(resident + processes + 2))
+
+    def reset_counters(self) -> None:
+        """Zero the limit-hit counters (or note their values) before the next run."""
+        for controller, directory in self.dirs.items():
+            if controller == "memory":
                 _write(directory / "memory.failcnt", "0")
                 _write(directory / "memory.max_usage_in_bytes", "0")
                 self._memory_events_before = _read_int_after(
                     directory / "memory.oom_control", "oom_kill"
                 )
             elif controller == "pids":
-                _write(directory / "pids.max", str(resident + processes + 2))
                 self._pids_events_before = _read_int_after(directory / "pids.events", "max")
             elif controller == "v2":
-                usage = int((directory / "memory.current").read_text())
-                _write(directory / "memory.max", str(usage + memory_bytes))
-                _write(directory / "memory.swap.max", "0")
-                _write(directory / "pids.max", str(resident + processes + 2))
                 self._pids_events_before = _read_int_after(directory / "pids.events", "max")
                 self._memory_events_before = _read_int_after(directory / "memory.events", "max")
+        self._counters_fresh = True
 
     def add(self, pid: int) -> None:
         """Move `pid` in (blocking: may wait for an RCU grace period)."""
