@@ -256,7 +256,8 @@ def test_revoked_right_applies_to_the_next_request(
     sandbox: Sandbox, token_for: Callable[..., str], edit_policy: Callable[[str], float]
 ) -> None:
     agent = token_for("sandbox", sub="agent")
-    assert sandbox.execute(agent, tool_name="python", code="print(1)").status_code == 200
+    allowed = sandbox.execute(agent, tool_name="python", code="print(1)")
+    assert allowed.status_code == 200, allowed.text
     edit_policy(DEFAULT_POLICY.replace('tools = ["demo", "python"]', 'tools = ["demo"]'))
     assert sandbox.execute(agent, tool_name="python", code="print(1)").status_code == 403
 
@@ -296,7 +297,8 @@ def test_broken_then_fixed_then_deleted_policy(
         assert time.monotonic() < deadline, "the deletion was never noticed"
         time.sleep(0.02)
     assert "file not found" in status["last_error"]
-    assert sandbox.execute(operator, tool_name="demo").status_code == 200
+    still = sandbox.execute(operator, tool_name="demo")
+    assert still.status_code == 200, still.text
     edit_policy(DEFAULT_POLICY)
     # The audit file tells the story of the edits.
     actions = [
@@ -345,7 +347,7 @@ def test_required_layer_missing_is_503_naming_it(
     edit_policy(DEFAULT_POLICY.replace('"landlock", "seccomp"', '"landlock", "cgroup", "seccomp"'))
     response = sandbox.execute(operator, tool_name="demo")
     if isolation["cgroup"]["active"]:
-        assert response.status_code == 200
+        assert response.status_code == 200, response.text
     else:
         assert response.status_code == 503
         assert response.json()["missing_layers"] == ["cgroup"]
