@@ -41,6 +41,7 @@ RUN useradd --uid 10001 --user-group --home-dir /nonexistent --no-create-home \
  && chmod 0700 /keys/all /keys/gateway /keys/memory /keys/sandbox /keys/agent /keys/bff /keys/operator
 COPY --from=builder /opt/pagi /opt/pagi
 COPY deploy/keys/distribute-keys.sh /usr/local/bin/pagi-distribute-keys
+COPY deploy/keys/wait-for-keys.sh /usr/local/bin/pagi-wait-for-keys
 ENV PATH=/opt/pagi/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -189,7 +189,7 @@ WARM_STARTED="$(now)"
 quietly "${COMPOSE[@]}" up -d
 wait_healthy
 WARM_UP_SECONDS="$(seconds_since "$WARM_STARTED")"
-"$PYTHON" -m tests.compose.stack_checks restarted
+"$PYTHON" -m tests.compose.stack_checks restarted --project "$PROJECT"
 
 IMAGE_BYTES="$(podman image inspect "$PAGI_IMAGE" --format '{{.Size}}')"
 FAILED=0

@@ -31,7 +31,7 @@ for identity in $IDENTITIES; do
     target="$KEYS_ROOT/$identity"
     mkdir -p "$target"
     place "$KEYS_ROOT/all/$identity.key" "$target/$identity.key" 0600
-    expected="$identity.key"
+    expected=".complete $identity.key"
     for public in "$KEYS_ROOT"/all/*.pub; do
         name="$(basename "$public")"
         place "$public" "$target/$name" 0644
@@ -45,5 +45,8 @@ for identity in $IDENTITIES; do
             *) rm -rf "$present" ;;
         esac
     done
+    # Last: services start once they see it (pagi-wait-for-keys).
+    : >"$target/.complete.new"
+    mv -f "$target/.complete.new" "$target/.complete"
 done
 echo "keys ready for: $IDENTITIES"

@@ -332,7 +332,41 @@ def run_contract(policy_dir: Path) -> int:
     return report.exit_code()
 
 
-def run_restarted() -> int:
+KILL_SERVER = """
+import os, signal
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        command = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')
+    except OSError:
+        continue
+    if b'serve' in command and int(pid) not in (1, os.getpid()):
+        os.kill(int(pid), signal.SIGKILL)
+        print(pid)
+"""
+
+
+def check_crashed_service_comes_back(project: str, service: str) -> str:
+    """Kill the server process inside; ``restart: unless-stopped`` brings it back."""
+    container = f"{project}_{service}_1"
+    before = int(podman("inspect", "--format", "{{.RestartCount}}", container))
+    killed = podman("exec", container, "python", "-c", KILL_SERVER).split()
+    expect(bool(killed), "no server process found to kill")
+    deadline = time.monotonic() + 60
+    with client() as http:
+        while True:
+            restarts = int(podman("inspect", "--format", "{{.RestartCount}}", container))
+            try:
+                healthy = restarts > before and http.get(url(service, "/health")).status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            if healthy:
+                break
+            expect(time.monotonic() < deadline, "not back within 60 s")
+            time.sleep(0.5)
+    return f"killed pid {killed[0]}, restarted ({restarts} restarts), healthy again"
+
+
+def run_restarted(project: str) -> int:
     """After ``down`` and ``up`` with the volumes kept: state and keys survived."""
     report = Report()
 
@@ -356,6 +390,11 @@ def run_restarted() -> int:
         report.check("memory record survived", memory_survived)
         report.check("POST /api/v1/execute_tool", lambda: check_execute_tool(http))
         report.check("GET /api/v1/agi/dashboard-data", lambda: check_dashboard(http))
+    report.check(
+        "memory killed, restarted by the engine",
+        lambda: check_crashed_service_comes_back(project, "memory"),
+    )
+    report.check("memory record survived the crash", memory_survived)
     return report.exit_code()
 
 
@@ -520,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "contract":
         return run_contract(args.policy_dir)
     if args.phase == "restarted":
-        return run_restarted()
+        return run_restarted(args.project)
     return run_hardening(args.project, args.policy_dir)
 
 

@@ -79,9 +79,11 @@ def test_schema_check_rejects_a_misspelt_service_key(tmp_path: Path) -> None:
     assert "readonly" in result.stdout + result.stderr
 
 
-def test_every_service_of_the_contract_runs_its_own_command(services: dict) -> None:
+def test_every_service_of_the_contract_runs_its_own_command_once_it_has_keys(
+    services: dict,
+) -> None:
     for name in SERVICES:
-        assert services[name]["command"] == ["pagi", "serve", name]
+        assert services[name]["command"] == ["pagi-wait-for-keys", "pagi", "serve", name]
 
 
 def test_depends_on_names_defined_services_without_cycles(services: dict) -> None:
@@ -106,15 +108,16 @@ def test_depends_on_names_defined_services_without_cycles(services: dict) -> Non
         visit(name)
 
 
-def test_services_wait_for_keys_and_healthy_dependencies(services: dict) -> None:
+def test_services_depend_on_healthy_services_never_on_the_one_shot_keys(services: dict) -> None:
+    # podman does not restart a container whose declared dependency has exited,
+    # so a dependency on `keys` would switch off `restart` for every service.
     for name in SERVICES:
-        deps = services[name]["depends_on"]
-        assert deps["keys"]["condition"] == "service_completed_successfully"
+        deps = services[name].get("depends_on", {})
+        assert "keys" not in deps
         for dep, rule in deps.items():
-            if dep != "keys":
-                assert rule["condition"] == "service_healthy", (name, dep)
-    assert set(services["bff"]["depends_on"]) >= {"agent", "sandbox", "memory"}
-    assert "gateway" in services["agent"]["depends_on"]
+            assert rule["condition"] == "service_healthy", (name, dep)
+    assert set(services["bff"]["depends_on"]) == {"agent", "sandbox", "memory"}
+    assert set(services["agent"]["depends_on"]) == {"gateway"}
 
 
 @pytest.mark.parametrize("name", SERVICES)
