@@ -9,6 +9,8 @@ caller, instead of the caller cutting the agent off and blaming it.
 from __future__ import annotations
 
 MAX_BUDGET_MS = 600_000
+MIN_BUDGET_MS = 1_000
+"""Smaller budgets count as this: too little for any plan, so a 504 would only punish."""
 MIN_REPLY_MARGIN_SECONDS = 0.2
 REPLY_MARGIN_FRACTION = 0.2
 MIN_CALL_SECONDS = 0.05
@@ -19,7 +21,7 @@ def answer_by(budget_ms: int | None, now: float) -> float | None:
     """The loop time by which to answer, or None when the caller set no budget."""
     if budget_ms is None:
         return None
-    budget = budget_ms / 1000
+    budget = max(budget_ms, MIN_BUDGET_MS) / 1000
     return now + budget - max(MIN_REPLY_MARGIN_SECONDS, REPLY_MARGIN_FRACTION * budget)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
+from pydantic import WithJsonSchema
 
 from agent.budget import MAX_BUDGET_MS, answer_by, within
 from agent.gateway_calls import ask_for_plan, stream_plan_events
@@ -62,9 +63,11 @@ async def plan(
             alias=TIMEOUT_HEADER,
             ge=1,
             le=MAX_BUDGET_MS,
-            description="The caller's time budget in ms: the answer (perhaps degraded, or a"
-            " 504 naming the gateway) comes before it runs out.",
+            description="The caller's time budget in ms (below 1000 counts as 1000): the"
+            " answer (perhaps degraded, or a 504 naming the gateway) comes before it runs out.",
         ),
+        # Absent, not null: the header is either sent with a number or not at all.
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_BUDGET_MS}),
     ] = None,
 ) -> PlanResponse:
     """The gateway's plan; echo and memory failures degrade the answer but never fail it."""

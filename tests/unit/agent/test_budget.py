@@ -12,7 +12,9 @@ def test_no_budget_means_no_deadline() -> None:
     assert within(2.0, None, now=100.0) == 2.0
 
 
-@pytest.mark.parametrize(("budget_ms", "deadline"), [(1000, 100.8), (2000, 101.6), (500, 100.3)])
+@pytest.mark.parametrize(
+    ("budget_ms", "deadline"), [(1000, 100.8), (2000, 101.6), (10_000, 108.0), (1, 100.8)]
+)
 def test_the_answer_is_due_before_the_budget_with_a_reply_margin(
     budget_ms: int, deadline: float
 ) -> None:
