@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from hypothesis import strategies as st
 
+from pagi.http import TIMEOUT_HEADER
 from pagi.request_id import accept_request_id
 from tests.fuzz.live import json_error_problem
 
@@ -197,6 +198,18 @@ def hostile_requests(
         )
         if request_id is not None:
             headers["X-Request-Id"] = request_id.strip() or "x"
+        # The caller's time budget, which the agent honours: any value at all.
+        budget = draw(
+            st.one_of(
+                st.none(),
+                st.none(),
+                st.integers(min_value=-(2**70), max_value=2**70).map(str),
+                st.sampled_from(["0", "1", "-1", "1e3", "NaN", "inf", "", " 5", "0x10", "9" * 400]),
+                st.text(alphabet=HEADER_CHARACTERS, max_size=30),
+            )
+        )
+        if budget is not None:
+            headers[TIMEOUT_HEADER] = budget.strip() or "0"
         body = draw(
             st.one_of(
                 st.none(),
