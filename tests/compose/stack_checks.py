@@ -224,13 +224,18 @@ def check_execute_tool(http: httpx.Client) -> str:
 
 
 def check_tool_has_no_network(http: httpx.Client) -> str:
+    # The sandbox service itself listens on 8001 in its container: a tool
+    # sharing the container's network would reach it over loopback.
     code = (
         "import socket\n"
-        "try:\n"
-        "    socket.create_connection(('10.255.255.1', 9), timeout=1)\n"
-        "    print('connected')\n"
-        "except OSError as exc:\n"
-        "    print('refused', exc.errno)\n"
+        "for family in (socket.AF_INET, socket.AF_INET6):\n"
+        "    try:\n"
+        "        s = socket.socket(family)\n"
+        "        s.settimeout(1)\n"
+        "        s.connect(('127.0.0.1' if family == socket.AF_INET else '::1', 8001))\n"
+        "        print('connected')\n"
+        "    except OSError as exc:\n"
+        "        print('refused', exc.errno)\n"
     )
     response = execute_tool(http, "python", code)
     expect(response.status_code == 200, f"status {response.status_code}: {response.text[:300]}")
