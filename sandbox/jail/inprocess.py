@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # typing and types cost the cold path an import each
+if TYPE_CHECKING:
+    from types import TracebackType
+
 _ALLOWED_FLAGS = frozenset("IsSEBuqb")
 
 
@@ -108,10 +112,22 @@ def run(python: dict[str, object], environment: dict[str, str]) -> None:
         exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - this is the tool
     except SystemExit as error:
         status = _exit_code(error)
-    except BaseException:  # noqa: BLE001 - report like the interpreter does
-        sys.excepthook(*sys.exc_info())
+    except BaseException as error:  # noqa: BLE001 - report like the interpreter does
+        trace = _tool_frames(error.__traceback__)
+        sys.excepthook(type(error), error.with_traceback(trace), trace)
         status = 1
     os._exit(_finish(status))
+
+
+def _tool_frames(trace: TracebackType | None) -> TracebackType | None:
+    """`trace` without its leading frames of this module: a tool sees only its own frames.
+
+    Those frames would show the host path of the jail's source, which the
+    tool has no business knowing (a fresh interpreter shows none of them).
+    """
+    while trace is not None and trace.tb_frame.f_code.co_filename == __file__:
+        trace = trace.tb_next
+    return trace
 
 
 def _finish(status: int) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 from sandbox.jail.inprocess import parse_python_argv
 
 PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_code_argument() -> None:
@@ -39,3 +42,44 @@ def test_other_commands_are_exec_d() -> None:
     assert parse_python_argv([PYTHON, "-X", "dev", "-c", "1"], PYTHON) is None
     assert parse_python_argv([PYTHON, "-c"], PYTHON) is None
     assert parse_python_argv([], PYTHON) is None
+
+
+def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
+    """A tool's traceback names its own code, never the jail's source on the host."""
+    code = "def inner():\n    raise ValueError('boom')\n\ninner()\n"
+    runner = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from sandbox.jail.inprocess import run\n"
+        f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}}, {{}})\n"
+    )
+    completed = subprocess.run(
+        [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 1
+    assert "ValueError: boom" in completed.stderr
+    assert 'File "<string>", line 4, in <module>' in completed.stderr
+    assert 'File "<string>", line 2, in inner' in completed.stderr
+    assert "inprocess.py" not in completed.stderr
+    assert str(REPO) not in completed.stderr
+
+
+def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
+    runner = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from sandbox.jail.inprocess import run\n"
+        "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']}, {})\n"
+    )
+    completed = subprocess.run(
+        [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 1
+    assert "SyntaxError" in completed.stderr
+    assert str(REPO) not in completed.stderr
