@@ -39,7 +39,7 @@ from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.mountns import beneath, outermost
-from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe
+from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, probe_reported
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
 
@@ -49,6 +49,12 @@ JAIL_GID = 65534
 BACKSTOP_SECONDS = 3.0
 """Grace after the wall limit before the service kills a run's supervisor itself."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
+PROBE_WALL_SECONDS = 30
+"""Generous: the probe must not fail for a machine busy at start-up."""
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_SECONDS = 1.0
+"""Wait before the second probe (doubling for later ones, up to REPROBE_MAX_SECONDS)."""
+REPROBE_MAX_SECONDS = 60.0
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
 SYSTEM_READ_PATHS: tuple[str, ...] = (
@@ -226,6 +232,8 @@ class Runner:
         self._background: set[asyncio.Task[None]] = set()
         self._policy_version = ""
         self._started = False
+        self._reprobe: asyncio.Task[None] | None = None
+        self._reprobes = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -265,6 +273,9 @@ class Runner:
 
     async def close(self) -> None:
         """Stop the zygotes, kill what is left in the slots, remove their cgroups."""
+        if self._reprobe is not None:
+            self._reprobe.cancel()
+            await asyncio.gather(self._reprobe, return_exceptions=True)
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
         for slot in self._slots:
@@ -634,34 +645,78 @@ class Runner:
     # ----------------------------------------------------------------- probing
 
     async def _probe(self) -> None:
-        """Prove each layer active with a real jailed run that inspects itself from inside."""
+        """Prove each layer active with a real jailed run that inspects itself from inside.
+
+        A probe run that reports nothing (killed at its wall limit on a
+        loaded machine, a process that could not start) proves nothing
+        either way: it is retried a few times, then again in the background
+        while the jail's structure is not shown to work. Only what a probe
+        showed is ever reported active.
+        """
+        for attempt in range(PROBE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(PROBE_RETRY_SECONDS * attempt)
+            if await self._probe_once():
+                break
+        if self.missing_layers(set(LAYERS) - OPTIONAL_LAYERS) and self._reprobe is None:
+            self._reprobe = asyncio.get_running_loop().create_task(self._reprobe_later())
+
+    async def _reprobe_later(self) -> None:
+        """Probe again, backing off, until the jail's structure is shown to work."""
+        delay = PROBE_RETRY_SECONDS
+        try:
+            while self.missing_layers(set(LAYERS) - OPTIONAL_LAYERS):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPROBE_MAX_SECONDS)
+                self._reprobes += 1
+                await self._probe_once()
+        finally:
+            self._reprobe = None
+
+    async def _probe_once(self) -> bool:
+        """One probe; False when its run reported nothing, so that nothing is known."""
         optional = [name for name in OPTIONAL_LAYERS if name != "cgroup" or self._cgroup_bases]
+        refused: dict[str, dict[str, Any]] = {}
         for _ in range(len(OPTIONAL_LAYERS) + 1):
             spec = RunSpec(
                 tool="probe",
                 argv=(self.python, "-I", "-S", "-c", PROBE_PROGRAM),
                 readable_paths=("/proc",),
-                limits={"wall_seconds": 20},  # type: ignore[arg-type]
+                limits={"wall_seconds": PROBE_WALL_SECONDS},  # type: ignore[arg-type]
             )
             try:
                 result = await self._execute(spec, optional)
             except RunnerUnavailable as error:
-                layer = error.layer or "privileges"
-                self._layers[layer] = {"active": False, "reason": str(error)}
-                if layer in optional:
-                    optional.remove(layer)
+                if error.layer is None:
+                    self._nothing_proven(f"probe run failed: {error}")
+                    return False
+                refused[error.layer] = {"active": False, "reason": str(error)}
+                if error.layer in optional:
+                    optional.remove(error.layer)
                     continue
                 for name in LAYERS:
-                    if self._layers[name].get("reason") == "not probed yet":
-                        self._layers[name] = {"active": False, "reason": f"jail broken at {layer}"}
-                return
+                    self._layers[name] = refused.get(
+                        name, {"active": False, "reason": f"jail broken at {error.layer}"}
+                    )
+                return True
+            if not probe_reported(result):
+                self._nothing_proven(
+                    f"probe run reported nothing: exit={result.exit_code}"
+                    f" signal={result.signal} limit={result.limit_hit} {result.stderr[-300:]}"
+                )
+                return False
             verdicts = evaluate_probe(
                 result, host_namespaces(), self.uid, optional, str(Path(__file__).parent)
             )
             for name, verdict in verdicts.items():
-                if self._layers[name].get("reason") == "not probed yet" or verdict["active"]:
-                    self._layers[name] = verdict
-            return
+                self._layers[name] = verdict if verdict["active"] else refused.get(name, verdict)
+            return True
+        return True
+
+    def _nothing_proven(self, reason: str) -> None:
+        retry = "; probing again" if self._started else ""
+        for name in LAYERS:
+            self._layers[name] = {"active": False, "reason": reason + retry}
 
 
 def host_namespaces() -> dict[str, str]:

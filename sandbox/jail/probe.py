@@ -47,6 +47,11 @@ def _facts(stdout: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def probe_reported(result: Any) -> bool:
+    """Whether the probe program got to print what it saw (else the run proves nothing)."""
+    return bool(_facts(result.stdout))
+
+
 def evaluate_probe(
     result: Any,
     host_namespaces: dict[str, str],

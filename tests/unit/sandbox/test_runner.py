@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from sandbox import runner as runner_module
+from sandbox.jail.config import OPTIONAL_LAYERS
 from sandbox.runner import Runner, RunnerUnavailable
-from sandbox.spec import RunLimits, RunSpec
+from sandbox.spec import RunLimits, RunResult, RunSpec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
 PATHS = ("cold", "warm")
+STRUCTURAL_LAYERS = sorted(set(runner_module.LAYERS) - OPTIONAL_LAYERS)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -319,3 +322,78 @@ async def test_inode_exhaustion_stops_at_the_tmpfs_limit(runner: Runner, path: s
     result = await runner.run(python(code, path, limits=RunLimits(open_files=64)))
     assert result.stdout.startswith("creating\nENOSPC ")
     assert int(result.stdout.split()[-1]) <= 16384
+
+
+def _failing_first(jail_runner: Runner, failures: int) -> list[str]:
+    """Make the runner's first `failures` runs end without a report, as under heavy load."""
+    real = jail_runner._execute
+    calls: list[str] = []
+
+    async def flaky(spec: RunSpec, layers: list[str]) -> object:
+        calls.append(spec.tool)
+        if len(calls) <= failures:
+            raise RunnerUnavailable("the jail ended without reporting the tool's status")
+        return await real(spec, layers)
+
+    jail_runner._execute = flaky  # type: ignore[method-assign]
+    return calls
+
+
+async def test_probe_retries_a_run_that_reported_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
+    flaky = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    calls = _failing_first(flaky, failures=1)
+    await flaky.start()
+    try:
+        assert calls == ["probe", "probe"]
+        assert flaky.missing_layers(STRUCTURAL_LAYERS) == []
+        assert (await flaky.run(python("print('ran')", "warm"))).stdout == "ran\n"
+    finally:
+        await flaky.close()
+
+
+async def test_failed_probes_refuse_runs_until_a_later_probe_proves_the_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
+    flaky = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    calls = _failing_first(flaky, failures=runner_module.PROBE_ATTEMPTS + 1)
+    await flaky.start()
+    try:
+        # Nothing was shown, so nothing is reported active and nothing runs.
+        report = flaky.isolation_report()
+        assert not any(report[name]["active"] for name in runner_module.LAYERS)
+        assert "probing again" in report["pidns"]["reason"]
+        with pytest.raises(RunnerUnavailable):
+            await flaky.run(python("print('ran')", "warm"))
+        for _ in range(200):
+            if not flaky.missing_layers(STRUCTURAL_LAYERS):
+                break
+            await asyncio.sleep(0.05)
+        assert flaky.missing_layers(STRUCTURAL_LAYERS) == []
+        assert calls.count("probe") == runner_module.PROBE_ATTEMPTS + 2
+        assert (await flaky.run(python("print('ran')", "warm"))).stdout == "ran\n"
+    finally:
+        await flaky.close()
+
+
+async def test_a_probe_that_prints_nothing_shows_no_layer_active(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(runner_module, "REPROBE_MAX_SECONDS", 0.01)
+    silent = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+
+    async def killed(spec: RunSpec, layers: list[str]) -> RunResult:
+        return RunResult(stdout="", stderr="", exit_code=None, signal=9, duration_ms=1.0)
+
+    silent._execute = killed  # type: ignore[method-assign]
+    await silent.start()
+    try:
+        await asyncio.sleep(0.1)  # a few background probes, all silent
+        report = silent.isolation_report()
+        assert not any(report[name]["active"] for name in runner_module.LAYERS)
+    finally:
+        await silent.close()
