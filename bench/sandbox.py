@@ -1,21 +1,27 @@
-"""The jail's cost: a bare spawn vs the jail on the cold path vs the warm path.
+"""The sandbox's speed: a bare spawn vs the jail (cold, warm) vs execute_tool over HTTP.
 
-Prints, for two programs — ``print(sum(range(1000)))`` and the same after
-importing json/re/datetime/decimal/statistics — p50 / p99 / mean over
-interleaved runs (to cancel machine drift) of:
+Prints, in one run, for two programs — ``print(sum(range(1000)))`` and the
+same after importing json/re/datetime/decimal/statistics — p50 / p99 / mean
+over interleaved runs (the order rotates every iteration, to cancel machine
+drift) of:
 
   (a)  bare spawn, no isolation: ``subprocess.run([python, "-I", "-S", "-c", P])``,
        the very argv the jailed Python tool runs (the base interpreter);
-  (a') the same with the venv's interpreter and ``-I`` only (issue 7's baseline);
-  (b)  the jail, cold path (a launcher exec'd per run);
-  (c)  the jail, warm path (a child of the slot's pre-forked zygote);
+  (a') the same with the venv's interpreter and ``-I`` only (for reference);
+  (b)  the jail, cold path (a fresh launcher per run), through the Runner;
+  (c)  the jail, warm path (a child of the slot's pre-forked zygote), through the Runner;
+  (d)  ``execute_tool`` end-to-end over HTTP with a JWT, warm path, against a real
+       sandbox service started on a free loopback port;
 
-then the warm path's throughput through the Runner at concurrency 1, 8 and
-32 (runs/s, p99), the ratios (b)/(a) and (c)/(a), the layers active and the
-seccomp allowlist size. execute_tool over HTTP is measured by
-``bench/sandbox_http.py``.
+then the throughput of execute_tool at concurrency 1, 8 and 32 (runs/s, p50,
+p99; the policy admits 8 runs at once, the rest queue), the same through the
+Runner without HTTP, the ratios (b)/(a), (c)/(a), (d)/(a) against the
+targets, and the bff's dashboard-data p50 against its slowest downstream
+(all five services up). Also the layers active and the seccomp allowlist.
 
-Usage (as root, from the repository): .venv/bin/python bench/sandbox.py [--runs 300]
+Usage (as root, from the repository, on a quiet machine — see `uptime`):
+
+    .venv/bin/python bench/sandbox.py [--runs 300] [--throughput-runs 600]
 """
 
 from __future__ import annotations
@@ -28,13 +34,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pagi import SERVICES  # noqa: E402
+from pagi.auth import TokenSigner, generate_keys  # noqa: E402
+from pagi.stack import Stack  # noqa: E402
 from sandbox.runner import Runner  # noqa: E402
 from sandbox.spec import RunSpec  # noqa: E402
+from tests.conftest import stack_env  # noqa: E402
 
 BASE_PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
 VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -42,7 +55,19 @@ PROGRAMS = {
     "print": "print(sum(range(1000)))",
     "imports": "import json, re, datetime, decimal, statistics\nprint(sum(range(1000)))",
 }
+EXPECTED = "499500\n"
 WARM_MODULES = ("json", "re", "datetime", "decimal", "statistics")
+EXECUTE = "/api/v1/execute_tool"
+DASHBOARD = "/api/v1/agi/dashboard-data"
+BASE_VENV = "a'"
+KINDS = ("a", BASE_VENV, "b", "c", "d")
+LABELS = {
+    "a": "(a)  bare spawn, same argv",
+    "a'": "(a') bare spawn, venv -I",
+    "b": "(b)  jail, cold path",
+    "c": "(c)  jail, warm path",
+    "d": "(d)  execute_tool, HTTP+JWT, warm",
+}
 
 
 def figures(samples: list[float]) -> str:
@@ -54,11 +79,18 @@ def figures(samples: list[float]) -> str:
     )
 
 
+def bench_policy() -> str:
+    """The default policy, with 8 runs at once and the python tool on the warm path."""
+    text = (REPO / "policies" / "sandbox.toml").read_text()
+    text = text.replace("max_concurrent_runs = 4", "max_concurrent_runs = 8")
+    return text.replace('executor = "cold"', 'executor = "warm"')
+
+
 def bare(argv: list[str]) -> float:
     started = time.perf_counter()
     completed = subprocess.run(argv, capture_output=True, check=True)
     elapsed = (time.perf_counter() - started) * 1000
-    assert completed.stdout == b"499500\n", completed
+    assert completed.stdout == EXPECTED.encode(), completed
     return elapsed
 
 
@@ -67,94 +99,177 @@ async def jailed(runner: Runner, code: str, warm: bool) -> float:
     started = time.perf_counter()
     result = await runner.run(spec)
     elapsed = (time.perf_counter() - started) * 1000
-    assert result.stdout == "499500\n" and result.path == ("warm" if warm else "cold"), result
+    assert result.stdout == EXPECTED and result.path == ("warm" if warm else "cold"), result
     return elapsed
 
 
-async def throughput(runner: Runner, concurrency: int, total: int) -> tuple[float, list[float]]:
-    code = PROGRAMS["print"]
+async def over_http(client: httpx.AsyncClient, code: str) -> float:
+    started = time.perf_counter()
+    response = await client.post(EXECUTE, json={"tool_name": "python", "code": code})
+    elapsed = (time.perf_counter() - started) * 1000
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["result"]["stdout"] == EXPECTED and body["result"]["executor"] == "warm", body
+    return elapsed
+
+
+async def throughput(
+    call: Callable[[], Awaitable[float]], concurrency: int, total: int
+) -> tuple[float, list[float]]:
+    """Runs/s and latencies of `total` calls kept `concurrency` at a time in flight."""
     latencies: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(total):
-        queue.put_nowait(index)
+    remaining = [total]
 
     async def worker() -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            latencies.append(await jailed(runner, code, warm=True))
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            latencies.append(await call())
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return total / (time.perf_counter() - started), latencies
 
 
-async def main(runs: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="pagi-bench-") as state:
-        runner = Runner(
-            python_executable=BASE_PYTHON, state_dir=Path(state), warm_modules=WARM_MODULES
-        )
-        await runner.start()
-        try:
-            print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-            report = runner.isolation_report()
-            active = [name for name, state in report.items() if state.get("active")]
-            print(f"layers active: {', '.join(active)}")
+def dashboard(bff_url: str, calls: int) -> tuple[float, dict[str, float]]:
+    """dashboard-data p50 and the p50 of each downstream call the bff reports."""
+    totals: list[float] = []
+    parts: dict[str, list[float]] = {}
+    with httpx.Client(timeout=30) as client:
+        client.get(f"{bff_url}{DASHBOARD}")
+        for _ in range(calls):
+            started = time.perf_counter()
+            body = client.get(f"{bff_url}{DASHBOARD}").json()
+            totals.append((time.perf_counter() - started) * 1000)
+            for key, value in body["timings_ms"].items():
+                parts.setdefault(key, []).append(value)
+    return statistics.median(totals), {k: statistics.median(v) for k, v in parts.items()}
+
+
+def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
+    met = value <= target if lower_is_better else value >= target
+    return "met" if met else "NOT met"
+
+
+async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace) -> None:
+    report = runner.isolation_report()
+    active = [name for name, state in report.items() if state.get("active")]
+    print(f"layers active: {', '.join(active)}")
+    print(
+        f"seccomp: allowlist {report['seccomp']['allowlist_size']} syscalls,"
+        f" filter {report['seccomp']['filter_size']} BPF instructions;"
+        f" landlock ABI {report['landlock']['abi']}"
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    client = httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits)
+    async with client:
+        for _ in range(5):  # warm caches, connections and zygotes before measuring
+            for code in PROGRAMS.values():
+                await jailed(runner, code, warm=False)
+                await jailed(runner, code, warm=True)
+                await over_http(client, code)
+        samples = {(name, kind): [] for name in PROGRAMS for kind in KINDS}
+        for iteration in range(args.runs):
+            for name, code in PROGRAMS.items():
+                shift = iteration % len(KINDS)
+                for kind in KINDS[shift:] + KINDS[:shift]:
+                    if kind == "a":
+                        elapsed = bare([BASE_PYTHON, "-I", "-S", "-c", code])
+                    elif kind == "a'":
+                        elapsed = bare([VENV_PYTHON, "-I", "-c", code])
+                    elif kind == "d":
+                        elapsed = await over_http(client, code)
+                    else:
+                        elapsed = await jailed(runner, code, warm=kind == "c")
+                    samples[(name, kind)].append(elapsed)
+        for name in PROGRAMS:
+            print(f"\nprogram {name!r}, {args.runs} interleaved runs each:")
+            for kind in KINDS:
+                print(f"  {LABELS[kind]:36s} {figures(samples[(name, kind)])}")
+            p50 = {kind: statistics.median(samples[(name, kind)]) for kind in KINDS}
             print(
-                f"seccomp: allowlist {report['seccomp']['allowlist_size']} syscalls,"
-                f" filter {report['seccomp']['filter_size']} BPF instructions;"
-                f" landlock ABI {report['landlock']['abi']}"
+                f"  ratios of p50: (b)/(a) {p50['b'] / p50['a']:.2f} (target <= 1.2,"
+                f" {verdict(p50['b'] / p50['a'], 1.2)})"
+                f"  (c)/(a) {p50['c'] / p50['a']:.2f}"
+                f"  (d)/(a) {p50['d'] / p50['a']:.2f} (target <= 0.5,"
+                f" {verdict(p50['d'] / p50['a'], 0.5)})"
+                f"  (d)/(a') {p50['d'] / p50[BASE_VENV]:.2f}"
             )
-            samples: dict[tuple[str, str], list[float]] = {}
-            kinds = ("a", "a'", "b", "c")
-            for name in PROGRAMS:
-                for kind in kinds:
-                    samples[(name, kind)] = []
-            for _ in range(3):  # warm caches before measuring
-                for code in PROGRAMS.values():
-                    await jailed(runner, code, warm=False)
-                    await jailed(runner, code, warm=True)
-            for iteration in range(runs):
-                for name, code in PROGRAMS.items():
-                    order = kinds[iteration % 4 :] + kinds[: iteration % 4]
-                    for kind in order:
-                        if kind == "a":
-                            elapsed = bare([BASE_PYTHON, "-I", "-S", "-c", code])
-                        elif kind == "a'":
-                            elapsed = bare([VENV_PYTHON, "-I", "-c", code])
-                        else:
-                            elapsed = await jailed(runner, code, warm=kind == "c")
-                        samples[(name, kind)].append(elapsed)
-            labels = {
-                "a": "(a)  bare spawn, same argv",
-                "a'": "(a') bare spawn, venv -I",
-                "b": "(b)  jail, cold path",
-                "c": "(c)  jail, warm path",
-            }
-            for name in PROGRAMS:
-                print(f"\nprogram {name!r}, {runs} interleaved runs each:")
-                for kind in kinds:
-                    print(f"  {labels[kind]:28s} {figures(samples[(name, kind)])}")
-                base = statistics.median(samples[(name, "a")])
-                base_venv = statistics.median(samples[(name, "a'")])
-                cold = statistics.median(samples[(name, "b")])
-                warm = statistics.median(samples[(name, "c")])
-                print(
-                    f"  ratios of p50: (b)/(a) {cold / base:.2f}  (c)/(a) {warm / base:.2f}"
-                    f"  (b)/(a') {cold / base_venv:.2f}  (c)/(a') {warm / base_venv:.2f}"
-                    f"  jail overhead cold {cold - base:+.2f} ms"
-                )
-            print("\nwarm path through the Runner (no HTTP):")
-            for concurrency in (1, 8, 32):
-                rate, latencies = await throughput(runner, concurrency, max(runs, 200))
-                print(
-                    f"  concurrency {concurrency:2d}: {rate:7.1f} runs/s  {figures(latencies)}"
-                )
-            print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+        print("\nexecute_tool over HTTP, warm path, program 'print' (policy: 8 runs at once):")
+        for concurrency in (1, 8, 32):
+            rate, latencies = await throughput(
+                lambda: over_http(client, PROGRAMS["print"]), concurrency, args.throughput_runs
+            )
+            note = ""
+            if concurrency == 8:
+                p99 = sorted(latencies)[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                met = rate >= 250 and p99 <= 25
+                note = f"  (target >= 250 runs/s with p99 <= 25 ms: {'met' if met else 'NOT met'})"
+            print(f"  concurrency {concurrency:2d}: {rate:7.1f} runs/s  {figures(latencies)}{note}")
+
+    print("\nwarm path through the Runner (no HTTP), program 'print':")
+    for concurrency in (1, 8, 32):
+        rate, latencies = await throughput(
+            lambda: jailed(runner, PROGRAMS["print"], warm=True),
+            concurrency,
+            args.throughput_runs,
+        )
+        print(f"  concurrency {concurrency:2d}: {rate:7.1f} runs/s  {figures(latencies)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=300, help="interleaved runs of each kind")
+    parser.add_argument("--throughput-runs", type=int, default=600, help="runs per concurrency")
+    parser.add_argument("--dashboard-calls", type=int, default=100)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory(prefix="pagi-bench-") as tmp:
+        root = Path(tmp)
+        keys = root / "keys"
+        generate_keys(keys)
+        policy = root / "sandbox.toml"
+        policy.write_text(bench_policy())
+        env = stack_env(
+            root / "state",
+            keys,
+            PAGI_SANDBOX_POLICY=str(policy),
+            PAGI_SANDBOX_WARM_MODULES='["' + '", "'.join(WARM_MODULES) + '"]',
+            LOG_LEVEL="warning",
+        )
+        stack = Stack(env=env, services=list(SERVICES), cwd=REPO)
+        stack.start(timeout=90)
+        try:
+            token = TokenSigner.from_keys_dir(keys, "operator").sign("sandbox", ttl=3600)
+            runner = Runner(
+                python_executable=BASE_PYTHON,
+                state_dir=root / "runner",
+                warm_modules=WARM_MODULES,
+            )
+            asyncio.run(_with_runner(runner, stack.settings.url_of("sandbox"), token, args))
+            total, parts = dashboard(stack.settings.url_of("bff"), args.dashboard_calls)
+            slowest = max(parts.values())
+            print(f"\nbff dashboard-data, {args.dashboard_calls} calls, all services up:")
+            print(
+                f"  p50 {total:.1f} ms; downstream p50s "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items())
+                + f"; slowest + 10 % = {slowest * 1.1:.1f} ms"
+                f" ({verdict(total, slowest * 1.1)})"
+            )
         finally:
-            await runner.close()
+            stack.stop()
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+async def _with_runner(runner: Runner, url: str, token: str, args: argparse.Namespace) -> None:
+    (Path(runner.runs_root).parent).mkdir(parents=True, exist_ok=True)
+    await runner.start()
+    try:
+        await measure(runner, url, token, args)
+    finally:
+        await runner.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--runs", type=int, default=300)
-    asyncio.run(main(parser.parse_args().runs))
+    main()
