@@ -8,6 +8,15 @@ from fastapi import FastAPI
 from pagi.logging import configure_logging, uvicorn_log_config
 from pagi.settings import CommonSettings
 
+KEEP_ALIVE_SECONDS = 30
+"""How long an idle client connection stays open between requests.
+
+Longer than clients keep idle connections for reuse (httpx, which every
+PAGI service calls with, keeps them 5 s): with equal timers a client sends
+on a connection at the moment the server closes it, and the request fails
+with a connection error (seen under load as ~0.3 % ReadError).
+"""
+
 
 def run_http_service(app: FastAPI, service: str, settings: CommonSettings) -> None:
     """Serve ``app`` on the service's contract port until SIGINT/SIGTERM."""
@@ -21,6 +30,6 @@ def run_http_service(app: FastAPI, service: str, settings: CommonSettings) -> No
         loop="asyncio",
         http="h11",
         access_log=True,
-        timeout_keep_alive=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=5,
     )
