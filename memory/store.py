@@ -16,9 +16,10 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +61,23 @@ class StoredRecord:
     kind: str
     content: Any
     created_at: str
+
+
+@dataclass
+class _PendingWrite:
+    """A write waiting for its batch; ``abandoned`` once its caller stopped waiting."""
+
+    kind: str
+    content_json: str
+    abandoned: bool = False
+
+
+@dataclass
+class _Batch:
+    """Writes committed together: one transaction, one WAL sync for all of them."""
+
+    writes: list[_PendingWrite] = field(default_factory=list)
+    job: asyncio.Future[list[StoredRecord | None]] | None = None
 
 
 def _on_read_only_file_system(path: Path) -> bool:
@@ -108,6 +126,9 @@ class MemoryStore:
         self.state = "not opened"
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
+        # The batch new writes join; the database thread closes it when it starts on it.
+        self._open_batch: _Batch | None = None
+        self._batch_lock = threading.Lock()
 
     # ------------------------------------------------------------------ thread side
 
@@ -156,26 +177,45 @@ class MemoryStore:
                 pass
             self._connection = None
 
-    def _append(self, connection: sqlite3.Connection, kind: str, content_json: str) -> StoredRecord:
+    def _run_batch(self, batch: _Batch) -> list[StoredRecord | None]:
+        # Close the batch first, whatever happens next: later writes start the next one.
+        with self._batch_lock:
+            if self._open_batch is batch:
+                self._open_batch = None
+            writes = list(batch.writes)
+        return self._run(lambda connection: self._append_batch(connection, writes))
+
+    def _append_batch(
+        self, connection: sqlite3.Connection, writes: list[_PendingWrite]
+    ) -> list[StoredRecord | None]:
         created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        records: list[StoredRecord | None] = []
         connection.execute("BEGIN IMMEDIATE")
         try:
-            cursor = connection.execute(
-                "INSERT INTO records (kind, content, created_at) VALUES (?, ?, ?)",
-                (kind, content_json, created_at),
-            )
-            record_id = int(cursor.lastrowid or 0)
-            if self.max_records is not None:
+            for write in writes:
+                if write.abandoned:  # its caller got 503 already: never store it later
+                    records.append(None)
+                    continue
+                cursor = connection.execute(
+                    "INSERT INTO records (kind, content, created_at) VALUES (?, ?, ?)",
+                    (write.kind, write.content_json, created_at),
+                )
+                record_id = int(cursor.lastrowid or 0)
+                records.append(
+                    StoredRecord(record_id, write.kind, json.loads(write.content_json), created_at)
+                )
+            newest = max((r.id for r in records if r is not None), default=None)
+            if self.max_records is not None and newest is not None:
                 # Retention: drop the oldest records in the same transaction.
                 connection.execute(
-                    "DELETE FROM records WHERE id <= ?", (record_id - self.max_records,)
+                    "DELETE FROM records WHERE id <= ?", (newest - self.max_records,)
                 )
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        return StoredRecord(record_id, kind, json.loads(content_json), created_at)
+        return records
 
     @staticmethod
     def _latest(connection: sqlite3.Connection) -> StoredRecord | None:
@@ -215,8 +255,35 @@ class MemoryStore:
         await self._submit(lambda connection: None)
 
     async def append(self, kind: str, content_json: str) -> StoredRecord:
-        """Store a record; returns only after the commit is durable."""
-        return await self._submit(lambda c: self._append(c, kind, content_json))
+        """Store a record; returns only after the commit is durable.
+
+        Writes that arrive while the database thread is busy are committed
+        together (group commit): one WAL sync acknowledges all of them.
+        """
+        write = _PendingWrite(kind, content_json)
+        with self._batch_lock:
+            batch = self._open_batch
+            if batch is None:
+                batch = self._open_batch = _Batch()
+                loop = asyncio.get_running_loop()
+                batch.job = loop.run_in_executor(self._executor, self._run_batch, batch)
+                # Retrieve the outcome even when every writer stopped waiting.
+                batch.job.add_done_callback(lambda job: job.cancelled() or job.exception())
+            index = len(batch.writes)
+            batch.writes.append(write)
+        assert batch.job is not None
+        try:
+            records = await asyncio.wait_for(
+                asyncio.shield(batch.job), self.operation_timeout_seconds
+            )
+        except TimeoutError:
+            write.abandoned = True
+            self.state = "database did not answer in time"
+            raise StoreUnavailable(self.state) from None
+        record = records[index]
+        if record is None:  # abandoned just as the batch ran
+            raise StoreUnavailable("database did not answer in time")
+        return record
 
     async def latest(self) -> StoredRecord | None:
         """The newest record, or None when there is none."""

@@ -141,3 +141,30 @@ async def test_a_stuck_database_thread_is_unavailable_not_a_hang(store: MemorySt
     await asyncio.sleep(0.4)
     # The queued write timed out before it ran: it must not appear later.
     assert await store.latest() is None
+
+
+async def test_writes_arriving_together_share_one_commit(store: MemoryStore) -> None:
+    busy = asyncio.ensure_future(store._submit(lambda c: time.sleep(0.2)))
+    await asyncio.sleep(0)  # the database thread is busy: the writes below queue up
+    records = await asyncio.gather(*(store.append("burst", str(n)) for n in range(20)))
+    await busy
+    assert [r.content for r in records] == list(range(20))
+    assert len({r.id for r in records}) == 20
+    assert len({r.created_at for r in records}) == 1, "one transaction for the whole group"
+    stored = await store.list(100, kind="burst")
+    assert sorted(r.id for r in stored) == sorted(r.id for r in records)
+
+
+async def test_a_failed_group_does_not_block_later_writes(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data dir should be")
+    broken = MemoryStore(blocker / "memory.db")
+    try:
+        results = await asyncio.gather(
+            *(broken.append("note", "1") for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+        blocker.unlink()
+        assert (await broken.append("note", "2")).content == 2
+    finally:
+        await broken.close()
