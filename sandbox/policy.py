@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from pagi import IDENTITIES
+from sandbox.jail.layer import LAYERS
 from sandbox.policy_lines import key_lines, line_of
 from sandbox.spec import RunLimits
 
@@ -77,39 +78,12 @@ QUEUE_LENGTH_CEILING = 1024
 QUEUE_WAIT_SECONDS_CEILING = 60.0
 MAX_POLICY_FILE_BYTES = 1 * MIB
 
-LAYERS = (
-    "userns",
-    "pidns",
-    "netns",
-    "mountns",
-    "ipcns",
-    "utsns",
-    "landlock",
-    "seccomp",
-    "rlimits",
-    "cgroup",
-    "no_new_privs",
-    "privileges",
-)
 DEFAULT_REQUIRED_LAYERS = tuple(layer for layer in LAYERS if layer != "cgroup")
 PYTHON_PLACEHOLDER = "{python}"
 """In a tool's argv: the interpreter configured by ``PAGI_SANDBOX_PYTHON``."""
 ALL_TOOLS = "*"
 
-LayerName = Literal[
-    "userns",
-    "pidns",
-    "netns",
-    "mountns",
-    "ipcns",
-    "utsns",
-    "landlock",
-    "seccomp",
-    "rlimits",
-    "cgroup",
-    "no_new_privs",
-    "privileges",
-]
+LayerName = Literal[LAYERS]  # type: ignore[valid-type]
 CodeMode = Literal["none", "stdin", "file", "argv"]
 Executor = Literal["cold", "warm"]
 
