@@ -83,8 +83,14 @@ def buffer_bytes(buffer: object) -> bytes:
 
 
 def address_of(data: bytes) -> tuple[object, int]:
-    """A C copy of `data` and its address, for structs that hold pointers."""
-    buffer = (_CChar * max(len(data), 1)).from_buffer_copy(data or b"\0")
+    """A C copy of `data` (zero-padded) and its address, for structs that hold pointers.
+
+    The buffer's size is rounded up to a power of two: ctypes makes a class
+    per array size, so a zygote that made one before forking spares its
+    children making it again.
+    """
+    size = 1 << max(len(data) - 1, 63).bit_length()
+    buffer = (_CChar * size).from_buffer_copy(data.ljust(size, b"\0"))
     return buffer, _ctypes.addressof(buffer)
 
 
