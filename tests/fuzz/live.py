@@ -85,6 +85,18 @@ def json_error_problem(response: httpx.Response) -> str | None:
     return None
 
 
+def http_response_complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole HTTP/1.1 response (headers and Content-Length body)."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or 0)
+    return True
+
+
 def assert_serving(base_url: str, timeout: float = 5.0) -> None:
     """The service still answers ``/health`` with ``status: ok``."""
     response = httpx.get(f"{base_url}/health", timeout=timeout, trust_env=False)

@@ -28,7 +28,7 @@ from tests.fuzz.hostile_http import (
     routes_from_openapi,
     send,
 )
-from tests.fuzz.live import assert_serving, recent_logs
+from tests.fuzz.live import assert_serving, http_response_complete, recent_logs
 
 EXAMPLES_PER_SERVICE = 150
 ANSWER_DEADLINE_SECONDS = 15.0
@@ -131,18 +131,6 @@ RAW_REQUESTS = [
 ]
 
 
-def _complete(data: bytes) -> bool:
-    """Whether ``data`` holds a whole HTTP response (headers and Content-Length body)."""
-    head, separator, body = data.partition(b"\r\n\r\n")
-    if not separator:
-        return False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value.strip() or 0)
-    return True
-
-
 def raw_exchange(host: str, port: int, payload: bytes, timeout: float = 5.0) -> bytes:
     """Send bytes and read one response, until it is complete, the server closes, or timeout.
 
@@ -157,7 +145,7 @@ def raw_exchange(host: str, port: int, payload: bytes, timeout: float = 5.0) -> 
             pass  # the server may close before it has read everything
         data = b""
         deadline = time.monotonic() + timeout
-        while not _complete(data) and time.monotonic() < deadline:
+        while not http_response_complete(data) and time.monotonic() < deadline:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
