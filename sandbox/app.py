@@ -328,9 +328,10 @@ def default_runner(settings: SandboxSettings) -> ToolRunner:
         python_executable=settings.pagi_sandbox_python,
         state_dir=settings.work_root,
         warm_modules=settings.pagi_sandbox_warm_modules,
-        # As many run slots as any policy may admit at once: a run admitted
-        # by the policy never waits again inside the runner.
-        slots=MAX_CONCURRENT_RUNS_CEILING,
+        # As many run slots as any policy may admit at once, and two more:
+        # a run admitted by the policy never waits again inside the runner,
+        # not even for a slot whose last run is still being emptied.
+        slots=MAX_CONCURRENT_RUNS_CEILING + 2,
     )
 
 

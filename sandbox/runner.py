@@ -55,6 +55,8 @@ PROBE_ATTEMPTS = 3
 PROBE_RETRY_SECONDS = 1.0
 """Wait before the second probe (doubling for later ones, up to REPROBE_MAX_SECONDS)."""
 REPROBE_MAX_SECONDS = 60.0
+RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004)
+"""Waits for a finished run's last processes to leave its slot before they are killed."""
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
 SYSTEM_READ_PATHS: tuple[str, ...] = (
@@ -426,7 +428,13 @@ class Runner:
         """Kill what is left of a run in its slot (normally nothing), free the slot."""
         try:
             if slot.cgroup is not None:
-                if slot.cgroup.pids() - slot.zygote_pid():
+                # The supervisor reported its last line and is exiting: give it
+                # a moment to leave the group on its own before killing.
+                for pause in RELEASE_PAUSES:
+                    if not slot.cgroup.pids() - slot.zygote_pid():
+                        break
+                    await asyncio.sleep(pause)
+                else:
                     await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
                 slot.cgroup.reset_counters()  # off the next run's critical path
         except OSError:
@@ -583,10 +591,17 @@ class Runner:
                     os.close(fd)
                 await _reap(process)
                 raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
-        writers = [
-            loop.create_task(_write_all(loop, config_w, config.to_bytes())),
-            loop.create_task(_write_all(loop, stdin_w, spec.stdin)),
-        ]
+        writers = []
+        for fd, data in ((config_w, config.to_bytes()), (stdin_w, spec.stdin)):
+            # A run's config and stdin usually fit in the pipe: written (and
+            # closed) right away, the jail need not wait for the loop's next
+            # turn to read them; the rest goes asynchronously. (A launcher
+            # the service spawned itself is already in its cgroup by now.)
+            rest = _write_now(fd, data)
+            if rest:
+                writers.append(loop.create_task(_write_all(loop, fd, rest)))
+            else:
+                os.close(fd)
         cap = spec.limits.output_bytes
         stdout_task = loop.create_task(_read_capped(loop, stdout_r, cap, kill_run))
         stderr_task = loop.create_task(_read_capped(loop, stderr_r, cap, kill_run))
@@ -637,7 +652,9 @@ class Runner:
             duration_ms=(time.perf_counter() - started) * 1000,
             stdout_truncated=stdout_truncated,
             stderr_truncated=stderr_truncated,
-            limit_hit=_limit_hit(report, stdout_truncated or stderr_truncated, cgroup),
+            limit_hit=_limit_hit(
+                report, stdout_truncated or stderr_truncated, out_of_memory, cgroup
+            ),
             seccomp_refusals=refusals,
             path="warm" if warm else "cold",
         )
@@ -751,14 +768,16 @@ async def _reap(process: subprocess.Popen[bytes]) -> None:
     await asyncio.to_thread(process.wait)
 
 
-def _limit_hit(report: _Report, truncated: bool, cgroup: RunCgroup | None) -> LimitName | None:
+def _limit_hit(
+    report: _Report, truncated: bool, out_of_memory: bool, cgroup: RunCgroup | None
+) -> LimitName | None:
     if truncated:
         return "output"
     if report.wall_timeout:
         return "wall_time"
     if report.signal == signal.SIGXCPU:
         return "cpu_time"
-    if cgroup is not None and cgroup.memory_limit_hit():
+    if out_of_memory:
         return "memory"
     if cgroup is not None and cgroup.pids_limit_hit():
         return "processes"
@@ -767,7 +786,21 @@ def _limit_hit(report: _Report, truncated: bool, cgroup: RunCgroup | None) -> Li
     return None
 
 
-async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+def _write_now(fd: int, data: bytes) -> memoryview:
+    """Write what a pipe takes without blocking; return the rest (empty: all written)."""
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            break
+        except OSError:
+            return memoryview(b"")  # the reader is gone: nothing more to write
+    return view
+
+
+async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes | memoryview) -> None:
     """Write `data` to a pipe without blocking the loop; close it at the end (EOF)."""
     os.set_blocking(fd, False)
     view = memoryview(data)

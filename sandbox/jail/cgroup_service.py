@@ -105,14 +105,26 @@ def owner_groups(bases: dict[str, Path]) -> dict[str, Path]:
     return owned
 
 
-def _read_int_after(path: Path, key: str) -> int:
-    words = path.read_text().split()
+def _read(path: Path | str) -> str:
+    """A small control file's content: plain fd calls, the service reads several per run."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 16).decode()
+    finally:
+        os.close(fd)
+
+
+def _read_int_after(path: Path | str, key: str) -> int:
+    words = _read(path).split()
     return int(words[words.index(key) + 1])
 
 
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(value)
+def _write(path: Path | str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 class RunCgroup:
@@ -125,7 +137,9 @@ class RunCgroup:
         self._pids_events_before = 0
         self._memory_events_before = 0
         self._limits: tuple[int, int] | None = None
+        self._memory_limit = 0
         self._counters_fresh = False
+        self._procs_files = [str(directory / "cgroup.procs") for directory in self.dirs.values()]
 
     def create(self) -> None:
         """Make the (empty, unlimited) groups."""
@@ -134,14 +148,14 @@ class RunCgroup:
 
     def procs_files(self) -> list[str]:
         """The files to write a pid to, to move it in."""
-        return [str(directory / "cgroup.procs") for directory in self.dirs.values()]
+        return list(self._procs_files)
 
     def pids(self) -> set[int]:
         """Every process in the group(s) now."""
         pids: set[int] = set()
-        for directory in self.dirs.values():
+        for path in self._procs_files:
             try:
-                pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+                pids.update(int(p) for p in _read(path).split())
             except OSError:
                 pass
         return pids
@@ -165,8 +179,9 @@ class RunCgroup:
         resident = len(self.pids())
         for controller, directory in self.dirs.items():
             if controller == "memory":
-                usage = int((directory / "memory.usage_in_bytes").read_text())
-                limit = str(usage + memory_bytes)
+                usage = int(_read(directory / "memory.usage_in_bytes"))
+                self._memory_limit = usage + memory_bytes
+                limit = str(self._memory_limit)
                 swap = directory / "memory.memsw.limit_in_bytes"
                 if swap.exists():
                     # memsw must stay >= the memory limit: order the two writes.
@@ -181,7 +196,7 @@ class RunCgroup:
             elif controller == "pids":
                 _write(directory / "pids.max", str(resident + processes + 2))
             elif controller == "v2":
-                usage = int((directory / "memory.current").read_text())
+                usage = int(_read(directory / "memory.current"))
                 _write(directory / "memory.max", str(usage + memory_bytes))
                 _write(directory / "memory.swap.max", "0")
                 _write(directory / "pids.max", str(resident + processes + 2))
@@ -212,14 +227,13 @@ class RunCgroup:
         try:
             if "memory" in self.dirs:
                 directory = self.dirs["memory"]
+                if int(_read(directory / "memory.failcnt")) > 0:
+                    return True  # an allocation was refused at the limit
                 oom_kills = _read_int_after(directory / "memory.oom_control", "oom_kill")
-                peak = int((directory / "memory.max_usage_in_bytes").read_text())
-                limit = int((directory / "memory.limit_in_bytes").read_text())
-                return (
-                    oom_kills > self._memory_events_before
-                    or peak >= limit
-                    or int((directory / "memory.failcnt").read_text()) > 0
-                )
+                if oom_kills > self._memory_events_before:
+                    return True
+                limit = self._memory_limit or int(_read(directory / "memory.limit_in_bytes"))
+                return int(_read(directory / "memory.max_usage_in_bytes")) >= limit
             if "v2" in self.dirs:
                 events = _read_int_after(self.dirs["v2"] / "memory.events", "max")
                 return events > self._memory_events_before
