@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -90,7 +91,9 @@ async def throughput(url: str, headers: dict[str, str], concurrency: int, total:
 def bench_executor(root: Path, keys: Path, executor: str, runs: int) -> None:
     policy = root / executor / "policies" / "sandbox.toml"
     policy.parent.mkdir(parents=True)
-    text = DEFAULT_POLICY.replace('executor = "cold"', f'executor = "{executor}"')
+    text = re.sub(
+        r'^executor = "\w+"', f'executor = "{executor}"', DEFAULT_POLICY, flags=re.MULTILINE
+    )
     policy.write_text(text)
     env = stack_env(
         root / executor / "state", keys, PAGI_SANDBOX_POLICY=str(policy), LOG_LEVEL="warning"
