@@ -52,4 +52,6 @@ class RecordList(BaseModel):
 
     service: Literal["memory"] = "memory"
     count: int
+    truncated: bool = False
+    """True when the page stopped short of ``limit`` to stay within the answer size cap."""
     records: list[MemoryRecord]

@@ -137,7 +137,9 @@ async def list_records(
 ) -> RecordList:
     """Up to ``limit`` records, newest first."""
     try:
-        records = await _store(request).list(limit, kind)
+        records, truncated = await _store(request).list(limit, kind)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
-    return RecordList(count=len(records), records=[_model(r) for r in records])
+    return RecordList(
+        count=len(records), truncated=truncated, records=[_model(r) for r in records]
+    )

@@ -53,6 +53,10 @@ class StoreUnavailable(Exception):
         self.reason = reason
 
 
+LIST_MAX_BYTES = 4 * 1024 * 1024
+"""Most record content one list answer carries."""
+
+
 @dataclass(frozen=True)
 class StoredRecord:
     """One memory record as stored."""
@@ -225,19 +229,30 @@ class MemoryStore:
         return _row_to_record(row) if row else None
 
     @staticmethod
-    def _list(connection: sqlite3.Connection, limit: int, kind: str | None) -> list[StoredRecord]:
+    def _list(
+        connection: sqlite3.Connection, limit: int, kind: str | None, max_bytes: int
+    ) -> tuple[list[StoredRecord], bool]:
         if kind is None:
-            rows = connection.execute(
+            cursor = connection.execute(
                 "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT ?",
                 (limit,),
-            ).fetchall()
+            )
         else:
-            rows = connection.execute(
+            cursor = connection.execute(
                 "SELECT id, kind, content, created_at FROM records WHERE kind = ?"
                 " ORDER BY id DESC LIMIT ?",
                 (kind, limit),
-            ).fetchall()
-        return [_row_to_record(row) for row in rows]
+            )
+        # A page is cut at max_bytes of content (always at least one record), so
+        # one caller cannot make the service build an answer of limit x record size.
+        records: list[StoredRecord] = []
+        size = 0
+        for row in cursor:
+            size += len(row[2])
+            if records and size > max_bytes:
+                return records, True
+            records.append(_row_to_record(row))
+        return records, False
 
     # ------------------------------------------------------------------ async side
 
@@ -289,9 +304,14 @@ class MemoryStore:
         """The newest record, or None when there is none."""
         return await self._submit(self._latest)
 
-    async def list(self, limit: int, kind: str | None = None) -> list[StoredRecord]:
-        """Up to ``limit`` records, newest first, optionally of one kind."""
-        return await self._submit(lambda c: self._list(c, limit, kind))
+    async def list(
+        self, limit: int, kind: str | None = None, max_bytes: int = LIST_MAX_BYTES
+    ) -> tuple[list[StoredRecord], bool]:
+        """Up to ``limit`` records, newest first, optionally of one kind.
+
+        Also says whether the page was cut short at ``max_bytes`` of content.
+        """
+        return await self._submit(lambda c: self._list(c, limit, kind, max_bytes))
 
     async def close(self) -> None:
         """Close the connection and stop the database thread."""

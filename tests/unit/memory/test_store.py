@@ -28,9 +28,9 @@ async def test_append_then_latest_and_list_newest_first(store: MemoryStore) -> N
     latest = await store.latest()
     assert latest == second
     assert latest.content == ["a", "b"]
-    assert [r.id for r in await store.list(10)] == [second.id, first.id]
-    assert [r.id for r in await store.list(1)] == [second.id]
-    assert [r.id for r in await store.list(10, kind="note")] == [first.id]
+    assert [r.id for r in (await store.list(10))[0]] == [second.id, first.id]
+    assert [r.id for r in (await store.list(1))[0]] == [second.id]
+    assert [r.id for r in (await store.list(10, kind="note"))[0]] == [first.id]
     assert second.id > first.id
     assert second.created_at >= first.created_at
 
@@ -114,7 +114,7 @@ async def test_retention_keeps_only_the_newest_records(tmp_path: Path) -> None:
     capped = MemoryStore(tmp_path / "memory.db", max_records=3)
     try:
         written = [await capped.append("note", str(n)) for n in range(5)]
-        assert [r.content for r in await capped.list(10)] == [4, 3, 2]
+        assert [r.content for r in (await capped.list(10))[0]] == [4, 3, 2]
         assert (await capped.latest()) == written[-1]
     finally:
         await capped.close()
@@ -151,7 +151,7 @@ async def test_writes_arriving_together_share_one_commit(store: MemoryStore) -> 
     assert [r.content for r in records] == list(range(20))
     assert len({r.id for r in records}) == 20
     assert len({r.created_at for r in records}) == 1, "one transaction for the whole group"
-    stored = await store.list(100, kind="burst")
+    stored, _ = await store.list(100, kind="burst")
     assert sorted(r.id for r in stored) == sorted(r.id for r in records)
 
 
@@ -168,3 +168,16 @@ async def test_a_failed_group_does_not_block_later_writes(tmp_path: Path) -> Non
         assert (await broken.append("note", "2")).content == 2
     finally:
         await broken.close()
+
+
+async def test_a_page_is_cut_at_the_answer_size_cap(store: MemoryStore) -> None:
+    big = json.dumps("x" * 1000)
+    for _ in range(10):
+        await store.append("note", big)
+    page, truncated = await store.list(10, max_bytes=3500)
+    assert truncated and len(page) == 3
+    whole, truncated = await store.list(10, max_bytes=100_000)
+    assert not truncated and len(whole) == 10
+    # One record larger than the cap still comes back alone, never an empty page.
+    single, truncated = await store.list(10, max_bytes=10)
+    assert len(single) == 1 and truncated
