@@ -1,6 +1,7 @@
 """The single-threaded entry of one run: read the config, :func:`contain`, exec or run code.
 
 Cold path: ``python -I -S .../sandbox/jail/launch.py CONFIG_FD REPORT_FD``
+(that script only calls :func:`main` here)
 is exec'd per run — by the run slot's zygote, or by the service when the
 zygote is down — with the config and report pipes on those fds (stdin,
 stdout and stderr are the run's pipes). Warm path: ``launch.py --zygote``
@@ -8,8 +9,8 @@ starts a slot's pre-forked zygote (:mod:`sandbox.jail.zygote`), whose
 children call :func:`run_one` with the same fds.
 
 ``-I`` ignores PYTHONPATH and the script's dir, so the repository (or the
-installed package's) root is put on sys.path here, then removed again
-before any tool code runs. Only the stdlib is imported: no pydantic, no json.
+installed package's) root is put on sys.path by the script, then removed
+again before any tool code runs. Only the stdlib is imported: no pydantic, no json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
 
 CONFIG_FD = 3
 REPORT_FD = 4
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
+"""What the service and a zygote exec for a cold run."""
 PREPARED = "--prepared="
 """Third argument from a zygote: the layers it already put in place (see :func:`contain`)."""
 
@@ -83,7 +86,3 @@ def main() -> None:
         prepared = extra.removeprefix(PREPARED).split(",") if extra.startswith(PREPARED) else []
         run_one(int(sys.argv[1]), int(sys.argv[2]), frozenset(prepared))
     run_one(CONFIG_FD, REPORT_FD)
-
-
-if __name__ == "__main__":
-    main()

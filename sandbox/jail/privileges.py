@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from sandbox.jail.libc import (
@@ -65,10 +66,12 @@ def drop_capabilities() -> None:
     """
     for capability in range(_MAX_CAPABILITY + 1):
         try:
-            if prctl(PR_CAPBSET_READ, capability):
-                prctl(PR_CAPBSET_DROP, capability)
-        except OSError:  # EINVAL past the kernel's last capability
-            break
+            # Dropping one already absent is a no-op: no need to read it first.
+            prctl(PR_CAPBSET_DROP, capability)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise  # a capability that cannot be dropped: fail closed
+            break  # past the kernel's last capability
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header = u32(_LINUX_CAPABILITY_VERSION_3) + u32(0)
     data = bytes(24)  # two {effective, permitted, inheritable} u32 triples, all zero

@@ -22,8 +22,8 @@ import signal
 import socket
 import sys
 
-from sandbox.jail import cgroup, launch, mountns, netns
-from sandbox.jail.launch import CONFIG_FD, REPORT_FD, run_one
+from sandbox.jail import cgroup, launcher, mountns, netns
+from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
 PR_SET_PDEATHSIG = 1
@@ -119,9 +119,9 @@ def _place_fds(fds: list[int]) -> None:
 
 def _exec_launcher(prepared: set[str]) -> None:
     """Cold path from the slot: a fresh interpreter, born in the slot's cgroup."""
-    argv = [sys.executable, "-I", "-S", launch.__file__, str(CONFIG_FD), str(REPORT_FD)]
+    argv = [sys.executable, "-I", "-S", launcher.SCRIPT, str(CONFIG_FD), str(REPORT_FD)]
     if prepared:
-        argv.append(launch.PREPARED + ",".join(sorted(prepared)))
+        argv.append(launcher.PREPARED + ",".join(sorted(prepared)))
     try:
         os.execve(sys.executable, argv, {})
     finally:
