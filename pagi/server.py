@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
+from pagi.http_protocol import PagiH11Protocol
 from pagi.logging import configure_logging, uvicorn_log_config
 from pagi.settings import CommonSettings
 
@@ -28,7 +29,7 @@ def run_http_service(app: FastAPI, service: str, settings: CommonSettings) -> No
         log_config=uvicorn_log_config(),
         # The stdlib loop: uvloop spawns subprocesses ~20 % slower.
         loop="asyncio",
-        http="h11",
+        http=PagiH11Protocol,
         access_log=True,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=5,
