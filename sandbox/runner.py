@@ -4,8 +4,9 @@ Both paths hand the same :class:`~sandbox.jail.config.JailConfig` to the
 same :func:`sandbox.jail.contain`; they differ only in who forks the jailed
 process. Runs happen in slots (as many as run at once), each with its own
 cgroup and a single-threaded zygote living in it. The service passes a
-run's five fds to the slot's zygote, which forks a child that runs the code
-in its preloaded interpreter (warm) or execs a fresh launcher (cold). The
+run's five fds to the slot's zygote, which forks a child that jails itself
+and runs the code in its preloaded interpreter (warm) or execs the tool's
+command, a fresh interpreter for Python code (cold). The
 service never forks a jail itself (it has threads, and fork cost grows with
 its memory); only when a zygote is down, or a tool has network, does it
 spawn the launcher (vfork + exec) and move it into the slot's cgroup.
@@ -534,9 +535,9 @@ class Runner:
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
         process: subprocess.Popen[bytes] | None = None
-        # Both paths go through the slot's zygote when it is up: a warm run
-        # forks from it, a cold one is exec'd from it (born in the slot's
-        # cgroup). A tool with network must not inherit the zygote's empty
+        # Both paths go through the slot's zygote when it is up: both fork
+        # from it (born in the slot's cgroup), a cold run then execs the
+        # tool's command inside the jail. A tool with network must not inherit the zygote's empty
         # network namespace: the service spawns its launcher itself.
         via_zygote = not spec.network and self._zygote_ready(slot)
         warm = warm and via_zygote

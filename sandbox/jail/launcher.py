@@ -44,8 +44,14 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def run_one(config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset()) -> None:
-    """Jail this process for one run and become the tool (never returns)."""
+def run_one(
+    config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset(), in_process: bool = True
+) -> None:
+    """Jail this process for one run and become the tool (never returns).
+
+    A Python tool's code runs in this interpreter when `in_process`;
+    otherwise, like any other tool, its command is exec'd inside the jail.
+    """
     try:
         config = JailConfig.from_bytes(read_all(config_fd))
     except (ValueError, KeyError, TypeError, EOFError) as error:
@@ -55,7 +61,7 @@ def run_one(config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
     contain(config, report_fd, prepared)
-    if config.python is not None:
+    if config.python is not None and in_process:
         run_python(config.python, environment)
     try:
         os.execvpe(config.argv[0], config.argv, environment)

@@ -10,8 +10,10 @@ nothing else: the zygote forks, and only
 the child reads the config (the code) from its pipe, so no request data
 ever enters the zygote's memory. The child then does exactly what a cold
 launcher does (:func:`run_one`): the same :func:`contain`, every layer in
-the same order; or, for a cold run, execs a fresh launcher — born in the
-slot's cgroup, which spares the cold path a cgroup move per run.
+the same order. Then a warm child runs the Python code in its preloaded
+interpreter; a cold one execs the tool's command — for a Python tool, a
+fresh interpreter, started inside the jail, that never held the jail's own
+code (born in the slot's cgroup: no cgroup move per run either).
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import gc
 import os
 import signal
 import socket
-import sys
 
-from sandbox.jail import cgroup, launcher, mountns, netns
+from sandbox.jail import cgroup, mountns, netns
 from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
@@ -31,7 +32,7 @@ FDS_PER_RUN = 5
 WARM = b"r"
 """Request: fork and run the code in the preloaded interpreter."""
 COLD = b"x"
-"""Request: fork and exec a fresh launcher (the cold path, without a cgroup move)."""
+"""Request: fork, jail the child and exec the tool's command (the cold path)."""
 
 
 def preload(modules: list[str]) -> None:
@@ -99,9 +100,7 @@ def serve(
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # survives exec otherwise
             channel.close()
             _place_fds(fds)
-            if message == COLD:
-                _exec_launcher(prepared)
-            run_one(CONFIG_FD, REPORT_FD, frozenset(prepared))
+            run_one(CONFIG_FD, REPORT_FD, frozenset(prepared), in_process=message == WARM)
         for fd in fds:
             os.close(fd)
 
@@ -115,14 +114,3 @@ def _place_fds(fds: list[int]) -> None:
         os.dup2(fd, target)
         os.close(fd)
     os.closerange(FDS_PER_RUN, 1 << 16)
-
-
-def _exec_launcher(prepared: set[str]) -> None:
-    """Cold path from the slot: a fresh interpreter, born in the slot's cgroup."""
-    argv = [sys.executable, "-I", "-S", launcher.SCRIPT, str(CONFIG_FD), str(REPORT_FD)]
-    if prepared:
-        argv.append(launcher.PREPARED + ",".join(sorted(prepared)))
-    try:
-        os.execve(sys.executable, argv, {})
-    finally:
-        os._exit(127)
