@@ -7,25 +7,12 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
 from gateway.server import start_server
 from gateway.settings import GatewaySettings
 from pagi.logging import configure_logging, log_event
+from pagi.settings import load_settings
 
 logger = logging.getLogger("gateway")
-
-
-def describe_invalid_settings(error: ValidationError) -> str:
-    """One line per bad setting, named by its environment variable, without its value.
-
-    The values are left out because one of them may be the API key.
-    """
-    lines = []
-    for problem in error.errors(include_input=False, include_url=False):
-        name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
-        lines.append(f"  {name}: {problem['msg']}")
-    return "\n".join(lines)
 
 
 async def serve(settings: GatewaySettings) -> int:
@@ -46,10 +33,6 @@ async def serve(settings: GatewaySettings) -> int:
 
 def main() -> None:
     """Entry point: load settings, configure logs, serve."""
-    try:
-        settings = GatewaySettings()
-    except ValidationError as exc:
-        print(f"gateway: invalid settings:\n{describe_invalid_settings(exc)}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_settings("gateway", GatewaySettings)
     configure_logging("gateway", settings.log_level)
     sys.exit(asyncio.run(serve(settings)))

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+
 import uvicorn
 from fastapi import FastAPI
 
 from pagi.http_protocol import PagiH11Protocol
-from pagi.logging import configure_logging, uvicorn_log_config
-from pagi.settings import CommonSettings
+from pagi.logging import configure_logging, log_event, uvicorn_log_config
+from pagi.settings import CommonSettings, SettingsT, load_settings
+
+logger = logging.getLogger("pagi.server")
+
+STARTUP_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, OSError)
+"""What building an app raises when it cannot start safely (e.g. keys missing)."""
 
 KEEP_ALIVE_SECONDS = 30
 """How long an idle client connection stays open between requests.
@@ -34,3 +43,24 @@ def run_http_service(app: FastAPI, service: str, settings: CommonSettings) -> No
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=5,
     )
+
+
+def serve_http_service(
+    service: str,
+    settings_class: type[SettingsT],
+    build_app: Callable[[SettingsT], FastAPI],
+) -> None:
+    """The ``main()`` of every HTTP service: settings, logs, app, serve.
+
+    Exits 2 with a message for the operator (never a traceback) when the
+    settings are invalid or the app cannot be built safely.
+    """
+    settings = load_settings(service, settings_class)
+    configure_logging(service, settings.log_level)
+    try:
+        app = build_app(settings)
+    except STARTUP_ERRORS as exc:
+        log_event(logger, "start_failed", logging.CRITICAL, reason=str(exc))
+        print(f"{service}: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    run_http_service(app, service, settings)

@@ -9,9 +9,11 @@ win over it.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path(".pagi")
@@ -81,3 +83,27 @@ class CommonSettings(BaseSettings):
             "bff": self.go_bff_url,
             "memory": self.memory_url,
         }[service].rstrip("/")
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable, without its value.
+
+    Values are left out because one of them may be a secret (an API key).
+    """
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+        lines.append(f"  {name}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(service: str, settings_class: type[SettingsT]) -> SettingsT:
+    """The service's settings; on invalid ones, say which and exit 2 (no traceback)."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        print(f"{service}: invalid settings:\n{describe_invalid_settings(exc)}", file=sys.stderr)
+        sys.exit(2)
