@@ -397,3 +397,21 @@ async def test_a_probe_that_prints_nothing_shows_no_layer_active(
         assert not any(report[name]["active"] for name in runner_module.LAYERS)
     finally:
         await silent.close()
+
+
+async def test_cold_python_run_is_a_fresh_interpreter_started_inside_the_jail(
+    runner: Runner,
+) -> None:
+    code = (
+        "import os, sys\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('sandbox', '_ctypes'))))\n"
+        "print(os.getpid(), os.getuid(), sys.flags.isolated, sys.flags.no_site)\n"
+    )
+    cold = await runner.run(python(code, "cold"))
+    assert cold.path == "cold"
+    # Nothing of the jail's own code was ever loaded in the tool's interpreter.
+    assert cold.stdout.splitlines() == ["[]", "2 65534 1 1"], cold.stderr
+    warm = await runner.run(python(code, "warm"))
+    assert warm.path == "warm"
+    assert warm.stdout.splitlines()[1] == "2 65534 1 1"
+    assert "sandbox" not in warm.stdout.splitlines()[0]
