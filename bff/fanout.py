@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from pagi.http import TIMEOUT_HEADER
+from pagi.http import TIMEOUT_HEADER, read_capped
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -57,18 +57,6 @@ def _parse_object(content: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (a broken or hostile downstream)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _request(
     call: DownstreamCall, timeout_seconds: float
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -81,7 +69,7 @@ async def _request(
             async with call.client.stream(
                 call.method, call.path, json=call.body, headers=budget
             ) as response:
-                content = await _read_capped(response, MAX_ANSWER_BYTES)
+                content = await read_capped(response.aiter_bytes(), MAX_ANSWER_BYTES)
     except (TimeoutError, httpx.TimeoutException):
         return None, {"error": f"{service} did not answer within {timeout_seconds:g}s"}
     except httpx.ConnectError as exc:

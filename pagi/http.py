@@ -7,6 +7,7 @@ current request id and a token signed for the target service.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -64,3 +65,15 @@ def create_service_client(
         event_hooks={"request": [add_headers]},
         trust_env=False,
     )
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes | None:
+    """The whole stream, or None as soon as it exceeds ``limit`` bytes (nothing more is read)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)

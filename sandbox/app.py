@@ -31,6 +31,7 @@ from pagi.app import Caller, require_caller
 from pagi.app import create_app as create_base_app
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.errors import ApiError
+from pagi.http import read_capped
 from pagi.logging import log_event
 from pagi.request_id import current_request_id
 from sandbox.admission import Admission, AdmissionRefused
@@ -207,14 +208,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_capped(request.stream(), limit)
+    if body is None:
+        raise too_large
+    return body
 
 
 def _parse_body(raw: bytes) -> ExecuteToolRequest:
