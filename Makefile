@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint bench compose-smoke clean
 
 $(STAMP): pyproject.toml
+	@# The sandbox's seccomp layer needs libseccomp (pyseccomp loads it).
+	@ldconfig -p | grep -q 'libseccomp\.so\.2' || { \
+		echo "installing libseccomp2 (needed by the sandbox's seccomp layer)"; \
+		apt-get update -qq && apt-get install -y -qq libseccomp2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
