@@ -8,8 +8,10 @@ drift) of:
   (a)  bare spawn, no isolation: ``subprocess.run([python, "-I", "-S", "-c", P])``,
        the very argv the jailed Python tool runs (the base interpreter);
   (a') the same with the venv's interpreter and ``-I`` only (for reference);
-  (b)  the jail, cold path (a fresh launcher per run), through the Runner;
-  (c)  the jail, warm path (a child of the slot's pre-forked zygote), through the Runner;
+  (b)  the jail, cold path, through the Runner: a child of the slot's pre-forked
+       zygote applies every layer, then execs a fresh interpreter for the code;
+  (c)  the jail, warm path, through the Runner: the same jailed child runs the
+       code in the zygote's preloaded interpreter;
   (d)  ``execute_tool`` end-to-end over HTTP with a JWT, warm path, against a real
        sandbox service started on a free loopback port;
 
