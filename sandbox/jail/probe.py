@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sandbox.jail.layer import LAYERS
+
 PROBE_PROGRAM = r"""
 import json, os, resource, socket
 facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
@@ -66,7 +68,7 @@ def evaluate_probe(
             f"probe run failed: exit={result.exit_code} signal={result.signal} "
             + (result.stderr[-300:])
         )
-        return {name: {"active": False, "reason": reason} for name in _ALL}
+        return {name: {"active": False, "reason": reason} for name in LAYERS}
     status = facts.get("status", {})
     ns = facts.get("ns", {})
 
@@ -121,18 +123,4 @@ def evaluate_probe(
     return verdicts
 
 
-_ALL = (
-    "userns",
-    "pidns",
-    "netns",
-    "mountns",
-    "ipcns",
-    "utsns",
-    "landlock",
-    "seccomp",
-    "rlimits",
-    "cgroup",
-    "no_new_privs",
-    "privileges",
-)
 _OPTIONAL = frozenset({"cgroup", "netns", "ipcns", "utsns", "landlock", "seccomp", "rlimits"})
