@@ -167,7 +167,8 @@ class TokenSigner:
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+        return _with_low_s(token)
 
 
 # --------------------------------------------------------------------------- verifying
@@ -210,6 +211,31 @@ def _is_canonical_b64url(segment: str) -> bool:
     padded = segment + "=" * (-len(segment) % 4)
     raw = base64.urlsafe_b64decode(padded.encode("ascii"))
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
+
+
+# The order of the P-256 group: (r, s) and (r, n - s) are both valid ECDSA
+# signatures of the same message. PAGI signs with the low s and accepts only
+# that one, so a token has exactly one accepted spelling.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_SIGNATURE_BYTES = 64
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode((segment + "=" * (-len(segment) % 4)).encode("ascii"))
+
+
+def _high_s(signature: bytes) -> bool:
+    return int.from_bytes(signature[32:], "big") > _P256_ORDER // 2
+
+
+def _with_low_s(token: str) -> str:
+    head, body, signature_b64 = token.split(".")
+    signature = _b64decode(signature_b64)
+    if not _high_s(signature):
+        return token
+    s = _P256_ORDER - int.from_bytes(signature[32:], "big")
+    low = signature[:32] + s.to_bytes(32, "big")
+    return f"{head}.{body}.{base64.urlsafe_b64encode(low).rstrip(b'=').decode('ascii')}"
 
 
 def _b64json(segment: str) -> Any:
@@ -279,7 +305,11 @@ class TokenVerifier:
             raise AuthError(_describe(exc)) from None
         except Exception:  # noqa: BLE001 - any parser failure on hostile input is a refusal
             raise AuthError("invalid token") from None
-        return self._check_claims(claims, issuer)
+        verified = self._check_claims(claims, issuer)
+        signature = _b64decode(parts[2])
+        if len(signature) != _SIGNATURE_BYTES or _high_s(signature):
+            raise AuthError("bad signature (not the canonical low-s form)")
+        return verified
 
     def _check_claims(self, claims: dict[str, Any], issuer: str) -> Claims:
         subject, jti, iat, exp = (claims.get(k) for k in ("sub", "jti", "iat", "exp"))

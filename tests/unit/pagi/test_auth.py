@@ -188,3 +188,21 @@ def test_keys_are_private(tmp_path: Path) -> None:
     assert missing_keys(tmp_path / "k") == []
     assert (private_key_path(tmp_path / "k", "sandbox").stat().st_mode & 0o777) == 0o600
     assert generate_keys(tmp_path / "k") == []  # idempotent: never replaces keys silently
+
+
+def test_signatures_are_low_s_and_the_flipped_twin_is_refused(
+    verifier: TokenVerifier, token_for: Callable[..., str]
+) -> None:
+    # (r, s) and (r, n - s) both verify under plain ECDSA: accept only one spelling.
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    for _ in range(20):
+        token = token_for("sandbox")
+        head, body, sig = token.split(".")
+        raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        s = int.from_bytes(raw[32:], "big")
+        assert s <= order // 2
+        verifier.verify(token)
+        twin = raw[:32] + (order - s).to_bytes(32, "big")
+        forged = f"{head}.{body}.{b64(twin)}"
+        with pytest.raises(AuthError, match="signature"):
+            verifier.verify(forged)
