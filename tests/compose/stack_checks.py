@@ -18,6 +18,7 @@ import argparse
 import ast
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -337,25 +338,35 @@ def run_contract(policy_dir: Path) -> int:
     return report.exit_code()
 
 
-KILL_SERVER = """
-import os, signal
-for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-        command = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')
-    except OSError:
-        continue
-    if b'serve' in command and int(pid) not in (1, os.getpid()):
-        os.kill(int(pid), signal.SIGKILL)
-        print(pid)
-"""
+def kill_server_from_host(container: str) -> int:
+    """SIGKILL the service's server process inside ``container``, from the host.
+
+    From the host rather than with ``podman exec``: the exec session would be
+    torn down with the container it just crashed, and podman then reports the
+    exec as failed although the kill happened.
+    """
+    init_pid = int(podman("inspect", "--format", "{{.State.Pid}}", container))
+    pending, killed = [init_pid], []
+    while pending:
+        pid = pending.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pending.extend(int(child) for child in children)
+        if pid != init_pid and b"serve" in command:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    expect(bool(killed), "no server process found to kill")
+    return killed[0]
 
 
 def check_crashed_service_comes_back(project: str, service: str) -> str:
     """Kill the server process inside; ``restart: unless-stopped`` brings it back."""
     container = f"{project}_{service}_1"
     before = int(podman("inspect", "--format", "{{.RestartCount}}", container))
-    killed = podman("exec", container, "python", "-c", KILL_SERVER).split()
-    expect(bool(killed), "no server process found to kill")
+    killed = kill_server_from_host(container)
     deadline = time.monotonic() + 60
     with client() as http:
         while True:
@@ -368,7 +379,7 @@ def check_crashed_service_comes_back(project: str, service: str) -> str:
                 break
             expect(time.monotonic() < deadline, "not back within 60 s")
             time.sleep(0.5)
-    return f"killed pid {killed[0]}, restarted ({restarts} restarts), healthy again"
+    return f"killed pid {killed}, restarted ({restarts} restarts), healthy again"
 
 
 def run_restarted(project: str) -> int:
@@ -497,6 +508,7 @@ def check_keys_isolated(container: str, service: str) -> str:
 
 TOOL_IDENTITY = """
 import os
+import signal
 facts = {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid()}
 try:
     for line in open('/proc/self/status'):
