@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,26 @@ class LogCollector:
         return [line for name, line in self.lines if name == service]
 
 
+def launch_stack(
+    env: dict[str, str], services: Iterable[str] = SERVICES, timeout: float = 60.0
+) -> Stack:
+    """Start ``services`` with ``env`` and wait until each is healthy.
+
+    ``stack.logs`` (a :class:`LogCollector`) keeps their output; when start-up
+    fails, the last lines are printed and whatever started is stopped.
+    """
+    logs = LogCollector()
+    stack = Stack(env=env, services=list(services), cwd=REPO, sink=logs)
+    stack.logs = logs  # type: ignore[attr-defined]
+    try:
+        stack.start(timeout=timeout)
+    except Exception:
+        sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
+        stack.stop()
+        raise
+    return stack
+
+
 StackFactory = Callable[..., Stack]
 
 
@@ -105,15 +125,8 @@ def start_stack(tmp_path: Path, keys_dir: Path) -> Iterator[StackFactory]:
 
     def start(services: tuple[str, ...] | list[str] = SERVICES, **overrides: str) -> Stack:
         env = stack_env(tmp_path / f"state{len(stacks)}", keys_dir, **overrides)
-        logs = LogCollector()
-        stack = Stack(env=env, services=list(services), cwd=REPO, sink=logs)
-        stack.logs = logs  # type: ignore[attr-defined]
+        stack = launch_stack(env, services)
         stacks.append(stack)
-        try:
-            stack.start(timeout=60)
-        except Exception:
-            sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
-            raise
         return stack
 
     yield start

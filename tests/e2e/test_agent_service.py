@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, free_port, stack_env
+from tests.conftest import REPO, LogCollector, free_port, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[
         keys_dir,
         MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS=str(GATEWAY_TIMEOUT),
     )
-    logs = LogCollector()
-    running = Stack(env=env, services=SERVICES, cwd=REPO, sink=logs)
-    running.logs = logs  # type: ignore[attr-defined]
-    try:
-        running.start(timeout=60)
-    except Exception:
-        print("\n".join(f"{name}| {line}" for name, line in logs.lines[-100:]))
-        running.stop()
-        raise
+    running = launch_stack(env, SERVICES)
     yield running
     running.stop()
 

@@ -14,7 +14,7 @@ import pytest
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, free_port, stack_env
+from tests.conftest import free_port, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +25,6 @@ FULL_STACK_TIMEOUT = 3.0
 DASHBOARD = "/api/v1/agi/dashboard-data"
 
 
-def start(env: dict[str, str], services: list[str]) -> Stack:
-    logs = LogCollector()
-    running = Stack(env=env, services=services, cwd=REPO, sink=logs)
-    running.logs = logs  # type: ignore[attr-defined]
-    try:
-        running.start(timeout=60)
-    except Exception:
-        print("\n".join(f"{name}| {line}" for name, line in logs.lines[-100:]))
-        running.stop()
-        raise
-    return running
-
-
 @pytest.fixture(scope="module")
 def full_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
     env = stack_env(
@@ -45,7 +32,7 @@ def full_stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iter
         keys_dir,
         REQUEST_TIMEOUT_SECONDS=str(FULL_STACK_TIMEOUT),
     )
-    running = start(env, list(SERVICES))
+    running = launch_stack(env, list(SERVICES))
     yield running
     running.stop()
 
@@ -152,7 +139,7 @@ def test_dashboard_cuts_a_stalled_sandbox_at_the_timeout(
     env = stack_env(
         tmp_path, keys_dir, REQUEST_TIMEOUT_SECONDS=str(TIMEOUT), RUST_SANDBOX_URL=silent_listener
     )
-    stack = start(env, ["gateway", "memory", "agent", "bff"])
+    stack = launch_stack(env, ["gateway", "memory", "agent", "bff"])
     try:
         body, elapsed = get_dashboard(stack.settings.url_of("bff"))
     finally:
@@ -177,7 +164,7 @@ def test_dashboard_can_require_a_token(
         RUST_SANDBOX_URL=closed,
         MEMORY_URL=closed,
     )
-    stack = start(env, ["bff"])
+    stack = launch_stack(env, ["bff"])
     try:
         url = f"{stack.settings.url_of('bff')}{DASHBOARD}"
         refused = httpx.get(url)

@@ -18,7 +18,7 @@ import pytest
 from pagi.health import check_service
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from tests.conftest import REPO, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +26,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
     env = stack_env(tmp_path_factory.mktemp("memory-e2e"), keys_dir)
-    logs = LogCollector()
-    running = Stack(env=env, services=["memory"], cwd=REPO, sink=logs)
-    running.logs = logs  # type: ignore[attr-defined]
-    running.start(timeout=60)
+    running = launch_stack(env, ["memory"])
     yield running
     running.stop()
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from tests.conftest import REPO, LogCollector, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -85,15 +85,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterato
     env = stack_env(
         root / "state", keys_dir, PAGI_SANDBOX_POLICY=str(policy), PAGI_SANDBOX_AUDIT_LOG=str(audit)
     )
-    logs = LogCollector()
-    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
-    stack.logs = logs  # type: ignore[attr-defined]
-    try:
-        stack.start(timeout=60)
-    except Exception:
-        print("\n".join(f"{n}| {line}" for n, line in logs.lines[-200:]))
-        stack.stop()
-        raise
+    stack = launch_stack(env, ["sandbox"])
     yield Sandbox(stack, policy, audit)
     stack.stop()
 
@@ -353,10 +345,8 @@ def test_required_layer_missing_is_503_naming_it(
         assert response.json()["missing_layers"] == ["cgroup"]
 
 
-def test_invalid_policy_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path) -> None:
-    policy = tmp_path / "sandbox.toml"
-    policy.write_text(DEFAULT_POLICY.replace("processes = 16", "processes = 100000"))
-    env = stack_env(tmp_path / "state", keys_dir, PAGI_SANDBOX_POLICY=str(policy))
+def start_expecting_refusal(env: dict[str, str]) -> str:
+    """Start a sandbox that must refuse to start (exit 2); its output."""
     logs = LogCollector()
     stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
     entry = stack.start_service("sandbox")
@@ -364,33 +354,26 @@ def test_invalid_policy_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path
         assert entry.process.wait(timeout=30) == 2
     finally:
         stack.stop()
-    output = "\n".join(logs.of("sandbox"))
+    return "\n".join(logs.of("sandbox"))
+
+
+def test_invalid_policy_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path) -> None:
+    policy = tmp_path / "sandbox.toml"
+    policy.write_text(DEFAULT_POLICY.replace("processes = 16", "processes = 100000"))
+    env = stack_env(tmp_path / "state", keys_dir, PAGI_SANDBOX_POLICY=str(policy))
+    output = start_expecting_refusal(env)
     assert "refusing to start" in output and "defaults.processes" in output
     assert f"{policy}:" in output
 
 
 def test_missing_policy_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path) -> None:
     env = stack_env(tmp_path / "state", keys_dir, PAGI_SANDBOX_POLICY=str(tmp_path / "none.toml"))
-    logs = LogCollector()
-    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
-    entry = stack.start_service("sandbox")
-    try:
-        assert entry.process.wait(timeout=30) == 2
-    finally:
-        stack.stop()
-    assert "file not found" in "\n".join(logs.of("sandbox"))
+    assert "file not found" in start_expecting_refusal(env)
 
 
 def test_unwritable_audit_file_at_start_refuses_to_start(tmp_path: Path, keys_dir: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     audit.mkdir()  # a directory where the file should be
     env = stack_env(tmp_path / "state", keys_dir, PAGI_SANDBOX_AUDIT_LOG=str(audit))
-    logs = LogCollector()
-    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
-    entry = stack.start_service("sandbox")
-    try:
-        assert entry.process.wait(timeout=30) == 2
-    finally:
-        stack.stop()
-    output = "\n".join(logs.of("sandbox"))
+    output = start_expecting_refusal(env)
     assert "refusing to start" in output and str(audit) in output

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from tests.conftest import launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +29,7 @@ HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
-    env = stack_env(tmp_path_factory.mktemp("stack"), keys_dir)
-    logs = LogCollector()
-    running = Stack(env=env, cwd=REPO, sink=logs)
-    running.logs = logs  # type: ignore[attr-defined]
-    try:
-        running.start(timeout=60)
-    except Exception:
-        print("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
-        running.stop()
-        raise
+    running = launch_stack(stack_env(tmp_path_factory.mktemp("stack"), keys_dir))
     yield running
     running.stop()
 

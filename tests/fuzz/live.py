@@ -10,7 +10,6 @@ figures (RSS, fds, zombies) need no extra dependency.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from tests.conftest import launch_stack, stack_env
 
 JSON_TYPES = ("application/json", "application/problem+json")
 
@@ -34,17 +33,7 @@ def start_live_stack(
 ) -> Stack:
     """Start ``services`` (default: all) on free loopback ports; the caller stops the stack."""
     env = stack_env(state_dir, keys_dir, **overrides)
-    logs = LogCollector()
-    chosen = list(services) if services is not None else list(SERVICES)
-    stack = Stack(env=env, services=chosen, cwd=REPO, sink=logs)
-    stack.logs = logs  # type: ignore[attr-defined]
-    try:
-        stack.start(timeout=timeout)
-    except Exception:
-        sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
-        stack.stop()
-        raise
-    return stack
+    return launch_stack(env, services if services is not None else SERVICES, timeout)
 
 
 def service_pid(stack: Stack, name: str) -> int:
