@@ -2,10 +2,13 @@
 
 Read :func:`contain` top to bottom to audit the order. It runs in a fresh,
 single-threaded process (the cold launcher, or a zygote's child on the warm
-path) that starts as root, and it forks twice:
+path), as root (root mode) or as any other uid without capabilities
+(unprivileged mode, as in a hardened container), and it forks twice:
 
     launcher (root)        cgroup -> mountns (minimal root, pivot) -> privileges (drop uid)
                            -> userns -> pidns, netns, ipcns, utsns, mountns (owned by userns)
+    launcher (not root)    cgroup -> privileges (checked) -> userns (jail uid -> own uid)
+                           -> pidns, netns, ipcns, utsns -> mountns (minimal root, pivot)
       └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable, capabilities
                            dropped; answers seccomp notifications, reports the tool's status
           └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> no capabilities (checked)
@@ -90,33 +93,57 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
     read-only part of the jail's root, see :func:`mountns.build_template`).
     """
     try:
-        # As real root, outside any namespace.
         layers = set(config.layers)
         if "cgroup" in layers and "cgroup" not in prepared:
             _apply("cgroup", cgroup.join, config.cgroup_dirs)
-        _apply(
-            "mountns",
-            mountns.build_root,
-            config.root_dir,
-            config.read_paths,
-            config.extra_read_paths,
-            config.hidden_paths,
-            int(config.limits["tmp_bytes"]),
-            config.files,
-            (config.uid, config.gid),
-            "root" in prepared,
-        )
-        _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
-        # As the unprivileged jail uid: namespaces owned by it.
-        _apply("userns", userns.enter, config.uid, config.gid)
+        root = os.geteuid() == 0
+        if root:
+            # Root mode: as real root, outside any namespace, the run's root is
+            # built; then the drop to the jail uid, which owns the namespaces.
+            _apply(
+                "mountns",
+                mountns.build_root,
+                config.root_dir,
+                config.read_paths,
+                config.extra_read_paths,
+                config.hidden_paths,
+                int(config.limits["tmp_bytes"]),
+                config.files,
+                (config.uid, config.gid),
+                "root" in prepared,
+            )
+            _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
+            _apply("userns", userns.enter, config.uid, config.gid)
+        else:
+            # Unprivileged mode (no root, no capability): the user namespace
+            # first, the jail uid inside mapped to the service's uid outside;
+            # its capabilities build everything else, mounts last.
+            _apply("privileges", privileges.check_unprivileged_launcher)
+            _apply("userns", userns.enter, config.uid, config.gid, os.geteuid(), os.getegid())
+        # In the user namespace, as the jail uid: namespaces owned by it. Only
+        # root mode shares a zygote's network namespace and root (a zygote
+        # that is not root cannot build them).
         _apply("pidns", pidns.unshare)
-        if "netns" in layers and not config.network and "netns" not in prepared:
+        if "netns" in layers and not config.network and ("netns" not in prepared or not root):
             _apply("netns", netns.unshare)
         if "ipcns" in layers:
             _apply("ipcns", ipcns.unshare)
         if "utsns" in layers:
             _apply("utsns", utsns.unshare)
-        _apply("mountns", mountns.unshare)
+        if root:
+            _apply("mountns", mountns.unshare)
+        else:
+            _apply(
+                "mountns",
+                mountns.build_root_unprivileged,
+                config.root_dir,
+                config.read_paths,
+                config.extra_read_paths,
+                config.hidden_paths,
+                int(config.limits["tmp_bytes"]),
+                config.files,
+                (config.uid, config.gid),
+            )
     except LayerError as error:
         _fail(report, error)
 

@@ -18,6 +18,15 @@ Built in two steps, like nsjail:
    only the jail's processes. (A proc mount from a user namespace is only
    allowed when a fully visible proc exists in the mount namespace, hence
    the /proc of step 1.)
+
+In unprivileged mode (the service is not root; see :func:`sandbox.jail.contain`)
+step 1 runs in a mount namespace owned by the run's user namespace, with
+that namespace's capabilities (:func:`build_root_unprivileged`): the same
+tree, except that its /proc is a bind of the service's own, and that the
+host paths are reached as the service's uid. A container engine that masks
+parts of /proc (podman and Docker by default) makes that /proc not fully
+visible, and the jail's init cannot mount its own: the run fails closed in
+the mountns layer (see the README's Containers section).
 """
 
 from __future__ import annotations
@@ -62,10 +71,21 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     )
 
 
+_SOURCE_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+"""statvfs's ST_RDONLY, ST_NOSUID, ST_NODEV and ST_NOEXEC have these same values."""
+
+
 def _bind(source: str, target: str, flags: int) -> None:
-    """Bind `source` at `target`, then remount it with `flags` (read-only, nosuid...)."""
+    """Bind `source` at `target`, then remount it with `flags` (read-only, nosuid...).
+
+    The source mount's own restrictions are kept too: never less
+    restrictive than the host's mount, and, in a user namespace, the kernel
+    refuses (EPERM) a remount that would clear a flag of a mount inherited
+    from the parent namespace (locked: nosuid, nodev, noexec, read-only).
+    """
     _mount(source, target, None, MS_BIND | MS_REC)
-    _mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+    kept = os.statvfs(target).f_flag & _SOURCE_FLAGS  # the bind's flags: the source's
+    _mount(None, target, None, MS_BIND | MS_REMOUNT | flags | kept)
 
 
 def _make_mountpoint(root: str, path: str, is_dir: bool) -> str:
@@ -137,13 +157,19 @@ def _write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) 
             os.close(fd)
 
 
-def build_template(root: str, read_paths: list[str], hidden_paths: list[str]) -> None:
-    """As real root, in a private mount namespace: the part of the jail's root all runs share.
+def build_template(
+    root: str, read_paths: list[str], hidden_paths: list[str], fresh_proc: bool = True
+) -> None:
+    """In a private mount namespace: the part of the jail's root all runs share.
 
     A tmpfs at `root` with the read-only paths, the hidden paths covered,
     the device nodes, a /proc, and empty mountpoints for what each run
-    mounts itself. A warm zygote builds it once; a run without a zygote
-    builds it for itself.
+    mounts itself. A warm zygote builds it once (as real root); a run
+    without a zygote builds it for itself. The /proc is a fresh one
+    (`fresh_proc`, real root only) or, in a user namespace, where a proc
+    can only be mounted by a process of the pid namespace it shows, a
+    recursive bind of the current one: either is the fully visible proc
+    the kernel wants before the jail's init may mount its own over it.
     """
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     for path in outermost(read_paths):
@@ -155,12 +181,11 @@ def build_template(root: str, read_paths: list[str], hidden_paths: list[str]) ->
             )
     for device in DEVICES:
         _bind(device, _make_mountpoint(root, device, is_dir=False), MS_NOSUID | MS_NOEXEC)
-    _mount(
-        "proc",
-        _make_mountpoint(root, "/proc", is_dir=True),
-        "proc",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-    )
+    proc = _make_mountpoint(root, "/proc", is_dir=True)
+    if fresh_proc:
+        _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    else:
+        _bind("/proc", proc, MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for mountpoint in ("/tmp", WORKDIR_IN_JAIL, f"/{_OLD_ROOT}"):
         _make_mountpoint(root, mountpoint, is_dir=True)
 
@@ -231,6 +256,29 @@ def build_root(
     else:
         make_private()
         build_template(root, read_paths, hidden_paths)
+    enter_root(root, extra_read_paths, tmp_bytes, files, owner)
+
+
+def build_root_unprivileged(
+    root: str,
+    read_paths: list[str],
+    extra_read_paths: list[str],
+    hidden_paths: list[str],
+    tmp_bytes: int,
+    files: dict[str, bytes],
+    owner: tuple[int, int],
+) -> None:
+    """Unprivileged mode, with the capabilities of the run's user namespace: the whole root.
+
+    The same tree as :func:`build_root`, built for this run alone (no
+    zygote can share one: its mounts would be locked in the run's
+    namespace), in a new mount namespace owned by the run's user namespace.
+    Host paths are reached as the service's own uid: they must be readable
+    by it (the service's state dir, the interpreter, the policy's paths).
+    """
+    make_private()
+    shared = [path for path in read_paths if path not in extra_read_paths]
+    build_template(root, shared, hidden_paths, fresh_proc=False)
     enter_root(root, extra_read_paths, tmp_bytes, files, owner)
 
 

@@ -47,6 +47,22 @@ def drop_to_unprivileged(uid: int, gid: int) -> None:
     prctl(PR_SET_DUMPABLE, 1)
 
 
+def check_unprivileged_launcher() -> None:
+    """Unprivileged mode: the caller is not root and holds no group the jail cannot drop.
+
+    Without CAP_SETGID the supplementary groups stay with the process
+    through its user namespace (setgroups is denied there): a tool would
+    keep whatever file access they grant. Only the primary group is
+    accepted; run the service with no others (compose's ``user: UID:GID``,
+    ``setpriv --clear-groups``).
+    """
+    if os.geteuid() == 0 or os.getuid() == 0:
+        raise OSError("unprivileged mode as root")
+    extra = set(os.getgroups()) - {os.getegid()}
+    if extra:
+        raise OSError(f"supplementary groups {sorted(extra)} would stay with the tool")
+
+
 def set_non_dumpable() -> None:
     """Make /proc/self and ptrace unavailable to same-uid processes (the jail's init)."""
     prctl(PR_SET_DUMPABLE, 0)
