@@ -6,11 +6,12 @@ derived from Docker's default). It is brought back to Docker's stricter
 rules (namespace, mount and tracing calls only for a process holding the
 capability that guards them) and then resolved for a container holding NO
 capability: rules that a capability would enable are dropped, rules that a
-capability would disable are kept unconditionally. The sandbox container is
-granted a few capabilities for its jail (see compose.yaml); resolving the
-profile this way means those grants never widen the syscall filter. The
-only widening is :data:`JAIL_SYSCALLS`: what the jail calls to build each
-run's namespaces and mounts.
+capability would disable are kept unconditionally: every container runs
+with no capability (compose.yaml), and should an operator grant one, the
+grant never widens the syscall filter. The only widening is
+:data:`JAIL_SYSCALLS`: what the sandbox's jail calls to build each run's
+namespaces and mounts, from inside the run's own user namespace (the jail
+runs unprivileged; see :func:`sandbox.jail.contain`).
 
 The other containers get the same profile without the jail's calls
 (``--service``): podman's own default would let them create namespaces and

@@ -453,21 +453,12 @@ def podman(*args: str) -> str:
     return result.stdout
 
 
-# CAP_CHOWN | CAP_DAC_OVERRIDE | CAP_SETGID | CAP_SETUID | CAP_SYS_ADMIN: what
-# compose.yaml grants the sandbox's jail launcher, and nothing more.
-SANDBOX_CAPABILITIES = (1 << 0) | (1 << 1) | (1 << 6) | (1 << 7) | (1 << 21)
-
-
 def check_container(container: str, service: str) -> str:
     probe = json.loads(podman("exec", container, "python", "-c", PROBE))
-    if service == "sandbox":
-        # Root in its container only to build each run's jail (see compose.yaml);
-        # the tools themselves run unprivileged: see check_tool_is_unprivileged.
-        expected_caps = SANDBOX_CAPABILITIES
-        expect(probe["gid"] != 0, f"runs with gid {probe['gid']}")
-    else:
-        expected_caps = 0
-        expect(probe["uid"] != 0 and probe["euid"] != 0, f"runs as uid {probe['uid']}")
+    # Every container alike, the sandbox too: its jail runs unprivileged.
+    expected_caps = 0
+    expect(probe["uid"] != 0 and probe["euid"] != 0, f"runs as uid {probe['uid']}")
+    expect(probe["gid"] != 0, f"runs with gid {probe['gid']}")
     expect(int(probe["cap_eff"], 16) == expected_caps, f"CapEff {probe['cap_eff']}")
     expect(int(probe["cap_prm"], 16) == expected_caps, f"CapPrm {probe['cap_prm']}")
     expect(int(probe["cap_bnd"], 16) == expected_caps, f"CapBnd {probe['cap_bnd']}")
@@ -475,18 +466,19 @@ def check_container(container: str, service: str) -> str:
     expect(probe["seccomp"] == "2", f"seccomp mode {probe['seccomp']}")
     expect(not probe["root_writable"], "the root filesystem is writable")
     expect(probe["keyctl_refused"], "keyctl was not refused")
-    # The sandbox holds CAP_SYS_ADMIN for its jail: the filter must still refuse.
     expect(probe["bpf_refused"], "bpf was not refused")
     expect(probe["setns_refused"], "setns was not refused")
-    if service != "sandbox":
+    if service == "sandbox":
+        # The one widening of its profile: the jail builds a user namespace per run.
+        expect(not probe["userns_refused"], "the jail cannot create a user namespace")
+    else:
         expect(probe["userns_refused"], "a user namespace could be created")
     expect("python" not in probe["pid1"], f"pid 1 is {probe['pid1']!r}, not an init")
     (inspected,) = json.loads(podman("inspect", container))
     host_config = inspected["HostConfig"]
     expect(host_config["Privileged"] is False, "privileged")
     expect(host_config["ReadonlyRootfs"] is True, "ReadonlyRootfs is false")
-    if service != "sandbox":
-        expect(not host_config.get("CapAdd"), f"CapAdd {host_config.get('CapAdd')}")
+    expect(not host_config.get("CapAdd"), f"CapAdd {host_config.get('CapAdd')}")
     expect(int(host_config.get("Memory") or 0) > 0, "no memory limit")
     expect(int(host_config.get("PidsLimit") or 0) > 0, "no pids limit")
     return (
@@ -511,6 +503,7 @@ import os
 import signal
 facts = {'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid()}
 try:
+    facts['uid_map'] = open('/proc/self/uid_map').read().split()
     for line in open('/proc/self/status'):
         key, _, value = line.partition(':')
         if key in ('CapEff', 'CapBnd', 'NoNewPrivs', 'Seccomp'):
@@ -528,6 +521,10 @@ def check_tool_is_unprivileged() -> str:
     stdout = response.json()["result"]["stdout"].strip()
     facts = ast.literal_eval(stdout)
     expect(facts["uid"] != 0 and facts["euid"] != 0, f"the tool runs as uid {facts['uid']}")
+    if "uid_map" in facts:
+        # One id mapped, never root outside: the service's own unprivileged uid.
+        uid_map = facts["uid_map"]
+        expect(len(uid_map) == 3 and uid_map[1] != "0", f"the tool's uid map {uid_map}")
     if "CapEff" in facts:
         expect(int(facts["CapEff"], 16) == 0, f"the tool has CapEff {facts['CapEff']}")
         expect(facts["NoNewPrivs"] == "1", "the tool may gain privileges")
@@ -549,6 +546,15 @@ def check_isolation_report(policy_dir: Path) -> str:
         if not (isinstance(isolation.get(layer), dict) and isolation[layer].get("active"))
     ]
     expect(not inactive, f"required layers not active: {', '.join(inactive)}")
+    # Unprivileged in its container, the jail still has every layer but the
+    # cgroup one (the service cannot write the host's cgroups there).
+    jail_layers = [name for name, layer in isolation.items() if "active" in (layer or {})]
+    missing = [
+        f"{name} ({isolation[name].get('reason')})"
+        for name in jail_layers
+        if name != "cgroup" and not isolation[name]["active"]
+    ]
+    expect(len(jail_layers) >= 12 and not missing, f"jail layers not active: {missing}")
     active = sorted(
         name for name, layer in isolation.items() if isinstance(layer, dict) and layer.get("active")
     )

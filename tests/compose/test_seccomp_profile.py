@@ -126,7 +126,7 @@ def test_service_profile_is_the_sandbox_profile_without_the_jail_calls(
 
 def test_granted_capabilities_do_not_widen_the_filter(profile: dict) -> None:
     # Engines add a rule to the filter when the container holds the capability
-    # it names: the sandbox holds some, so the profile must name none.
+    # it names: an operator who grants one must not widen it, so it names none.
     for rule in profile["syscalls"]:
         assert "caps" not in (rule.get("includes") or {}), rule["names"]
         assert "caps" not in (rule.get("excludes") or {}), rule["names"]
