@@ -3,12 +3,17 @@
 At start the Runner runs :data:`PROBE_PROGRAM` through the real jail (with
 /proc readable) and :func:`evaluate_probe` checks, from what the program saw
 inside, that each layer is in force — not that some config says so. A layer
-the jail could not apply shows up as a failed run naming it.
+the jail could not apply shows up as a failed run naming it. The same
+checks hold in both of the jail's modes (see :func:`sandbox.jail.contain`):
+the service as root, or unprivileged (any other uid, no capability, as in
+the hardened container); which one ran is reported with the privileges
+layer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from sandbox.jail.layer import LAYERS
@@ -17,6 +22,13 @@ PROBE_PROGRAM = r"""
 import json, os, resource, socket
 facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
 facts["uid_map"] = open("/proc/self/uid_map").read().split()
+facts["gid_map"] = open("/proc/self/gid_map").read().split()
+facts["setgroups"] = open("/proc/self/setgroups").read().strip()
+for line in open("/proc/self/mountinfo"):
+    fields = line.split()
+    if fields[4] == "/":  # the last mount on / wins
+        fs_type = fields[fields.index("-") + 1]
+        facts["root_mount"] = [fs_type, "ro" in fields[5].split(",")]
 facts["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 NAMESPACES = ("user", "pid", "net", "mnt", "ipc", "uts")
 facts["ns"] = {n: os.readlink("/proc/self/ns/" + n) for n in NAMESPACES}
@@ -76,14 +88,23 @@ def evaluate_probe(
         return bool(ns.get(name)) and ns.get(name) != host_namespaces.get(name)
 
     uid_map = facts.get("uid_map", [])
+    gid_map = facts.get("gid_map", [])
+    root_mount = facts.get("root_mount", ["", False])
     checks: dict[str, tuple[bool, str]] = {
+        # One uid and one gid mapped, never root outside, no way back to the
+        # host's groups, no capability left (not even in the bounding set).
         "privileges": (
             facts.get("uid") == jail_uid
             and len(uid_map) == 3
             and uid_map[1] != "0"
+            and len(gid_map) == 3
+            and gid_map[1] != "0"
+            and facts.get("setgroups") == "deny"
             and int(status.get("CapEff", "1"), 16) == 0
+            and int(status.get("CapPrm", "1"), 16) == 0
             and int(status.get("CapBnd", "1"), 16) == 0,
-            f"uid={facts.get('uid')} uid_map={uid_map} CapEff={status.get('CapEff')}",
+            f"uid={facts.get('uid')} uid_map={uid_map} gid_map={gid_map} "
+            f"setgroups={facts.get('setgroups')} CapEff={status.get('CapEff')}",
         ),
         "userns": (own("user"), "same user namespace as the service"),
         "pidns": (
@@ -94,7 +115,12 @@ def evaluate_probe(
             own("net") and facts.get("net_devices") == ["lo"],
             f"devices={facts.get('net_devices')}",
         ),
-        "mountns": (own("mnt"), "same mount namespace as the service"),
+        # Its own namespace, and in it the jail's root, not the host's: a
+        # read-only tmpfs holding only what the run may see.
+        "mountns": (
+            own("mnt") and root_mount == ["tmpfs", True],
+            f"mount ns shared={not own('mnt')} root={root_mount}",
+        ),
         "ipcns": (own("ipc"), "same IPC namespace as the service"),
         "utsns": (own("uts") and facts.get("hostname") == "sandbox", "hostname not isolated"),
         "landlock": (facts.get("root_listing") == "denied", "listing / was allowed"),
@@ -120,7 +146,14 @@ def evaluate_probe(
             verdicts[name] = {"active": True}
         else:
             verdicts[name] = {"active": False, "reason": reason}
+    verdicts["privileges"]["launcher"] = launcher_mode()
     return verdicts
+
+
+def launcher_mode() -> str:
+    """How this process's jails are built: ``root``, or ``unprivileged (uid N)``."""
+    euid = os.geteuid()
+    return "root" if euid == 0 else f"unprivileged (uid {euid})"
 
 
 _OPTIONAL = frozenset({"cgroup", "netns", "ipcns", "utsns", "landlock", "seccomp", "rlimits"})
