@@ -558,7 +558,13 @@ def check_isolation_report(policy_dir: Path) -> str:
     active = sorted(
         name for name, layer in isolation.items() if isinstance(layer, dict) and layer.get("active")
     )
-    return "active: " + ", ".join(active)
+    launcher = (isolation.get("privileges") or {}).get("launcher", "not reported")
+    cgroup = isolation.get("cgroup") or {}
+    return (
+        f"jail {launcher}; active: "
+        + ", ".join(active)
+        + ("" if cgroup.get("active") else f"; cgroup inactive: {cgroup.get('reason')}")
+    )
 
 
 def run_hardening(project: str, policy_dir: Path) -> int:

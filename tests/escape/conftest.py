@@ -1,4 +1,9 @@
-"""One real sandbox per execution path (cold, warm) for the whole escape suite.
+"""One real sandbox per execution path (cold, warm) and jail mode for the whole escape suite.
+
+Modes: ``root`` (the service runs as root, as on this test machine) and
+``unprivileged`` (the service runs as uid 10001 with no capability, as in
+the hardened container; see :mod:`tests.escape.unprivileged`). Every test
+runs against each of the four.
 
 Everything an attack may go after lives in a world-readable area under /tmp,
 so that only the jail's layers (not file modes) can stand in the way: the
@@ -24,8 +29,11 @@ from pagi.stack import Stack
 from sandbox.policy import load_policy
 from tests.conftest import REPO, LogCollector, stack_env
 from tests.escape.harness import HostFiles, HostListeners, SandboxUnderTest
+from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, give_to_unprivileged
 
 EXECUTION_PATHS = ("cold", "warm")
+JAIL_MODES = ("root", "unprivileged")
+SANDBOXES = [(path, mode) for mode in JAIL_MODES for path in EXECUTION_PATHS]
 POLICY_SOURCE = REPO / "policies" / "sandbox.toml"
 
 LAYER_LOG: list[tuple[str, str, str, str]] = []
@@ -79,7 +87,7 @@ def host_listeners(escape_area: Path) -> Iterator[HostListeners]:
     listeners.close()
 
 
-@pytest.fixture(scope="session", params=EXECUTION_PATHS)
+@pytest.fixture(scope="session", params=SANDBOXES, ids=[f"{p}-{m}" for p, m in SANDBOXES])
 def sandbox(
     request: pytest.FixtureRequest,
     escape_area: Path,
@@ -87,15 +95,22 @@ def sandbox(
     host_files: HostFiles,
     host_listeners: HostListeners,
 ) -> Iterator[SandboxUnderTest]:
-    """A running sandbox service whose python tool uses the cold or the warm executor."""
-    path: str = request.param
-    area = escape_area / path
+    """A running sandbox service: cold or warm python executor, root or unprivileged jail."""
+    path, mode = request.param
+    area = escape_area / f"{path}-{mode}"
     (area / "policy").mkdir(parents=True)
     policy = area / "policy" / "sandbox.toml"
     policy.write_text(policy_with_executor(POLICY_SOURCE, path))
     env = stack_env(area / "state", escape_keys, PAGI_SANDBOX_POLICY=str(policy))
     logs = LogCollector()
-    stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
+    launcher: UnprivilegedLauncher | None = None
+    if mode == "unprivileged":
+        launcher = UnprivilegedLauncher()
+        give_to_unprivileged(area / "state")
+        stack: Stack = UnprivilegedStack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
+        stack.launcher = launcher  # type: ignore[attr-defined]
+    else:
+        stack = Stack(env=env, services=["sandbox"], cwd=REPO, sink=logs)
     client = httpx.Client(timeout=60, trust_env=False)
     try:
         stack.start(timeout=60)
@@ -118,18 +133,23 @@ def sandbox(
             client=client,
             stack=stack,
             logs=logs,
+            mode=mode,
         )
         under_test.baseline_refusals = under_test.run('print("idle")').refusals
     except BaseException:
         sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
         client.close()
         stack.stop()
+        if launcher is not None:
+            launcher.close()
         raise
     try:
         yield under_test
     finally:
         client.close()
         stack.stop()
+        if launcher is not None:
+            launcher.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -138,4 +158,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("escape catalogue: attack -> layer that stopped it")
     for path, attack_id, family, layers in sorted(LAYER_LOG):
-        terminalreporter.write_line(f"{path:<5} {family:<12} {attack_id:<34} {layers}")
+        terminalreporter.write_line(f"{path:<18} {family:<12} {attack_id:<34} {layers}")

@@ -263,6 +263,8 @@ class SandboxUnderTest:
     logs: Any
     """The service's output lines (``logs.of("sandbox")``)."""
     baseline_refusals: int = 0
+    mode: str = "root"
+    """How the jail is built: "root" (service as root) or "unprivileged" (uid 10001)."""
 
     def alive(self) -> bool:
         """The service process is still running and answers /health."""

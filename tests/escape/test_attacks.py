@@ -27,7 +27,9 @@ def test_attack_is_contained(sandbox: SandboxUnderTest, attack: Attack) -> None:
     outcome = sandbox.run(attack.program)
     observed = attack.check(outcome)
     layers = {observed} if isinstance(observed, str) else set(observed)
-    LAYER_LOG.append((sandbox.path, attack.id, attack.family, ",".join(sorted(layers))))
+    LAYER_LOG.append(
+        (f"{sandbox.path}-{sandbox.mode}", attack.id, attack.family, ",".join(sorted(layers)))
+    )
     assert layers <= set(attack.layers), (
         f"stopped by {sorted(layers)}, expected one of {attack.layers}: {outcome.describe()}"
     )

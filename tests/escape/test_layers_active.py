@@ -51,6 +51,13 @@ def test_health_reports_every_layer_active(sandbox: SandboxUnderTest) -> None:
     assert not inactive, f"layers not active: {inactive}"
 
 
+def test_health_reports_how_the_jail_is_built(sandbox: SandboxUnderTest) -> None:
+    """Root mode when the service runs as root; unprivileged mode when it runs as 10001."""
+    launcher = _isolation(sandbox)["privileges"].get("launcher")
+    expected = "root" if sandbox.mode == "root" else "unprivileged (uid 10001)"
+    assert launcher == expected, _isolation(sandbox)["privileges"]
+
+
 def test_health_reports_seccomp_filter_size_and_landlock_abi(sandbox: SandboxUnderTest) -> None:
     isolation = _isolation(sandbox)
     seccomp_size = _find_number(isolation["seccomp"], "size", "instructions", "allow", "syscalls")
