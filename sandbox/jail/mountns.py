@@ -284,4 +284,12 @@ def build_root_unprivileged(
 
 def mount_proc() -> None:
     """In the new pid namespace (as its pid 1): a /proc that shows only this namespace."""
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=0")
+    try:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=0")
+    except PermissionError as error:
+        # The kernel's answer when no fully visible /proc exists: the usual
+        # cause is a container engine's masks over parts of the service's /proc.
+        raise PermissionError(
+            f"{error}: cannot mount the jail's /proc (is the service's /proc partly"
+            " masked? containers: security_opt systempaths=unconfined)"
+        ) from None
