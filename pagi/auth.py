@@ -40,6 +40,8 @@ OPERATOR_TOKEN_MAX_TTL = 24 * 3600
 """Tokens minted for a person with ``pagi token`` live at most a day."""
 MAX_TOKEN_BYTES = 4096
 CLOCK_SKEW_SECONDS = 30
+VERIFIED_TOKENS_REMEMBERED = 1024
+"""Tokens whose claims a verifier keeps (see :class:`TokenVerifier`)."""
 _ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 
 
@@ -244,14 +246,34 @@ def _b64json(segment: str) -> Any:
 
 
 class TokenVerifier:
-    """Verifies tokens addressed to one audience (the receiving service)."""
+    """Verifies tokens addressed to one audience (the receiving service).
+
+    A caller sends the same token with every request until it expires, and
+    the signature check is most of a request's authentication cost, so the
+    claims of recently verified tokens are remembered (exact token string,
+    bounded, until the token's expiry). Nothing else can change a verdict:
+    the audience and the trusted keys are fixed for the verifier's life.
+    """
 
     def __init__(self, audience: str, trust: TrustStore) -> None:
         self.audience = audience
         self.trust = trust
+        self._verified: dict[str, Claims] = {}
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or :class:`AuthError` saying why it is refused."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if time.time() <= claims.expires_at + CLOCK_SKEW_SECONDS:
+                return claims
+            del self._verified[token]  # the full check below says why it is refused
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS_REMEMBERED:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_BYTES:
@@ -322,6 +344,8 @@ class TokenVerifier:
         now = time.time()
         if iat > now + CLOCK_SKEW_SECONDS:
             raise AuthError("token issued in the future")
+        if now > exp + CLOCK_SKEW_SECONDS:  # as jose checks it, on the clock the cache uses
+            raise AuthError("token expired")
         limit = OPERATOR_TOKEN_MAX_TTL if issuer == "operator" else SERVICE_TOKEN_MAX_TTL
         if exp - iat > limit:
             raise AuthError("token lifetime too long")

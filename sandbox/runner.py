@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from sandbox.jail.cgroup_service import (
     discover_bases,
     owner_groups,
 )
-from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig
+from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.mountns import beneath, outermost
@@ -108,6 +109,63 @@ class _Report:
             self.wall_timeout = True
         elif word == "done":
             self.done = True
+
+
+class _ReportReader:
+    """Reads a jail's report pipe on the loop, from the jail's start until its tool's status.
+
+    The tool's status is the last line that matters: after it, init exits
+    and the kernel kills what is left of the namespace. The result need not
+    wait for that teardown (nor for the supervisor's ``done``); the slot is
+    freed only once the run's processes are gone (:meth:`Runner._empty`),
+    and the stdout and stderr pipes reach EOF only when the last process
+    holding them has died. ``finished`` before a spare's payload was sent
+    means the spare died.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.report = _Report()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._fd = fd
+        self._pending = bytearray()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk or len(self._pending) > 1 << 16:
+            self._finish()
+            return
+        self._pending.extend(chunk)
+        while b"\n" in self._pending:
+            line, _, rest = bytes(self._pending).partition(b"\n")
+            self._pending[:] = rest
+            try:
+                self.report.feed(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+        if self.report.exit_code is not None or self.report.signal is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def close(self) -> None:
+        """Stop reading and close the pipe (idempotent)."""
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if not self.finished.done():
+            self.finished.cancel()
 
 
 class _Zygote:
@@ -184,8 +242,41 @@ class _Zygote:
             self.process = None
 
 
+class _Jail:
+    """The service's ends of one run's pipes: a jail that builds itself, then waits for its run.
+
+    Its launcher read the :class:`JailConfig` frame; the payload frame, on
+    the same pipe, starts the run. Closing the pipes without one withdraws
+    it: the supervisor sees EOF and kills the jail's namespace.
+    """
+
+    def __init__(
+        self, stdin_w: int, stdout_r: int, stderr_r: int, config_w: int, reader: _ReportReader
+    ) -> None:
+        self.stdin_w = stdin_w
+        self.stdout_r = stdout_r
+        self.stderr_r = stderr_r
+        self.config_w = config_w
+        self.reader = reader
+        self.warm = False
+        self.via_zygote = False
+        self.process: subprocess.Popen[bytes] | None = None
+        self.key: tuple[bool, JailConfig] | None = None
+        """For a spare: what it was built for (warm or not, the config)."""
+
+    def withdraw(self) -> None:
+        """Close every end: the run never starts."""
+        for fd in (self.stdin_w, self.stdout_r, self.stderr_r, self.config_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.reader.close()
+
+
 class _Slot:
-    """One run at a time: a cgroup (when available) and the warm zygote living in it."""
+    """One run at a time: a cgroup (when available), the warm zygote living in it, and
+    the jail of the next run, built ahead (the spare)."""
 
     def __init__(self, index: int, cgroup: RunCgroup | None, root_dir: Path) -> None:
         self.index = index
@@ -193,11 +284,69 @@ class _Slot:
         self.root_dir = root_dir  # mountpoint of each run's root, in the run's own ns
         self.zygote: _Zygote | None = None
         self.restarting = False
+        self.spare: _Jail | None = None
+        self.spare_shape: tuple[object, ...] | None = None
+        """What of a run's spec its spare was built for (see :func:`_shape`)."""
+        self.dirty = False
+        """A spare was withdrawn: its processes may still be in the slot."""
+
+    def take_spare(self, key: tuple[bool, JailConfig]) -> _Jail | None:
+        """The spare if it was built for `key` (else it is withdrawn)."""
+        spare, self.spare = self.spare, None
+        self.spare_shape = None
+        if spare is not None and spare.key == key and not spare.reader.finished.done():
+            return spare  # built for this run, and still waiting for it
+        if spare is not None:
+            self.withdraw_spare(spare)
+        return None
+
+    def withdraw_spare(self, spare: _Jail | None = None) -> None:
+        """Withdraw the spare (or `spare`, already taken out)."""
+        if spare is None:
+            spare, self.spare = self.spare, None
+            self.spare_shape = None
+        if spare is not None:
+            spare.withdraw()
+            self.dirty = True
 
     def zygote_pid(self) -> frozenset[int]:
         zygote = self.zygote
         pid = zygote.pid if zygote is not None and zygote.alive() else None
         return frozenset() if pid is None else frozenset({pid})
+
+
+class _SlotPool:
+    """The free slots; a run takes one whose spare jail fits it, when there is one."""
+
+    def __init__(self) -> None:
+        self._free: deque[_Slot] = deque()
+        self._waiting: deque[asyncio.Future[_Slot]] = deque()
+
+    def put(self, slot: _Slot) -> None:
+        """Free `slot`: to the longest-waiting run, or back to the pool."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    async def take(self, shape: tuple[object, ...]) -> _Slot:
+        """A free slot, preferring one whose spare was built for `shape`, then one without."""
+        if self._free:
+            chosen = next((s for s in self._free if s.spare_shape == shape), None)
+            if chosen is None:
+                chosen = next((s for s in self._free if s.spare is None), self._free[0])
+            self._free.remove(chosen)
+            return chosen
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.put(waiter.result())  # handed over just as the wait was cancelled
+            raise
 
 
 class Runner:
@@ -222,7 +371,7 @@ class Runner:
         self.warm_runs_before_recycle = warm_runs_before_recycle
         self.slot_count = max(1, slots)
         self._slots: list[_Slot] = []
-        self._free_slots: asyncio.Queue[_Slot] | None = None
+        self._free_slots: _SlotPool | None = None
         self._layers: dict[str, dict[str, Any]] = {
             name: {"active": False, "reason": "not probed yet"} for name in LAYERS
         }
@@ -232,6 +381,7 @@ class Runner:
         self._landlock_abi = 0
         self._notify = True
         self._zygote_restarts = 0
+        self._runs_on_spares = 0
         self._background: set[asyncio.Task[None]] = set()
         self._policy_version = ""
         self._started = False
@@ -252,14 +402,14 @@ class Runner:
             self._cgroup_bases = {}
             self._layers["cgroup"] = {"active": False, "reason": str(error)}
         self._landlock_abi = abi_version()
-        self._free_slots = asyncio.Queue()
+        self._free_slots = _SlotPool()
         for index in range(self.slot_count):
             root_dir = self.runs_root / f"slot-{index}"
             root_dir.mkdir(mode=0o700, exist_ok=True)
             slot = _Slot(index, self._slot_cgroup(index), root_dir)
             self._slots.append(slot)
             self._start_zygote(slot)
-            self._free_slots.put_nowait(slot)
+            self._free_slots.put(slot)
         self._started = True
         await self._probe()
 
@@ -282,6 +432,7 @@ class Runner:
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
         for slot in self._slots:
+            slot.withdraw_spare()
             zygote, slot.zygote = slot.zygote, None
             if zygote is not None:
                 await asyncio.to_thread(zygote.stop)
@@ -335,7 +486,8 @@ class Runner:
         slot.zygote = zygote
 
     def _recycle_zygote(self, slot: _Slot) -> None:
-        """Replace the slot's zygote (old one stopped in the background)."""
+        """Replace the slot's zygote (old one stopped in the background), and its spare."""
+        slot.withdraw_spare()
         old, slot.zygote = slot.zygote, None
         self._start_zygote(slot)
         if old is not None:
@@ -368,6 +520,8 @@ class Runner:
             "slots": len(self._slots),
             "restarts": self._zygote_restarts,
             "recycle_after_runs": self.warm_runs_before_recycle,
+            "jails_built_ahead": sum(1 for slot in self._slots if slot.spare is not None),
+            "runs_on_jails_built_ahead": self._runs_on_spares,
             "preloaded_modules": list(self.warm_modules),
         }
         return report
@@ -407,49 +561,84 @@ class Runner:
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         started = time.perf_counter()
         assert self._free_slots is not None
-        slot = await self._free_slots.get()
+        python = parse_python_argv(list(spec.argv), self.python)
+        warm = spec.warm and python is not None
+        shape = _shape(spec, warm)
+        slot = await self._free_slots.take(shape)
         cgroup = slot.cgroup if "cgroup" in layers else None
+        rearm: tuple[RunSpec, JailConfig, bool] | None = None
         try:
             for name in spec.files:
                 _check_file_name(name)
-            if cgroup is not None:
-                try:
-                    cgroup.prepare_run(spec.limits.memory_bytes, spec.limits.processes)
-                except OSError as error:
-                    raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
-            python = parse_python_argv(list(spec.argv), self.python)
-            config = self._config(spec, slot.root_dir, cgroup, python, layers)
-            warm = spec.warm and python is not None
-            return await self._spawn_and_collect(spec, config, slot, cgroup, warm, started)
+            config = self._config(spec, slot.root_dir, cgroup, layers)
+            jail = slot.take_spare((warm, config))
+            if jail is not None:
+                self._runs_on_spares += 1
+            else:
+                if slot.dirty:
+                    await self._empty(slot)
+                jail = await self._arm(spec, config, slot, cgroup, warm)
+            payload = RunPayload(
+                argv=list(spec.argv), env=dict(spec.env), files=dict(spec.files), python=python
+            )
+            result = await self._collect(spec, jail, payload, cgroup, started)
+            if jail.via_zygote:
+                rearm = (spec, config, warm)
+            return result
         finally:
-            # The result goes back now; the slot is emptied and freed behind it.
-            self._in_background(self._release(slot))
+            # The result goes back now; the slot is emptied and freed behind it,
+            # with a jail for the next run of the same tool built in it.
+            self._in_background(self._release(slot, rearm, cgroup))
 
-    async def _release(self, slot: _Slot) -> None:
-        """Kill what is left of a run in its slot (normally nothing), free the slot."""
+    async def _release(
+        self,
+        slot: _Slot,
+        rearm: tuple[RunSpec, JailConfig, bool] | None,
+        cgroup: RunCgroup | None,
+    ) -> None:
+        """Empty the slot, build the jail of `rearm` (the last run's) in it, free it.
+
+        Most runs repeat the tool of the run before, so the next one finds
+        its jail built and waiting: only its payload is left to hand in.
+        """
         try:
+            if slot.spare is not None:
+                return  # this request never reached its jail: the slot is as it was
+            await self._empty(slot)
             if slot.cgroup is not None:
-                # The supervisor reported its last line and is exiting: give it
-                # a moment to leave the group on its own before killing.
-                for pause in RELEASE_PAUSES:
-                    if not slot.cgroup.pids() - slot.zygote_pid():
-                        break
-                    await asyncio.sleep(pause)
-                else:
-                    await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
                 slot.cgroup.reset_counters()  # off the next run's critical path
-        except OSError:
-            pass  # prepare_run retries, and fails the next run closed if it must
+            if rearm is not None and self._started and self._zygote_ready(slot):
+                spec, config, warm = rearm
+                slot.spare = await self._arm(spec, config, slot, cgroup, warm)
+                slot.spare.key = (warm, config)
+                slot.spare_shape = _shape(spec, warm)
+        except (OSError, RunnerUnavailable):
+            pass  # the next run builds its jail itself, and fails closed if it must
         finally:
             assert self._free_slots is not None
-            self._free_slots.put_nowait(slot)
+            self._free_slots.put(slot)
+
+    async def _empty(self, slot: _Slot) -> None:
+        """Kill what is left of earlier runs in the slot (normally nothing)."""
+        slot.dirty = False
+        if slot.cgroup is None:
+            return
+        try:
+            # A finished run's supervisor reported its last line and is
+            # exiting: give it a moment to leave the group before killing.
+            for pause in RELEASE_PAUSES:
+                if not slot.cgroup.pids() - slot.zygote_pid():
+                    return
+                await asyncio.sleep(pause)
+            await asyncio.to_thread(slot.cgroup.kill_all, slot.zygote_pid())
+        except OSError:
+            pass  # prepare_run retries, and fails the run closed if it must
 
     def _config(
         self,
         spec: RunSpec,
         root_dir: Path,
         cgroup: RunCgroup | None,
-        python: dict[str, object] | None,
         layers: list[str],
     ) -> JailConfig:
         limits = spec.limits
@@ -460,12 +649,10 @@ class Runner:
             if not beneath(path, base)  # already visible through the shared root
         ]
         return JailConfig(
-            argv=list(spec.argv),
-            env=dict(spec.env),
             uid=self.uid,
             gid=self.gid,
             root_dir=str(root_dir),
-            files=dict(spec.files),
+            files={},  # the payload brings them, once the jail is built
             cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
             read_paths=[*self._base_read_paths(), *extra_read_paths],
             extra_read_paths=extra_read_paths,
@@ -486,7 +673,6 @@ class Runner:
             seccomp_notify=self._notify,
             landlock_abi=self._landlock_abi,
             hostname="sandbox",
-            python=python,
             layers=layers,
         )
 
@@ -505,6 +691,7 @@ class Runner:
             return
         slot.restarting = True
         dead, slot.zygote = slot.zygote, None
+        slot.withdraw_spare()
         if dead is not None:
             self._in_background(asyncio.to_thread(dead.stop))
 
@@ -518,39 +705,44 @@ class Runner:
 
         self._in_background(restart())
 
-    async def _spawn_and_collect(
+    async def _arm(
         self,
         spec: RunSpec,
         config: JailConfig,
         slot: _Slot,
         cgroup: RunCgroup | None,
         warm: bool,
-        started: float,
-    ) -> RunResult:
-        loop = asyncio.get_running_loop()
+    ) -> _Jail:
+        """Start a jail for `config` in `slot`; it builds itself, then waits for its payload."""
+        if cgroup is not None:
+            try:
+                cgroup.prepare_run(spec.limits.memory_bytes, spec.limits.processes)
+            except OSError as error:
+                raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         config_r, config_w = os.pipe2(os.O_CLOEXEC)
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
-        process: subprocess.Popen[bytes] | None = None
+        reader = _ReportReader(asyncio.get_running_loop(), report_r)
+        jail = _Jail(stdin_w, stdout_r, stderr_r, config_w, reader)
         # Both paths go through the slot's zygote when it is up: both fork
         # from it (born in the slot's cgroup), a cold run then execs the
-        # tool's command inside the jail. A tool with network must not inherit the zygote's empty
-        # network namespace: the service spawns its launcher itself.
-        via_zygote = not spec.network and self._zygote_ready(slot)
-        warm = warm and via_zygote
+        # tool's command inside the jail. A tool with network must not
+        # inherit the zygote's empty network namespace: the service spawns
+        # its launcher itself.
         try:
-            if via_zygote:
+            if not spec.network and self._zygote_ready(slot):
                 try:
                     assert slot.zygote is not None
                     slot.zygote.submit(child_ends, warm)
+                    jail.via_zygote = True
+                    jail.warm = warm
                 except (OSError, AssertionError):
-                    via_zygote = warm = False
                     self._schedule_zygote_restart(slot)
-            if not via_zygote:
-                process = subprocess.Popen(
+            if not jail.via_zygote:
+                jail.process = subprocess.Popen(
                     [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
                     stdin=stdin_r,
                     stdout=stdout_w,
@@ -560,14 +752,39 @@ class Runner:
                     cwd="/",
                 )
         except OSError as error:
-            for fd in (stdin_w, stdout_r, stderr_r, config_w, report_r):
-                os.close(fd)
+            jail.withdraw()
             raise RunnerUnavailable(f"cannot start the jail: {error}") from error
         finally:
             for fd in child_ends:
                 os.close(fd)
+        if jail.process is not None and cgroup is not None:
+            # Moved in while the launcher's interpreter starts; it reads its
+            # config (and so goes on) only after this.
+            try:
+                await asyncio.to_thread(cgroup.add, jail.process.pid)
+            except OSError as error:
+                _kill(jail.process.pid)
+                jail.withdraw()
+                await _reap(jail.process)
+                raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
+        # A frame of a few KiB: the pipe takes it at once.
+        rest = _write_now(config_w, frame(config.to_bytes()))
+        if rest:
+            await _write_all(asyncio.get_running_loop(), config_w, rest, close=False)
+        return jail
 
-        report = _Report()
+    async def _collect(
+        self,
+        spec: RunSpec,
+        jail: _Jail,
+        payload: RunPayload,
+        cgroup: RunCgroup | None,
+        started: float,
+    ) -> RunResult:
+        """Hand `payload` (and stdin) to the waiting jail; gather what the run produced."""
+        loop = asyncio.get_running_loop()
+        process = jail.process
+        report = jail.reader.report
         kill_state = {"killed": False}
 
         def kill_run() -> None:
@@ -581,32 +798,20 @@ class Runner:
             # Killing the supervisor kills init (parent-death signal), and with
             # it the whole pid namespace; the slot's cgroup is emptied after.
 
-        if process is not None and cgroup is not None:
-            # Moved in while the launcher's interpreter starts; it reads its
-            # config (and so goes on) only after this.
-            try:
-                await asyncio.to_thread(cgroup.add, process.pid)
-            except OSError as error:
-                _kill(process.pid)
-                for fd in (stdin_w, stdout_r, stderr_r, config_w, report_r):
-                    os.close(fd)
-                await _reap(process)
-                raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
         writers = []
-        for fd, data in ((config_w, config.to_bytes()), (stdin_w, spec.stdin)):
-            # A run's config and stdin usually fit in the pipe: written (and
-            # closed) right away, the jail need not wait for the loop's next
-            # turn to read them; the rest goes asynchronously. (A launcher
-            # the service spawned itself is already in its cgroup by now.)
+        for fd, data in ((jail.config_w, frame(payload.to_bytes())), (jail.stdin_w, spec.stdin)):
+            # Usually fits in the pipe: written (and closed) right away, the
+            # jail need not wait for the loop's next turn; the rest goes
+            # asynchronously.
             rest = _write_now(fd, data)
             if rest:
                 writers.append(loop.create_task(_write_all(loop, fd, rest)))
             else:
                 os.close(fd)
         cap = spec.limits.output_bytes
-        stdout_task = loop.create_task(_read_capped(loop, stdout_r, cap, kill_run))
-        stderr_task = loop.create_task(_read_capped(loop, stderr_r, cap, kill_run))
-        report_task = loop.create_task(_read_report(loop, report_r, report))
+        stdout_task = loop.create_task(_read_capped(loop, jail.stdout_r, cap, kill_run))
+        stderr_task = loop.create_task(_read_capped(loop, jail.stderr_r, cap, kill_run))
+        report_task = jail.reader.finished
         deadline = spec.limits.wall_seconds + BACKSTOP_SECONDS
         done, _ = await asyncio.wait([stdout_task, stderr_task, report_task], timeout=deadline)
         if len(done) < 3:
@@ -617,6 +822,7 @@ class Runner:
         await asyncio.gather(
             *writers, stdout_task, stderr_task, report_task, return_exceptions=True
         )
+        jail.reader.close()
         if process is not None:
             await _reap(process)
 
@@ -657,7 +863,7 @@ class Runner:
                 report, stdout_truncated or stderr_truncated, out_of_memory, cgroup
             ),
             seccomp_refusals=refusals,
-            path="warm" if warm else "cold",
+            path="warm" if jail.warm else "cold",
         )
 
     # ----------------------------------------------------------------- probing
@@ -737,6 +943,11 @@ class Runner:
             self._layers[name] = {"active": False, "reason": reason + retry}
 
 
+def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
+    """What of `spec` its jail is built from (the rest comes with the payload)."""
+    return (warm, spec.limits, spec.network, spec.readable_paths, spec.denied_syscalls)
+
+
 def host_namespaces() -> dict[str, str]:
     """This process's namespace ids, to compare with the jail's."""
     return {
@@ -801,8 +1012,10 @@ def _write_now(fd: int, data: bytes) -> memoryview:
     return view
 
 
-async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes | memoryview) -> None:
-    """Write `data` to a pipe without blocking the loop; close it at the end (EOF)."""
+async def _write_all(
+    loop: asyncio.AbstractEventLoop, fd: int, data: bytes | memoryview, close: bool = True
+) -> None:
+    """Write `data` to a pipe without blocking the loop; close it at the end (EOF) if `close`."""
     os.set_blocking(fd, False)
     view = memoryview(data)
     try:
@@ -822,7 +1035,8 @@ async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes | mem
             finally:
                 loop.remove_writer(fd)
     finally:
-        os.close(fd)
+        if close:
+            os.close(fd)
 
 
 async def _read_capped(
@@ -862,37 +1076,3 @@ async def _read_capped(
         loop.remove_reader(fd)
         os.close(fd)
     return bytes(buffer), truncated
-
-
-async def _read_report(loop: asyncio.AbstractEventLoop, fd: int, report: _Report) -> None:
-    """Feed the jail's report lines to `report` as they arrive, until EOF."""
-    os.set_blocking(fd, False)
-    pending = bytearray()
-    finished = loop.create_future()
-
-    def readable() -> None:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk or len(pending) > 1 << 16:
-            if not finished.done():
-                finished.set_result(None)
-            return
-        pending.extend(chunk)
-        while b"\n" in pending:
-            line, _, rest = bytes(pending).partition(b"\n")
-            pending[:] = rest
-            try:
-                report.feed(line.decode("utf-8", "replace"))
-            except ValueError:
-                continue
-
-    loop.add_reader(fd, readable)
-    try:
-        await finished
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)

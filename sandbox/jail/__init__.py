@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import select
 from _signal import SIGKILL
+from time import monotonic
 
 from sandbox.jail import (
     cgroup,
@@ -49,7 +50,7 @@ from sandbox.jail import (
     userns,
     utsns,
 )
-from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig
+from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, frame, read_frame
 from sandbox.jail.layer import LAYERS, LayerError
 from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
 
@@ -81,11 +82,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(LAYER_FAILED_EXIT)
 
 
-def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozenset()) -> None:
-    """Apply every layer; return only in the jailed tool process (pid 2 of its namespace).
+def contain(
+    config: JailConfig, report: int, source: int, prepared: frozenset[str] = frozenset()
+) -> RunPayload:
+    """Apply every layer; return the run's payload, only in the jailed tool (pid 2 of its ns).
 
     The caller then execs the tool or runs its Python code, with nothing
     but fds 0-2 open. Never returns in the supervisor or init: those exit.
+    The jail is complete before the payload is read: the supervisor waits
+    for it on `source` (the config fd), writes its files into /workdir,
+    relays the rest to the tool and only then starts the wall clock.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
     place for every run of the slot: "cgroup" (the zygote lives in the
     slot's group, so its children are born there), "netns" (an empty
@@ -147,11 +153,15 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
     except LayerError as error:
         _fail(report, error)
 
+    relay_read, relay_write = os.pipe2(os.O_CLOEXEC)
     init_pid = os.fork()
     if init_pid:
-        _supervise(init_pid, float(config.limits["wall_seconds"]), report)
+        os.close(relay_read)
+        _supervise(init_pid, config, report, source, relay_write)
 
     # Pid 1 of the new pid namespace.
+    os.close(source)  # the payload reaches the tool only through the supervisor
+    os.close(relay_write)  # or the tool would never see the relay's end
     up_read, up_write = os.pipe2(os.O_CLOEXEC)
     down_read, down_write = os.pipe2(os.O_CLOEXEC)
     try:
@@ -167,6 +177,7 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
     if tool_pid:
         os.close(up_write)
         os.close(down_read)
+        os.close(relay_read)
         _init(tool_pid, up_read, down_write, report)
 
     # Pid 2: the tool.
@@ -199,23 +210,77 @@ def contain(config: JailConfig, report: int, prepared: frozenset[str] = frozense
             if os.read(down_read, 1) != b"k":
                 raise LayerError("seccomp", "init did not take the notification listener")
             os.close(listener)
-        _apply("privileges", fds.close_inherited)
+        _apply("privileges", fds.close_inherited, relay_read)
     except LayerError as error:
         _fail(report, error)
+    # Jailed: wait for the request. Nothing of it existed before this point.
+    try:
+        payload = RunPayload.from_bytes(read_frame(relay_read))
+    except (EOFError, ValueError, KeyError, TypeError):
+        os._exit(LAYER_FAILED_EXIT)  # the run was withdrawn (or its supervisor died)
+    os.close(relay_read)
+    return payload
 
 
-def _supervise(init_pid: int, wall_seconds: float, report: int) -> None:
-    """Outside the pid namespace: wait for init, kill it at the wall-clock limit, report."""
+def _supervise(init_pid: int, config: JailConfig, report: int, source: int, relay: int) -> None:
+    """Outside the pid namespace: hand the payload in, kill init at the wall-clock limit, report.
+
+    Until the payload arrives the jail waits, fully built, and no clock
+    runs; if the config fd closes instead (the run was withdrawn), init is
+    killed and with it the namespace.
+    """
     for fd in (0, 1, 2):  # the tool's pipes: only the tool's tree may hold them
         os.close(fd)
     pidfd = os.pidfd_open(init_pid)
-    ready, _, _ = select.select([pidfd], [], [], wall_seconds)
-    if not ready:
-        os.kill(init_pid, SIGKILL)
-        _report(report, "wall_timeout")
+    ready, _, _ = select.select([pidfd, source], [], [])
+    if source in ready and pidfd not in ready:
+        try:
+            payload = RunPayload.from_bytes(read_frame(source))
+            # Written here, by the jail's own uid, before the tool has run anything.
+            mountns.write_files(WORKDIR_IN_JAIL, payload.files, (config.uid, config.gid))
+            payload.files = {}
+        except (EOFError, ValueError, KeyError, TypeError):
+            payload = None  # withdrawn
+        except OSError as error:
+            _report(report, f"layer_failed mountns cannot write the run's files: {error}")
+            payload = None
+        if payload is None:
+            os.kill(init_pid, SIGKILL)
+        else:
+            deadline = monotonic() + float(config.limits["wall_seconds"])
+            relayed, relay = relay, -1
+            if not _relay(payload.to_bytes(), relayed, pidfd, deadline):
+                os.kill(init_pid, SIGKILL)
+                _report(report, "wall_timeout")
+    if relay != -1:
+        os.close(relay)
     os.waitpid(init_pid, 0)
     _report(report, "done")
     os._exit(0)
+
+
+def _relay(payload: bytes, relay: int, pidfd: int, deadline: float) -> bool:
+    """Write the framed payload to the tool, then wait for init to end; False at the deadline."""
+    data = memoryview(frame(payload))
+    os.set_blocking(relay, False)
+    try:
+        while data:
+            timeout = max(deadline - monotonic(), 0.0)
+            ended, writable, _ = select.select([pidfd], [relay], [], timeout)
+            if ended:
+                return True  # the tool is gone before reading it all: init reports how
+            if not writable:
+                return False
+            try:
+                data = data[os.write(relay, data) :]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                break
+    finally:
+        os.close(relay)
+    ended, _, _ = select.select([pidfd], [], [], max(deadline - monotonic(), 0.0))
+    return bool(ended)
 
 
 def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:

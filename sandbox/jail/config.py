@@ -1,22 +1,27 @@
 """What the jail needs for one run, as plain data the launcher can unmarshal.
 
-The Runner builds a :class:`JailConfig` from a ``RunSpec``; the launcher (cold
-path) or a zygote child (warm path) reads it back with :func:`marshal.loads`
-— a builtin, unlike json, which costs ~5 ms to import per cold run. The
-direction is trusted: only the Runner writes it.
+A run arrives in two frames on the launcher's config fd. First the
+:class:`JailConfig`: everything the jail is built from (paths, limits,
+filter, layers), the same for every run of a tool under one policy. Then
+the :class:`RunPayload`: what this one request brings (command, code,
+environment, files). The jail is complete before the payload is read, so a
+run slot can hold a fully jailed process ready for its next request (see
+:mod:`sandbox.runner`), and a payload can never influence how the jail is
+built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
+json, which costs ~5 ms to import per cold run) behind a 4-byte length. The
+direction is trusted: only the Runner writes them.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 
 _FIELDS: tuple[str, ...] = (
-    "argv",  # list[str]: the tool command
-    "env",  # dict[str, str]: the whole environment of the tool
     "uid",  # int: unprivileged uid outside and inside the user namespace
     "gid",  # int
     "root_dir",  # str: empty host dir to mount the jail's root on (private to the run's ns)
-    "files",  # dict[str, bytes]: written into the fresh /workdir tmpfs before the run
+    "files",  # dict[str, bytes]: written into /workdir as it is built (none from the Runner)
     "cgroup_dirs",  # list[str]: cgroup dirs to join (one per v1 controller, or one v2 dir)
     "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
     "extra_read_paths",  # list[str]: those of read_paths a slot's shared root lacks
@@ -27,7 +32,6 @@ _FIELDS: tuple[str, ...] = (
     "seccomp_notify",  # bool: the filter answers refusals through a listener
     "landlock_abi",  # int: ABI to use (0 = do not use Landlock)
     "hostname",  # str
-    "python",  # dict | None: run Python code in-process instead of exec
     "layers",  # list[str]: the optional layers to apply (see OPTIONAL_LAYERS)
 )
 
@@ -39,6 +43,44 @@ require them. The others (privileges, no_new_privs, userns, pidns, mountns)
 carry the jail's structure: without one of them nothing runs."""
 
 
+_PAYLOAD_FIELDS: tuple[str, ...] = (
+    "argv",  # list[str]: the tool command
+    "env",  # dict[str, str]: the whole environment of the tool
+    "files",  # dict[str, bytes]: written into /workdir before the tool gets its command
+    "python",  # dict | None: run Python code in-process instead of exec
+)
+_LENGTH_BYTES = 4
+
+
+def frame(data: bytes) -> bytes:
+    """`data` behind its length, as :func:`read_frame` expects it."""
+    return len(data).to_bytes(_LENGTH_BYTES, "little") + data
+
+
+def read_frame(fd: int) -> bytes:
+    """One frame from the blocking `fd`; EOFError if it ends first."""
+    length = int.from_bytes(_read_exactly(fd, _LENGTH_BYTES), "little")
+    return _read_exactly(fd, length)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the config fd closed mid-frame")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _load(data: bytes, fields: tuple[str, ...]) -> dict[str, object]:
+    values = marshal.loads(data)
+    if not isinstance(values, dict):
+        raise ValueError("a jail frame must be a dict")
+    return {name: values[name] for name in fields}
+
+
 class JailConfig:
     """The jail's input for one run (see the field comments above)."""
 
@@ -48,6 +90,13 @@ class JailConfig:
         for name in _FIELDS:
             setattr(self, name, values[name])
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JailConfig):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def to_bytes(self) -> bytes:
         """Serialise for the launcher."""
         return marshal.dumps({name: getattr(self, name) for name in _FIELDS})
@@ -55,10 +104,26 @@ class JailConfig:
     @classmethod
     def from_bytes(cls, data: bytes) -> JailConfig:
         """Read back what :meth:`to_bytes` wrote."""
-        values = marshal.loads(data)
-        if not isinstance(values, dict):
-            raise ValueError("jail config must be a dict")
-        return cls(**{name: values[name] for name in _FIELDS})
+        return cls(**_load(data, _FIELDS))
+
+
+class RunPayload:
+    """What one request brings to a jail already built (see the field comments above)."""
+
+    __slots__ = _PAYLOAD_FIELDS
+
+    def __init__(self, **values: object) -> None:
+        for name in _PAYLOAD_FIELDS:
+            setattr(self, name, values[name])
+
+    def to_bytes(self) -> bytes:
+        """Serialise for the jail's supervisor."""
+        return marshal.dumps({name: getattr(self, name) for name in _PAYLOAD_FIELDS})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RunPayload:
+        """Read back what :meth:`to_bytes` wrote."""
+        return cls(**_load(data, _PAYLOAD_FIELDS))
 
 
 WORKDIR_IN_JAIL = "/workdir"

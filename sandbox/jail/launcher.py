@@ -23,7 +23,7 @@ if _PACKAGE_ROOT not in sys.path:
     sys.path.insert(0, _PACKAGE_ROOT)
 
 from sandbox.jail import JailConfig, contain  # noqa: E402
-from sandbox.jail.config import WORKDIR_IN_JAIL  # noqa: E402
+from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame  # noqa: E402
 from sandbox.jail.env import tool_environment  # noqa: E402
 from sandbox.jail.inprocess import run as run_python  # noqa: E402
 from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
@@ -36,37 +36,30 @@ PREPARED = "--prepared="
 """Third argument from a zygote: the layers it already put in place (see :func:`contain`)."""
 
 
-def read_all(fd: int) -> bytes:
-    """Everything until EOF on `fd`."""
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def run_one(
     config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset(), in_process: bool = True
 ) -> None:
     """Jail this process for one run and become the tool (never returns).
 
-    A Python tool's code runs in this interpreter when `in_process`;
+    Reads the jail's config frame, builds the whole jail, and only then
+    waits (in the supervisor) for the request's payload frame on the same
+    fd. A Python tool's code runs in this interpreter when `in_process`;
     otherwise, like any other tool, its command is exec'd inside the jail.
     """
     try:
-        config = JailConfig.from_bytes(read_all(config_fd))
+        config = JailConfig.from_bytes(read_frame(config_fd))
     except (ValueError, KeyError, TypeError, EOFError) as error:
         os.write(report_fd, f"layer_failed config {error}\n".encode())
         os._exit(126)
-    os.close(config_fd)
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
-    environment = tool_environment(config.env, WORKDIR_IN_JAIL)
-    contain(config, report_fd, prepared)
-    if config.python is not None and in_process:
-        run_python(config.python, environment)
+    payload = contain(config, report_fd, config_fd, prepared)
+    environment = tool_environment(payload.env, WORKDIR_IN_JAIL)
+    if payload.python is not None and in_process:
+        run_python(payload.python, environment)
     try:
-        os.execvpe(config.argv[0], config.argv, environment)
+        os.execvpe(payload.argv[0], payload.argv, environment)
     except OSError as error:
-        os.write(2, f"cannot execute {config.argv[0]}: {error.strerror}\n".encode())
+        os.write(2, f"cannot execute {payload.argv[0]}: {error.strerror}\n".encode())
     os._exit(127)
 
 

@@ -137,7 +137,7 @@ def _add_read_only(root: str, path: str) -> None:
     _bind(path, target, MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) -> None:
+def write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) -> None:
     """The run's input files, owned by the jail user (names checked by the service)."""
     for name, content in files.items():
         if name.startswith("/") or ".." in name.split("/"):
@@ -221,7 +221,7 @@ def enter_root(
         MS_NOSUID | MS_NODEV,
         f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=0700,uid={uid},gid={gid}",
     )
-    _write_files(workdir, files, owner)
+    write_files(workdir, files, owner)
     syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")
     os.chdir("/")
     syscall(SYS_UMOUNT2, f"/{_OLD_ROOT}".encode() + b"\0", MNT_DETACH)

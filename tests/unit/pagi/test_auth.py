@@ -206,3 +206,34 @@ def test_signatures_are_low_s_and_the_flipped_twin_is_refused(
         forged = f"{head}.{body}.{b64(twin)}"
         with pytest.raises(AuthError, match="signature"):
             verifier.verify(forged)
+
+
+def test_a_remembered_token_still_expires(
+    verifier: TokenVerifier, token_for: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = token_for("sandbox", sub="operator")
+    claims = verifier.verify(token)
+    assert verifier.verify(token) is claims  # remembered: no second signature check
+    later = claims.expires_at + 31  # past the 30 s clock-skew allowance
+    monkeypatch.setattr("pagi.auth.time.time", lambda: float(later))
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(token)
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(token)  # and it stays refused
+
+
+def test_remembered_tokens_are_bounded_and_exact(
+    verifier: TokenVerifier, token_for: Callable[..., str]
+) -> None:
+    from pagi.auth import VERIFIED_TOKENS_REMEMBERED
+
+    first = token_for("sandbox", sub="operator")
+    verifier.verify(first)
+    for _ in range(VERIFIED_TOKENS_REMEMBERED):
+        verifier.verify(token_for("sandbox", sub="operator"))  # a fresh jti each time
+    assert len(verifier._verified) == VERIFIED_TOKENS_REMEMBERED
+    assert first not in verifier._verified  # the oldest went first
+    head, body, signature = first.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(AuthError):
+        verifier.verify(f"{head}.{body}.{flipped}")

@@ -415,3 +415,87 @@ async def test_cold_python_run_is_a_fresh_interpreter_started_inside_the_jail(
     assert warm.path == "warm"
     assert warm.stdout.splitlines()[1] == "2 65534 1 1"
     assert "sandbox" not in warm.stdout.splitlines()[0]
+
+
+async def _spare_ready(single: Runner) -> None:
+    """Wait until the one slot holds a jail built for its next run."""
+    for _ in range(200):
+        if single.isolation_report()["warm_path"]["jails_built_ahead"] == 1:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no jail was built ahead")
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_jail_built_ahead_waits_without_its_clock_running(
+    tmp_path: Path, path: str
+) -> None:
+    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await single.start()
+    try:
+        limits = RunLimits(wall_seconds=1.0)
+        await single.run(python("print(1)", path, limits=limits))
+        await _spare_ready(single)
+        await asyncio.sleep(1.5)  # longer than the run may take
+        result = await single.run(python("print('in time')", path, limits=limits))
+        assert (result.stdout, result.limit_hit, result.path) == ("in time\n", None, path)
+        assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 1
+        # ...and the clock does run once the run is in.
+        slow = await single.run(python("import time; time.sleep(5)", path, limits=limits))
+        assert slow.limit_hit == "wall_time"
+    finally:
+        await single.close()
+
+
+async def test_a_dead_jail_built_ahead_is_replaced(tmp_path: Path) -> None:
+    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await single.start()
+    try:
+        await single.run(python("print(1)", "warm"))
+        await _spare_ready(single)
+        spare = single._slots[0].spare
+        assert spare is not None and spare.reader.report.supervisor_pid is not None
+        os.kill(spare.reader.report.supervisor_pid, signal.SIGKILL)
+        await asyncio.wait_for(spare.reader.finished, 5)
+        result = await single.run(python("print('fresh')", "warm"))
+        assert (result.stdout, result.exit_code) == ("fresh\n", 0)
+        assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 0
+    finally:
+        await single.close()
+
+
+async def test_another_tool_or_a_new_policy_withdraws_the_jail_built_ahead(
+    tmp_path: Path,
+) -> None:
+    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await single.start()
+    try:
+        await single.run(python("print(1)", "warm"))
+        await _spare_ready(single)
+        spare = single._slots[0].spare
+        assert spare is not None
+        supervisor = spare.reader.report.supervisor_pid
+        other = python("print('other limits')", "warm", limits=RunLimits(cpu_seconds=2))
+        assert (await single.run(other)).stdout == "other limits\n"
+        assert supervisor is not None and not _alive(supervisor)
+        await _spare_ready(single)
+        spare = single._slots[0].spare
+        assert spare is not None
+        supervisor = spare.reader.report.supervisor_pid
+        await single.reload("v2")
+        assert single._slots[0].spare is None
+        for _ in range(100):
+            if supervisor is not None and not _alive(supervisor):
+                break
+            await asyncio.sleep(0.01)
+        assert supervisor is not None and not _alive(supervisor)
+    finally:
+        await single.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
