@@ -3,7 +3,8 @@
 Prints, in one run, for two programs — ``print(sum(range(1000)))`` and the
 same after importing json/re/datetime/decimal/statistics — p50 / p99 / mean
 over interleaved runs (the order rotates every iteration, to cancel machine
-drift) of:
+drift; each sample starts after a short pause, ``--settle-ms``, so it does
+not pay for the previous one's teardown) of:
 
   (a)  bare spawn, no isolation: ``subprocess.run([python, "-I", "-S", "-c", P])``,
        the very argv the jailed Python tool runs (the base interpreter);
@@ -134,9 +135,7 @@ async def throughput(
     return total / (time.perf_counter() - started), latencies
 
 
-def pooled(
-    connections: list[KeepAliveConnection], code: str
-) -> Callable[[], Awaitable[float]]:
+def pooled(connections: list[KeepAliveConnection], code: str) -> Callable[[], Awaitable[float]]:
     """A call over whichever connection is idle (one request at a time on each)."""
     idle = list(connections)
 
@@ -150,13 +149,14 @@ def pooled(
     return call
 
 
-async def dashboard(bff_url: str, calls: int) -> tuple[float, dict[str, float]]:
+async def dashboard(bff_url: str, calls: int, settle_ms: float) -> tuple[float, dict[str, float]]:
     """dashboard-data p50 and the p50 of each downstream call the bff reports."""
     totals: list[float] = []
     parts: dict[str, list[float]] = {}
     async with KeepAliveConnection(bff_url) as client:
         await client.json("GET", DASHBOARD)
         for _ in range(calls):
+            await asyncio.sleep(settle_ms / 1000)
             started = time.perf_counter()
             status, body = await client.json("GET", DASHBOARD)
             totals.append((time.perf_counter() - started) * 1000)
@@ -192,6 +192,9 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
             for name, code in PROGRAMS.items():
                 shift = iteration % len(KINDS)
                 for kind in KINDS[shift:] + KINDS[:shift]:
+                    # Each sample starts on a settled machine, not amid the
+                    # previous sample's teardown (or the next jail being built).
+                    await asyncio.sleep(args.settle_ms / 1000)
                     if kind == "a":
                         elapsed = bare([BASE_PYTHON, "-I", "-S", "-c", code])
                     elif kind == "a'":
@@ -247,6 +250,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="interleaved runs of each kind")
     parser.add_argument("--throughput-runs", type=int, default=600, help="runs per concurrency")
     parser.add_argument("--dashboard-calls", type=int, default=100)
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=10.0,
+        help="pause before each interleaved sample and dashboard call (0: back to back)",
+    )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="pagi-bench-") as tmp:
@@ -273,7 +282,7 @@ def main() -> None:
             )
             asyncio.run(_with_runner(runner, stack.settings.url_of("sandbox"), token, args))
             total, parts = asyncio.run(
-                dashboard(stack.settings.url_of("bff"), args.dashboard_calls)
+                dashboard(stack.settings.url_of("bff"), args.dashboard_calls, args.settle_ms)
             )
             slowest = max(parts.values())
             print(f"\nbff dashboard-data, {args.dashboard_calls} calls, all services up:")

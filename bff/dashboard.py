@@ -26,8 +26,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["dashboard"], responses=_ERRORS)
 
 
-def dashboard_caller(request: Request) -> Claims | None:
-    """The caller, verified only when the dashboard is configured to need a token."""
+async def dashboard_caller(request: Request) -> Claims | None:
+    """The caller, verified only when the dashboard is configured to need a token.
+
+    A coroutine, as :func:`pagi.app.caller_dependency` is (no thread hop).
+    """
     if not request.app.state.dashboard_requires_token:
         return None
     return require_caller(request)
