@@ -578,9 +578,7 @@ class Runner:
                 if slot.dirty:
                     await self._empty(slot)
                 jail = await self._arm(spec, config, slot, cgroup, warm)
-            payload = RunPayload(
-                argv=list(spec.argv), env=dict(spec.env), files=dict(spec.files), python=python
-            )
+            payload = RunPayload(argv=list(spec.argv), files=dict(spec.files), python=python)
             result = await self._collect(spec, jail, payload, cgroup, started)
             if jail.via_zygote:
                 rearm = (spec, config, warm)
@@ -649,6 +647,7 @@ class Runner:
             if not beneath(path, base)  # already visible through the shared root
         ]
         return JailConfig(
+            env=dict(spec.env),
             uid=self.uid,
             gid=self.gid,
             root_dir=str(root_dir),
@@ -945,7 +944,14 @@ class Runner:
 
 def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
     """What of `spec` its jail is built from (the rest comes with the payload)."""
-    return (warm, spec.limits, spec.network, spec.readable_paths, spec.denied_syscalls)
+    return (
+        warm,
+        spec.limits,
+        tuple(sorted(spec.env.items())),
+        spec.network,
+        spec.readable_paths,
+        spec.denied_syscalls,
+    )
 
 
 def host_namespaces() -> dict[str, str]:

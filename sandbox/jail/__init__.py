@@ -54,7 +54,7 @@ from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, frame, 
 from sandbox.jail.layer import LAYERS, LayerError
 from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
 
-__all__ = ["LAYERS", "JailConfig", "LayerError", "contain"]
+__all__ = ["LAYERS", "JailConfig", "LayerError", "contain", "receive"]
 
 LAYER_FAILED_EXIT = 126
 
@@ -84,14 +84,15 @@ def _die_with_parent(parent: int) -> None:
 
 def contain(
     config: JailConfig, report: int, source: int, prepared: frozenset[str] = frozenset()
-) -> RunPayload:
-    """Apply every layer; return the run's payload, only in the jailed tool (pid 2 of its ns).
+) -> int:
+    """Apply every layer; return only in the jailed tool (pid 2 of its ns), with the relay fd.
 
-    The caller then execs the tool or runs its Python code, with nothing
-    but fds 0-2 open. Never returns in the supervisor or init: those exit.
-    The jail is complete before the payload is read: the supervisor waits
-    for it on `source` (the config fd), writes its files into /workdir,
-    relays the rest to the tool and only then starts the wall clock.
+    The caller may then get ready (nothing of any request exists yet), reads
+    the run's payload with :func:`receive` and execs the tool or runs its
+    Python code, with nothing but fds 0-2 open. Never returns in the
+    supervisor or init: those exit. The supervisor waits for the payload on
+    `source` (the config fd), writes its files into /workdir, relays the
+    rest to the tool and only then starts the wall clock.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
     place for every run of the slot: "cgroup" (the zygote lives in the
     slot's group, so its children are born there), "netns" (an empty
@@ -213,12 +214,19 @@ def contain(
         _apply("privileges", fds.close_inherited, relay_read)
     except LayerError as error:
         _fail(report, error)
-    # Jailed: wait for the request. Nothing of it existed before this point.
+    return relay_read
+
+
+def receive(relay: int) -> RunPayload:
+    """In the jailed tool: wait for the run's payload on `relay`, then close it.
+
+    Exits the process if the run is withdrawn (or its supervisor died).
+    """
     try:
-        payload = RunPayload.from_bytes(read_frame(relay_read))
+        payload = RunPayload.from_bytes(read_frame(relay))
     except (EOFError, ValueError, KeyError, TypeError):
-        os._exit(LAYER_FAILED_EXIT)  # the run was withdrawn (or its supervisor died)
-    os.close(relay_read)
+        os._exit(LAYER_FAILED_EXIT)
+    os.close(relay)
     return payload
 
 

@@ -4,7 +4,7 @@ A run arrives in two frames on the launcher's config fd. First the
 :class:`JailConfig`: everything the jail is built from (paths, limits,
 filter, layers), the same for every run of a tool under one policy. Then
 the :class:`RunPayload`: what this one request brings (command, code,
-environment, files). The jail is complete before the payload is read, so a
+files). The jail is complete before the payload is read, so a
 run slot can hold a fully jailed process ready for its next request (see
 :mod:`sandbox.runner`), and a payload can never influence how the jail is
 built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
@@ -18,6 +18,7 @@ import marshal
 import os
 
 _FIELDS: tuple[str, ...] = (
+    "env",  # dict[str, str]: the whole environment of the tool (the policy's, per tool)
     "uid",  # int: unprivileged uid outside and inside the user namespace
     "gid",  # int
     "root_dir",  # str: empty host dir to mount the jail's root on (private to the run's ns)
@@ -45,7 +46,6 @@ carry the jail's structure: without one of them nothing runs."""
 
 _PAYLOAD_FIELDS: tuple[str, ...] = (
     "argv",  # list[str]: the tool command
-    "env",  # dict[str, str]: the whole environment of the tool
     "files",  # dict[str, bytes]: written into /workdir before the tool gets its command
     "python",  # dict | None: run Python code in-process instead of exec
 )

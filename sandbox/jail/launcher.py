@@ -22,9 +22,10 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 if _PACKAGE_ROOT not in sys.path:
     sys.path.insert(0, _PACKAGE_ROOT)
 
-from sandbox.jail import JailConfig, contain  # noqa: E402
+from sandbox.jail import JailConfig, contain, receive  # noqa: E402
 from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame  # noqa: E402
 from sandbox.jail.env import tool_environment  # noqa: E402
+from sandbox.jail.inprocess import prepare as prepare_python  # noqa: E402
 from sandbox.jail.inprocess import run as run_python  # noqa: E402
 from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
 
@@ -52,10 +53,14 @@ def run_one(
         os.write(report_fd, f"layer_failed config {error}\n".encode())
         os._exit(126)
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
-    payload = contain(config, report_fd, config_fd, prepared)
-    environment = tool_environment(payload.env, WORKDIR_IN_JAIL)
+    relay = contain(config, report_fd, config_fd, prepared)
+    # Jailed, and no request yet: get everything ready that does not depend on one.
+    environment = tool_environment(config.env, WORKDIR_IN_JAIL)
+    if in_process:
+        prepare_python(environment)
+    payload = receive(relay)
     if payload.python is not None and in_process:
-        run_python(payload.python, environment)
+        run_python(payload.python)
     try:
         os.execvpe(payload.argv[0], payload.argv, environment)
     except OSError as error:

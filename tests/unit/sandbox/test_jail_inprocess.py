@@ -49,8 +49,9 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
     code = "def inner():\n    raise ValueError('boom')\n\ninner()\n"
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from sandbox.jail.inprocess import run\n"
-        f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}}, {{}})\n"
+        "from sandbox.jail.inprocess import prepare, run\n"
+        "prepare({})\n"
+        f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}})\n"
     )
     completed = subprocess.run(
         [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
@@ -70,8 +71,9 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
 def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from sandbox.jail.inprocess import run\n"
-        "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']}, {})\n"
+        "from sandbox.jail.inprocess import prepare, run\n"
+        "prepare({})\n"
+        "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']})\n"
     )
     completed = subprocess.run(
         [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
