@@ -8,7 +8,10 @@ not pay for the previous one's teardown) of:
 
   (a)  bare spawn, no isolation: ``subprocess.run([python, "-I", "-S", "-c", P])``,
        the very argv the jailed Python tool runs (the base interpreter);
-  (a') the same with the venv's interpreter and ``-I`` only (for reference);
+  (a') the same with the venv's interpreter and ``-I`` only (a reference,
+       measured after the others rather than among them: a 20 ms interpreter
+       start with site-packages between two samples evicts the CPU caches the
+       next one would find);
   (b)  the jail, cold path, through the Runner: a child of the slot's pre-forked
        zygote applies every layer, then execs a fresh interpreter for the code;
   (c)  the jail, warm path, through the Runner: the same jailed child runs the
@@ -66,10 +69,11 @@ WARM_MODULES = ("json", "re", "datetime", "decimal", "statistics")
 EXECUTE = "/api/v1/execute_tool"
 DASHBOARD = "/api/v1/agi/dashboard-data"
 BASE_VENV = "a'"
-KINDS = ("a", BASE_VENV, "b", "c", "d")
+KINDS = ("a", "b", "c", "d")
+"""Interleaved with each other; BASE_VENV is measured after them."""
 LABELS = {
     "a": "(a)  bare spawn, same argv",
-    "a'": "(a') bare spawn, venv -I",
+    "a'": "(a') bare spawn, venv -I (after)",
     "b": "(b)  jail, cold path",
     "c": "(c)  jail, warm path",
     "d": "(d)  execute_tool, HTTP+JWT, warm",
@@ -187,7 +191,7 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
                 await jailed(runner, code, warm=False)
                 await jailed(runner, code, warm=True)
                 await over_http(client, code)
-        samples = {(name, kind): [] for name in PROGRAMS for kind in KINDS}
+        samples = {(name, kind): [] for name in PROGRAMS for kind in (*KINDS, BASE_VENV)}
         for iteration in range(args.runs):
             for name, code in PROGRAMS.items():
                 shift = iteration % len(KINDS)
@@ -197,18 +201,22 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
                     await asyncio.sleep(args.settle_ms / 1000)
                     if kind == "a":
                         elapsed = bare([BASE_PYTHON, "-I", "-S", "-c", code])
-                    elif kind == "a'":
-                        elapsed = bare([VENV_PYTHON, "-I", "-c", code])
                     elif kind == "d":
                         elapsed = await over_http(client, code)
                     else:
                         elapsed = await jailed(runner, code, warm=kind == "c")
                     samples[(name, kind)].append(elapsed)
+        for _ in range(args.runs):
+            for name, code in PROGRAMS.items():
+                await asyncio.sleep(args.settle_ms / 1000)
+                samples[(name, BASE_VENV)].append(bare([VENV_PYTHON, "-I", "-c", code]))
         for name in PROGRAMS:
             print(f"\nprogram {name!r}, {args.runs} interleaved runs each:")
-            for kind in KINDS:
+            for kind in (*KINDS, BASE_VENV):
                 print(f"  {LABELS[kind]:36s} {figures(samples[(name, kind)])}")
-            p50 = {kind: statistics.median(samples[(name, kind)]) for kind in KINDS}
+            p50 = {
+                kind: statistics.median(samples[(name, kind)]) for kind in (*KINDS, BASE_VENV)
+            }
             print(
                 f"  ratios of p50: (b)/(a) {p50['b'] / p50['a']:.2f} (target <= 1.2,"
                 f" {verdict(p50['b'] / p50['a'], 1.2)})"

@@ -308,6 +308,8 @@ def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
             os.kill(tool_pid, SIGKILL)
     os.close(up_read)
     os.close(down_write)
-    status = pidns.wait_for_tool(tool_pid, listener, report)
-    _report(report, pidns.exit_status_words(status))
+    status, refusals = pidns.wait_for_tool(tool_pid, listener)
+    # One write: the service answers as soon as it reads the status.
+    counted = f"refusals {refusals}\n" if listener is not None else ""
+    os.write(report, f"{counted}{pidns.exit_status_words(status)}\n".encode())
     os._exit(0)

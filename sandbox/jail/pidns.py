@@ -30,12 +30,12 @@ def exit_status_words(status: int) -> str:
     return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
-def wait_for_tool(tool_pid: int, listener_fd: int | None, report: int) -> int:
+def wait_for_tool(tool_pid: int, listener_fd: int | None) -> tuple[int, int]:
     """Init's loop: answer seccomp refusals (EPERM, counted) until the tool exits.
 
-    Returns the tool's wait status. Orphans re-parented to init stay zombies
-    until init exits, bounded by the pids limit; the kernel kills and reaps
-    them all when init exits.
+    Returns the tool's wait status and the refusals answered. Orphans
+    re-parented to init stay zombies until init exits, bounded by the pids
+    limit; the kernel kills and reaps them all when init exits.
     """
     from sandbox.jail import seccomp  # already imported by contain(); no cost
 
@@ -45,17 +45,13 @@ def wait_for_tool(tool_pid: int, listener_fd: int | None, report: int) -> int:
     if listener_fd is not None:
         poller.register(listener_fd, select.POLLIN)
     refusals = 0
-    try:
-        while True:
-            for fd, events in poller.poll():
-                if fd == pidfd:
-                    _, status = os.waitpid(tool_pid, 0)
-                    return status
-                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    poller.unregister(fd)
-                    continue
-                if listener_fd is not None and seccomp.refuse_notification(listener_fd):
-                    refusals += 1
-    finally:
-        if listener_fd is not None:
-            os.write(report, f"refusals {refusals}\n".encode())
+    while True:
+        for fd, events in poller.poll():
+            if fd == pidfd:
+                _, status = os.waitpid(tool_pid, 0)
+                return status, refusals
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                poller.unregister(fd)
+                continue
+            if listener_fd is not None and seccomp.refuse_notification(listener_fd):
+                refusals += 1
