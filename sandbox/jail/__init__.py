@@ -217,11 +217,24 @@ def contain(
     return relay_read
 
 
+def _rehearse() -> None:
+    """Go through a payload's decoding once while no request waits.
+
+    A process forked from the zygote pays a copy-on-write fault for each
+    page it first writes, reference counts included. Run before a jail
+    waits, this moves those faults of the payload's path off the request's.
+    """
+    RunPayload.from_bytes(RunPayload(argv=[], files={}, python=None).to_bytes())
+    frame(b"")
+    monotonic()
+
+
 def receive(relay: int) -> RunPayload:
     """In the jailed tool: wait for the run's payload on `relay`, then close it.
 
     Exits the process if the run is withdrawn (or its supervisor died).
     """
+    _rehearse()
     try:
         payload = RunPayload.from_bytes(read_frame(relay))
     except (EOFError, ValueError, KeyError, TypeError):
@@ -240,6 +253,8 @@ def _supervise(init_pid: int, config: JailConfig, report: int, source: int, rela
     for fd in (0, 1, 2):  # the tool's pipes: only the tool's tree may hold them
         os.close(fd)
     pidfd = os.pidfd_open(init_pid)
+    _rehearse()
+    mountns.write_files(WORKDIR_IN_JAIL, {}, (config.uid, config.gid))
     ready, _, _ = select.select([pidfd, source], [], [])
     if source in ready and pidfd not in ready:
         try:
@@ -308,6 +323,7 @@ def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
             os.kill(tool_pid, SIGKILL)
     os.close(up_read)
     os.close(down_write)
+    pidns.exit_status_words(0)  # faulted in now, not once the tool has exited
     status, refusals = pidns.wait_for_tool(tool_pid, listener)
     # One write: the service answers as soon as it reads the status.
     counted = f"refusals {refusals}\n" if listener is not None else ""

@@ -101,6 +101,10 @@ def prepare(environment: dict[str, str]) -> None:
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace"
     )
     _forget_jail_modules()
+    # Fault in now what every run goes through (see jail._rehearse): compiling,
+    # a fresh __main__, the end of the run.
+    exec(compile("pass", "<prepare>", "exec"), _fresh_main(None))  # noqa: S102 - a no-op
+    import atexit  # noqa: F401 - imported now, used by _finish
 
 
 def run(python: dict[str, object]) -> None:
