@@ -50,7 +50,7 @@ from sandbox.jail import (
     userns,
     utsns,
 )
-from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, frame, read_frame
+from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, read_frame
 from sandbox.jail.layer import LAYERS, LayerError
 from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
 
@@ -84,15 +84,15 @@ def _die_with_parent(parent: int) -> None:
 
 def contain(
     config: JailConfig, report: int, source: int, prepared: frozenset[str] = frozenset()
-) -> int:
-    """Apply every layer; return only in the jailed tool (pid 2 of its ns), with the relay fd.
+) -> tuple[int, int, int]:
+    """Apply every layer; return only in the jailed tool (pid 2 of its ns).
 
-    The caller may then get ready (nothing of any request exists yet), reads
-    the run's payload with :func:`receive` and execs the tool or runs its
-    Python code, with nothing but fds 0-2 open. Never returns in the
-    supervisor or init: those exit. The supervisor waits for the payload on
-    `source` (the config fd), writes its files into /workdir, relays the
-    rest to the tool and only then starts the wall clock.
+    The caller may then get ready (nothing of any request exists yet), takes
+    the run's payload from `source` (the config fd) with :func:`receive`,
+    passing it what this returns, and execs the tool or runs its Python
+    code, with nothing but fds 0-2 open. Never returns in the supervisor or
+    init: those exit. The supervisor starts the wall clock when the tool
+    has its payload.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
     place for every run of the slot: "cgroup" (the zygote lives in the
     slot's group, so its children are born there), "netns" (an empty
@@ -154,15 +154,16 @@ def contain(
     except LayerError as error:
         _fail(report, error)
 
-    relay_read, relay_write = os.pipe2(os.O_CLOEXEC)
+    # The tool tells the supervisor on `started` when its payload is in: the clock starts.
+    started_read, started_write = os.pipe2(os.O_CLOEXEC)
     init_pid = os.fork()
     if init_pid:
-        os.close(relay_read)
-        _supervise(init_pid, config, report, source, relay_write)
+        os.close(source)
+        os.close(started_write)  # or it would never see the end of a tool that died
+        _supervise(init_pid, float(config.limits["wall_seconds"]), report, started_read)
 
     # Pid 1 of the new pid namespace.
-    os.close(source)  # the payload reaches the tool only through the supervisor
-    os.close(relay_write)  # or the tool would never see the relay's end
+    os.close(started_read)
     up_read, up_write = os.pipe2(os.O_CLOEXEC)
     down_read, down_write = os.pipe2(os.O_CLOEXEC)
     try:
@@ -178,7 +179,8 @@ def contain(
     if tool_pid:
         os.close(up_write)
         os.close(down_read)
-        os.close(relay_read)
+        os.close(source)  # the payload is the tool's alone
+        os.close(started_write)
         _init(tool_pid, up_read, down_write, report)
 
     # Pid 2: the tool.
@@ -188,7 +190,8 @@ def contain(
         # than the tool, may take the seccomp listener with pidfd_getfd.
         _apply("privileges", privileges.set_dumpable)
         if "rlimits" in layers:
-            _apply("rlimits", limits.apply, config.limits)
+            # The file size limit once the run's files are written (receive).
+            _apply("rlimits", limits.apply, config.limits, False)
         _apply("no_new_privs", privileges.set_no_new_privs)
         if "landlock" in layers and config.landlock_abi:
             _apply(
@@ -211,10 +214,10 @@ def contain(
             if os.read(down_read, 1) != b"k":
                 raise LayerError("seccomp", "init did not take the notification listener")
             os.close(listener)
-        _apply("privileges", fds.close_inherited, relay_read)
+        _apply("privileges", fds.close_inherited, (source, started_write, report))
     except LayerError as error:
         _fail(report, error)
-    return relay_read
+    return (source, started_write, report)
 
 
 def _rehearse() -> None:
@@ -225,85 +228,56 @@ def _rehearse() -> None:
     waits, this moves those faults of the payload's path off the request's.
     """
     RunPayload.from_bytes(RunPayload(argv=[], files={}, python=None).to_bytes())
-    frame(b"")
     monotonic()
 
 
-def receive(relay: int) -> RunPayload:
-    """In the jailed tool: wait for the run's payload on `relay`, then close it.
+def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:
+    """In the jailed tool: wait for the run's payload, write its files, close the last fds.
 
-    Exits the process if the run is withdrawn (or its supervisor died).
+    `channel` is what :func:`contain` returned: the config fd the payload
+    arrives on, the pipe that starts the supervisor's clock, the report fd.
+    Nothing of the tool's own code has run yet, so the tool's process may
+    still be trusted with them; all three are closed before returning.
+    Exits the process if the run is withdrawn (the config fd closes).
     """
+    source, started, report = channel
     _rehearse()
     try:
-        payload = RunPayload.from_bytes(read_frame(relay))
+        payload = RunPayload.from_bytes(read_frame(source))
     except (EOFError, ValueError, KeyError, TypeError):
         os._exit(LAYER_FAILED_EXIT)
-    os.close(relay)
+    os.write(started, b"s")
+    try:
+        mountns.write_files(WORKDIR_IN_JAIL, payload.files, (config.uid, config.gid))
+        if "rlimits" in config.layers:
+            limits.apply_file_size(config.limits)
+    except OSError as error:
+        _fail(report, LayerError("mountns", f"cannot write the run's files: {error}"))
+    payload.files = {}
+    for fd in channel:
+        os.close(fd)
     return payload
 
 
-def _supervise(init_pid: int, config: JailConfig, report: int, source: int, relay: int) -> None:
-    """Outside the pid namespace: hand the payload in, kill init at the wall-clock limit, report.
+def _supervise(init_pid: int, wall_seconds: float, report: int, started: int) -> None:
+    """Outside the pid namespace: kill init at the wall-clock limit, report.
 
-    Until the payload arrives the jail waits, fully built, and no clock
-    runs; if the config fd closes instead (the run was withdrawn), init is
-    killed and with it the namespace.
+    The clock starts when the tool says its payload is in: a jail waiting
+    for its request, fully built, has no clock running. If the tool ends
+    first (the run was withdrawn, or a layer failed), init reports it.
     """
     for fd in (0, 1, 2):  # the tool's pipes: only the tool's tree may hold them
         os.close(fd)
     pidfd = os.pidfd_open(init_pid)
-    _rehearse()
-    mountns.write_files(WORKDIR_IN_JAIL, {}, (config.uid, config.gid))
-    ready, _, _ = select.select([pidfd, source], [], [])
-    if source in ready and pidfd not in ready:
-        try:
-            payload = RunPayload.from_bytes(read_frame(source))
-            # Written here, by the jail's own uid, before the tool has run anything.
-            mountns.write_files(WORKDIR_IN_JAIL, payload.files, (config.uid, config.gid))
-            payload.files = {}
-        except (EOFError, ValueError, KeyError, TypeError):
-            payload = None  # withdrawn
-        except OSError as error:
-            _report(report, f"layer_failed mountns cannot write the run's files: {error}")
-            payload = None
-        if payload is None:
+    ready, _, _ = select.select([pidfd, started], [], [])
+    if pidfd not in ready and os.read(started, 1) == b"s":
+        ended, _, _ = select.select([pidfd], [], [], wall_seconds)
+        if not ended:
             os.kill(init_pid, SIGKILL)
-        else:
-            deadline = monotonic() + float(config.limits["wall_seconds"])
-            relayed, relay = relay, -1
-            if not _relay(payload.to_bytes(), relayed, pidfd, deadline):
-                os.kill(init_pid, SIGKILL)
-                _report(report, "wall_timeout")
-    if relay != -1:
-        os.close(relay)
+            _report(report, "wall_timeout")
     os.waitpid(init_pid, 0)
     _report(report, "done")
     os._exit(0)
-
-
-def _relay(payload: bytes, relay: int, pidfd: int, deadline: float) -> bool:
-    """Write the framed payload to the tool, then wait for init to end; False at the deadline."""
-    data = memoryview(frame(payload))
-    os.set_blocking(relay, False)
-    try:
-        while data:
-            timeout = max(deadline - monotonic(), 0.0)
-            ended, writable, _ = select.select([pidfd], [relay], [], timeout)
-            if ended:
-                return True  # the tool is gone before reading it all: init reports how
-            if not writable:
-                return False
-            try:
-                data = data[os.write(relay, data) :]
-            except BlockingIOError:
-                continue
-            except BrokenPipeError:
-                break
-    finally:
-        os.close(relay)
-    ended, _, _ = select.select([pidfd], [], [], max(deadline - monotonic(), 0.0))
-    return bool(ended)
 
 
 def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:

@@ -7,15 +7,15 @@ from sandbox.jail.libc import SYS_CLOSE_RANGE, syscall
 _ALL = 0xFFFFFFFF
 
 
-def close_inherited(keep: int = -1) -> None:
+def close_inherited(keep: tuple[int, ...] = ()) -> None:
     """Close every fd above 2 (results channel, listener copies, anything leaked).
 
-    `keep`: one fd to leave open, the pipe the tool's request arrives on;
-    the tool reads it to its end and closes it before running anything.
+    `keep`: fds left open for the tool's own set-up, which closes them
+    before running anything (see :func:`sandbox.jail.receive`).
     """
-    if keep > 2:
-        if keep > 3:
-            syscall(SYS_CLOSE_RANGE, 3, keep - 1, 0)
-        syscall(SYS_CLOSE_RANGE, keep + 1, _ALL, 0)
-    else:
-        syscall(SYS_CLOSE_RANGE, 3, _ALL, 0)
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= low):
+        if fd > low:
+            syscall(SYS_CLOSE_RANGE, low, fd - 1, 0)
+        low = fd + 1
+    syscall(SYS_CLOSE_RANGE, low, _ALL, 0)

@@ -53,12 +53,12 @@ def run_one(
         os.write(report_fd, f"layer_failed config {error}\n".encode())
         os._exit(126)
     os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
-    relay = contain(config, report_fd, config_fd, prepared)
+    channel = contain(config, report_fd, config_fd, prepared)
     # Jailed, and no request yet: get everything ready that does not depend on one.
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
     if in_process:
         prepare_python(environment)
-    payload = receive(relay)
+    payload = receive(config, channel)
     if payload.python is not None and in_process:
         run_python(payload.python)
     try:

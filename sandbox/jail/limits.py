@@ -5,17 +5,17 @@ from __future__ import annotations
 import resource
 
 
-def apply(limits: dict[str, int | float]) -> None:
+def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
     """CPU seconds, address space, file size, open files, processes, stack; no core files.
 
     CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL.
+    Without `file_size`, the file size limit is left to :func:`apply_file_size`.
     """
     cpu = int(limits["cpu_seconds"])
     settings = (
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
         (resource.RLIMIT_AS, int(limits["memory_bytes"]), int(limits["memory_bytes"])),
-        (resource.RLIMIT_FSIZE, int(limits["file_size_bytes"]), int(limits["file_size_bytes"])),
         (resource.RLIMIT_NOFILE, int(limits["open_files"]), int(limits["open_files"])),
         (resource.RLIMIT_NPROC, int(limits["processes"]), int(limits["processes"])),
         (resource.RLIMIT_STACK, int(limits["stack_bytes"]), int(limits["stack_bytes"])),
@@ -24,7 +24,15 @@ def apply(limits: dict[str, int | float]) -> None:
     )
     for which, soft, hard in settings:
         resource.setrlimit(which, (soft, hard))
+    if file_size:
+        apply_file_size(limits)
     # When the run's cgroup runs out of memory, the tool goes first, not the
     # jail's init or supervisor (anyone may raise their own score).
     with open("/proc/self/oom_score_adj", "w") as handle:
         handle.write("1000")
+
+
+def apply_file_size(limits: dict[str, int | float]) -> None:
+    """The largest file the tool may write (soft and hard)."""
+    size = int(limits["file_size_bytes"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
