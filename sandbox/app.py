@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import ValidationError
 
 from pagi.app import Caller, require_caller
@@ -276,14 +276,16 @@ def build_router(sandbox: Sandbox) -> APIRouter:
             503: {"description": "isolation layer missing, audit log unwritable, run failed"},
         },
     )
-    async def execute_tool(request: Request) -> ExecuteToolResponse:
+    async def execute_tool(request: Request) -> Response:
         """Run a tool of the policy, as the token's subject, and audit it."""
         started = time.monotonic()
         record = _new_record()
         try:
             response = await sandbox.execute(request, record)
             record.update(decision="allowed", status=200)
-            return response
+            # Built by PAGI from a RunResult: already valid, serialised once
+            # (FastAPI would validate it a second time on the way out).
+            return Response(response.model_dump_json(), media_type="application/json")
         except ApiError as exc:
             decision = "failed" if isinstance(exc, RunFailure) else "refused"
             reason = exc.detail if isinstance(exc.detail, str) else exc.error

@@ -364,6 +364,7 @@ class Runner:
         slots: int = DEFAULT_SLOTS,
     ) -> None:
         self.python = os.path.realpath(python_executable)
+        self._python_as_named = python_executable  # as tools' argv name it (no path lookups)
         self.runs_root = Path(state_dir).resolve() / "sandbox-runs"
         self.warm_modules = tuple(warm_modules)
         self.uid = jail_uid
@@ -561,7 +562,7 @@ class Runner:
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         started = time.perf_counter()
         assert self._free_slots is not None
-        python = parse_python_argv(list(spec.argv), self.python)
+        python = parse_python_argv(list(spec.argv), self._python_as_named)
         warm = spec.warm and python is not None
         shape = _shape(spec, warm)
         slot = await self._free_slots.take(shape)

@@ -27,7 +27,9 @@ def parse_python_argv(argv: list[str], interpreter: str) -> dict[str, object] | 
     Returns ``{"code": str | None, "path": str | None, "argv": [...]}`` (code
     read from stdin when both are None), or None (exec the command instead).
     """
-    if not argv or os.path.realpath(argv[0]) != os.path.realpath(interpreter):
+    if not argv:
+        return None
+    if argv[0] != interpreter and os.path.realpath(argv[0]) != os.path.realpath(interpreter):
         return None
     index = 1
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
