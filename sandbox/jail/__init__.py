@@ -12,16 +12,21 @@ path), as root (root mode) or as any other uid without capabilities
       └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable, capabilities
                            dropped; answers seccomp notifications, reports the tool's status
           └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> no capabilities (checked)
-                           -> seccomp (last) -> fds closed -> returns to exec / run code
+                           -> seccomp (last) -> fds closed but three -> returns; then
+                           (:func:`receive`) payload read, clock started, files written,
+                           file size limit, last fds closed -> exec / run code
 
-The launcher stays outside the pid namespace as the run's supervisor: it
-enforces the wall-clock limit by killing init, which makes the kernel kill
-every process of the namespace. Every step raises :class:`LayerError`
+The jail is complete before the request it serves exists: the tool reads
+the request's payload only after every layer is in force (see
+:mod:`sandbox.jail.config`). The launcher stays outside the pid namespace as
+the run's supervisor: from the moment the tool has its payload, it enforces
+the wall-clock limit by killing init, which makes the kernel kill every
+process of the namespace. Every step raises :class:`LayerError`
 naming its layer when it cannot be applied; the run then stops before the
 tool runs (fail closed) and the failure is reported on the report fd.
 
 Report fd protocol (text lines, written by supervisor, init or tool setup;
-closed before the tool runs, so the tool cannot write to it):
+closed before the tool runs its code, so the tool cannot write to it):
 ``layer_failed LAYER REASON``, ``exit N`` / ``signal N`` (the tool's status),
 ``refusals N``, ``wall_timeout``, ``done`` (last line, from the supervisor).
 """
