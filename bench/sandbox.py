@@ -214,9 +214,7 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
             print(f"\nprogram {name!r}, {args.runs} interleaved runs each:")
             for kind in (*KINDS, BASE_VENV):
                 print(f"  {LABELS[kind]:36s} {figures(samples[(name, kind)])}")
-            p50 = {
-                kind: statistics.median(samples[(name, kind)]) for kind in (*KINDS, BASE_VENV)
-            }
+            p50 = {kind: statistics.median(samples[(name, kind)]) for kind in (*KINDS, BASE_VENV)}
             print(
                 f"  ratios of p50: (b)/(a) {p50['b'] / p50['a']:.2f} (target <= 1.2,"
                 f" {verdict(p50['b'] / p50['a'], 1.2)})"

@@ -140,6 +140,4 @@ async def list_records(
         records, truncated = await _store(request).list(limit, kind)
     except StoreUnavailable as exc:
         raise _unavailable(exc) from None
-    return RecordList(
-        count=len(records), truncated=truncated, records=[_model(r) for r in records]
-    )
+    return RecordList(count=len(records), truncated=truncated, records=[_model(r) for r in records])

@@ -652,7 +652,6 @@ class Runner:
             uid=self.uid,
             gid=self.gid,
             root_dir=str(root_dir),
-            files={},  # the payload brings them, once the jail is built
             cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
             read_paths=[*self._base_read_paths(), *extra_read_paths],
             extra_read_paths=extra_read_paths,

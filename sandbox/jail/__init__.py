@@ -120,7 +120,6 @@ def contain(
                 config.extra_read_paths,
                 config.hidden_paths,
                 int(config.limits["tmp_bytes"]),
-                config.files,
                 (config.uid, config.gid),
                 "root" in prepared,
             )
@@ -153,7 +152,6 @@ def contain(
                 config.extra_read_paths,
                 config.hidden_paths,
                 int(config.limits["tmp_bytes"]),
-                config.files,
                 (config.uid, config.gid),
             )
     except LayerError as error:

@@ -22,7 +22,6 @@ _FIELDS: tuple[str, ...] = (
     "uid",  # int: unprivileged uid outside and inside the user namespace
     "gid",  # int
     "root_dir",  # str: empty host dir to mount the jail's root on (private to the run's ns)
-    "files",  # dict[str, bytes]: written into /workdir as it is built (none from the Runner)
     "cgroup_dirs",  # list[str]: cgroup dirs to join (one per v1 controller, or one v2 dir)
     "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
     "extra_read_paths",  # list[str]: those of read_paths a slot's shared root lacks

@@ -194,14 +194,14 @@ def enter_root(
     root: str,
     extra_read_paths: list[str],
     tmp_bytes: int,
-    files: dict[str, bytes],
     owner: tuple[int, int],
 ) -> None:
     """As real root, in the run's own mount namespace: finish the root at `root`, pivot into it.
 
-    Adds the run's extra read-only paths, a fresh /tmp and /workdir (tmpfs,
-    holding `files`), pivots, detaches the host's tree, makes / read-only,
-    and leaves the caller in /workdir.
+    Adds the run's extra read-only paths, a fresh /tmp and an empty /workdir
+    (tmpfs, owned by the jail user; the run's files come with its payload),
+    pivots, detaches the host's tree, makes / read-only, and leaves the
+    caller in /workdir.
     """
     for path in outermost(extra_read_paths):  # none beneath the template's (the service checks)
         _add_read_only(root, path)
@@ -221,7 +221,6 @@ def enter_root(
         MS_NOSUID | MS_NODEV,
         f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=0700,uid={uid},gid={gid}",
     )
-    write_files(workdir, files, owner)
     syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")
     os.chdir("/")
     syscall(SYS_UMOUNT2, f"/{_OLD_ROOT}".encode() + b"\0", MNT_DETACH)
@@ -242,7 +241,6 @@ def build_root(
     extra_read_paths: list[str],
     hidden_paths: list[str],
     tmp_bytes: int,
-    files: dict[str, bytes],
     owner: tuple[int, int],
     template_ready: bool,
 ) -> None:
@@ -256,7 +254,7 @@ def build_root(
     else:
         make_private()
         build_template(root, read_paths, hidden_paths)
-    enter_root(root, extra_read_paths, tmp_bytes, files, owner)
+    enter_root(root, extra_read_paths, tmp_bytes, owner)
 
 
 def build_root_unprivileged(
@@ -265,7 +263,6 @@ def build_root_unprivileged(
     extra_read_paths: list[str],
     hidden_paths: list[str],
     tmp_bytes: int,
-    files: dict[str, bytes],
     owner: tuple[int, int],
 ) -> None:
     """Unprivileged mode, with the capabilities of the run's user namespace: the whole root.
@@ -279,7 +276,7 @@ def build_root_unprivileged(
     make_private()
     shared = [path for path in read_paths if path not in extra_read_paths]
     build_template(root, shared, hidden_paths, fresh_proc=False)
-    enter_root(root, extra_read_paths, tmp_bytes, files, owner)
+    enter_root(root, extra_read_paths, tmp_bytes, owner)
 
 
 def mount_proc() -> None:
