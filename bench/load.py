@@ -38,6 +38,8 @@ from tests.load.driver import (  # noqa: E402
     PeakSampler,
     ProcessSnapshot,
     burst,
+    fds_of_new_jails,
+    jails_built_ahead,
     sequential,
     settle,
     slow_clients,
@@ -67,14 +69,15 @@ def _footprint(before: ProcessSnapshot, after: ProcessSnapshot, peak: PeakSample
     return figures
 
 
-def _leaked(before: ProcessSnapshot, after: ProcessSnapshot) -> list[str]:
+def _leaked(before: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int) -> list[str]:
+    """What a scenario left behind; `kept_fds`: those of jails built ahead since `before`."""
     leaks = []
     if after.zombies:
         leaks.append(f"{after.zombies} zombies")
     if after.workdirs > before.workdirs:
         leaks.append(f"{after.workdirs - before.workdirs} working dirs left")
-    if after.fds > before.fds:
-        leaks.append(f"{after.fds - before.fds} fds more than before")
+    if after.fds > before.fds + kept_fds:
+        leaks.append(f"{after.fds - before.fds - kept_fds} fds more than before")
     return leaks
 
 
@@ -106,26 +109,30 @@ def main() -> int:
             work_root = Path(stack.env["PAGI_STATE_DIR"]) / "sandbox"
             asyncio.run(sequential(base_url, token, 10, body))  # warm-up
 
+            ahead = jails_built_ahead(base_url)
             before = ProcessSnapshot.take(pid, work_root)
             with PeakSampler(pid) as peak:
                 report = asyncio.run(burst(base_url, token, args.burst, args.concurrency, body))
-            after = settle(pid, work_root, before, 30)
+            kept = fds_of_new_jails(base_url, ahead)
+            after = settle(pid, work_root, before, 30, kept)
             figures = report.summary() | _footprint(before, after, peak)
             _print(f"burst: {args.burst} requests at concurrency {args.concurrency}", figures)
             if set(report.statuses) - {200, 429} or report.problems:
                 failures.append("burst: answers other than 200 / 429 with Retry-After")
-            failures += [f"burst: {leak}" for leak in _leaked(before, after)]
+            failures += [f"burst: {leak}" for leak in _leaked(before, after, kept())]
 
+            ahead = jails_built_ahead(base_url)
             before = ProcessSnapshot.take(pid, work_root)
             with PeakSampler(pid) as peak:
                 report = asyncio.run(sequential(base_url, token, args.sequential, body))
-            after = settle(pid, work_root, before, 30)
+            kept = fds_of_new_jails(base_url, ahead)
+            after = settle(pid, work_root, before, 30, kept)
             figures = report.summary() | _footprint(before, after, peak)
             figures["rss_growth_KiB"] = round((after.rss - before.rss) / 1024, 1)
             _print(f"sequential: {args.sequential} runs", figures)
             if report.statuses != {200: args.sequential}:
                 failures.append("sequential: not every run answered 200")
-            failures += [f"sequential: {leak}" for leak in _leaked(before, after)]
+            failures += [f"sequential: {leak}" for leak in _leaked(before, after, kept())]
 
             client = httpx.Client(
                 base_url=base_url,
@@ -140,6 +147,7 @@ def main() -> int:
                 response.raise_for_status()
                 return time.monotonic() - started
 
+            ahead = jails_built_ahead(base_url)
             before = ProcessSnapshot.take(pid, work_root)
             with client:
                 slow = slow_clients(
@@ -149,7 +157,7 @@ def main() -> int:
                     args.slow,
                     args.slow_seconds,
                 )
-            after = settle(pid, work_root, before, 30)
+            after = settle(pid, work_root, before, 30, fds_of_new_jails(base_url, ahead))
             _print(
                 f"slow clients: {args.slow} connections for {args.slow_seconds:.0f}s",
                 slow.summary() | _footprint(before, after, None),

@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,16 +197,43 @@ class ProcessSnapshot:
         )
 
 
-def settle(pid: int, work_root: Path, baseline: ProcessSnapshot, timeout: float) -> ProcessSnapshot:
+FDS_PER_JAIL_BUILT_AHEAD = 5
+"""The service's ends of a waiting jail's pipes: stdin, stdout, stderr, config, report."""
+
+
+def jails_built_ahead(base_url: str) -> int:
+    """How many jails wait for their next run (the sandbox's ``/health``)."""
+    health = httpx.get(f"{base_url}/health", timeout=10, trust_env=False).json()
+    return int(health["isolation"]["warm_path"]["jails_built_ahead"])
+
+
+def fds_of_new_jails(base_url: str, before: int) -> Callable[[], int]:
+    """The fds of the jails built ahead since there were `before`: kept by design, not leaked."""
+    return lambda: FDS_PER_JAIL_BUILT_AHEAD * max(0, jails_built_ahead(base_url) - before)
+
+
+def settle(
+    pid: int,
+    work_root: Path,
+    baseline: ProcessSnapshot,
+    timeout: float,
+    extra_fds: Callable[[], int] = lambda: 0,
+) -> ProcessSnapshot:
     """Wait (up to ``timeout``) for the service to be back at rest; return the last snapshot.
 
-    At rest: no zombies, no more working dirs and fds than at ``baseline``.
+    At rest: no zombies, no more working dirs than at ``baseline``, and no
+    more fds than at ``baseline`` plus ``extra_fds()`` (those of state the
+    service keeps by design, such as jails built ahead for the next runs).
     Connections and run cleanup finish asynchronously, hence the wait.
     """
     deadline = time.monotonic() + timeout
     while True:
         now = ProcessSnapshot.take(pid, work_root)
-        rested = now.zombies == 0 and now.workdirs <= baseline.workdirs and now.fds <= baseline.fds
+        rested = (
+            now.zombies == 0
+            and now.workdirs <= baseline.workdirs
+            and now.fds <= baseline.fds + extra_fds()
+        )
         if rested or time.monotonic() >= deadline:
             return now
         time.sleep(0.2)
