@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 DEFAULT_ENV: dict[str, str] = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -13,9 +11,3 @@ def tool_environment(listed: dict[str, str], home: str) -> dict[str, str]:
     environment["HOME"] = home
     environment.update(listed)
     return environment
-
-
-def replace_environment(environment: dict[str, str]) -> None:
-    """For in-process runs: make `os.environ` (and the C environ) exactly `environment`."""
-    os.environ.clear()
-    os.environ.update(environment)
