@@ -112,20 +112,22 @@ class _Report:
 
 
 class _ReportReader:
-    """Reads a jail's report pipe on the loop, from the jail's start until its tool's status.
+    """Reads a jail's report pipe on the loop, from the jail's start to its end (EOF).
 
-    The tool's status is the last line that matters: after it, init exits
-    and the kernel kills what is left of the namespace. The result need not
-    wait for that teardown (nor for the supervisor's ``done``); the slot is
-    freed only once the run's processes are gone (:meth:`Runner._empty`),
-    and the stdout and stderr pipes reach EOF only when the last process
-    holding them has died. ``finished`` before a spare's payload was sent
-    means the spare died.
+    ``finished``: the tool's status arrived (or EOF). That is the last line
+    that matters for the result: after it, init exits and the kernel kills
+    what is left of the namespace, and the result need not wait for that
+    teardown; the stdout and stderr pipes reach EOF only when the last
+    process holding them has died. ``ended``: EOF, the supervisor is gone
+    too; the slot waits for that before it is emptied (killing a jail in
+    the middle of its own teardown only costs more). ``finished`` before a
+    spare's payload was sent means the spare died.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.report = _Report()
         self.finished: asyncio.Future[None] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._fd = fd
         self._pending = bytearray()
@@ -140,7 +142,10 @@ class _ReportReader:
         except OSError:
             chunk = b""
         if not chunk or len(self._pending) > 1 << 16:
-            self._finish()
+            self._loop.remove_reader(self._fd)
+            for future in (self.finished, self.ended):
+                if not future.done():
+                    future.set_result(None)
             return
         self._pending.extend(chunk)
         while b"\n" in self._pending:
@@ -151,12 +156,8 @@ class _ReportReader:
             except ValueError:
                 continue
         if self.report.exit_code is not None or self.report.signal is not None:
-            self._finish()
-
-    def _finish(self) -> None:
-        self._loop.remove_reader(self._fd)
-        if not self.finished.done():
-            self.finished.set_result(None)
+            if not self.finished.done():
+                self.finished.set_result(None)
 
     def close(self) -> None:
         """Stop reading and close the pipe (idempotent)."""
@@ -164,8 +165,9 @@ class _ReportReader:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
-        if not self.finished.done():
-            self.finished.cancel()
+        for future in (self.finished, self.ended):
+            if not future.done():
+                future.cancel()
 
 
 class _Zygote:
@@ -568,6 +570,7 @@ class Runner:
         slot = await self._free_slots.take(shape)
         cgroup = slot.cgroup if "cgroup" in layers else None
         rearm: tuple[RunSpec, JailConfig, bool] | None = None
+        jail: _Jail | None = None
         try:
             for name in spec.files:
                 _check_file_name(name)
@@ -587,13 +590,15 @@ class Runner:
         finally:
             # The result goes back now; the slot is emptied and freed behind it,
             # with a jail for the next run of the same tool built in it.
-            self._in_background(self._release(slot, rearm, cgroup))
+            reader = jail.reader if jail is not None and slot.spare is not jail else None
+            self._in_background(self._release(slot, rearm, cgroup, reader))
 
     async def _release(
         self,
         slot: _Slot,
         rearm: tuple[RunSpec, JailConfig, bool] | None,
         cgroup: RunCgroup | None,
+        reader: _ReportReader | None = None,
     ) -> None:
         """Empty the slot, build the jail of `rearm` (the last run's) in it, free it.
 
@@ -603,6 +608,10 @@ class Runner:
         try:
             if slot.spare is not None:
                 return  # this request never reached its jail: the slot is as it was
+            if reader is not None:
+                # The supervisor reports last and exits: then the run is gone.
+                await asyncio.wait([reader.ended], timeout=BACKSTOP_SECONDS)
+                reader.close()
             await self._empty(slot)
             if slot.cgroup is not None:
                 slot.cgroup.reset_counters()  # off the next run's critical path
@@ -821,7 +830,6 @@ class Runner:
         await asyncio.gather(
             *writers, stdout_task, stderr_task, report_task, return_exceptions=True
         )
-        jail.reader.close()
         if process is not None:
             await _reap(process)
 
