@@ -499,3 +499,36 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_runs_files_are_written_before_the_file_size_limit_applies(
+    runner: Runner, path: str
+) -> None:
+    """A tool whose code file is larger than its file size limit still gets it; it cannot
+    write a file of that size itself."""
+    code = (
+        b"# "
+        + b"x" * 4096
+        + b"\n"
+        + (
+            b"import os\n"
+            b"print(os.path.getsize('main.py'))\n"
+            b"try:\n"
+            b"    with open('copy.py', 'wb') as copy:\n"
+            b"        copy.write(open('main.py', 'rb').read())\n"
+            b"except OSError as error:\n"
+            b"    print('refused', error.errno)\n"
+        )
+    )
+    result = await runner.run(
+        RunSpec(
+            tool="python",
+            argv=(PYTHON, "-I", "-S", "main.py"),
+            files={"main.py": code},
+            warm=path == "warm",
+            limits=RunLimits(file_size_bytes=1024),
+        )
+    )
+    assert result.exit_code == 0, result
+    assert result.stdout.split("\n")[:2] == [str(len(code)), "refused 27"], result  # EFBIG
