@@ -11,6 +11,14 @@ service never forks a jail itself (it has threads, and fork cost grows with
 its memory); only when a zygote is down, or a tool has network, does it
 spawn the launcher (vfork + exec) and move it into the slot's cgroup.
 
+A jail is built before its request: the config pipe first carries the
+:class:`~sandbox.jail.config.JailConfig`, and only later the request's
+:class:`~sandbox.jail.config.RunPayload`. A freed slot starts the jail of
+its last run's tool at once (the slot's *spare*, a :class:`_Jail`), and a
+run takes a free slot whose spare fits it (:class:`_SlotPool`); without
+one, it starts its jail itself and hands the payload in right behind the
+config.
+
 Everything here is asynchronous on the event loop: pipes are read and
 written with loop readers/writers, never with a blocking call.
 """

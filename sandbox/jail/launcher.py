@@ -1,4 +1,5 @@
-"""The single-threaded entry of one run: read the config, :func:`contain`, exec or run code.
+"""The single-threaded entry of one run: read the config, :func:`contain`, wait for the
+request's payload (:func:`receive`), exec or run code.
 
 Cold path: ``python -I -S .../sandbox/jail/launch.py CONFIG_FD REPORT_FD``
 (that script only calls :func:`main` here)

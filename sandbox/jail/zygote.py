@@ -6,9 +6,9 @@ cgroup, so its children are born there (no per-run cgroup move). It
 preloads the interpreter's stdlib modules a policy lists, then waits. For
 each run the service sends a one-byte request (warm or cold) and five
 fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
-nothing else: the zygote forks, and only
-the child reads the config (the code) from its pipe, so no request data
-ever enters the zygote's memory. The child then does exactly what a cold
+nothing else: the zygote forks, and only the child reads the config pipe
+(the jail's config, then, once jailed, the request's payload), so no
+request data ever enters the zygote's memory. The child then does exactly what a cold
 launcher does (:func:`run_one`): the same :func:`contain`, every layer in
 the same order. Then a warm child runs the Python code in its preloaded
 interpreter; a cold one execs the tool's command — for a Python tool, a
