@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from bff.fanout import DownstreamCall, fan_out
 from bff.models import DashboardData, DashboardResponse
-from pagi.app import RequestId, require_caller
+from pagi.app import RequestId, model_response, require_caller
 from pagi.auth import Claims
 from pagi.errors import ErrorBody
 from pagi.logging import log_event
@@ -70,7 +70,7 @@ def dashboard_calls(request: Request) -> list[DownstreamCall]:
 )
 async def dashboard_data(
     request: Request, caller: DashboardCaller, request_id: RequestId
-) -> DashboardResponse:
+) -> Response:
     """Every downstream is called concurrently; a failed one is named and the rest returned."""
     outcomes = await fan_out(dashboard_calls(request), request.app.state.timeout_seconds)
     failed = [o.service for o in outcomes if not o.ok]
@@ -80,10 +80,12 @@ async def dashboard_data(
     status = "degraded" if failed or agent_degraded else "ok"
     timings = {o.key: o.elapsed_ms for o in outcomes}
     log_event(logger, "dashboard_served", status=status, failed=failed, timings_ms=timings)
-    return DashboardResponse(
-        status=status,
-        request_id=request_id,
-        data=DashboardData(**{o.key: o.body for o in outcomes}),
-        failed_services=failed,
-        timings_ms=timings,
+    return model_response(
+        DashboardResponse(
+            status=status,
+            request_id=request_id,
+            data=DashboardData(**{o.key: o.body for o in outcomes}),
+            failed_services=failed,
+            timings_ms=timings,
+        )
     )

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -129,6 +129,16 @@ def require_caller(request: Request) -> Claims:
         raise ApiError(
             401, "unauthorized", exc.reason, headers={"WWW-Authenticate": "Bearer"}
         ) from None
+
+
+def model_response(model: BaseModel) -> Response:
+    """A 200 JSON answer of a model the service built itself, serialised once.
+
+    Returned from a route that still declares the model as its
+    ``response_model`` (for the OpenAPI schema): FastAPI would otherwise
+    validate the already valid model a second time on the way out.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 async def caller_dependency(request: Request) -> Claims:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import ValidationError
 
-from pagi.app import Caller, require_caller
+from pagi.app import Caller, model_response, require_caller
 from pagi.app import create_app as create_base_app
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.errors import ApiError
@@ -283,9 +283,7 @@ def build_router(sandbox: Sandbox) -> APIRouter:
         try:
             response = await sandbox.execute(request, record)
             record.update(decision="allowed", status=200)
-            # Built by PAGI from a RunResult: already valid, serialised once
-            # (FastAPI would validate it a second time on the way out).
-            return Response(response.model_dump_json(), media_type="application/json")
+            return model_response(response)
         except ApiError as exc:
             decision = "failed" if isinstance(exc, RunFailure) else "refused"
             reason = exc.detail if isinstance(exc.detail, str) else exc.error
