@@ -71,10 +71,14 @@ class Stack:
             self.start_service(name)
             self.wait_healthy(name, timeout)
 
+    def command_of(self, name: str) -> list[str]:
+        """The command that runs service `name` (a subclass may wrap it)."""
+        return [sys.executable, "-m", name]
+
     def start_service(self, name: str) -> ServiceProcess:
         """Start one service (without waiting for it)."""
         process = subprocess.Popen(
-            [sys.executable, "-m", name],
+            self.command_of(name),
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,

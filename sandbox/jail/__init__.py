@@ -109,20 +109,18 @@ def contain(
         if "cgroup" in layers and "cgroup" not in prepared:
             _apply("cgroup", cgroup.join, config.cgroup_dirs)
         root = os.geteuid() == 0
+        jail_root = (
+            config.root_dir,
+            config.read_paths,
+            config.extra_read_paths,
+            config.hidden_paths,
+            int(config.limits["tmp_bytes"]),
+            (config.uid, config.gid),
+        )
         if root:
             # Root mode: as real root, outside any namespace, the run's root is
             # built; then the drop to the jail uid, which owns the namespaces.
-            _apply(
-                "mountns",
-                mountns.build_root,
-                config.root_dir,
-                config.read_paths,
-                config.extra_read_paths,
-                config.hidden_paths,
-                int(config.limits["tmp_bytes"]),
-                (config.uid, config.gid),
-                "root" in prepared,
-            )
+            _apply("mountns", mountns.build_root, *jail_root, "root" in prepared, True)
             _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
             _apply("userns", userns.enter, config.uid, config.gid)
         else:
@@ -144,16 +142,7 @@ def contain(
         if root:
             _apply("mountns", mountns.unshare)
         else:
-            _apply(
-                "mountns",
-                mountns.build_root_unprivileged,
-                config.root_dir,
-                config.read_paths,
-                config.extra_read_paths,
-                config.hidden_paths,
-                int(config.limits["tmp_bytes"]),
-                (config.uid, config.gid),
-            )
+            _apply("mountns", mountns.build_root, *jail_root, False, False)
     except LayerError as error:
         _fail(report, error)
 

@@ -21,7 +21,7 @@ Built in two steps, like nsjail:
 
 In unprivileged mode (the service is not root; see :func:`sandbox.jail.contain`)
 step 1 runs in a mount namespace owned by the run's user namespace, with
-that namespace's capabilities (:func:`build_root_unprivileged`): the same
+that namespace's capabilities (:func:`build_root`): the same
 tree, except that its /proc is a bind of the service's own, and that the
 host paths are reached as the service's uid. A container engine that masks
 parts of /proc (podman and Docker by default) makes that /proc not fully
@@ -243,39 +243,27 @@ def build_root(
     tmp_bytes: int,
     owner: tuple[int, int],
     template_ready: bool,
+    as_real_root: bool,
 ) -> None:
-    """As real root: the run's mount namespace with its minimal root, entered.
+    """The run's mount namespace with its minimal root, entered.
 
-    With `template_ready` (the caller's zygote built it), only the run's own
-    part is mounted, in a copy of the zygote's namespace.
+    With `template_ready` (the caller's zygote built it, as real root), only
+    the run's own part is mounted, in a copy of the zygote's namespace.
+    Otherwise the whole tree is built here: `as_real_root` outside any
+    namespace (root mode), or in unprivileged mode with the capabilities of
+    the run's user namespace, in a mount namespace it owns (no zygote can
+    share a template there: its mounts would be locked in the run's
+    namespace). Then host paths are reached as the service's own uid: they
+    must be readable by it (the state dir, the interpreter, the policy's
+    paths), and /proc is a bind of the service's own (see
+    :func:`build_template`).
     """
     if template_ready:
         unshare()
     else:
         make_private()
-        build_template(root, read_paths, hidden_paths)
-    enter_root(root, extra_read_paths, tmp_bytes, owner)
-
-
-def build_root_unprivileged(
-    root: str,
-    read_paths: list[str],
-    extra_read_paths: list[str],
-    hidden_paths: list[str],
-    tmp_bytes: int,
-    owner: tuple[int, int],
-) -> None:
-    """Unprivileged mode, with the capabilities of the run's user namespace: the whole root.
-
-    The same tree as :func:`build_root`, built for this run alone (no
-    zygote can share one: its mounts would be locked in the run's
-    namespace), in a new mount namespace owned by the run's user namespace.
-    Host paths are reached as the service's own uid: they must be readable
-    by it (the service's state dir, the interpreter, the policy's paths).
-    """
-    make_private()
-    shared = [path for path in read_paths if path not in extra_read_paths]
-    build_template(root, shared, hidden_paths, fresh_proc=False)
+        shared = [path for path in read_paths if path not in extra_read_paths]
+        build_template(root, shared, hidden_paths, fresh_proc=as_real_root)
     enter_root(root, extra_read_paths, tmp_bytes, owner)
 
 

@@ -30,10 +30,9 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-from pagi.stack import ServiceProcess, Stack
+from pagi.stack import Stack
 from tests.conftest import REPO
 
 UID = 10001
@@ -178,23 +177,7 @@ class UnprivilegedStack(Stack):
 
     launcher: UnprivilegedLauncher | None = None
 
-    def start_service(self, name: str) -> ServiceProcess:
-        """Start one service as the unprivileged uid (same pipes and reader as Stack's)."""
+    def command_of(self, name: str) -> list[str]:
+        """Run the service as the unprivileged uid."""
         assert self.launcher is not None
-        process = subprocess.Popen(
-            self.launcher.argv([sys.executable, "-m", name]),
-            env=self.env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        entry = ServiceProcess(name, process)
-        if process.stdout is not None:
-            entry.reader = threading.Thread(
-                target=self._pump, args=(name, process.stdout), daemon=True
-            )
-            entry.reader.start()
-        self.processes[name] = entry
-        return entry
+        return self.launcher.argv(super().command_of(name))

@@ -12,36 +12,18 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from sandbox.jail import LAYERS
 from sandbox.runner import Runner, RunnerUnavailable
-from sandbox.spec import RunLimits, RunSpec
+from sandbox.spec import RunLimits
+from tests.unit.sandbox.jailed import PATHS, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 REPO = Path(__file__).resolve().parents[3]
-PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
-PATHS = ("cold", "warm")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runner]:
-    state = tmp_path_factory.mktemp("sandbox-state")
-    jail_runner = Runner(python_executable=PYTHON, state_dir=state, warm_modules=("json",))
-    await jail_runner.start()
-    yield jail_runner
-    await jail_runner.close()
-
-
-def python(code: str, path: str, **fields: object) -> RunSpec:
-    return RunSpec(
-        tool="python", argv=(PYTHON, "-I", "-S", "-c", code), warm=path == "warm", **fields
-    )
 
 
 def facts(stdout: str) -> dict:

@@ -5,38 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from sandbox import runner as runner_module
 from sandbox.jail.config import OPTIONAL_LAYERS
 from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.spec import RunLimits, RunResult, RunSpec
+from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
-PATHS = ("cold", "warm")
 STRUCTURAL_LAYERS = sorted(set(runner_module.LAYERS) - OPTIONAL_LAYERS)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runner]:
-    state = tmp_path_factory.mktemp("sandbox-state")
-    jail_runner = Runner(python_executable=PYTHON, state_dir=state, warm_modules=("json", "re"))
-    await jail_runner.start()
-    yield jail_runner
-    await jail_runner.close()
-
-
-def python(code: str, path: str, **fields: object) -> RunSpec:
-    return RunSpec(
-        tool="python", argv=(PYTHON, "-I", "-S", "-c", code), warm=path == "warm", **fields
-    )
 
 
 def processes_with(marker: str) -> list[int]:
