@@ -57,7 +57,7 @@ LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
 JAIL_UID = 65534
 JAIL_GID = 65534
 BACKSTOP_SECONDS = 3.0
-"""Grace after the wall limit before the service kills a run's supervisor itself."""
+"""Grace after the wall limit before the service kills a run's jail itself."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
 PROBE_WALL_SECONDS = 30
 """Generous: the probe must not fail for a machine busy at start-up."""
@@ -92,18 +92,17 @@ class _Report:
     """What the jail wrote on the report pipe."""
 
     def __init__(self) -> None:
-        self.supervisor_pid: int | None = None
+        self.jail_pid: int | None = None
         self.failed_layer: tuple[str, str] | None = None
         self.exit_code: int | None = None
         self.signal: int | None = None
         self.refusals = 0
         self.wall_timeout = False
-        self.done = False
 
     def feed(self, line: str) -> None:
         word, _, rest = line.partition(" ")
-        if word == "supervisor":
-            self.supervisor_pid = int(rest)
+        if word == "jail":
+            self.jail_pid = int(rest)
         elif word == "layer_failed" and self.failed_layer is None:
             layer, _, reason = rest.partition(" ")
             self.failed_layer = (layer, reason)
@@ -115,8 +114,6 @@ class _Report:
             self.refusals = int(rest)
         elif word == "wall_timeout":
             self.wall_timeout = True
-        elif word == "done":
-            self.done = True
 
 
 class _ReportReader:
@@ -126,8 +123,8 @@ class _ReportReader:
     that matters for the result: after it, init exits and the kernel kills
     what is left of the namespace, and the result need not wait for that
     teardown; the stdout and stderr pipes reach EOF only when the last
-    process holding them has died. ``ended``: EOF, the supervisor is gone
-    too; the slot waits for that before it is emptied (killing a jail in
+    process holding them has died. ``ended``: EOF, init is gone too (with
+    the whole pid namespace); the slot waits for that before it is emptied (killing a jail in
     the middle of its own teardown only costs more). ``finished`` before a
     spare's payload was sent means the spare died.
     """
@@ -257,7 +254,7 @@ class _Jail:
 
     Its launcher read the :class:`JailConfig` frame; the payload frame, on
     the same pipe, starts the run. Closing the pipes without one withdraws
-    it: the supervisor sees EOF and kills the jail's namespace.
+    it: the waiting tool sees EOF and exits, and init with it.
     """
 
     def __init__(
@@ -617,7 +614,7 @@ class Runner:
             if slot.spare is not None:
                 return  # this request never reached its jail: the slot is as it was
             if reader is not None:
-                # The supervisor reports last and exits: then the run is gone.
+                # Init reports the status last and exits: then the run is gone.
                 await asyncio.wait([reader.ended], timeout=BACKSTOP_SECONDS)
                 reader.close()
             await self._empty(slot)
@@ -640,8 +637,8 @@ class Runner:
         if slot.cgroup is None:
             return
         try:
-            # A finished run's supervisor reported its last line and is
-            # exiting: give it a moment to leave the group before killing.
+            # A finished run's init (or the launcher above it) is exiting:
+            # give it a moment to leave the group before killing.
             for pause in RELEASE_PAUSES:
                 if not slot.cgroup.pids() - slot.zygote_pid():
                     return
@@ -807,12 +804,13 @@ class Runner:
             if kill_state["killed"]:
                 return
             kill_state["killed"] = True
-            if report.supervisor_pid is not None:
-                _kill(report.supervisor_pid)
+            if report.jail_pid is not None and not jail.reader.ended.done():
+                _kill(report.jail_pid)  # not once it ended: its pid is free again
             if process is not None:
                 _kill(process.pid)
-            # Killing the supervisor kills init (parent-death signal), and with
-            # it the whole pid namespace; the slot's cgroup is emptied after.
+            # Killing init, or the launcher above it (init's parent-death
+            # signal), kills the whole pid namespace; the slot's cgroup is
+            # emptied after.
 
         writers = []
         for fd, data in ((jail.config_w, frame(payload.to_bytes())), (jail.stdin_w, spec.stdin)):
@@ -850,7 +848,7 @@ class Runner:
             not ended_normally
             and not report.wall_timeout
             and not kill_state["killed"]
-            and not out_of_memory  # the OOM killer may pick the supervisor too
+            and not out_of_memory  # the OOM killer may pick init too
         ):
             detail = stderr_task.result()[0][-500:] if not stderr_task.cancelled() else b""
             raise RunnerUnavailable(

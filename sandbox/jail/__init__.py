@@ -1,34 +1,44 @@
 """The jail: every layer, applied in one fixed order by :func:`contain`.
 
 Read :func:`contain` top to bottom to audit the order. It runs in a fresh,
-single-threaded process (the cold launcher, or a zygote's child on the warm
-path), as root (root mode) or as any other uid without capabilities
-(unprivileged mode, as in a hardened container), and it forks twice:
+single-threaded process (a zygote's child, or the cold launcher when no
+zygote is up), as root (root mode) or as any other uid without capabilities
+(unprivileged mode, as in a hardened container). A zygote running as root
+starts each child as pid 1 of a fresh pid namespace: that process is the
+jail's init from the start, and forks once, the tool. Otherwise the
+launcher makes the pid namespace itself and forks its init (it cannot be
+in that namespace), then only waits for it:
 
-    launcher (root)        cgroup -> mountns (minimal root, pivot) -> privileges (drop uid)
-                           -> userns -> pidns, netns, ipcns, utsns, mountns (owned by userns)
+    launcher (root)        cgroup -> mountns (minimal root, pivot; its /proc if pid 1)
+                           -> privileges (drop uid) -> userns -> [pidns], netns, ipcns,
+                           utsns, mountns (owned by userns)
     launcher (not root)    cgroup -> privileges (checked) -> userns (jail uid -> own uid)
                            -> pidns, netns, ipcns, utsns -> mountns (minimal root, pivot)
-      └─ init, pid 1       /proc of the new pid ns, hostname, non-dumpable, capabilities
-                           dropped; answers seccomp notifications, reports the tool's status
+      └─ init, pid 1       [/proc of the new pid ns], hostname, non-dumpable, capabilities
+                           dropped; answers seccomp notifications, enforces the wall
+                           clock, reports the tool's status
           └─ tool, pid 2   rlimits -> no_new_privs -> landlock -> no capabilities (checked)
                            -> seccomp (last) -> fds closed but three -> returns; then
                            (:func:`receive`) payload read, clock started, files written,
                            file size limit, last fds closed -> exec / run code
 
+(Bracketed steps: only when the launcher makes the pid namespace itself.)
+
 The jail is complete before the request it serves exists: the tool reads
 the request's payload only after every layer is in force (see
-:mod:`sandbox.jail.config`). The launcher stays outside the pid namespace as
-the run's supervisor: from the moment the tool has its payload, it enforces
-the wall-clock limit by killing init, which makes the kernel kill every
-process of the namespace. Every step raises :class:`LayerError`
+:mod:`sandbox.jail.config`). From the moment the tool has its payload, init
+enforces the wall-clock limit: at the limit it kills every other process of
+the namespace (the service kills init, or the launcher above it, a few
+seconds later if that ever fails). Every step raises :class:`LayerError`
 naming its layer when it cannot be applied; the run then stops before the
 tool runs (fail closed) and the failure is reported on the report fd.
 
-Report fd protocol (text lines, written by supervisor, init or tool setup;
+Report fd protocol (text lines, written by the zygote, init or tool setup;
 closed before the tool runs its code, so the tool cannot write to it):
-``layer_failed LAYER REASON``, ``exit N`` / ``signal N`` (the tool's status),
-``refusals N``, ``wall_timeout``, ``done`` (last line, from the supervisor).
+``jail PID`` (from the zygote: the process to kill to end the run),
+``layer_failed LAYER REASON``, ``wall_timeout``, ``refusals N``, then
+``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
+when init has exited.
 """
 
 from __future__ import annotations
@@ -37,8 +47,7 @@ from __future__ import annotations
 # pays every import on each run (typing, or signal with its enums, cost
 # more than all the layers together). Hence `_signal`, and no typing.
 import os
-import select
-from _signal import SIGKILL
+from _signal import SIG_DFL, SIGINT, SIGKILL, default_int_handler, signal
 from time import monotonic
 
 from sandbox.jail import (
@@ -95,20 +104,28 @@ def contain(
     The caller may then get ready (nothing of any request exists yet), takes
     the run's payload from `source` (the config fd) with :func:`receive`,
     passing it what this returns, and execs the tool or runs its Python
-    code, with nothing but fds 0-2 open. Never returns in the supervisor or
-    init: those exit. The supervisor starts the wall clock when the tool
-    has its payload.
+    code, with nothing but fds 0-2 open. Never returns in init (or in the
+    launcher above it): those exit. Init starts the wall clock when the
+    tool has its payload.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
-    place for every run of the slot: "cgroup" (the zygote lives in the
-    slot's group, so its children are born there), "netns" (an empty
-    network namespace of the slot, see :mod:`netns`) and "root" (the shared,
-    read-only part of the jail's root, see :func:`mountns.build_template`).
+    place: "cgroup" (the zygote lives in the slot's group, so its children
+    are born there), "netns" (an empty network namespace of the slot, see
+    :mod:`netns`), "root" (the shared, read-only part of the jail's root,
+    see :func:`mountns.build_template`) and "pidns" (this process is pid 1
+    of a pid namespace made for this run alone, see
+    :func:`pidns.fresh_for_children`).
     """
+    # A zygote running as root makes each child pid 1 of a fresh pid namespace
+    # (see :mod:`sandbox.jail.zygote`); otherwise this process makes one below.
+    pid1 = "pidns" in prepared
     try:
         layers = set(config.layers)
         if "cgroup" in layers and "cgroup" not in prepared:
             _apply("cgroup", cgroup.join, config.cgroup_dirs)
         root = os.geteuid() == 0
+        if pid1 and not root:
+            # Only root's /proc of the new namespace is mounted before the drop.
+            raise LayerError("pidns", "a pid namespace made ahead needs a jail run as root")
         jail_root = (
             config.root_dir,
             config.read_paths,
@@ -120,7 +137,8 @@ def contain(
         if root:
             # Root mode: as real root, outside any namespace, the run's root is
             # built; then the drop to the jail uid, which owns the namespaces.
-            _apply("mountns", mountns.build_root, *jail_root, "root" in prepared, True)
+            # As pid 1 already, its /proc is mounted now, while real root.
+            _apply("mountns", mountns.build_root, *jail_root, "root" in prepared, True, pid1)
             _apply("privileges", privileges.drop_to_unprivileged, config.uid, config.gid)
             _apply("userns", userns.enter, config.uid, config.gid)
         else:
@@ -132,7 +150,8 @@ def contain(
         # In the user namespace, as the jail uid: namespaces owned by it. Only
         # root mode shares a zygote's network namespace and root (a zygote
         # that is not root cannot build them).
-        _apply("pidns", pidns.unshare)
+        if not pid1:
+            _apply("pidns", pidns.unshare)
         if "netns" in layers and not config.network and ("netns" not in prepared or not root):
             _apply("netns", netns.unshare)
         if "ipcns" in layers:
@@ -146,21 +165,25 @@ def contain(
     except LayerError as error:
         _fail(report, error)
 
-    # The tool tells the supervisor on `started` when its payload is in: the clock starts.
-    started_read, started_write = os.pipe2(os.O_CLOEXEC)
-    init_pid = os.fork()
-    if init_pid:
-        os.close(source)
-        os.close(started_write)  # or it would never see the end of a tool that died
-        _supervise(init_pid, float(config.limits["wall_seconds"]), report, started_read)
+    if not pid1:
+        # This process made the pid namespace, so it cannot be in it: its
+        # child is the namespace's pid 1, and this one only waits for it.
+        init_pid = os.fork()
+        if init_pid:
+            _wait_for_init(init_pid, (source, report))
 
-    # Pid 1 of the new pid namespace.
-    os.close(started_read)
+    # Pid 1 of the new pid namespace: init. Python's SIGINT handler would let
+    # the tool interrupt it; as pid 1 with the default action, the kernel
+    # drops a signal sent from inside the namespace.
+    signal(SIGINT, SIG_DFL)
+    # The tool tells init on `started` when its payload is in: the clock starts.
+    started_read, started_write = os.pipe2(os.O_CLOEXEC)
     up_read, up_write = os.pipe2(os.O_CLOEXEC)
     down_read, down_write = os.pipe2(os.O_CLOEXEC)
     try:
-        _die_with_parent(0)  # the supervisor is outside the new pid ns
-        _apply("mountns", mountns.mount_proc)
+        if not pid1:
+            _die_with_parent(0)  # the namespace's parent is outside it
+            _apply("mountns", mountns.mount_proc)
         if "utsns" in layers:
             _apply("utsns", utsns.set_hostname, config.hostname)
         _apply("privileges", privileges.set_non_dumpable)
@@ -172,10 +195,12 @@ def contain(
         os.close(up_write)
         os.close(down_read)
         os.close(source)  # the payload is the tool's alone
-        os.close(started_write)
-        _init(tool_pid, up_read, down_write, report)
+        os.close(started_write)  # or it would never see the end of a tool that died
+        wall_seconds = float(config.limits["wall_seconds"])
+        _init(tool_pid, (up_read, down_write), started_read, wall_seconds, report)
 
     # Pid 2: the tool.
+    signal(SIGINT, default_int_handler)  # as in any Python (an exec resets it to the default)
     try:
         _die_with_parent(1)
         # Dumpable again (as after an exec) so init, with no more capabilities
@@ -227,7 +252,7 @@ def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:
     """In the jailed tool: wait for the run's payload, write its files, close the last fds.
 
     `channel` is what :func:`contain` returned: the config fd the payload
-    arrives on, the pipe that starts the supervisor's clock, the report fd.
+    arrives on, the pipe that starts init's clock, the report fd.
     Nothing of the tool's own code has run yet, so the tool's process may
     still be trusted with them; all three are closed before returning.
     Exits the process if the run is withdrawn (the config fd closes).
@@ -251,31 +276,31 @@ def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:
     return payload
 
 
-def _supervise(init_pid: int, wall_seconds: float, report: int, started: int) -> None:
-    """Outside the pid namespace: kill init at the wall-clock limit, report.
+def _wait_for_init(init_pid: int, run_fds: tuple[int, int]) -> None:
+    """Outside the new pid namespace: wait for its init, then exit.
 
-    The clock starts when the tool says its payload is in: a jail waiting
-    for its request, fully built, has no clock running. If the tool ends
-    first (the run was withdrawn, or a layer failed), init reports it.
+    Killing this process (the service does, at its backstop) kills init
+    (its parent-death signal), and with it the whole namespace.
     """
-    for fd in (0, 1, 2):  # the tool's pipes: only the tool's tree may hold them
+    for fd in (0, 1, 2, *run_fds):  # only the jail may hold the run's pipes
         os.close(fd)
-    pidfd = os.pidfd_open(init_pid)
-    ready, _, _ = select.select([pidfd, started], [], [])
-    if pidfd not in ready and os.read(started, 1) == b"s":
-        ended, _, _ = select.select([pidfd], [], [], wall_seconds)
-        if not ended:
-            os.kill(init_pid, SIGKILL)
-            _report(report, "wall_timeout")
     os.waitpid(init_pid, 0)
-    _report(report, "done")
     os._exit(0)
 
 
-def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
-    """Pid 1: take the seccomp listener from the tool, then serve it until the tool exits."""
+def _init(
+    tool_pid: int, listener_pipes: tuple[int, int], started: int, wall_seconds: float, report: int
+) -> None:
+    """Pid 1: take the seccomp listener from the tool, serve it and time the tool, report.
+
+    The wall clock starts when the tool says its payload is in (a jail
+    waiting for its request has no clock running). At the limit, every
+    other process of the namespace is killed. The tool's status is the
+    report's last line.
+    """
     for fd in (0, 1, 2):
         os.close(fd)
+    up_read, down_write = listener_pipes
     listener: int | None = None
     message = os.read(up_read, 32)
     if message:
@@ -290,8 +315,10 @@ def _init(tool_pid: int, up_read: int, down_write: int, report: int) -> None:
     os.close(up_read)
     os.close(down_write)
     pidns.exit_status_words(0)  # faulted in now, not once the tool has exited
-    status, refusals = pidns.wait_for_tool(tool_pid, listener)
+    status, refusals, timed_out = pidns.wait_for_tool(tool_pid, listener, started, wall_seconds)
     # One write: the service answers as soon as it reads the status.
-    counted = f"refusals {refusals}\n" if listener is not None else ""
-    os.write(report, f"{counted}{pidns.exit_status_words(status)}\n".encode())
+    lines = "wall_timeout\n" if timed_out else ""
+    if listener is not None:
+        lines += f"refusals {refusals}\n"
+    os.write(report, f"{lines}{pidns.exit_status_words(status)}\n".encode())
     os._exit(0)

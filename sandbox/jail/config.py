@@ -116,7 +116,7 @@ class RunPayload:
             setattr(self, name, values[name])
 
     def to_bytes(self) -> bytes:
-        """Serialise for the jail's supervisor."""
+        """Serialise for the jail's tool."""
         return marshal.dumps({name: getattr(self, name) for name in _PAYLOAD_FIELDS})
 
     @classmethod

@@ -44,7 +44,7 @@ def run_one(
     """Jail this process for one run and become the tool (never returns).
 
     Reads the jail's config frame, builds the whole jail, and only then
-    waits (in the supervisor) for the request's payload frame on the same
+    waits (as the jailed tool) for the request's payload frame on the same
     fd. A Python tool's code runs in this interpreter when `in_process`;
     otherwise, like any other tool, its command is exec'd inside the jail.
     """
@@ -53,7 +53,6 @@ def run_one(
     except (ValueError, KeyError, TypeError, EOFError) as error:
         os.write(report_fd, f"layer_failed config {error}\n".encode())
         os._exit(126)
-    os.write(report_fd, f"supervisor {os.getpid()}\n".encode())
     channel = contain(config, report_fd, config_fd, prepared)
     # Jailed, and no request yet: get everything ready that does not depend on one.
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 
 
@@ -27,9 +28,12 @@ def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
     if file_size:
         apply_file_size(limits)
     # When the run's cgroup runs out of memory, the tool goes first, not the
-    # jail's init or supervisor (anyone may raise their own score).
-    with open("/proc/self/oom_score_adj", "w") as handle:
-        handle.write("1000")
+    # jail's init or the launcher above it (anyone may raise their own score).
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"1000")
+    finally:
+        os.close(fd)
 
 
 def apply_file_size(limits: dict[str, int | float]) -> None:

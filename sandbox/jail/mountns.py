@@ -244,6 +244,7 @@ def build_root(
     owner: tuple[int, int],
     template_ready: bool,
     as_real_root: bool,
+    own_proc: bool = False,
 ) -> None:
     """The run's mount namespace with its minimal root, entered.
 
@@ -256,7 +257,9 @@ def build_root(
     namespace). Then host paths are reached as the service's own uid: they
     must be readable by it (the state dir, the interpreter, the policy's
     paths), and /proc is a bind of the service's own (see
-    :func:`build_template`).
+    :func:`build_template`). With `own_proc` (real root only, as pid 1 of
+    the run's pid namespace), the /proc of that namespace is mounted over
+    the template's at once, and :func:`mount_proc` is not needed.
     """
     if template_ready:
         unshare()
@@ -264,6 +267,8 @@ def build_root(
         make_private()
         shared = [path for path in read_paths if path not in extra_read_paths]
         build_template(root, shared, hidden_paths, fresh_proc=as_real_root)
+    if own_proc:
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     enter_root(root, extra_read_paths, tmp_bytes, owner)
 
 

@@ -11,14 +11,20 @@ outside it, and no host uid but one (never root) is mapped.
 
 from __future__ import annotations
 
+import os
+
 from sandbox.jail.libc import SYS_UNSHARE, syscall
 
 CLONE_NEWUSER = 0x10000000
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
+    # os.open, not open(): a text file object costs a forked process ~50 us.
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def enter(uid: int, gid: int, outside_uid: int = -1, outside_gid: int = -1) -> None:

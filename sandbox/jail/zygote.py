@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 
-from sandbox.jail import cgroup, mountns, netns
+from sandbox.jail import cgroup, mountns, netns, pidns
 from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
@@ -79,6 +79,9 @@ def serve(
             prepared.add("root")
         except OSError:
             pass  # each run builds its whole root
+    # As root, each child starts as pid 1 of a fresh pid namespace: the jail
+    # then needs no process outside it (see sandbox.jail.contain).
+    own_pid_namespace = pidns.own_namespace() if os.geteuid() == 0 else None
     preload(modules)
     warm_up()
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
@@ -95,12 +98,25 @@ def serve(
             for fd in fds:
                 os.close(fd)
             continue
+        layers_ready = frozenset(prepared)
+        if own_pid_namespace is not None:
+            try:
+                pidns.fresh_for_children(own_pid_namespace)
+                layers_ready |= {"pidns"}
+            except OSError:
+                pass  # this run's jail makes its pid namespace itself
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # survives exec otherwise
             channel.close()
             _place_fds(fds)
-            run_one(CONFIG_FD, REPORT_FD, frozenset(prepared), in_process=message == WARM)
+            run_one(CONFIG_FD, REPORT_FD, layers_ready, in_process=message == WARM)
+        try:
+            # The process the service kills to end the run early (with it, the
+            # whole jail): init, or the process outside its pid namespace.
+            os.write(fds[REPORT_FD], f"jail {pid}\n".encode())
+        except OSError:
+            pass  # the service gave up on this run: nothing reads its report
         for fd in fds:
             os.close(fd)
 

@@ -435,8 +435,8 @@ async def test_a_dead_jail_built_ahead_is_replaced(tmp_path: Path) -> None:
         await single.run(python("print(1)", "warm"))
         await _spare_ready(single)
         spare = single._slots[0].spare
-        assert spare is not None and spare.reader.report.supervisor_pid is not None
-        os.kill(spare.reader.report.supervisor_pid, signal.SIGKILL)
+        assert spare is not None and spare.reader.report.jail_pid is not None
+        os.kill(spare.reader.report.jail_pid, signal.SIGKILL)
         await asyncio.wait_for(spare.reader.finished, 5)
         result = await single.run(python("print('fresh')", "warm"))
         assert (result.stdout, result.exit_code) == ("fresh\n", 0)
@@ -455,14 +455,14 @@ async def test_another_tool_or_a_new_policy_withdraws_the_jail_built_ahead(
         await _spare_ready(single)
         spare = single._slots[0].spare
         assert spare is not None
-        supervisor = spare.reader.report.supervisor_pid
+        supervisor = spare.reader.report.jail_pid
         other = python("print('other limits')", "warm", limits=RunLimits(cpu_seconds=2))
         assert (await single.run(other)).stdout == "other limits\n"
         assert supervisor is not None and not _alive(supervisor)
         await _spare_ready(single)
         spare = single._slots[0].spare
         assert spare is not None
-        supervisor = spare.reader.report.supervisor_pid
+        supervisor = spare.reader.report.jail_pid
         await single.reload("v2")
         assert single._slots[0].spare is None
         for _ in range(100):
