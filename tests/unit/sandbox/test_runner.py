@@ -102,6 +102,57 @@ async def test_wall_time_limit_kills_the_whole_tree(runner: Runner, path: str) -
 
 
 @pytest.mark.parametrize("path", PATHS)
+async def test_a_stream_of_refused_syscalls_does_not_hold_off_the_wall_clock(
+    runner: Runner, path: str
+) -> None:
+    # Each refusal wakes init (it answers seccomp notifications): the clock
+    # must still run out while they keep coming.
+    code = (
+        "import os\n"
+        "print('refusing', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.setuid(0)\n"
+        "    except PermissionError:\n"
+        "        pass\n"
+    )
+    limits = RunLimits(wall_seconds=1.0, cpu_seconds=30)
+    result = await runner.run(python(code, path, limits=limits))
+    assert result.stdout == "refusing\n"
+    assert result.limit_hit == "wall_time"
+    assert result.signal == signal.SIGKILL
+    assert result.seccomp_refusals > 100
+    assert result.duration_ms < 4000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a zygote makes the pid namespace only as root")
+async def test_a_root_zygote_child_is_the_jails_init(tmp_path: Path) -> None:
+    """Two processes per run: the zygote's child is pid 1 of its own namespace, the tool pid 2."""
+    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await single.start()
+    try:
+        await single.run(python("print(1)", "warm"))
+        await _spare_ready(single)
+        spare = single._slots[0].spare
+        zygote = single._slots[0].zygote
+        assert spare is not None and zygote is not None
+        init = spare.reader.report.jail_pid
+        assert init is not None
+        status = dict(
+            line.split(":\t", 1) for line in Path(f"/proc/{init}/status").read_text().splitlines()
+        )
+        assert int(status["PPid"]) == zygote.pid
+        assert status["NSpid"].split() == [str(init), "1"]  # pid 1 of a namespace of its own
+        assert os.readlink(f"/proc/{init}/ns/pid") != os.readlink(f"/proc/{zygote.pid}/ns/pid")
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        assert len(children) == 1  # the tool, waiting for its payload
+        tool_status = Path(f"/proc/{children[0]}/status").read_text()
+        assert "\nNSpid:\t" + children[0] + "\t2\n" in tool_status
+    finally:
+        await single.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
 async def test_daemonized_grandchild_dies_with_the_tool(runner: Runner, path: str) -> None:
     marker = f"66{os.getpid() % 1000}.{len(path)}"
     code = (
