@@ -217,7 +217,10 @@ class _Zygote:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(child_end.fileno(),),
-            env={},
+            # Symbols resolved once here, not lazily again in every child (each
+            # resolution writes a page the child then copies). The tool's own
+            # environment replaces this one in the jail.
+            env={"LD_BIND_NOW": "1"},
             cwd="/",
         )
         child_end.close()

@@ -1,6 +1,6 @@
 """The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
-Started by the service with an empty environment and nothing but a unix
+Started by the service with no environment but LD_BIND_NOW, nothing but a unix
 socket (and /dev/null on fds 0-2), one per run slot; it lives in the slot's
 cgroup, so its children are born there (no per-run cgroup move). It
 preloads the interpreter's stdlib modules a policy lists, then waits. For
