@@ -65,7 +65,8 @@ def _convert(argument: Argument) -> object:
 
 def syscall(number: int, *arguments: Argument) -> int:
     """Call syscall `number`; raise OSError(errno) when it fails."""
-    result: int = _syscall(CLong(number), *(_convert(a) for a in arguments))
+    # map, not a generator expression: no function object made per call.
+    result: int = _syscall(CLong(number), *map(_convert, arguments))
     if result == -1:
         error = _ctypes.get_errno()
         raise OSError(error, os.strerror(error))
