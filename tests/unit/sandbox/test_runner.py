@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from sandbox import runner as runner_module
 from sandbox.jail.config import OPTIONAL_LAYERS
@@ -18,6 +20,15 @@ from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 STRUCTURAL_LAYERS = sorted(set(runner_module.LAYERS) - OPTIONAL_LAYERS)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def single(tmp_path: Path) -> AsyncIterator[Runner]:
+    """A started Runner with one slot (so the next run's jail is built in that slot)."""
+    one_slot = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await one_slot.start()
+    yield one_slot
+    await one_slot.close()
 
 
 def processes_with(marker: str) -> list[int]:
@@ -126,30 +137,22 @@ async def test_a_stream_of_refused_syscalls_does_not_hold_off_the_wall_clock(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a zygote makes the pid namespace only as root")
-async def test_a_root_zygote_child_is_the_jails_init(tmp_path: Path) -> None:
+async def test_a_root_zygote_child_is_the_jails_init(single: Runner) -> None:
     """Two processes per run: the zygote's child is pid 1 of its own namespace, the tool pid 2."""
-    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    await single.start()
-    try:
-        await single.run(python("print(1)", "warm"))
-        await _spare_ready(single)
-        spare = single._slots[0].spare
-        zygote = single._slots[0].zygote
-        assert spare is not None and zygote is not None
-        init = spare.reader.report.jail_pid
-        assert init is not None
-        status = dict(
-            line.split(":\t", 1) for line in Path(f"/proc/{init}/status").read_text().splitlines()
-        )
-        assert int(status["PPid"]) == zygote.pid
-        assert status["NSpid"].split() == [str(init), "1"]  # pid 1 of a namespace of its own
-        assert os.readlink(f"/proc/{init}/ns/pid") != os.readlink(f"/proc/{zygote.pid}/ns/pid")
-        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
-        assert len(children) == 1  # the tool, waiting for its payload
-        tool_status = Path(f"/proc/{children[0]}/status").read_text()
-        assert "\nNSpid:\t" + children[0] + "\t2\n" in tool_status
-    finally:
-        await single.close()
+    await single.run(python("print(1)", "warm"))
+    init = (await _spare_ready(single)).reader.report.jail_pid
+    zygote = single._slots[0].zygote
+    assert init is not None and zygote is not None
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{init}/status").read_text().splitlines()
+    )
+    assert int(status["PPid"]) == zygote.pid
+    assert status["NSpid"].split() == [str(init), "1"]  # pid 1 of a namespace of its own
+    assert os.readlink(f"/proc/{init}/ns/pid") != os.readlink(f"/proc/{zygote.pid}/ns/pid")
+    children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    assert len(children) == 1  # the tool, waiting for its payload
+    tool_status = Path(f"/proc/{children[0]}/status").read_text()
+    assert "\nNSpid:\t" + children[0] + "\t2\n" in tool_status
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -294,26 +297,21 @@ async def test_failing_layer_fails_closed(tmp_path: Path) -> None:
         await broken.close()
 
 
-async def test_dead_zygote_falls_back_to_cold_and_comes_back(tmp_path: Path) -> None:
-    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    await single.start()
-    try:
-        zygote = single._slots[0].zygote
-        assert zygote is not None and zygote.process is not None
-        zygote.process.kill()
-        zygote.process.wait()
-        result = await single.run(python("print('still runs')", "warm"))
-        assert (result.stdout, result.path) == ("still runs\n", "cold")
-        assert single.isolation_report()["warm_path"]["state"] == "cold_fallback"
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if single.isolation_report()["warm_path"]["state"] == "ready":
-                break
-        assert single.isolation_report()["warm_path"]["restarts"] == 1
-        result = await single.run(python("print('warm again')", "warm"))
-        assert (result.stdout, result.path) == ("warm again\n", "warm")
-    finally:
-        await single.close()
+async def test_dead_zygote_falls_back_to_cold_and_comes_back(single: Runner) -> None:
+    zygote = single._slots[0].zygote
+    assert zygote is not None and zygote.process is not None
+    zygote.process.kill()
+    zygote.process.wait()
+    result = await single.run(python("print('still runs')", "warm"))
+    assert (result.stdout, result.path) == ("still runs\n", "cold")
+    assert single.isolation_report()["warm_path"]["state"] == "cold_fallback"
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if single.isolation_report()["warm_path"]["state"] == "ready":
+            break
+    assert single.isolation_report()["warm_path"]["restarts"] == 1
+    result = await single.run(python("print('warm again')", "warm"))
+    assert (result.stdout, result.path) == ("warm again\n", "warm")
 
 
 async def test_policy_change_and_run_count_recycle_the_zygotes(tmp_path: Path) -> None:
@@ -449,80 +447,59 @@ async def test_cold_python_run_is_a_fresh_interpreter_started_inside_the_jail(
     assert "sandbox" not in warm.stdout.splitlines()[0]
 
 
-async def _spare_ready(single: Runner) -> None:
-    """Wait until the one slot holds a jail built for its next run."""
+async def _spare_ready(single: Runner) -> runner_module._Jail:
+    """Wait until the one slot holds a jail built for its next run; that jail."""
     for _ in range(200):
-        if single.isolation_report()["warm_path"]["jails_built_ahead"] == 1:
-            return
+        spare = single._slots[0].spare
+        if spare is not None and single.isolation_report()["warm_path"]["jails_built_ahead"] == 1:
+            return spare
         await asyncio.sleep(0.01)
     raise AssertionError("no jail was built ahead")
 
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_jail_built_ahead_waits_without_its_clock_running(
-    tmp_path: Path, path: str
+    single: Runner, path: str
 ) -> None:
-    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    await single.start()
-    try:
-        limits = RunLimits(wall_seconds=1.0)
-        await single.run(python("print(1)", path, limits=limits))
-        await _spare_ready(single)
-        await asyncio.sleep(1.5)  # longer than the run may take
-        result = await single.run(python("print('in time')", path, limits=limits))
-        assert (result.stdout, result.limit_hit, result.path) == ("in time\n", None, path)
-        assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 1
-        # ...and the clock does run once the run is in.
-        slow = await single.run(python("import time; time.sleep(5)", path, limits=limits))
-        assert slow.limit_hit == "wall_time"
-    finally:
-        await single.close()
+    limits = RunLimits(wall_seconds=1.0)
+    await single.run(python("print(1)", path, limits=limits))
+    await _spare_ready(single)
+    await asyncio.sleep(1.5)  # longer than the run may take
+    result = await single.run(python("print('in time')", path, limits=limits))
+    assert (result.stdout, result.limit_hit, result.path) == ("in time\n", None, path)
+    assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 1
+    # ...and the clock does run once the run is in.
+    slow = await single.run(python("import time; time.sleep(5)", path, limits=limits))
+    assert slow.limit_hit == "wall_time"
 
 
-async def test_a_dead_jail_built_ahead_is_replaced(tmp_path: Path) -> None:
-    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    await single.start()
-    try:
-        await single.run(python("print(1)", "warm"))
-        await _spare_ready(single)
-        spare = single._slots[0].spare
-        assert spare is not None and spare.reader.report.jail_pid is not None
-        os.kill(spare.reader.report.jail_pid, signal.SIGKILL)
-        await asyncio.wait_for(spare.reader.finished, 5)
-        result = await single.run(python("print('fresh')", "warm"))
-        assert (result.stdout, result.exit_code) == ("fresh\n", 0)
-        assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 0
-    finally:
-        await single.close()
+async def test_a_dead_jail_built_ahead_is_replaced(single: Runner) -> None:
+    await single.run(python("print(1)", "warm"))
+    spare = await _spare_ready(single)
+    assert spare.reader.report.jail_pid is not None
+    os.kill(spare.reader.report.jail_pid, signal.SIGKILL)
+    await asyncio.wait_for(spare.reader.finished, 5)
+    result = await single.run(python("print('fresh')", "warm"))
+    assert (result.stdout, result.exit_code) == ("fresh\n", 0)
+    assert single.isolation_report()["warm_path"]["runs_on_jails_built_ahead"] == 0
 
 
 async def test_another_tool_or_a_new_policy_withdraws_the_jail_built_ahead(
-    tmp_path: Path,
+    single: Runner,
 ) -> None:
-    single = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    await single.start()
-    try:
-        await single.run(python("print(1)", "warm"))
-        await _spare_ready(single)
-        spare = single._slots[0].spare
-        assert spare is not None
-        supervisor = spare.reader.report.jail_pid
-        other = python("print('other limits')", "warm", limits=RunLimits(cpu_seconds=2))
-        assert (await single.run(other)).stdout == "other limits\n"
-        assert supervisor is not None and not _alive(supervisor)
-        await _spare_ready(single)
-        spare = single._slots[0].spare
-        assert spare is not None
-        supervisor = spare.reader.report.jail_pid
-        await single.reload("v2")
-        assert single._slots[0].spare is None
-        for _ in range(100):
-            if supervisor is not None and not _alive(supervisor):
-                break
-            await asyncio.sleep(0.01)
-        assert supervisor is not None and not _alive(supervisor)
-    finally:
-        await single.close()
+    await single.run(python("print(1)", "warm"))
+    jail = (await _spare_ready(single)).reader.report.jail_pid
+    other = python("print('other limits')", "warm", limits=RunLimits(cpu_seconds=2))
+    assert (await single.run(other)).stdout == "other limits\n"
+    assert jail is not None and not _alive(jail)
+    jail = (await _spare_ready(single)).reader.report.jail_pid
+    await single.reload("v2")
+    assert single._slots[0].spare is None
+    for _ in range(100):
+        if jail is not None and not _alive(jail):
+            break
+        await asyncio.sleep(0.01)
+    assert jail is not None and not _alive(jail)
 
 
 def _alive(pid: int) -> bool:
