@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import socket
+from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
 
 from sandbox.jail import cgroup, mountns, netns, pidns
 from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
@@ -64,7 +64,7 @@ def serve(
     modules: list[str],
 ) -> None:
     """Join the slot's cgroup and namespaces, preload, then fork a child per request until EOF."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, SIGKILL)
     cgroup.join(cgroup_files)  # once: the children are born in the group
     prepared = {"cgroup"} if cgroup_files else set()
     try:
@@ -86,7 +86,7 @@ def serve(
     warm_up()
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal(SIGCHLD, SIG_IGN)  # children are reaped by the kernel
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(channel, 16, FDS_PER_RUN)
@@ -107,7 +107,8 @@ def serve(
                 pass  # this run's jail makes its pid namespace itself
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # survives exec otherwise
+            # _signal, not signal: no enum conversion (and its page faults) per child.
+            signal(SIGCHLD, SIG_DFL)  # survives exec otherwise
             channel.close()
             _place_fds(fds)
             run_one(CONFIG_FD, REPORT_FD, layers_ready, in_process=message == WARM)
