@@ -48,7 +48,6 @@ from __future__ import annotations
 # more than all the layers together). Hence `_signal`, and no typing.
 import os
 from _signal import SIG_DFL, SIGINT, SIGKILL, default_int_handler, signal
-from time import monotonic
 
 from sandbox.jail import (
     cgroup,
@@ -245,7 +244,6 @@ def _rehearse() -> None:
     waits, this moves those faults of the payload's path off the request's.
     """
     RunPayload.from_bytes(RunPayload(argv=[], files={}, python=None).to_bytes())
-    monotonic()
 
 
 def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:

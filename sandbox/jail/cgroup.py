@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 
+from sandbox.jail import control_file
+
 
 def join(procs_files: list[str]) -> None:
     """Make sure the calling process is in every listed group before anything else runs."""
     pid = str(os.getpid())
     for path in procs_files:
-        with open(path) as members:
-            if pid in members.read().split():
-                continue
-        with open(path, "w") as handle:
-            handle.write(pid)
+        if pid not in control_file.read(path).split():
+            control_file.write(path, pid)

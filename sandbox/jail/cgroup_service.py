@@ -21,6 +21,8 @@ import signal
 import time
 from pathlib import Path
 
+from sandbox.jail import control_file
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP_PREFIX = "pagi-sandbox"
 
@@ -105,26 +107,9 @@ def owner_groups(bases: dict[str, Path]) -> dict[str, Path]:
     return owned
 
 
-def _read(path: Path | str) -> str:
-    """A small control file's content: plain fd calls, the service reads several per run."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 1 << 16).decode()
-    finally:
-        os.close(fd)
-
-
 def _read_int_after(path: Path | str, key: str) -> int:
-    words = _read(path).split()
+    words = control_file.read(path).split()
     return int(words[words.index(key) + 1])
-
-
-def _write(path: Path | str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 class RunCgroup:
@@ -155,7 +140,7 @@ class RunCgroup:
         pids: set[int] = set()
         for path in self._procs_files:
             try:
-                pids.update(int(p) for p in _read(path).split())
+                pids.update(int(p) for p in control_file.read(path).split())
             except OSError:
                 pass
         return pids
@@ -179,34 +164,34 @@ class RunCgroup:
         resident = len(self.pids())
         for controller, directory in self.dirs.items():
             if controller == "memory":
-                usage = int(_read(directory / "memory.usage_in_bytes"))
+                usage = int(control_file.read(directory / "memory.usage_in_bytes"))
                 self._memory_limit = usage + memory_bytes
                 limit = str(self._memory_limit)
                 swap = directory / "memory.memsw.limit_in_bytes"
                 if swap.exists():
                     # memsw must stay >= the memory limit: order the two writes.
                     try:
-                        _write(swap, limit)
-                        _write(directory / "memory.limit_in_bytes", limit)
+                        control_file.write(swap, limit)
+                        control_file.write(directory / "memory.limit_in_bytes", limit)
                     except OSError:
-                        _write(directory / "memory.limit_in_bytes", limit)
-                        _write(swap, limit)
+                        control_file.write(directory / "memory.limit_in_bytes", limit)
+                        control_file.write(swap, limit)
                 else:
-                    _write(directory / "memory.limit_in_bytes", limit)
+                    control_file.write(directory / "memory.limit_in_bytes", limit)
             elif controller == "pids":
-                _write(directory / "pids.max", str(resident + processes + 2))
+                control_file.write(directory / "pids.max", str(resident + processes + 2))
             elif controller == "v2":
-                usage = int(_read(directory / "memory.current"))
-                _write(directory / "memory.max", str(usage + memory_bytes))
-                _write(directory / "memory.swap.max", "0")
-                _write(directory / "pids.max", str(resident + processes + 2))
+                usage = int(control_file.read(directory / "memory.current"))
+                control_file.write(directory / "memory.max", str(usage + memory_bytes))
+                control_file.write(directory / "memory.swap.max", "0")
+                control_file.write(directory / "pids.max", str(resident + processes + 2))
 
     def reset_counters(self) -> None:
         """Zero the limit-hit counters (or note their values) before the next run."""
         for controller, directory in self.dirs.items():
             if controller == "memory":
-                _write(directory / "memory.failcnt", "0")
-                _write(directory / "memory.max_usage_in_bytes", "0")
+                control_file.write(directory / "memory.failcnt", "0")
+                control_file.write(directory / "memory.max_usage_in_bytes", "0")
                 self._memory_events_before = _read_int_after(
                     directory / "memory.oom_control", "oom_kill"
                 )
@@ -220,20 +205,22 @@ class RunCgroup:
     def add(self, pid: int) -> None:
         """Move `pid` in (blocking: may wait for an RCU grace period)."""
         for path in self.procs_files():
-            _write(Path(path), str(pid))
+            control_file.write(Path(path), str(pid))
 
     def memory_limit_hit(self) -> bool:
         """Whether an allocation hit the memory limit during the run."""
         try:
             if "memory" in self.dirs:
                 directory = self.dirs["memory"]
-                if int(_read(directory / "memory.failcnt")) > 0:
+                if int(control_file.read(directory / "memory.failcnt")) > 0:
                     return True  # an allocation was refused at the limit
                 oom_kills = _read_int_after(directory / "memory.oom_control", "oom_kill")
                 if oom_kills > self._memory_events_before:
                     return True
-                limit = self._memory_limit or int(_read(directory / "memory.limit_in_bytes"))
-                return int(_read(directory / "memory.max_usage_in_bytes")) >= limit
+                limit = self._memory_limit or int(
+                    control_file.read(directory / "memory.limit_in_bytes")
+                )
+                return int(control_file.read(directory / "memory.max_usage_in_bytes")) >= limit
             if "v2" in self.dirs:
                 events = _read_int_after(self.dirs["v2"] / "memory.events", "max")
                 return events > self._memory_events_before

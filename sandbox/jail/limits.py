@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import resource
+
+from sandbox.jail import control_file
 
 
 def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
@@ -29,11 +30,7 @@ def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
         apply_file_size(limits)
     # When the run's cgroup runs out of memory, the tool goes first, not the
     # jail's init or the launcher above it (anyone may raise their own score).
-    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, b"1000")
-    finally:
-        os.close(fd)
+    control_file.write("/proc/self/oom_score_adj", "1000")
 
 
 def apply_file_size(limits: dict[str, int | float]) -> None:

@@ -84,6 +84,8 @@ def serve(
     own_pid_namespace = pidns.own_namespace() if os.geteuid() == 0 else None
     preload(modules)
     warm_up()
+    for_every_run = frozenset(prepared)
+    with_own_pid_namespace = for_every_run | {"pidns"}
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)
     signal(SIGCHLD, SIG_IGN)  # children are reaped by the kernel
@@ -98,11 +100,11 @@ def serve(
             for fd in fds:
                 os.close(fd)
             continue
-        layers_ready = frozenset(prepared)
+        layers_ready = for_every_run
         if own_pid_namespace is not None:
             try:
                 pidns.fresh_for_children(own_pid_namespace)
-                layers_ready |= {"pidns"}
+                layers_ready = with_own_pid_namespace
             except OSError:
                 pass  # this run's jail makes its pid namespace itself
         pid = os.fork()
