@@ -52,6 +52,26 @@ def token_for(keys_dir: Path) -> Callable[..., str]:
     return make
 
 
+def in_private_mount_namespace(script: str, *arguments: str) -> list[str]:
+    """argv running the shell `script` (with `arguments` as $1...) in a mount namespace of its own.
+
+    Mounts made there (root only) stay private to it; the script usually
+    ends in ``exec "$@"`` to become the command that follows.
+    """
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        *arguments,
+    ]
+
+
 def stack_env(state_dir: Path, keys_dir: Path, **overrides: str) -> dict[str, str]:
     """Environment for a stack on free loopback ports with its own state dir."""
     ports = {name: free_port() for name in SERVICES}

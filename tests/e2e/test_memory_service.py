@@ -18,7 +18,7 @@ import pytest
 from pagi.health import check_service
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
-from tests.conftest import REPO, launch_stack, stack_env
+from tests.conftest import REPO, in_private_mount_namespace, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -129,21 +129,7 @@ def _start_on_read_only_dir(env: dict[str, str], state_dir: Path) -> subprocess.
     """The memory service in its own mount namespace where ``state_dir`` is read-only."""
     script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
     return subprocess.Popen(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(state_dir),
-            sys.executable,
-            "-m",
-            "memory",
-        ],
+        in_private_mount_namespace(script, str(state_dir), sys.executable, "-m", "memory"),
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

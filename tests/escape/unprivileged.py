@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from pagi.stack import Stack
-from tests.conftest import REPO
+from tests.conftest import REPO, in_private_mount_namespace
 
 UID = 10001
 GID = 10001
@@ -106,18 +106,7 @@ class UnprivilegedLauncher:
             "--",
         ]
         script.append('exec "$@"')
-        self.prefix = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            "\n".join(script),
-            "sh",
-            *drop,
-        ]
+        self.prefix = in_private_mount_namespace("\n".join(script), *drop)
         _check_reachable(self.prefix)
 
     def argv(self, command: list[str]) -> list[str]:
