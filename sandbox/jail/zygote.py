@@ -24,6 +24,7 @@ import socket
 from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
 
 from sandbox.jail import cgroup, mountns, netns, pidns
+from sandbox.jail.inprocess import stage_in_zygote
 from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
@@ -53,6 +54,7 @@ def warm_up() -> None:
     """
     compile("pass", "<warm-up>", "exec")
     __import__("atexit")  # run by every in-process tool at its end
+    stage_in_zygote()
     writable_buffer(24)  # capability sets, checked in every run
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
 

@@ -232,6 +232,31 @@ async def test_hygiene_environment_and_fds(runner: Runner, path: str) -> None:
     assert seen["fds"] in (["0", "1", "2", "3"], ["0", "1", "2"])  # 3: listdir's own fd
 
 
+@pytest.mark.parametrize("lang", ["C.UTF-8", "POSIX", "en_US.UTF-8", "xx_XX.nonexistent"])
+async def test_standard_streams_are_the_same_on_both_paths(runner: Runner, lang: str) -> None:
+    # A warm run's streams are made by its zygote before the run exists:
+    # they must behave as a fresh interpreter's over the run's pipes.
+    code = (
+        "import json, sys\n"
+        "streams = (sys.stdin, sys.stdout, sys.stderr)\n"
+        "facts = [[s.fileno(), s.seekable(), s.isatty(), s.encoding, s.errors,\n"
+        "          s.readable(), s.writable(), s.closed] for s in streams]\n"
+        "sys.stderr.write('caf\\udce9\\n')\n"
+        "print(json.dumps({'streams': facts, 'stdin': sys.stdin.read()}))"
+    )
+    seen = {}
+    for path in PATHS:
+        result = await runner.run(
+            python(code, path, stdin=b"line one\nline two\n", env={"LANG": lang})
+        )
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr == "caf\\udce9\n"  # backslashreplace, as Python does for stderr
+        seen[path] = facts(result.stdout)
+    assert seen["warm"] == seen["cold"]
+    assert seen["warm"]["stdin"] == "line one\nline two\n"
+    assert [s[1] for s in seen["warm"]["streams"]] == [False, False, False]  # pipes
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_policy_denied_syscalls_are_refused_and_counted(runner: Runner, path: str) -> None:
     code = (
