@@ -107,9 +107,17 @@ def owner_groups(bases: dict[str, Path]) -> dict[str, Path]:
     return owned
 
 
-def _read_int_after(path: Path | str, key: str) -> int:
-    words = control_file.read(path).split()
+def _int_after(text: str, key: str) -> int:
+    words = text.split()
     return int(words[words.index(key) + 1])
+
+
+_PER_RUN_FILES: dict[str, tuple[str, ...]] = {
+    "memory": ("memory.failcnt", "memory.max_usage_in_bytes", "memory.oom_control"),
+    "pids": ("pids.events",),
+    "v2": ("pids.events", "memory.events"),
+}
+"""Per controller: the files read or written around every run (held open)."""
 
 
 class RunCgroup:
@@ -125,6 +133,19 @@ class RunCgroup:
         self._memory_limit = 0
         self._counters_fresh = False
         self._procs_files = [str(directory / "cgroup.procs") for directory in self.dirs.values()]
+        # Read and written around every run: held open (see control_file.KeptOpen).
+        self._files = control_file.KeptOpen()
+        self._file_paths = {
+            (controller, name): str(directory / name)
+            for controller, directory in self.dirs.items()
+            for name in _PER_RUN_FILES.get(controller, ())
+        }
+
+    def _read(self, controller: str, name: str) -> str:
+        return self._files.read(self._file_paths[(controller, name)])
+
+    def _write(self, controller: str, name: str, text: str) -> None:
+        self._files.write(self._file_paths[(controller, name)], text)
 
     def create(self) -> None:
         """Make the (empty, unlimited) groups."""
@@ -188,18 +209,18 @@ class RunCgroup:
 
     def reset_counters(self) -> None:
         """Zero the limit-hit counters (or note their values) before the next run."""
-        for controller, directory in self.dirs.items():
+        for controller in self.dirs:
             if controller == "memory":
-                control_file.write(directory / "memory.failcnt", "0")
-                control_file.write(directory / "memory.max_usage_in_bytes", "0")
-                self._memory_events_before = _read_int_after(
-                    directory / "memory.oom_control", "oom_kill"
+                self._write("memory", "memory.failcnt", "0")
+                self._write("memory", "memory.max_usage_in_bytes", "0")
+                self._memory_events_before = _int_after(
+                    self._read("memory", "memory.oom_control"), "oom_kill"
                 )
             elif controller == "pids":
-                self._pids_events_before = _read_int_after(directory / "pids.events", "max")
+                self._pids_events_before = _int_after(self._read("pids", "pids.events"), "max")
             elif controller == "v2":
-                self._pids_events_before = _read_int_after(directory / "pids.events", "max")
-                self._memory_events_before = _read_int_after(directory / "memory.events", "max")
+                self._pids_events_before = _int_after(self._read("v2", "pids.events"), "max")
+                self._memory_events_before = _int_after(self._read("v2", "memory.events"), "max")
         self._counters_fresh = True
 
     def add(self, pid: int) -> None:
@@ -211,18 +232,17 @@ class RunCgroup:
         """Whether an allocation hit the memory limit during the run."""
         try:
             if "memory" in self.dirs:
-                directory = self.dirs["memory"]
-                if int(control_file.read(directory / "memory.failcnt")) > 0:
+                if int(self._read("memory", "memory.failcnt")) > 0:
                     return True  # an allocation was refused at the limit
-                oom_kills = _read_int_after(directory / "memory.oom_control", "oom_kill")
+                oom_kills = _int_after(self._read("memory", "memory.oom_control"), "oom_kill")
                 if oom_kills > self._memory_events_before:
                     return True
                 limit = self._memory_limit or int(
-                    control_file.read(directory / "memory.limit_in_bytes")
+                    control_file.read(self.dirs["memory"] / "memory.limit_in_bytes")
                 )
-                return int(control_file.read(directory / "memory.max_usage_in_bytes")) >= limit
+                return int(self._read("memory", "memory.max_usage_in_bytes")) >= limit
             if "v2" in self.dirs:
-                events = _read_int_after(self.dirs["v2"] / "memory.events", "max")
+                events = _int_after(self._read("v2", "memory.events"), "max")
                 return events > self._memory_events_before
         except (OSError, ValueError):
             return False
@@ -230,11 +250,12 @@ class RunCgroup:
 
     def pids_limit_hit(self) -> bool:
         """Whether a fork or clone was refused by the pids limit during the run."""
-        directory = self.dirs.get("pids") or self.dirs.get("v2")
-        if directory is None:
+        controller = "pids" if "pids" in self.dirs else "v2" if "v2" in self.dirs else None
+        if controller is None:
             return False
         try:
-            return _read_int_after(directory / "pids.events", "max") > self._pids_events_before
+            refused = _int_after(self._read(controller, "pids.events"), "max")
+            return refused > self._pids_events_before
         except (OSError, ValueError):
             return False
 
@@ -256,6 +277,7 @@ class RunCgroup:
 
     def remove(self) -> None:
         """Kill everything in the groups, then remove them."""
+        self._files.close()
         self.kill_all()
         for directory in self.dirs.values():
             for _ in range(200):
