@@ -3,7 +3,9 @@
 Started by the service with no environment but LD_BIND_NOW, nothing but a unix
 socket (and /dev/null on fds 0-2), one per run slot; it lives in the slot's
 cgroup, so its children are born there (no per-run cgroup move). It
-preloads the interpreter's stdlib modules a policy lists, then waits. For
+preloads the interpreter's stdlib modules a policy lists and makes what a
+warm child's set-up needs (:func:`~sandbox.jail.inprocess.stage_in_zygote`:
+its environment emptied once the dynamic loader has read it), then waits. For
 each run the service sends a one-byte request (warm or cold) and five
 fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
 nothing else: the zygote forks, and only the child reads the config pipe
