@@ -118,6 +118,7 @@ _PER_RUN_FILES: dict[str, tuple[str, ...]] = {
     "v2": ("pids.events", "memory.events"),
 }
 """Per controller: the files read or written around every run (held open)."""
+_WRITTEN_PER_RUN = frozenset({"memory.failcnt", "memory.max_usage_in_bytes"})
 
 
 class RunCgroup:
@@ -148,9 +149,15 @@ class RunCgroup:
         self._files.write(self._file_paths[(controller, name)], text)
 
     def create(self) -> None:
-        """Make the (empty, unlimited) groups."""
+        """Make the (empty, unlimited) groups, and open the files used around every run.
+
+        Opened now, so that the service's fd count does not grow with the
+        first run of each slot.
+        """
         for directory in self.dirs.values():
             directory.mkdir(exist_ok=True)
+        for (_, name), path in self._file_paths.items():
+            self._files.open(path, writable=name in _WRITTEN_PER_RUN)
 
     def procs_files(self) -> list[str]:
         """The files to write a pid to, to move it in."""

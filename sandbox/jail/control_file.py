@@ -39,25 +39,31 @@ class KeptOpen:
     """
 
     def __init__(self) -> None:
-        self._fds: dict[tuple[str, int], int] = {}
+        self._fds: dict[str, tuple[int, bool]] = {}
+
+    def open(self, path: str, writable: bool = False) -> None:
+        """Open `path` now (read-only unless `writable`), if it is not open yet."""
+        if path not in self._fds:
+            mode = os.O_RDWR if writable else os.O_RDONLY
+            self._fds[path] = (os.open(path, mode | os.O_CLOEXEC), writable)
 
     def read(self, path: str) -> str:
         """The content of the control file at `path` now."""
-        return os.pread(self._fd(path, os.O_RDONLY), 1 << 16, 0).decode()
+        self.open(path)
+        return os.pread(self._fds[path][0], 1 << 16, 0).decode()
 
     def write(self, path: str, text: str) -> None:
         """Write `text` to the control file at `path` in one write."""
-        os.pwrite(self._fd(path, os.O_WRONLY), text.encode(), 0)
+        fd, writable = self._fds.get(path, (-1, False))
+        if not writable:
+            if fd >= 0:
+                del self._fds[path]
+                os.close(fd)
+            self.open(path, writable=True)
+        os.pwrite(self._fds[path][0], text.encode(), 0)
 
     def close(self) -> None:
         """Close every file held open."""
         fds, self._fds = self._fds, {}
-        for fd in fds.values():
+        for fd, _ in fds.values():
             os.close(fd)
-
-    def _fd(self, path: str, mode: int) -> int:
-        key = (path, mode)
-        fd = self._fds.get(key)
-        if fd is None:
-            fd = self._fds[key] = os.open(path, mode | os.O_CLOEXEC)
-        return fd
