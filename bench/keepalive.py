@@ -5,7 +5,9 @@ measures itself: on these 2-core machines an ``httpx.AsyncClient`` request
 costs about 0.8 ms of the client's own CPU, more than PAGI's server spends
 on a request. This client sends one prepared request at a time over one
 connection and reads the whole answer (``Content-Length`` or chunked), as
-``wrk`` or ``h2load`` would.
+``wrk`` or ``h2load`` would. A connection the server closed while it sat
+idle (PAGI closes one that sends no request for 10 s) is opened again
+before the next request, as any pooling client does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ class KeepAliveConnection:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self
 
+    async def _reopen_if_closed(self) -> None:
+        assert self._reader is not None and self._writer is not None, "use `async with`"
+        if self._reader.at_eof():
+            self._writer.close()
+            await self.__aenter__()
+
     async def __aexit__(self, *_: object) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -38,7 +46,8 @@ class KeepAliveConnection:
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         """Send one request, return (status, body)."""
-        assert self._reader is not None and self._writer is not None, "use `async with`"
+        await self._reopen_if_closed()
+        assert self._reader is not None and self._writer is not None
         head = [f"{method} {path} HTTP/1.1"]
         head += [f"{name}: {value}" for name, value in self.headers.items()]
         if body or method in ("POST", "PUT"):
