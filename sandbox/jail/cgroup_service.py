@@ -257,7 +257,7 @@ class RunCgroup:
 
     def pids_limit_hit(self) -> bool:
         """Whether a fork or clone was refused by the pids limit during the run."""
-        controller = "pids" if "pids" in self.dirs else "v2" if "v2" in self.dirs else None
+        controller = next((name for name in ("pids", "v2") if name in self.dirs), None)
         if controller is None:
             return False
         try:
