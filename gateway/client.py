@@ -1,9 +1,10 @@
 """The client services use to ask the model gateway for plans.
 
 One :class:`GatewayClient` per process (create it in the app lifespan, close
-it on shutdown). Every call carries a fresh token for the ``gateway``
-audience and the current request id, has a deadline of ``timeout_seconds``,
-and fails with :class:`GatewayError` whose ``code`` a caller can act on.
+it on shutdown). Every call carries a token for the ``gateway`` audience
+(the same one until it nears expiry, see :class:`~pagi.auth.ReusedToken`)
+and the current request id, has a deadline of ``timeout_seconds``, and
+fails with :class:`GatewayError` whose ``code`` a caller can act on.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from pagi.auth import TokenSigner
+from pagi.auth import ReusedToken, TokenSigner
 from pagi.request_id import current_request_id
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
 AUDIENCE = "gateway"
-TOKEN_TTL_SECONDS = 60
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _CODES: dict[grpc.StatusCode, str] = {
@@ -105,7 +105,7 @@ class GatewayClient:
     def __init__(self, target: str, signer: TokenSigner, timeout_seconds: float) -> None:
         self.target = target
         self.timeout_seconds = timeout_seconds
-        self._signer = signer
+        self._token = ReusedToken(signer, AUDIENCE)
         # The channel is created on first use so that it binds to the event
         # loop that serves requests, not to whatever loop built the client.
         self._channel: grpc.aio.Channel | None = None
@@ -129,7 +129,7 @@ class GatewayClient:
         return self._stub
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        metadata = [("authorization", f"Bearer {self._signer.sign(AUDIENCE, TOKEN_TTL_SECONDS)}")]
+        metadata = [("authorization", f"Bearer {self._token.get()}")]
         request_id = current_request_id()
         if request_id:
             metadata.append(("x-request-id", request_id))

@@ -6,37 +6,16 @@ current request id and a token signed for the target service.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 
-from pagi.auth import TokenSigner
+from pagi.auth import ReusedToken, TokenSigner
 from pagi.request_id import HEADER, current_request_id
 
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 """A caller's time budget for the call, in ms: a callee that honours it answers
 (perhaps degraded) before the caller gives up, instead of being cut off."""
-
-_TOKEN_TTL = 120
-_TOKEN_REFRESH_MARGIN = 30
-
-
-class _CachedToken:
-    """Re-signs only when the current token is near expiry (signing costs ~50 µs)."""
-
-    def __init__(self, signer: TokenSigner, audience: str) -> None:
-        self._signer = signer
-        self._audience = audience
-        self._token = ""
-        self._renew_at = 0.0
-
-    def get(self) -> str:
-        now = time.monotonic()
-        if now >= self._renew_at:
-            self._token = self._signer.sign(self._audience, ttl=_TOKEN_TTL)
-            self._renew_at = now + _TOKEN_TTL - _TOKEN_REFRESH_MARGIN
-        return self._token
 
 
 def create_service_client(
@@ -50,7 +29,7 @@ def create_service_client(
     ``audience`` is the target's service name; ``signer`` is the calling
     service's identity (``None`` sends no token, e.g. for ``/health``).
     """
-    token = _CachedToken(signer, audience) if signer is not None else None
+    token = ReusedToken(signer, audience) if signer is not None else None
 
     async def add_headers(request: httpx.Request) -> None:
         rid = current_request_id()

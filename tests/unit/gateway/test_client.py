@@ -177,3 +177,26 @@ def test_one_client_serves_successive_event_loops(keys_dir: Path, agent_signer) 
     first = asyncio.run(one_round())
     second = asyncio.run(one_round())
     assert first == second and first
+
+
+class CountingSigner(TokenSigner):
+    """Counts the tokens it signs."""
+
+    signed = 0
+
+    def sign(self, audience: str, ttl: int = 60) -> str:
+        self.signed += 1
+        return super().sign(audience, ttl)
+
+
+async def test_calls_reuse_one_token(gateway: RunningGateway, keys_dir: Path) -> None:
+    """Not a token per call: signing and the gateway's full check are paid once."""
+    signer = CountingSigner("agent", (keys_dir / "agent.key").read_bytes())
+    client = GatewayClient(gateway.target, signer, timeout_seconds=5)
+    try:
+        for _ in range(3):
+            assert (await client.get_plan(PROMPT)).steps
+        assert [chunk async for chunk in client.stream_plan(PROMPT)]
+    finally:
+        await client.close()
+    assert signer.signed == 1

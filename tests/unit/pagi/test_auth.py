@@ -15,6 +15,7 @@ from jose import jwt
 
 from pagi.auth import (
     AuthError,
+    ReusedToken,
     TokenSigner,
     TokenVerifier,
     TrustStore,
@@ -237,3 +238,19 @@ def test_remembered_tokens_are_bounded_and_exact(
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     with pytest.raises(AuthError):
         verifier.verify(f"{head}.{body}.{flipped}")
+
+
+def test_reused_token_is_signed_again_only_near_expiry(
+    keys_dir: Path, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("pagi.auth.time.monotonic", lambda: clock[0])
+    reused = ReusedToken(TokenSigner.from_keys_dir(keys_dir, "bff"), "sandbox")
+    first = reused.get()
+    assert verifier.verify(first).subject == "bff"
+    clock[0] += ReusedToken.TTL_SECONDS - ReusedToken.REFRESH_MARGIN_SECONDS - 1
+    assert reused.get() == first
+    clock[0] += 1  # within the margin of its expiry: never sent that late
+    second = reused.get()
+    assert second != first
+    assert verifier.verify(second).subject == "bff"
