@@ -20,6 +20,10 @@ run: $(STAMP)
 	$(BIN)/pagi up
 
 test: $(STAMP)
+	@# A jail test builds a non-UTF-8 locale with localedef, from the locales package's sources.
+	@test -e /usr/share/i18n/locales/en_US || { \
+		echo "installing locales (a test builds a locale from its sources)"; \
+		apt-get update -qq && apt-get install -y -qq locales; }
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

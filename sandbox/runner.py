@@ -46,6 +46,7 @@ from sandbox.jail.cgroup_service import (
     owner_groups,
 )
 from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
+from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.mountns import beneath, outermost
@@ -98,6 +99,7 @@ class _Report:
         self.signal: int | None = None
         self.refusals = 0
         self.wall_timeout = False
+        self.ran_cold = False
 
     def feed(self, line: str) -> None:
         word, _, rest = line.partition(" ")
@@ -114,6 +116,8 @@ class _Report:
             self.refusals = int(rest)
         elif word == "wall_timeout":
             self.wall_timeout = True
+        elif word == "cold":
+            self.ran_cold = True
 
 
 class _ReportReader:
@@ -218,9 +222,11 @@ class _Zygote:
             stderr=subprocess.DEVNULL,
             pass_fds=(child_end.fileno(),),
             # Symbols resolved once here, not lazily again in every child (each
-            # resolution writes a page the child then copies). The tool's own
-            # environment replaces this one in the jail.
-            env={"LD_BIND_NOW": "1"},
+            # resolution writes a page the child then copies). The locale most
+            # tools run under: a warm run starts the way a fresh interpreter
+            # would only under the locale its zygote started in (see
+            # inprocess.prepare). The tool's own environment replaces this one.
+            env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
             cwd="/",
         )
         child_end.close()
@@ -879,7 +885,7 @@ class Runner:
                 report, stdout_truncated or stderr_truncated, out_of_memory, cgroup
             ),
             seccomp_refusals=refusals,
-            path="warm" if jail.warm else "cold",
+            path="warm" if jail.warm and not report.ran_cold else "cold",
         )
 
     # ----------------------------------------------------------------- probing

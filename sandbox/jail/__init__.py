@@ -36,7 +36,9 @@ tool runs (fail closed) and the failure is reported on the report fd.
 Report fd protocol (text lines, written by the zygote, init or tool setup;
 closed before the tool runs its code, so the tool cannot write to it):
 ``jail PID`` (from the zygote: the process to kill to end the run),
-``layer_failed LAYER REASON``, ``wall_timeout``, ``refusals N``, then
+``layer_failed LAYER REASON``, ``cold`` (a warm jail execs a fresh
+interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
+``wall_timeout``, ``refusals N``, then
 ``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
 when init has exited.
 """

@@ -6,7 +6,9 @@ returned in the tool process, running the code here is what a fresh
 ``python -I -S -c CODE`` would do — minus a second interpreter start-up.
 The code gets a fresh ``__main__``, ``sys.argv``, the listed environment and
 stdin/stdout/stderr on the run's pipes; the jail's own modules are dropped
-from ``sys.modules`` first.
+from ``sys.modules`` first. Only where the tool's locale lets a fresh
+interpreter start as this one did (:func:`prepare` says): otherwise the
+tool's command is exec'd.
 """
 
 from __future__ import annotations
@@ -112,34 +114,46 @@ def stage_in_zygote() -> None:
     their codecs and the environment emptied key by key cost a warm run
     about 100 such faults (of ~950). Made here once, they cost the children
     nothing until used. The zygote's own environment is emptied (only the
-    dynamic loader read it, at start-up), so a child's starts empty.
+    dynamic loader and the interpreter's start-up read it), so a child's
+    starts empty.
     """
     global _staged
     _staged = _Staged()
     os.environ.clear()
+    __import__("_locale")  # each warm child checks the tool's locale
 
 
-_SURROGATE_LOCALES = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8", "UTF-8"})
-"""Locales under which Python gives stdin and stdout the surrogateescape handler."""
+_COERCION_TARGETS = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
+"""Locales under which Python gives stdin and stdout the surrogateescape handler (PEP 538)."""
 
 
-def _stdio_errors(environment: dict[str, str]) -> str:
+def _stdio_errors(environment: dict[str, str]) -> str | None:
     """The error handler a fresh interpreter would give stdin and stdout in `environment`.
 
-    Called once the process environment is `environment`: a locale other
-    than the usual ones is set, as the interpreter would at start-up.
+    None when a fresh interpreter would start otherwise than this one did: under
+    the C or POSIX locale (or one not installed) it turns on UTF-8 mode and
+    adds ``LC_CTYPE`` to its environment (PEP 538, PEP 540); under a locale
+    whose character set is not UTF-8 it encodes with that set. An interpreter
+    that is already running cannot change either. Called once the process
+    environment is `environment`: the locale is set as the interpreter would
+    set it at start-up.
     """
-    names = ("LC_ALL", "LC_CTYPE", "LANG")
-    locale = next((environment[name] for name in names if environment.get(name)), "C")
-    if locale in _SURROGATE_LOCALES:
-        return "surrogateescape"
     import _locale
 
+    names = ("LC_ALL", "LC_CTYPE", "LANG")
+    requested = next((environment[name] for name in names if environment.get(name)), "")
     try:
-        locale = _locale.setlocale(_locale.LC_CTYPE, "")
+        if requested and requested == _locale.setlocale(_locale.LC_CTYPE):
+            locale = requested  # this interpreter started under it (a zygote does)
+        else:
+            locale = _locale.setlocale(_locale.LC_CTYPE, "")
     except _locale.Error:
-        return "surrogateescape"  # not installed: the C locale, as the interpreter falls back to
-    return "surrogateescape" if locale in _SURROGATE_LOCALES else "strict"
+        return None  # not installed: a fresh interpreter falls back to C
+    if locale in ("C", "POSIX") or sys.flags.utf8_mode:
+        return None
+    if _locale.nl_langinfo(_locale.CODESET).lower().replace("-", "") != "utf8":
+        return None
+    return "surrogateescape" if locale in _COERCION_TARGETS else "strict"
 
 
 def _make_streams(errors: str = "surrogateescape") -> tuple[TextIO, TextIO, TextIO]:
@@ -177,21 +191,25 @@ def _streams_on_a_pipe() -> tuple[TextIO, TextIO, TextIO]:
         os.close(write_end)
 
 
-def prepare(environment: dict[str, str]) -> None:
+def prepare(environment: dict[str, str]) -> bool:
     """Before the run's payload arrives: the environment, stdio on the run's pipes, no jail modules.
 
     None of it depends on the request, and all of it costs (a forked
     process pays a copy-on-write fault for each page it first writes), so a
     jail built ahead of its request does it while it waits; a zygote's
     child finds part of it made already (:func:`stage_in_zygote`).
+    False when the code cannot run here as a fresh interpreter would run it
+    (its locale, see :func:`_stdio_errors`): the caller then execs one.
     """
     if os.environ:
         os.environ.clear()
     for name, value in environment.items():
         os.environ[name] = value
+    errors = _stdio_errors(environment)
+    if errors is None:
+        return False
     # The one start-up variable that still matters once the interpreter runs.
     sys.dont_write_bytecode = bool(environment.get("PYTHONDONTWRITEBYTECODE"))
-    errors = _stdio_errors(environment)
     if _staged is not None and errors == "surrogateescape":
         sys.stdin, sys.stdout, sys.stderr = _staged.streams
     else:
@@ -201,6 +219,8 @@ def prepare(environment: dict[str, str]) -> None:
     # a fresh __main__, the end of the run.
     exec(compile("pass", "<prepare>", "exec"), _fresh_main(None))  # noqa: S102 - a no-op
     import atexit  # noqa: F401 - imported now, used by _finish
+
+    return True
 
 
 def run(python: dict[str, object]) -> None:

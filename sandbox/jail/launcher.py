@@ -56,8 +56,11 @@ def run_one(
     channel = contain(config, report_fd, config_fd, prepared)
     # Jailed, and no request yet: get everything ready that does not depend on one.
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
-    if in_process:
-        prepare_python(environment)
+    if in_process and not prepare_python(environment):
+        # This interpreter cannot stand in for a fresh one here (the tool's
+        # locale): exec one, as the cold path does, and say so.
+        in_process = False
+        os.write(report_fd, b"cold\n")
     payload = receive(config, channel)
     if payload.python is not None and in_process:
         run_python(payload.python)

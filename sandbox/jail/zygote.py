@@ -1,11 +1,12 @@
 """The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
-Started by the service with no environment but LD_BIND_NOW, nothing but a unix
-socket (and /dev/null on fds 0-2), one per run slot; it lives in the slot's
-cgroup, so its children are born there (no per-run cgroup move). It
-preloads the interpreter's stdlib modules a policy lists and makes what a
-warm child's set-up needs (:func:`~sandbox.jail.inprocess.stage_in_zygote`:
-its environment emptied once the dynamic loader has read it), then waits. For
+Started by the service with no environment but LD_BIND_NOW and LANG (the
+default tool locale), nothing but a unix socket (and /dev/null on fds 0-2),
+one per run slot; it lives in the slot's cgroup, so its children are born
+there (no per-run cgroup move). It preloads the interpreter's stdlib
+modules a policy lists and makes what a warm child's set-up needs
+(:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
+once the interpreter and the dynamic loader have read it), then waits. For
 each run the service sends a one-byte request (warm or cold) and five
 fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
 nothing else: the zygote forks, and only the child reads the config pipe

@@ -50,7 +50,7 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from sandbox.jail.inprocess import prepare, run\n"
-        "prepare({})\n"
+        "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
         f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}})\n"
     )
     completed = subprocess.run(
@@ -59,6 +59,7 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
         text=True,
         timeout=30,
         cwd=tmp_path,
+        env={"LANG": "C.UTF-8"},  # the locale a zygote starts in
     )
     assert completed.returncode == 1
     assert "ValueError: boom" in completed.stderr
@@ -72,7 +73,7 @@ def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from sandbox.jail.inprocess import prepare, run\n"
-        "prepare({})\n"
+        "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
         "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']})\n"
     )
     completed = subprocess.run(
@@ -81,6 +82,7 @@ def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
         text=True,
         timeout=30,
         cwd=tmp_path,
+        env={"LANG": "C.UTF-8"},  # the locale a zygote starts in
     )
     assert completed.returncode == 1
     assert "SyntaxError" in completed.stderr

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -232,29 +236,79 @@ async def test_hygiene_environment_and_fds(runner: Runner, path: str) -> None:
     assert seen["fds"] in (["0", "1", "2", "3"], ["0", "1", "2"])  # 3: listdir's own fd
 
 
-@pytest.mark.parametrize("lang", ["C.UTF-8", "POSIX", "en_US.UTF-8", "xx_XX.nonexistent"])
-async def test_standard_streams_are_the_same_on_both_paths(runner: Runner, lang: str) -> None:
-    # A warm run's streams are made by its zygote before the run exists:
-    # they must behave as a fresh interpreter's over the run's pipes.
+LATIN1 = "en_US.ISO-8859-1"
+"""A locale whose character set is not UTF-8, built for the tests (see :func:`locale_dir`)."""
+
+
+@pytest.fixture(scope="module")
+def locale_dir() -> Iterator[str]:
+    """A directory holding :data:`LATIN1`, for LOCPATH; outside /tmp, which a jail replaces."""
+    directory = tempfile.mkdtemp(prefix="pagi-test-locales-", dir="/var/tmp")
+    try:
+        built = subprocess.run(
+            ["localedef", "-i", "en_US", "-f", "ISO-8859-1", f"{directory}/{LATIN1}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # localedef warns (exit 1) on some glibc sources but still writes the locale.
+        assert os.path.exists(f"{directory}/{LATIN1}/LC_CTYPE"), built.stderr
+        for root, dirs, files in os.walk(directory):
+            for name in (root, *(os.path.join(root, entry) for entry in dirs + files)):
+                os.chmod(name, 0o755 if os.path.isdir(name) else 0o644)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("lang", "in_process"),
+    [
+        ("C.UTF-8", True),
+        ("C.utf8", True),
+        ("C", False),
+        ("POSIX", False),
+        ("", False),
+        ("xx_XX.nonexistent", False),
+        (LATIN1, False),
+    ],
+)
+async def test_python_starts_the_same_on_both_paths(
+    runner: Runner, locale_dir: str, lang: str, in_process: bool
+) -> None:
+    """A warm run's interpreter starts as a fresh one would: streams, encodings, locale, env.
+
+    Its streams are made by its zygote before the run exists, and its
+    interpreter started under the zygote's locale. Where a fresh interpreter
+    would start otherwise (UTF-8 mode under C or POSIX, a charset other than
+    UTF-8), the warm jail execs one, and the run says "cold".
+    """
     code = (
-        "import json, sys\n"
+        "import json, locale, os, sys\n"
         "streams = (sys.stdin, sys.stdout, sys.stderr)\n"
         "facts = [[s.fileno(), s.seekable(), s.isatty(), s.encoding, s.errors,\n"
         "          s.readable(), s.writable(), s.closed] for s in streams]\n"
+        "start = [sys.flags.utf8_mode, locale.getpreferredencoding(False),\n"
+        "         sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),\n"
+        "         locale.setlocale(locale.LC_CTYPE), os.environ.get('LC_CTYPE')]\n"
         "sys.stderr.write('caf\\udce9\\n')\n"
-        "print(json.dumps({'streams': facts, 'stdin': sys.stdin.read()}))"
+        "print(json.dumps({'streams': facts, 'start': start, 'stdin': sys.stdin.read()}))"
     )
+    env = {"LANG": lang, "LOCPATH": locale_dir}
     seen = {}
     for path in PATHS:
         result = await runner.run(
-            python(code, path, stdin=b"line one\nline two\n", env={"LANG": lang})
+            python(code, path, stdin=b"line one\nline two\n", env=env, readable_paths=(locale_dir,))
         )
         assert result.exit_code == 0, result.stderr
         assert result.stderr == "caf\\udce9\n"  # backslashreplace, as Python does for stderr
         seen[path] = facts(result.stdout)
+        assert result.path == ("warm" if path == "warm" and in_process else "cold")
     assert seen["warm"] == seen["cold"]
     assert seen["warm"]["stdin"] == "line one\nline two\n"
     assert [s[1] for s in seen["warm"]["streams"]] == [False, False, False]  # pipes
+    if lang == LATIN1:  # the locale was found: this case shows what it claims to
+        assert seen["warm"]["streams"][1][3] == "iso8859-1"
 
 
 @pytest.mark.parametrize("path", PATHS)
