@@ -143,8 +143,9 @@ def _stdio_errors(environment: dict[str, str]) -> str | None:
     names = ("LC_ALL", "LC_CTYPE", "LANG")
     requested = next((environment[name] for name in names if environment.get(name)), "")
     try:
-        if requested and requested == _locale.setlocale(_locale.LC_CTYPE):
-            locale = requested  # this interpreter started under it (a zygote does)
+        current = _locale.setlocale(_locale.LC_CTYPE)
+        if requested == current and "LOCPATH" not in environment:
+            locale = current  # this interpreter started under it (a zygote does)
         else:
             locale = _locale.setlocale(_locale.LC_CTYPE, "")
     except _locale.Error:
