@@ -29,9 +29,14 @@ class _ImportLookups(importlib.abc.MetaPathFinder):
 
 
 async def _answer_every_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while await reader.readuntil(b"\r\n\r\n"):
-        writer.write(_ANSWER)
-        await writer.drain()
+    try:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(_ANSWER)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # the client closed its connection
+    finally:
+        writer.close()
 
 
 @pytest.fixture
