@@ -2,10 +2,11 @@
 
 Every identity (the five services and the human ``operator``) owns a P-256
 key pair in the keys dir: ``NAME.key`` (PKCS#8 PEM, mode 0600) and
-``NAME.pub`` (SubjectPublicKeyInfo PEM). A caller signs each outgoing call
+``NAME.pub`` (SubjectPublicKeyInfo PEM). A caller sends each outgoing call
 with a short-lived token (``iss = sub = caller``, ``aud = target``, ``iat``,
-``exp``, ``jti``); the receiver picks the issuer's public key from its trust
-store and verifies.
+``exp``, ``jti``), one per target reused until near its expiry
+(:class:`ReusedToken`); the receiver picks the issuer's public key from its
+trust store and verifies.
 
 python-jose has had algorithm-confusion bugs (CVE-2024-33663 and a DER-key
 variant), so the header is checked *before* python-jose sees the token:
