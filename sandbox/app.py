@@ -204,13 +204,11 @@ class Sandbox:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``limit``."""
-    too_large = ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = await read_capped(request.stream(), limit)
+    too_large = declared is not None and declared.isdigit() and int(declared) > limit
+    body = None if too_large else await read_capped(request.stream(), limit)
     if body is None:
-        raise too_large
+        raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
     return body
 
 
