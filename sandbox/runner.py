@@ -399,6 +399,7 @@ class Runner:
         self._notify = True
         self._zygote_restarts = 0
         self._runs_on_spares = 0
+        self._warm_runs_started_cold = 0
         self._background: set[asyncio.Task[None]] = set()
         self._policy_version = ""
         self._started = False
@@ -539,6 +540,8 @@ class Runner:
             "recycle_after_runs": self.warm_runs_before_recycle,
             "jails_built_ahead": sum(1 for slot in self._slots if slot.spare is not None),
             "runs_on_jails_built_ahead": self._runs_on_spares,
+            # Warm runs whose tool's locale needed a fresh interpreter (inprocess.prepare).
+            "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
         }
         return report
@@ -871,6 +874,8 @@ class Runner:
             stderr_task.result() if not stderr_task.cancelled() else (b"", False)
         )
         refusals = report.refusals + (1 if report.signal == signal.SIGSYS else 0)
+        if jail.warm and report.ran_cold:
+            self._warm_runs_started_cold += 1
         return RunResult(
             stdout=stdout.decode("utf-8", "replace"),
             stderr=stderr.decode("utf-8", "replace"),

@@ -295,6 +295,7 @@ async def test_python_starts_the_same_on_both_paths(
         "print(json.dumps({'streams': facts, 'start': start, 'stdin': sys.stdin.read()}))"
     )
     env = {"LANG": lang, "LOCPATH": locale_dir}
+    started_cold = runner.isolation_report()["warm_path"]["warm_runs_started_cold"]
     seen = {}
     for path in PATHS:
         result = await runner.run(
@@ -305,6 +306,8 @@ async def test_python_starts_the_same_on_both_paths(
         seen[path] = facts(result.stdout)
         assert result.path == ("warm" if path == "warm" and in_process else "cold")
     assert seen["warm"] == seen["cold"]
+    now_started_cold = runner.isolation_report()["warm_path"]["warm_runs_started_cold"]
+    assert now_started_cold == started_cold + (0 if in_process else 1)  # shown at /health
     assert seen["warm"]["stdin"] == "line one\nline two\n"
     assert [s[1] for s in seen["warm"]["streams"]] == [False, False, False]  # pipes
     if lang == LATIN1:  # the locale was found: this case shows what it claims to
