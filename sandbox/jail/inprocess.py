@@ -224,11 +224,13 @@ def prepare(environment: dict[str, str]) -> bool:
     return True
 
 
-def run(python: dict[str, object]) -> None:
+def run(python: dict[str, object], orig_argv: list[str]) -> None:
     """Run the tool's code here and exit the process with its status (never returns).
 
-    :func:`prepare` ran first, in this process.
+    :func:`prepare` ran first, in this process. `orig_argv`: the tool's
+    whole command, what ``sys.orig_argv`` holds in a fresh interpreter.
     """
+    sys.orig_argv = list(orig_argv)
     status = 0
     try:
         path = python["path"]

@@ -62,8 +62,11 @@ def run_one(
         in_process = False
         os.write(report_fd, b"cold\n")
     payload = receive(config, channel)
+    # The jail's config names host paths (the slot's root, its cgroup): a
+    # tool run in this interpreter could reach it from its caller's frame.
+    del config, channel
     if payload.python is not None and in_process:
-        run_python(payload.python)
+        run_python(payload.python, payload.argv)
     try:
         os.execvpe(payload.argv[0], payload.argv, environment)
     except OSError as error:
@@ -83,10 +86,7 @@ def main() -> None:
     if len(sys.argv) > 6 and sys.argv[1] == "--zygote":
         from sandbox.jail.zygote import serve
 
-        cgroup_files = [] if sys.argv[3] == "-" else sys.argv[3].split(",")
-        root, read_paths, hidden_paths = sys.argv[4:7]
-        template = None if root == "-" else (root, read_paths.split(":"), hidden_paths.split(":"))
-        serve(int(sys.argv[2]), cgroup_files, template, sys.argv[7:])
+        serve(sys.argv[2:])
         return
     if len(sys.argv) in (3, 4):
         extra = sys.argv[3] if len(sys.argv) == 4 else ""

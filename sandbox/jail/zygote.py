@@ -24,7 +24,9 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
+from ctypes import memset
 
 from sandbox.jail import cgroup, mountns, netns, pidns
 from sandbox.jail.inprocess import stage_in_zygote
@@ -62,13 +64,43 @@ def warm_up() -> None:
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
 
 
-def serve(
-    socket_fd: int,
-    cgroup_files: list[str],
-    template: tuple[str, list[str], list[str]] | None,
-    modules: list[str],
-) -> None:
-    """Join the slot's cgroup and namespaces, preload, then fork a child per request until EOF."""
+KEPT_ARGUMENTS = ("python", "-I", "-S", "launch.py", "--zygote")
+"""What a zygote's command line still shows once it is up (the rest is blanked)."""
+
+
+def blank_command_line(keep: int) -> None:
+    """Zero the memory of this process's arguments after the first `keep` of them.
+
+    The kernel shows that memory as /proc/PID/cmdline, for this process and
+    every child it forks: a warm tool reading its own must not find there
+    the host paths (the slot's root, its cgroup) the zygote was started with.
+    """
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48 and 49 in proc(5)
+    kept = sum(len(os.fsencode(argument)) + 1 for argument in sys.orig_argv[:keep])
+    if arg_start and arg_start + kept < arg_end:
+        memset(arg_start + kept, 0, arg_end - arg_start - kept)
+
+
+def _parse(
+    arguments: list[str],
+) -> tuple[int, list[str], tuple[str, list[str], list[str]] | None, list[str]]:
+    socket_fd, cgroups, root, read_paths, hidden_paths, *modules = arguments
+    cgroup_files = [] if cgroups == "-" else cgroups.split(",")
+    template = None if root == "-" else (root, read_paths.split(":"), hidden_paths.split(":"))
+    return int(socket_fd), cgroup_files, template, modules
+
+
+def serve(arguments: list[str]) -> None:
+    """Join the slot's cgroup and namespaces, preload, then fork a child per request until EOF.
+
+    `arguments`: ``SOCKET CGROUPS ROOT READ HIDDEN MODULE...`` (see
+    :func:`~sandbox.jail.launcher.main`). The list is emptied: the caller's
+    frame lies under every warm tool's code, which must find no host path.
+    """
+    socket_fd, cgroup_files, template, modules = _parse(arguments)
+    arguments.clear()
     prctl(PR_SET_PDEATHSIG, SIGKILL)
     cgroup.join(cgroup_files)  # once: the children are born in the group
     prepared = {"cgroup"} if cgroup_files else set()
@@ -89,6 +121,10 @@ def serve(
     own_pid_namespace = pidns.own_namespace() if os.geteuid() == 0 else None
     preload(modules)
     warm_up()
+    # Every child runs under this frame, and warm tools' code in this
+    # interpreter: nothing here may name the host paths given at start.
+    del cgroup_files, template, modules
+    blank_command_line(keep=len(KEPT_ARGUMENTS))
     for_every_run = frozenset(prepared)
     with_own_pid_namespace = for_every_run | {"pidns"}
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these

@@ -306,6 +306,15 @@ class SandboxUnderTest:
             "@MEMORY_LIMIT@": str(self.limits.memory_bytes),
             "@HOST_ADDRESSES@": json.dumps(host_ipv4_addresses()),
             "@KERNEL_KNOBS@": json.dumps(host_kernel_knobs()),
+            # Hex, so that a program can look for these paths without holding them.
+            "@HOST_PATHS_HEX@": json.dumps(
+                {
+                    "state_dir": str(self.state_dir).encode().hex(),
+                    "keys_dir": str(self.keys_dir).encode().hex(),
+                    "policy": str(self.policy_path).encode().hex(),
+                    "cgroup_fs": b"/sys/fs/cgroup/".hex(),
+                }
+            ),
         }
 
     def execute(self, code: str) -> httpx.Response:

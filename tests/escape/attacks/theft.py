@@ -226,6 +226,61 @@ def check_inherited_fds(outcome: Outcome) -> str:
     return "fds"
 
 
+INTROSPECT_INTERPRETER = r"""
+import gc
+needles = {name: bytes.fromhex(text) for name, text in json.loads('@HOST_PATHS_HEX@').items()}
+
+
+def strings_in(holder):
+    try:
+        if isinstance(holder, dict):
+            items = [*holder.keys(), *holder.values()]
+        elif isinstance(holder, (list, tuple, set, frozenset)):
+            items = list(holder)
+        else:
+            attributes = getattr(holder, "__dict__", None)
+            items = list(attributes.values()) if isinstance(attributes, dict) else []
+            slots = getattr(type(holder), "__slots__", ())
+            slots = (slots,) if isinstance(slots, str) else slots
+            items += [getattr(holder, slot, None) for slot in slots]
+    except Exception:
+        return []
+    return [item for item in items if isinstance(item, str)]
+
+
+reached("introspect_interpreter")
+gc.unfreeze()  # objects a parent froze are otherwise left out of get_objects()
+holders = [sys.orig_argv, sys.argv, sys.path, *gc.get_objects()]
+frame = sys._getframe()
+while frame is not None:  # the code's callers, whatever ran it
+    holders.append(dict(frame.f_locals))
+    frame = frame.f_back
+found = set()
+for holder in holders:
+    for text in strings_in(holder):
+        data = text.encode("utf-8", "surrogateescape")
+        found.update(name for name, needle in needles.items() if needle in data)
+for entry in ("cmdline", "environ"):  # what the kernel shows of this process's memory
+    try:
+        with open("/proc/self/" + entry, "rb") as shown:
+            data = shown.read()
+    except OSError:
+        continue
+    found.update(entry + ":" + name for name, needle in needles.items() if needle in data)
+report("introspect_interpreter", found=sorted(found), scanned=len(holders), orig_argv=sys.orig_argv)
+"""
+
+
+def nothing_of_the_host_in_the_interpreter(outcome: Outcome) -> str:
+    record = outcome.result_of("introspect_interpreter")
+    assert record["scanned"] > 1000, f"the scan saw almost nothing: {record}"
+    assert not record["found"], (
+        f"NOT CONTAINED: the tool's interpreter holds host paths: {record['found']}"
+        f" (orig_argv {record['orig_argv']})"
+    )
+    return "interpreter"
+
+
 ATTACKS = [
     Attack("read_private_key", "theft", READ_PRIVATE_KEY, FILE_LAYERS, blocked("read_key")),
     Attack("list_keys_dir", "theft", LIST_KEYS_DIR, FILE_LAYERS, blocked("list_keys")),
@@ -307,5 +362,12 @@ ATTACKS = [
         FILESYSTEM_INVENTORY,
         ("mountns",),
         nothing_sensitive_visible,
+    ),
+    Attack(
+        "introspect_interpreter",
+        "theft",
+        INTROSPECT_INTERPRETER,
+        ("interpreter",),
+        nothing_of_the_host_in_the_interpreter,
     ),
 ]

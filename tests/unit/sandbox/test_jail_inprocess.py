@@ -51,7 +51,7 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from sandbox.jail.inprocess import prepare, run\n"
         "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
-        f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}})\n"
+        f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}}, ['python3', '-c', 'x'])\n"
     )
     completed = subprocess.run(
         [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
@@ -74,7 +74,7 @@ def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from sandbox.jail.inprocess import prepare, run\n"
         "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
-        "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']})\n"
+        "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']}, ['python3', '-c', 'x'])\n"
     )
     completed = subprocess.run(
         [PYTHON, "-I", "-S", "-c", runner, str(REPO)],
