@@ -158,15 +158,28 @@ def _stdio_errors(environment: dict[str, str]) -> str | None:
 
 
 def _make_streams(errors: str = "surrogateescape") -> tuple[TextIO, TextIO, TextIO]:
-    """stdin, stdout and stderr over fds 0-2, as a fresh interpreter makes them (UTF-8)."""
+    """stdin, stdout and stderr over fds 0-2, as a fresh interpreter makes them (UTF-8).
+
+    As CPython's start-up does: a buffered binary layer sized by the fd, text
+    over it that never translates newlines (a carriage return reaches the
+    code as it came), the ``<stdin>``-style names and modes, and stderr flushed at
+    each line.
+    """
     import io
 
+    def stream(fd: int, mode: str, name: str, errors: str, line_buffering: bool) -> TextIO:
+        buffered = open(fd, mode + "b", buffering=-1, closefd=False)  # noqa: SIM115
+        buffered.raw.name = name
+        text = io.TextIOWrapper(
+            buffered, "utf-8", errors, newline="\n", line_buffering=line_buffering
+        )
+        text.mode = mode  # type: ignore[misc]
+        return text
+
     return (
-        io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors=errors),
-        io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors=errors),
-        io.TextIOWrapper(
-            io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace"
-        ),
+        stream(0, "r", "<stdin>", errors, False),
+        stream(1, "w", "<stdout>", errors, False),
+        stream(2, "w", "<stderr>", "backslashreplace", True),
     )
 
 
@@ -211,6 +224,9 @@ def prepare(environment: dict[str, str]) -> bool:
         return False
     # The one start-up variable that still matters once the interpreter runs.
     sys.dont_write_bytecode = bool(environment.get("PYTHONDONTWRITEBYTECODE"))
+    if "TZ" in environment and "time" in sys.modules:
+        # The zygote's time module read its own (absent) TZ when imported.
+        sys.modules["time"].tzset()
     if _staged is not None and errors == "surrogateescape":
         sys.stdin, sys.stdout, sys.stderr = _staged.streams
     else:

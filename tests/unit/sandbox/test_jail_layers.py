@@ -240,6 +240,9 @@ LATIN1 = "en_US.ISO-8859-1"
 """A locale whose character set is not UTF-8, built for the tests (see :func:`locale_dir`)."""
 
 
+STDIN_LINES = b"line one\r\nline two\rline three\n"
+
+
 @pytest.fixture(scope="module")
 def locale_dir() -> Iterator[str]:
     """A directory holding :data:`LATIN1`, for LOCPATH; outside /tmp, which a jail replaces."""
@@ -287,7 +290,9 @@ async def test_python_starts_the_same_on_both_paths(
         "import json, locale, os, sys\n"
         "streams = (sys.stdin, sys.stdout, sys.stderr)\n"
         "facts = [[s.fileno(), s.seekable(), s.isatty(), s.encoding, s.errors,\n"
-        "          s.readable(), s.writable(), s.closed] for s in streams]\n"
+        "          s.readable(), s.writable(), s.closed, s.name, s.mode, s.line_buffering,\n"
+        "          s.write_through, type(s.buffer).__name__, type(s.buffer.raw).__name__]\n"
+        "         for s in streams]\n"
         "start = [sys.flags.utf8_mode, locale.getpreferredencoding(False),\n"
         "         sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),\n"
         "         locale.setlocale(locale.LC_CTYPE), os.environ.get('LC_CTYPE')]\n"
@@ -299,7 +304,7 @@ async def test_python_starts_the_same_on_both_paths(
     seen = {}
     for path in PATHS:
         result = await runner.run(
-            python(code, path, stdin=b"line one\nline two\n", env=env, readable_paths=(locale_dir,))
+            python(code, path, stdin=STDIN_LINES, env=env, readable_paths=(locale_dir,))
         )
         assert result.exit_code == 0, result.stderr
         assert result.stderr == "caf\\udce9\n"  # backslashreplace, as Python does for stderr
@@ -308,10 +313,24 @@ async def test_python_starts_the_same_on_both_paths(
     assert seen["warm"] == seen["cold"]
     now_started_cold = runner.isolation_report()["warm_path"]["warm_runs_started_cold"]
     assert now_started_cold == started_cold + (0 if in_process else 1)  # shown at /health
-    assert seen["warm"]["stdin"] == "line one\nline two\n"
+    assert seen["warm"]["stdin"] == STDIN_LINES.decode()  # carriage returns untouched
     assert [s[1] for s in seen["warm"]["streams"]] == [False, False, False]  # pipes
     if lang == LATIN1:  # the locale was found: this case shows what it claims to
         assert seen["warm"]["streams"][1][3] == "iso8859-1"
+
+
+async def test_time_zone_of_the_tool_environment_on_both_paths(runner: Runner) -> None:
+    """TZ from the policy's environment: a warm run's time module was imported by its zygote."""
+    code = (
+        "import json, time\n"
+        "print(json.dumps([time.tzname, time.timezone, time.strftime('%Z %z', time.localtime(0))]))"
+    )
+    seen = {}
+    for path in PATHS:
+        result = await runner.run(python(code, path, env={"TZ": "JST-9"}))
+        assert result.exit_code == 0, result.stderr
+        seen[path] = facts(result.stdout)
+    assert seen["warm"] == seen["cold"] == [["JST", "JST"], -32400, "JST +0900"]
 
 
 @pytest.mark.parametrize("path", PATHS)
