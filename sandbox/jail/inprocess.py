@@ -54,12 +54,48 @@ def parse_python_argv(argv: list[str], interpreter: str) -> dict[str, object] | 
 
 
 def _fresh_main(path: str | None) -> dict[str, object]:
+    """A new ``__main__`` as CPython's start-up makes it for ``-c`` (no path), stdin or a script."""
     module = type(sys)("__main__")
-    module.__dict__["__builtins__"] = __builtins__
+    namespace = module.__dict__
+    namespace["__annotations__"] = {}
+    namespace["__builtins__"] = __builtins__
+    namespace["__loader__"] = sys.modules["_frozen_importlib"].BuiltinImporter
     if path is not None:
-        module.__file__ = path
+        namespace["__file__"] = path
+        namespace["__cached__"] = None
+        if path != "<stdin>":
+            loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
+            namespace["__loader__"] = loader("__main__", path)
     sys.modules["__main__"] = module
-    return module.__dict__
+    return namespace
+
+
+_ZIP_END_SEARCH_BYTES = 65536 + 22
+"""Where a zip archive's end record can be: a comment of at most 64 KiB, then 22 bytes."""
+
+
+def _script_source(path: str) -> bytes | None:
+    """The script's source; None where a fresh interpreter would not run it as source.
+
+    That is: it cannot be read (the interpreter says so in its own words),
+    it is a directory or a zip archive (run as a package, from its
+    ``__main__.py``), or it is compiled code (a ``.pyc`` name or magic number).
+    """
+    import stat
+
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            source = handle.read()
+    except OSError:
+        return None
+    magic = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
+    if path.endswith(".pyc") or source[:2] == magic[:2]:
+        return None
+    if b"PK\x05\x06" in source[-_ZIP_END_SEARCH_BYTES:]:
+        return None  # perhaps a zip archive: the interpreter decides
+    return source
 
 
 def _jail_module_names() -> tuple[str, ...]:
@@ -241,25 +277,34 @@ def prepare(environment: dict[str, str]) -> bool:
 
 
 def run(python: dict[str, object], orig_argv: list[str]) -> None:
-    """Run the tool's code here and exit the process with its status (never returns).
+    """Run the tool's code here and exit the process with its status.
 
     :func:`prepare` ran first, in this process. `orig_argv`: the tool's
     whole command, what ``sys.orig_argv`` holds in a fresh interpreter.
+    Returns only when a fresh interpreter would not run the script as
+    source (see :func:`_script_source`): the caller then execs one (the
+    run's report is closed by then, so it still says "warm").
     """
+    path = python["path"]
+    source: str | bytes
+    if isinstance(path, str):
+        script = _script_source(path)
+        if script is None:
+            return
+        # As the interpreter does: the script's absolute path names it.
+        source, filename = script, os.path.abspath(path)
     sys.orig_argv = list(orig_argv)
     status = 0
     try:
-        path = python["path"]
         if isinstance(path, str):
-            with open(path, "rb") as handle:
-                source: str | bytes = handle.read()
-            filename = path
+            namespace = _fresh_main(filename)
         elif isinstance(python["code"], str):
             source, filename = python["code"], "<string>"
+            namespace = _fresh_main(None)
         else:
             source, filename = sys.stdin.buffer.read(), "<stdin>"
+            namespace = _fresh_main(filename)
         sys.argv = [str(a) for a in python["argv"]]  # type: ignore[union-attr]
-        namespace = _fresh_main(path if isinstance(path, str) else None)
         exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - this is the tool
     except SystemExit as error:
         status = _exit_code(error)

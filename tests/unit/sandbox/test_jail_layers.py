@@ -22,8 +22,8 @@ import pytest
 
 from sandbox.jail import LAYERS
 from sandbox.runner import Runner, RunnerUnavailable
-from sandbox.spec import RunLimits
-from tests.unit.sandbox.jailed import PATHS, python
+from sandbox.spec import RunLimits, RunSpec
+from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -317,6 +317,76 @@ async def test_python_starts_the_same_on_both_paths(
     assert [s[1] for s in seen["warm"]["streams"]] == [False, False, False]  # pipes
     if lang == LATIN1:  # the locale was found: this case shows what it claims to
         assert seen["warm"]["streams"][1][3] == "iso8859-1"
+
+
+MAIN_FACTS = (
+    "import __main__, json, sys\n"
+    "loader = __main__.__loader__\n"
+    "loader = [type(loader).__name__, *(getattr(loader, k, None) for k in ('name', 'path'))]\n"
+    "print(json.dumps({'keys': list(vars(__main__)), 'file': getattr(__main__, '__file__', None),\n"
+    "    'loader': loader,\n"
+    "    'module': repr(__main__), 'argv': sys.argv, 'orig_argv': sys.orig_argv[3:]}))\n"
+)
+
+
+def _compiled(source: str) -> bytes:
+    """`source` as a .pyc file's bytes."""
+    import importlib.util
+    import marshal
+
+    code = compile(source, "compiled.py", "exec")
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
+
+
+def _zip_app(source: str) -> bytes:
+    """A zip archive whose ``__main__.py`` is `source`."""
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("__main__.py", source)
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "stdin"),
+    [
+        (("-c", MAIN_FACTS), {}, b""),
+        (("main.py", "one"), {"main.py": MAIN_FACTS.encode()}, b""),
+        (("-",), {}, MAIN_FACTS.encode()),
+        (("absent.py",), {}, b""),
+        (("app",), {"app/__main__.py": MAIN_FACTS.encode()}, b""),
+        (("app.zip",), {"app.zip": _zip_app(MAIN_FACTS)}, b""),
+        (("compiled.pyc",), {"compiled.pyc": _compiled(MAIN_FACTS)}, b""),
+        (("looks_like.py",), {"looks_like.py": _compiled(MAIN_FACTS)}, b""),
+    ],
+    ids=["code", "script", "stdin", "absent", "directory", "zip", "pyc", "pyc_magic"],
+)
+async def test_main_module_is_the_same_on_both_paths(
+    runner: Runner, argv: tuple[str, ...], files: dict[str, bytes], stdin: bytes
+) -> None:
+    """``__main__`` and argv as the interpreter sets them up, whatever the command runs.
+
+    What a warm interpreter cannot run as a fresh one would (a directory or
+    a zip archive to run as a package, compiled code, a script it cannot
+    open) is left to a fresh interpreter, exec'd in the jail.
+    """
+    seen = {}
+    for path in PATHS:
+        spec = RunSpec(
+            tool="python",
+            argv=(PYTHON, "-I", "-S", *argv),
+            warm=path == "warm",
+            files=files,
+            stdin=stdin,
+        )
+        result = await runner.run(spec)
+        seen[path] = (result.exit_code, result.stdout, result.stderr)
+    assert seen["warm"] == seen["cold"]
+    if argv[0] != "absent.py":
+        assert seen["warm"][0] == 0, seen["warm"]
+        assert facts(seen["warm"][1])["module"].startswith("<module '__main__'")
 
 
 async def test_time_zone_of_the_tool_environment_on_both_paths(runner: Runner) -> None:
