@@ -295,6 +295,7 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
         source, filename = script, os.path.abspath(path)
     sys.orig_argv = list(orig_argv)
     status = 0
+    interrupted = False
     try:
         if isinstance(path, str):
             namespace = _fresh_main(filename)
@@ -312,7 +313,16 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
         trace = _tool_frames(error.__traceback__)
         sys.excepthook(type(error), error.with_traceback(trace), trace)
         status = 1
-    os._exit(_finish(status))
+        interrupted = isinstance(error, KeyboardInterrupt)
+    status = _finish(status)
+    if interrupted:
+        # As the interpreter ends on an unhandled KeyboardInterrupt: by the
+        # signal itself, so that whoever waits for it knows.
+        from _signal import SIG_DFL, SIGINT, signal
+
+        signal(SIGINT, SIG_DFL)
+        os.kill(os.getpid(), SIGINT)
+    os._exit(status)
 
 
 def _tool_frames(trace: TracebackType | None) -> TracebackType | None:

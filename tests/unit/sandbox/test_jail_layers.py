@@ -389,6 +389,26 @@ async def test_main_module_is_the_same_on_both_paths(
         assert facts(seen["warm"][1])["module"].startswith("<module '__main__'")
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "raise KeyboardInterrupt",
+        "import sys; sys.exit('bye')",
+        "import sys; sys.exit(300)",
+        "import atexit; atexit.register(print, 'at exit'); raise ValueError('x')",
+        "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+    ],
+    ids=["interrupt", "exit_text", "exit_300", "atexit_after_error", "own_sigterm"],
+)
+async def test_how_the_code_ends_is_the_same_on_both_paths(runner: Runner, code: str) -> None:
+    """Status, signal and output of a run's end: as the interpreter ends (exit via SIGINT...)."""
+    seen = {}
+    for path in PATHS:
+        result = await runner.run(python(code, path))
+        seen[path] = (result.exit_code, result.signal, result.stdout, result.stderr)
+    assert seen["warm"] == seen["cold"]
+
+
 async def test_time_zone_of_the_tool_environment_on_both_paths(runner: Runner) -> None:
     """TZ from the policy's environment: a warm run's time module was imported by its zygote."""
     code = (
