@@ -157,6 +157,7 @@ def stage_in_zygote() -> None:
     _staged = _Staged()
     os.environ.clear()
     __import__("_locale")  # each warm child checks the tool's locale
+    __import__("weakref")  # and sees its module go at the end (_release_main_module)
 
 
 _COERCION_TARGETS = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
@@ -264,9 +265,11 @@ def prepare(environment: dict[str, str]) -> bool:
         # The zygote's time module read its own (absent) TZ when imported.
         sys.modules["time"].tzset()
     if _staged is not None and errors == "surrogateescape":
-        sys.stdin, sys.stdout, sys.stderr = _staged.streams
+        streams = _staged.streams
     else:
-        sys.stdin, sys.stdout, sys.stderr = _make_streams(errors)
+        streams = _make_streams(errors)
+    # In a fresh interpreter sys.__stdout__ is sys.stdout, and so on.
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
     _forget_jail_modules()
     # Fault in now what every run goes through (see jail._rehearse): compiling,
     # a fresh __main__, the end of the run.
@@ -296,6 +299,7 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
     sys.orig_argv = list(orig_argv)
     status = 0
     interrupted = False
+    namespace: dict[str, object] = {}
     try:
         if isinstance(path, str):
             namespace = _fresh_main(filename)
@@ -311,9 +315,14 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
         status = _exit_code(error)
     except BaseException as error:  # noqa: BLE001 - report like the interpreter does
         trace = _tool_frames(error.__traceback__)
-        sys.excepthook(type(error), error.with_traceback(trace), trace)
+        error = error.with_traceback(trace)
+        sys.last_type, sys.last_value, sys.last_traceback = type(error), error, trace
+        sys.excepthook(type(error), error, trace)
         status = 1
         interrupted = isinstance(error, KeyboardInterrupt)
+        del trace
+    # The module goes at shutdown as garbage: nothing here may keep it.
+    del namespace
     status = _finish(status)
     if interrupted:
         # As the interpreter ends on an unhandled KeyboardInterrupt: by the
@@ -337,7 +346,13 @@ def _tool_frames(trace: TracebackType | None) -> TracebackType | None:
 
 
 def _finish(status: int) -> int:
-    """What interpreter shutdown does: join threads, atexit, flush."""
+    """What interpreter shutdown does, in its order; the exit status.
+
+    Threads joined, atexit handlers run, the standard streams flushed, then
+    the code's module released (its objects' ``__del__`` run, its files are
+    flushed and closed) and the streams flushed once more. Other modules'
+    objects are not finalised, as they would be by a fresh interpreter.
+    """
     threading = sys.modules.get("threading")
     if threading is not None:
         try:
@@ -347,9 +362,82 @@ def _finish(status: int) -> int:
     import atexit
 
     atexit._run_exitfuncs()
+    status = _flush_standard_streams(status)
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    _release_main_module()
+    _flush_standard_streams(status, report=False)  # what finalisers printed
+    return status
+
+
+def _release_main_module() -> None:
+    """Let ``__main__`` go as shutdown does: as garbage, finalisers before any global is unbound.
+
+    Only a module something else still holds has its globals unbound, as
+    the interpreter unbinds them (:func:`_clear_module_dict`).
+    """
+    import gc
+    import weakref
+
+    main = sys.modules.pop("__main__", None)
+    if main is None:
+        return
+    left = weakref.ref(main)
+    del main
+    # The young generations first: a full collection also empties the
+    # interpreter's free lists, which costs a forked process ~200 page faults.
+    for generation in (1, 2):
+        gc.collect(generation)
+        if left() is None:
+            return
+    held = left()
+    if held is not None:
+        _clear_module_dict(held.__dict__)
+        del held
+        gc.collect()
+
+
+def _flush_standard_streams(status: int, report: bool = True) -> int:
+    """Flush stdout and stderr; 120 if one fails, and a failing stdout reported (`report`)."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):
+            continue
         try:
             stream.flush()
-        except BaseException:  # noqa: BLE001 - e.g. a closed pipe
+        except Exception as error:  # noqa: BLE001 - e.g. its fd was closed
             status = status or 120
+            if report and stream is sys.stdout:
+                _report_unraisable(error, stream)
     return status
+
+
+def _report_unraisable(error: BaseException, culprit: object) -> None:
+    """``Exception ignored in: <culprit>`` through sys.unraisablehook, as C code reports it."""
+    arguments = _unraisable_arguments_type()
+    sys.unraisablehook(arguments((type(error), error, None, None, culprit)))  # type: ignore[arg-type]
+
+
+def _unraisable_arguments_type() -> type:
+    """The type sys.unraisablehook takes (it is not exposed): from one unraisable error."""
+    caught: list[object] = []
+    hook, sys.unraisablehook = sys.unraisablehook, caught.append
+
+    class Failing:
+        def __del__(self) -> None:
+            raise RuntimeError
+
+    try:
+        Failing()
+    finally:
+        sys.unraisablehook = hook
+    return type(caught[0])
+
+
+def _clear_module_dict(namespace: dict[str, object]) -> None:
+    """Release a module's globals as interpreter shutdown does: ``_name`` ones, then the rest."""
+    for first in (True, False):
+        for name, value in list(namespace.items()):
+            if value is None or not isinstance(name, str) or name == "__builtins__":
+                continue
+            if not first or (name.startswith("_") and not name.startswith("__")):
+                namespace[name] = None

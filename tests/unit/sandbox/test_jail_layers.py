@@ -397,11 +397,30 @@ async def test_main_module_is_the_same_on_both_paths(
         "import sys; sys.exit(300)",
         "import atexit; atexit.register(print, 'at exit'); raise ValueError('x')",
         "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+        'out = open(1, "w", closefd=False)\nout.write("never flushed by the code")',
+        "import io, sys\nsys.stdout = io.StringIO()\n"
+        "class Last:\n    def __del__(self): print('finalised', sys.__stdout__ is sys.stdout)\n"
+        "last = Last()",
+        "import os; os.close(1); print('lost')",
+        "import sys; print(sys.stdout is sys.__stdout__, sys.stderr is sys.__stderr__)",
+        "import atexit, sys\natexit.register(lambda: print(repr(sys.last_value)))\n"
+        "raise LookupError('seen at exit')",
     ],
-    ids=["interrupt", "exit_text", "exit_300", "atexit_after_error", "own_sigterm"],
+    ids=[
+        "interrupt",
+        "exit_text",
+        "exit_300",
+        "atexit_after_error",
+        "own_sigterm",
+        "unflushed_file",
+        "finaliser_at_exit",
+        "stdout_fd_closed",
+        "original_streams",
+        "last_value_at_exit",
+    ],
 )
 async def test_how_the_code_ends_is_the_same_on_both_paths(runner: Runner, code: str) -> None:
-    """Status, signal and output of a run's end: as the interpreter ends (exit via SIGINT...)."""
+    """Status, signal and output of a run's end, shutdown included, as a fresh interpreter's."""
     seen = {}
     for path in PATHS:
         result = await runner.run(python(code, path))
