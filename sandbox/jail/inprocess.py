@@ -107,6 +107,9 @@ def _forget_jail_modules() -> None:
     for name in names:
         sys.modules.pop(name, None)
     sys.path[:] = [entry for entry in sys.path if not entry.startswith(_REPO_PREFIXES)]
+    # The finders that imported them, each with a listing of its directory.
+    for entry in [path for path in sys.path_importer_cache if path.startswith(_REPO_PREFIXES)]:
+        del sys.path_importer_cache[entry]
 
 
 _REPO_PREFIXES: tuple[str, ...] = ()

@@ -428,6 +428,20 @@ async def test_how_the_code_ends_is_the_same_on_both_paths(runner: Runner, code:
     assert seen["warm"] == seen["cold"]
 
 
+@pytest.mark.parametrize("path", PATHS)
+async def test_no_import_state_of_the_jail_is_left(runner: Runner, path: str) -> None:
+    """Neither the jail's modules nor the finders that loaded them (with their listings)."""
+    code = (
+        "import json, sys\n"
+        "print(json.dumps([sorted(sys.path_importer_cache), sys.path,\n"
+        "                  [name for name in sys.modules if name.split('.')[0] == 'sandbox']]))"
+    )
+    result = await runner.run(python(code, path))
+    finders, search_path, jail_modules = facts(result.stdout)
+    assert jail_modules == []
+    assert not [entry for entry in finders + search_path if entry.startswith(str(REPO))]
+
+
 async def test_time_zone_of_the_tool_environment_on_both_paths(runner: Runner) -> None:
     """TZ from the policy's environment: a warm run's time module was imported by its zygote."""
     code = (
