@@ -21,36 +21,45 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import TextIO
 
-_ALLOWED_FLAGS = frozenset("IsSEBuqb")
+_ZYGOTE_FLAGS = frozenset("IS")
+"""The warm interpreter's own options (``-I -S``): a command must ask for both."""
+_NEUTRAL_FLAGS = frozenset("sEPq")
+"""Options that change nothing once -I is given (-s, -E, -P) or outside a terminal (-q)."""
 
 
 def parse_python_argv(argv: list[str], interpreter: str) -> dict[str, object] | None:
     """If `argv` runs `interpreter` on code in a way we can reproduce, describe it.
 
     Returns ``{"code": str | None, "path": str | None, "argv": [...]}`` (code
-    read from stdin when both are None), or None (exec the command instead).
+    read from stdin when both are None), or None (exec the command instead):
+    only a command started exactly as the warm interpreter was (``-I -S``,
+    nothing that sets another of ``sys.flags``) can run in it.
     """
     if not argv:
         return None
     if argv[0] != interpreter and os.path.realpath(argv[0]) != os.path.realpath(interpreter):
         return None
+    flags: set[str] = set()
     index = 1
+    described: dict[str, object] | None = None
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
         option = argv[index]
         if option == "-c":
             if index + 1 >= len(argv):
                 return None
-            return {"code": argv[index + 1], "path": None, "argv": ["-c", *argv[index + 2 :]]}
-        if option.startswith("--") or not set(option[1:]) <= _ALLOWED_FLAGS:
-            return None  # -m, -X, -W, ...: let the real interpreter handle them
+            described = {"code": argv[index + 1], "path": None, "argv": ["-c", *argv[index + 2 :]]}
+            break
+        if option.startswith("--") or not set(option[1:]) <= _ZYGOTE_FLAGS | _NEUTRAL_FLAGS:
+            return None  # -m, -X, -W, -u, -B, ...: let the real interpreter handle them
+        flags.update(option[1:])
         index += 1
-    if index >= len(argv) or argv[index] == "-":
-        return {
-            "code": None,
-            "path": None,
-            "argv": ["-", *argv[index + 1 :]] if index < len(argv) else [""],
-        }
-    return {"code": None, "path": argv[index], "argv": argv[index:]}
+    if described is None:
+        if index >= len(argv) or argv[index] == "-":
+            rest = ["-", *argv[index + 1 :]] if index < len(argv) else [""]
+            described = {"code": None, "path": None, "argv": rest}
+        else:
+            described = {"code": None, "path": argv[index], "argv": argv[index:]}
+    return described if _ZYGOTE_FLAGS <= flags else None
 
 
 def _fresh_main(path: str | None) -> dict[str, object]:

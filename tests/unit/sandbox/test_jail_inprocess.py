@@ -29,7 +29,7 @@ def test_code_from_stdin() -> None:
         "path": None,
         "argv": [""],
     }
-    assert parse_python_argv([PYTHON, "-I", "-"], PYTHON) == {
+    assert parse_python_argv([PYTHON, "-I", "-S", "-"], PYTHON) == {
         "code": None,
         "path": None,
         "argv": ["-"],
@@ -42,6 +42,16 @@ def test_other_commands_are_exec_d() -> None:
     assert parse_python_argv([PYTHON, "-X", "dev", "-c", "1"], PYTHON) is None
     assert parse_python_argv([PYTHON, "-c"], PYTHON) is None
     assert parse_python_argv([], PYTHON) is None
+
+
+def test_only_the_warm_interpreters_own_options_run_in_it() -> None:
+    """-I -S as the zygote has them; options that set other sys.flags need a fresh interpreter."""
+    assert parse_python_argv([PYTHON, "-I", "-S", "-s", "-E", "-q", "-c", "1"], PYTHON) is not None
+    assert parse_python_argv([PYTHON, "-c", "1"], PYTHON) is None  # site, sys.path[0]
+    assert parse_python_argv([PYTHON, "-I", "-"], PYTHON) is None  # site
+    assert parse_python_argv([PYTHON, "-S", "main.py"], PYTHON) is None  # not isolated
+    for option in ("-u", "-B", "-b", "-O", "-v", "-d", "-i"):
+        assert parse_python_argv([PYTHON, "-I", "-S", option, "-c", "1"], PYTHON) is None, option
 
 
 def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
