@@ -6,9 +6,10 @@ returned in the tool process, running the code here is what a fresh
 ``python -I -S -c CODE`` would do — minus a second interpreter start-up.
 The code gets a fresh ``__main__``, ``sys.argv``, the listed environment and
 stdin/stdout/stderr on the run's pipes; the jail's own modules are dropped
-from ``sys.modules`` first. Only where the tool's locale lets a fresh
-interpreter start as this one did (:func:`prepare` says): otherwise the
-tool's command is exec'd.
+from ``sys.modules`` first; at the end, the run goes through what
+interpreter shutdown does. Only where a fresh interpreter would start and
+run the code the same way (the command's options, the tool's locale, a
+script that is Python source): otherwise the tool's command is exec'd.
 """
 
 from __future__ import annotations
@@ -362,8 +363,8 @@ def _finish(status: int) -> int:
 
     Threads joined, atexit handlers run, the standard streams flushed, then
     the code's module released (its objects' ``__del__`` run, its files are
-    flushed and closed) and the streams flushed once more. Other modules'
-    objects are not finalised, as they would be by a fresh interpreter.
+    flushed and closed) and the streams flushed once more. Unlike a fresh
+    interpreter, it leaves the objects of other modules unfinalised.
     """
     threading = sys.modules.get("threading")
     if threading is not None:
