@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from _signal import SIG_DFL, SIGINT
 
 TYPE_CHECKING = False  # typing and types cost the cold path an import each
 if TYPE_CHECKING:
@@ -310,8 +311,9 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
         # As the interpreter does: the script's absolute path names it.
         source, filename = script, os.path.abspath(path)
     sys.orig_argv = list(orig_argv)
+    ending = _Ending()
     status = 0
-    interrupted = False
+    uncaught: BaseException | None = None
     namespace: dict[str, object] = {}
     try:
         if isinstance(path, str):
@@ -327,24 +329,93 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
     except SystemExit as error:
         status = _exit_code(error)
     except BaseException as error:  # noqa: BLE001 - report like the interpreter does
-        trace = _tool_frames(error.__traceback__)
-        error = error.with_traceback(trace)
-        sys.last_type, sys.last_value, sys.last_traceback = type(error), error, trace
-        sys.excepthook(type(error), error, trace)
-        status = 1
-        interrupted = isinstance(error, KeyboardInterrupt)
-        del trace
+        uncaught = error.with_traceback(_tool_frames(error.__traceback__))
+    interrupted = isinstance(uncaught, KeyboardInterrupt)
+    if uncaught is not None:
+        # Shown once it is no longer being handled, as the interpreter shows it.
+        sys.last_type, sys.last_value = type(uncaught), uncaught
+        sys.last_traceback = uncaught.__traceback__
+        status = _display_uncaught(uncaught, ending)
+        del uncaught
     # The module goes at shutdown as garbage: nothing here may keep it.
     del namespace
-    status = _finish(status)
+    status = _finish(status, ending)
     if interrupted:
         # As the interpreter ends on an unhandled KeyboardInterrupt: by the
         # signal itself, so that whoever waits for it knows.
-        from _signal import SIG_DFL, SIGINT, signal
+        ending.signal(SIGINT, SIG_DFL)
+        ending.kill(ending.getpid(), SIGINT)
+    ending.exit(status)
 
-        signal(SIGINT, SIG_DFL)
-        os.kill(os.getpid(), SIGINT)
-    os._exit(status)
+
+class _Ending:
+    """What the end of a run calls, taken before the code runs.
+
+    A fresh interpreter ends in C: code that replaces ``os._exit``,
+    ``gc.collect``, ``atexit._run_exitfuncs`` or ``sys.__excepthook__``
+    does not change how it ends, nor does it here.
+    """
+
+    def __init__(self) -> None:
+        import atexit
+        import gc
+        import weakref
+        from _signal import signal
+
+        self.exit = os._exit
+        self.kill = os.kill
+        self.getpid = os.getpid
+        self.signal = signal
+        self.run_exit_functions = atexit._run_exitfuncs
+        self.collect = gc.collect
+        self.weak_reference = weakref.ref
+        self.display = sys.__excepthook__
+        self.default_unraisable_hook = sys.__unraisablehook__
+
+
+def _display_uncaught(error: BaseException, ending: _Ending) -> int:
+    """Show an uncaught exception through sys.excepthook as the interpreter does; the status.
+
+    A hook that is missing or fails has its own error shown, then the
+    original one, by the interpreter's display; one that raises SystemExit
+    sets the status.
+    """
+    hook = getattr(sys, "excepthook", _MISSING)
+    if hook is _MISSING:
+        _write_stderr("sys.excepthook is missing\n")
+        ending.display(type(error), error, error.__traceback__)
+        return 1
+    try:
+        hook(type(error), error, error.__traceback__)  # type: ignore[operator]
+    except SystemExit as leaving:
+        return _exit_code(leaving)
+    except BaseException as failure:  # noqa: BLE001 - shown as the interpreter shows it
+        failure = failure.with_traceback(_tool_frames(failure.__traceback__))
+        _flush_quietly(getattr(sys, "stdout", None))
+        _write_stderr("Error in sys.excepthook:\n")
+        ending.display(type(failure), failure, failure.__traceback__)
+        _write_stderr("\nOriginal exception was:\n")
+        ending.display(type(error), error, error.__traceback__)
+    return 1
+
+
+_MISSING = object()
+
+
+def _write_stderr(text: str) -> None:
+    stream = getattr(sys, "stderr", None)
+    if stream is not None:
+        try:
+            stream.write(text)
+        except Exception:  # noqa: BLE001 - as PySys_WriteStderr, which ignores failures
+            pass
+
+
+def _flush_quietly(stream: object) -> None:
+    try:
+        stream.flush()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _tool_frames(trace: TracebackType | None) -> TracebackType | None:
@@ -358,76 +429,94 @@ def _tool_frames(trace: TracebackType | None) -> TracebackType | None:
     return trace
 
 
-def _finish(status: int) -> int:
+def _finish(status: int, ending: _Ending) -> int:
     """What interpreter shutdown does, in its order; the exit status.
 
     Threads joined, atexit handlers run, the standard streams flushed, then
     the code's module released (its objects' ``__del__`` run, its files are
     flushed and closed) and the streams flushed once more. Unlike a fresh
     interpreter, it leaves the objects of other modules unfinalised.
+    Whatever the code left behind, this only reports, never raises.
     """
     threading = sys.modules.get("threading")
     if threading is not None:
         try:
             threading._shutdown()  # type: ignore[attr-defined]
-        except BaseException:  # noqa: BLE001
-            pass
-    import atexit
-
-    atexit._run_exitfuncs()
-    status = _flush_standard_streams(status)
-    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        except Exception as error:  # noqa: BLE001 - reported as the interpreter does
+            _report_unraisable(error, threading, ending)
+    ending.run_exit_functions()
+    status = _flush_standard_streams(status, ending)
+    for name in ("stdin", "stdout", "stderr"):
+        setattr(sys, name, getattr(sys, f"__{name}__", None))
     sys.last_type = sys.last_value = sys.last_traceback = None
-    _release_main_module()
-    _flush_standard_streams(status, report=False)  # what finalisers printed
+    try:
+        _release_main_module(ending)
+    except Exception:  # noqa: BLE001 - what the code did to sys.modules is its own
+        pass
+    _flush_standard_streams(status, ending, report=False)  # what finalisers printed
     return status
 
 
-def _release_main_module() -> None:
+def _release_main_module(ending: _Ending) -> None:
     """Let ``__main__`` go as shutdown does: as garbage, finalisers before any global is unbound.
 
     Only a module something else still holds has its globals unbound, as
     the interpreter unbinds them (:func:`_clear_module_dict`).
     """
-    import gc
-    import weakref
-
     main = sys.modules.pop("__main__", None)
-    if main is None:
+    if not isinstance(main, type(sys)):
         return
-    left = weakref.ref(main)
+    left = ending.weak_reference(main)
     del main
     # The young generations first: a full collection also empties the
     # interpreter's free lists, which costs a forked process ~200 page faults.
     for generation in (1, 2):
-        gc.collect(generation)
+        ending.collect(generation)
         if left() is None:
             return
     held = left()
     if held is not None:
         _clear_module_dict(held.__dict__)
         del held
-        gc.collect()
+        ending.collect()
 
 
-def _flush_standard_streams(status: int, report: bool = True) -> int:
+def _flush_standard_streams(status: int, ending: _Ending, report: bool = True) -> int:
     """Flush stdout and stderr; 120 if one fails, and a failing stdout reported (`report`)."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is None or getattr(stream, "closed", False):
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name, None)
+        if stream is None or _closed(stream):
             continue
         try:
             stream.flush()
         except Exception as error:  # noqa: BLE001 - e.g. its fd was closed
             status = status or 120
-            if report and stream is sys.stdout:
-                _report_unraisable(error, stream)
+            if report and name == "stdout":
+                _report_unraisable(error, stream, ending)
     return status
 
 
-def _report_unraisable(error: BaseException, culprit: object) -> None:
+def _closed(stream: object) -> bool:
+    """As the interpreter asks at shutdown: a stream without a usable ``closed`` is open."""
+    try:
+        return bool(stream.closed)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _report_unraisable(error: BaseException, culprit: object, ending: _Ending) -> None:
     """``Exception ignored in: <culprit>`` through sys.unraisablehook, as C code reports it."""
-    arguments = _unraisable_arguments_type()
-    sys.unraisablehook(arguments((type(error), error, None, None, culprit)))  # type: ignore[arg-type]
+    try:
+        arguments = _unraisable_arguments_type()(
+            (type(error), error, _tool_frames(error.__traceback__), None, culprit)
+        )
+    except Exception:  # noqa: BLE001 - nothing better to report it with
+        return
+    hook = getattr(sys, "unraisablehook", None) or ending.default_unraisable_hook
+    try:
+        hook(arguments)
+    except Exception:  # noqa: BLE001 - as the interpreter falls back on its own display
+        ending.default_unraisable_hook(arguments)
 
 
 def _unraisable_arguments_type() -> type:

@@ -405,6 +405,18 @@ async def test_main_module_is_the_same_on_both_paths(
         "import sys; print(sys.stdout is sys.__stdout__, sys.stderr is sys.__stderr__)",
         "import atexit, sys\natexit.register(lambda: print(repr(sys.last_value)))\n"
         "raise LookupError('seen at exit')",
+        # Code that breaks what an ending uses: a fresh interpreter ends in C.
+        "import sys; sys.excepthook = None; raise ValueError('v')",
+        "import sys\ndef hook(*_): raise RuntimeError('hook')\nsys.excepthook = hook\n"
+        "raise ValueError('v')",
+        "import sys; del sys.excepthook; raise ValueError('v')",
+        "import sys; del sys.__stdout__",
+        "import sys; sys.modules['__main__'] = 5",
+        "import os, gc, atexit, weakref\n"
+        "os._exit = gc.collect = atexit._run_exitfuncs = weakref.ref = None",
+        "import os; del os.kill; raise KeyboardInterrupt",
+        "import threading; threading._shutdown = None",
+        "import sys; sys.stdout = 5",
     ],
     ids=[
         "interrupt",
@@ -417,6 +429,15 @@ async def test_main_module_is_the_same_on_both_paths(
         "stdout_fd_closed",
         "original_streams",
         "last_value_at_exit",
+        "excepthook_none",
+        "excepthook_fails",
+        "excepthook_missing",
+        "original_stdout_deleted",
+        "main_module_replaced",
+        "ending_functions_replaced",
+        "interrupt_without_kill",
+        "threading_shutdown_replaced",
+        "stdout_not_a_stream",
     ],
 )
 async def test_how_the_code_ends_is_the_same_on_both_paths(runner: Runner, code: str) -> None:
