@@ -288,9 +288,13 @@ def prepare(environment: dict[str, str]) -> bool:
     # Fault in now what every run goes through (see jail._rehearse): compiling,
     # a fresh __main__, the end of the run.
     exec(compile("pass", "<prepare>", "exec"), _fresh_main(None))  # noqa: S102 - a no-op
-    import atexit  # noqa: F401 - imported now, used by _finish
-
+    global _ending
+    _ending = _Ending()  # before the request, not on its way
     return True
+
+
+_ending: _Ending | None = None
+"""What the run's end calls, taken by :func:`prepare` (see :class:`_Ending`)."""
 
 
 def run(python: dict[str, object], orig_argv: list[str]) -> None:
@@ -311,7 +315,7 @@ def run(python: dict[str, object], orig_argv: list[str]) -> None:
         # As the interpreter does: the script's absolute path names it.
         source, filename = script, os.path.abspath(path)
     sys.orig_argv = list(orig_argv)
-    ending = _Ending()
+    ending = _ending if _ending is not None else _Ending()
     status = 0
     uncaught: BaseException | None = None
     namespace: dict[str, object] = {}
