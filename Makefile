@@ -1,20 +1,27 @@
-# The two set-up commands: `make run` and `make test`. Both bootstrap .venv.
+# The two set-up commands: `make run` and `make test`. Both bootstrap .venv
+# from the hash-checked lock in requirements/ (see docs/dependencies.md).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/dev.txt
 
-.PHONY: run test lint bench compose-smoke clean
+.PHONY: run test install lint bench compose-smoke lock lock-upgrade clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	@# The sandbox's seccomp layer needs libseccomp (pyseccomp loads it).
 	@ldconfig -p | grep -q 'libseccomp\.so\.2' || { \
 		echo "installing libseccomp2 (needed by the sandbox's seccomp layer)"; \
 		apt-get update -qq && apt-get install -y -qq libseccomp2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# Exact versions, every file hash-checked, wheels only: nothing is built
+	@# from a source archive, so no unpinned build dependency is fetched.
+	$(BIN)/python -m pip install -q --require-hashes --only-binary :all: -r $(LOCK)
+	@# PAGI itself, with the locked setuptools and none of its dependencies.
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/pagi up
@@ -36,6 +43,21 @@ bench: $(STAMP)
 
 compose-smoke: $(STAMP)
 	bash scripts/compose-smoke.sh
+
+# Refresh the lock on purpose. `make lock` keeps every pin it can and only
+# adds or moves what pyproject.toml's ranges now require; `make lock-upgrade`
+# moves everything to the newest release in range (or only PACKAGE, with
+# `make lock-upgrade PACKAGE=name`). Both then reinstall the venv and
+# regenerate proto/ with the locked grpcio-tools.
+lock: $(STAMP)
+	bash scripts/lock.sh
+	$(MAKE) --no-print-directory install
+	$(BIN)/python -m proto.generate
+
+lock-upgrade: $(STAMP)
+	bash scripts/lock.sh $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+	$(MAKE) --no-print-directory install
+	$(BIN)/python -m proto.generate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -147,6 +147,7 @@ say "build (one image for every service)"
 BUILD_STARTED="$(now)"
 quietly "${COMPOSE[@]}" build keys
 BUILD_SECONDS="$(seconds_since "$BUILD_STARTED")"
+"$PYTHON" -m tests.compose.stack_checks image --image "$PAGI_IMAGE"
 
 say "up (cold: fresh volumes and keys)"
 UP_STARTED="$(now)"

@@ -5,6 +5,7 @@ Run by ``scripts/compose-smoke.sh`` once every container is healthy:
     python -m tests.compose.stack_checks contract --policy-dir DIR
     python -m tests.compose.stack_checks hardening --project NAME
     python -m tests.compose.stack_checks restarted
+    python -m tests.compose.stack_checks image --image NAME
 
 Published ports come from the contract variables (PY_AGENT_PORT, ...) as the
 compose file maps them; operator tokens from PAGI_SMOKE_TOKEN_<AUDIENCE>.
@@ -578,13 +579,55 @@ def run_hardening(project: str, policy_dir: Path) -> int:
     return report.exit_code()
 
 
+# What the image's venv holds, as {name: version}.
+INSTALLED_DISTRIBUTIONS = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
+
+
+def check_image_installs_the_lock(image: str) -> str:
+    """The image holds exactly requirements/runtime.txt's versions, and PAGI."""
+    from packaging.utils import canonicalize_name
+
+    from tests.lockfile import RUNTIME_LOCK, read_lock
+
+    output = podman(
+        "run", "--rm", "--entrypoint", "/opt/pagi/bin/python", image, "-c", INSTALLED_DISTRIBUTIONS
+    )
+    installed = {canonicalize_name(k): v for k, v in json.loads(output).items()}
+    # pip and setuptools build the image and are removed from it afterwards.
+    locked = {
+        name: pin.version
+        for name, pin in read_lock(RUNTIME_LOCK).items()
+        if pin.applies() and name not in ("pip", "setuptools")
+    }
+    expect(installed.pop("pagi", None) is not None, "PAGI itself is not installed")
+    differ = {
+        name: (locked.get(name), installed.get(name))
+        for name in locked.keys() | installed.keys()
+        if locked.get(name) != installed.get(name)
+    }
+    expect(not differ, f"(locked, in the image) differ: {differ}")
+    return f"{len(locked)} packages, each at its locked version, nothing else"
+
+
+def run_image(image: str) -> int:
+    report = Report()
+    report.check("image installs the lock", lambda: check_image_installs_the_lock(image))
+    return report.exit_code()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``contract``, ``restarted`` or ``hardening``."""
+    """Entry point: ``contract``, ``restarted``, ``hardening`` or ``image``."""
     parser = argparse.ArgumentParser(prog="stack_checks", description=__doc__)
-    parser.add_argument("phase", choices=["contract", "restarted", "hardening"])
+    parser.add_argument("phase", choices=["contract", "restarted", "hardening", "image"])
     parser.add_argument("--policy-dir", type=Path, default=Path("policies"))
     parser.add_argument("--project", default="pagi")
+    parser.add_argument("--image", default="localhost/pagi:local")
     args = parser.parse_args(argv)
+    if args.phase == "image":
+        return run_image(args.image)
     if args.phase == "contract":
         return run_contract(args.policy_dir)
     if args.phase == "restarted":

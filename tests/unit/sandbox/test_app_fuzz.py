@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
+import httpx
 import pytest
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,16 +32,36 @@ SETTINGS = settings(
 )
 
 
+class BlockingClient:
+    """The app over httpx's ASGI transport, called from hypothesis' synchronous tests.
+
+    An event loop in a thread of its own (anyio's blocking portal) runs the
+    app's lifespan and every request, as starlette's TestClient would.
+    """
+
+    def __init__(self, portal: anyio.from_thread.BlockingPortal, app: FastAPI) -> None:
+        self.portal = portal
+        self.app = app
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sandbox"
+        )
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.portal.call(lambda: self._client.post(path, **kwargs))
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[BlockingClient]:
     root = tmp_path_factory.mktemp("sandbox-fuzz")
     policy = root / "sandbox.toml"
     shutil.copy(DEFAULT_POLICY, policy)
     settings_ = SandboxSettings(
         _env_file=None, pagi_sandbox_policy=policy, pagi_state_dir=root, pagi_keys_dir=keys_dir
     )
-    with TestClient(create_app(settings_, runner=FakeRunner())) as test_client:
-        yield test_client
+    app = create_app(settings_, runner=FakeRunner())
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(app.router.lifespan_context(app)):
+            yield BlockingClient(portal, app)
 
 
 json_values = st.recursive(

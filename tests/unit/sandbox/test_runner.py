@@ -451,7 +451,9 @@ async def _spare_ready(single: Runner) -> runner_module._Jail:
     """Wait until the one slot holds a jail built for its next run; that jail."""
     for _ in range(200):
         spare = single._slots[0].spare
-        if spare is not None and single.isolation_report()["warm_path"]["jails_built_ahead"] == 1:
+        built = single.isolation_report()["warm_path"]["jails_built_ahead"] == 1
+        # The jail's first report line (its pid) may still be on its way.
+        if spare is not None and built and spare.reader.report.jail_pid is not None:
             return spare
         await asyncio.sleep(0.01)
     raise AssertionError("no jail was built ahead")
