@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from memory.records import router as records_router
+from memory.runs import router as runs_router
 from memory.settings import MemorySettings
 from memory.store import MemoryStore, StoreUnavailable
 from pagi.app import create_app as create_service_app
@@ -23,11 +24,12 @@ _BODY_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(settings: MemorySettings) -> FastAPI:
-    """The memory service: records in SQLite behind token-checked routes."""
+    """The memory service: records and agent runs in SQLite behind token-checked routes."""
     store = MemoryStore(
         settings.db_path,
         settings.pagi_memory_busy_timeout_seconds,
         max_records=settings.pagi_memory_max_records or None,
+        max_runs=settings.pagi_memory_max_runs or None,
     )
 
     @asynccontextmanager
@@ -45,14 +47,17 @@ def create_app(settings: MemorySettings) -> FastAPI:
         return {"database": store.state}
 
     max_content = settings.pagi_memory_max_content_bytes
+    largest = max(max_content, settings.pagi_memory_max_run_bytes)
     app = create_service_app(
         "memory",
         lifespan=lifespan,
         health_extra=health_extra,
-        max_body_bytes=max(2 * max_content, max_content + _BODY_OVERHEAD_BYTES),
+        max_body_bytes=max(2 * largest, largest + _BODY_OVERHEAD_BYTES),
     )
     app.state.store = store
     app.state.max_content_bytes = max_content
+    app.state.max_run_bytes = settings.pagi_memory_max_run_bytes
     app.state.verifier = TokenVerifier("memory", TrustStore.from_keys_dir(settings.keys_dir))
     app.include_router(records_router)
+    app.include_router(runs_router)
     return app

@@ -1,4 +1,4 @@
-"""Records in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
+"""Records and agent runs in SQLite: WAL, ``synchronous=FULL``, one connection on one thread.
 
 A write is answered only after its transaction has committed and the WAL has
 been synced, so an acknowledged record survives ``kill -9`` and power loss.
@@ -38,6 +38,16 @@ CREATE TABLE IF NOT EXISTS records (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, id);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    document TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 """
 
 # Beyond SQLite's own busy timeout: how long an operation may take in total
@@ -65,6 +75,27 @@ class StoredRecord:
     kind: str
     content: Any
     created_at: str
+
+
+RUNNING = "running"
+"""The one status of a run that is not finished; any other status is final."""
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One agent run as stored: its summary, and its whole document when read by id."""
+
+    id: str
+    status: str
+    summary: Any
+    document: Any | None
+    """None in lists (they carry summaries only)."""
+    created_at: str
+    updated_at: str
+
+
+class RunFinished(Exception):
+    """A finished run was written again with different content; it never changes."""
 
 
 @dataclass
@@ -118,14 +149,19 @@ def _row_to_record(row: tuple[int, str, str, str]) -> StoredRecord:
 
 
 class MemoryStore:
-    """Append-only record store over one SQLite file."""
+    """Append-only records, and agent runs by id, over one SQLite file."""
 
     def __init__(
-        self, path: Path, busy_timeout_seconds: float = 1.0, max_records: int | None = None
+        self,
+        path: Path,
+        busy_timeout_seconds: float = 1.0,
+        max_records: int | None = None,
+        max_runs: int | None = None,
     ) -> None:
         self.path = path
         self.busy_timeout_seconds = busy_timeout_seconds
         self.max_records = max_records
+        self.max_runs = max_runs
         self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
         self._connection: sqlite3.Connection | None = None
@@ -254,6 +290,79 @@ class MemoryStore:
             records.append(_row_to_record(row))
         return records, False
 
+    @staticmethod
+    def _put_run(
+        connection: sqlite3.Connection,
+        run_id: str,
+        status: str,
+        summary_json: str,
+        document_json: str,
+        max_runs: int | None,
+    ) -> tuple[StoredRun, bool]:
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            row = connection.execute(
+                "SELECT status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                cursor = connection.execute(
+                    "INSERT INTO runs (id, status, summary, document, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, status, summary_json, document_json, now, now),
+                )
+                created_at, updated_at = now, now
+                if max_runs is not None:
+                    # Retention: drop the oldest runs in the same transaction.
+                    connection.execute(
+                        "DELETE FROM runs WHERE seq <= ?", (int(cursor.lastrowid or 0) - max_runs,)
+                    )
+            elif row[0] != RUNNING:
+                # A finished run is final: the same write again (a retry) is
+                # answered as stored, any other is refused.
+                if (status, summary_json, document_json) != tuple(row[:3]):
+                    raise RunFinished(f"run {run_id!r} is finished ({row[0]}) and never changes")
+                connection.execute("COMMIT")
+                return StoredRun(run_id, status, json.loads(row[1]), None, row[3], row[4]), False
+            else:
+                created_at, updated_at = row[3], now
+                connection.execute(
+                    "UPDATE runs SET status = ?, summary = ?, document = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    (status, summary_json, document_json, now, run_id),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        stored = StoredRun(run_id, status, json.loads(summary_json), None, created_at, updated_at)
+        return stored, row is None
+
+    @staticmethod
+    def _get_run(connection: sqlite3.Connection, run_id: str) -> StoredRun | None:
+        row = connection.execute(
+            "SELECT id, status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredRun(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4], row[5])
+
+    @staticmethod
+    def _list_runs(
+        connection: sqlite3.Connection, limit: int, status: str | None
+    ) -> list[StoredRun]:
+        query = "SELECT id, status, summary, created_at, updated_at FROM runs"
+        if status is None:
+            rows = connection.execute(f"{query} ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = connection.execute(
+                f"{query} WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
+            )
+        return [StoredRun(r[0], r[1], json.loads(r[2]), None, r[3], r[4]) for r in rows]
+
     # ------------------------------------------------------------------ async side
 
     async def _submit(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -312,6 +421,41 @@ class MemoryStore:
         Also says whether the page was cut short at ``max_bytes`` of content.
         """
         return await self._submit(lambda c: self._list(c, limit, kind, max_bytes))
+
+    async def put_run(
+        self, run_id: str, status: str, summary_json: str, document_json: str
+    ) -> tuple[StoredRun, bool]:
+        """Create or replace a run; answers after the commit is durable.
+
+        Also says whether the run was created. A run whose stored status is
+        not ``running`` is final: writing it again with other content raises
+        :class:`RunFinished`. The answer carries the summary, not the document.
+        """
+        # Not through _run: a refused write is the caller's mistake, not a database failure.
+        outcome: list[tuple[StoredRun, bool] | RunFinished] = []
+
+        def put(connection: sqlite3.Connection) -> None:
+            try:
+                outcome.append(
+                    self._put_run(
+                        connection, run_id, status, summary_json, document_json, self.max_runs
+                    )
+                )
+            except RunFinished as exc:
+                outcome.append(exc)
+
+        await self._submit(put)
+        if isinstance(outcome[0], RunFinished):
+            raise outcome[0]
+        return outcome[0]
+
+    async def get_run(self, run_id: str) -> StoredRun | None:
+        """The run with this id, document included, or None."""
+        return await self._submit(lambda c: self._get_run(c, run_id))
+
+    async def list_runs(self, limit: int, status: str | None = None) -> list[StoredRun]:
+        """Up to ``limit`` runs, newest first (by creation), summaries only."""
+        return await self._submit(lambda c: self._list_runs(c, limit, status))
 
     async def close(self) -> None:
         """Close the connection and stop the database thread."""
