@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
+pytestmark = pytest.mark.slow
+
 SERVICE = "/pagi.gateway.v1.ModelGateway"
 # A crash or an unhandled exception shows as one of these.
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}

@@ -30,6 +30,8 @@ from tests.fuzz.hostile_http import (
 )
 from tests.fuzz.live import assert_serving, http_response_complete, recent_logs
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES_PER_SERVICE = 150
 ANSWER_DEADLINE_SECONDS = 15.0
 

@@ -24,6 +24,8 @@ from schemathesis.openapi.loaders import from_url
 from pagi.stack import Stack
 from tests.fuzz.conftest import HTTP_SERVICES
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES_PER_OPERATION = 40
 CLI_EXAMPLES_PER_OPERATION = 25
 _INPUT_LOCATIONS = ("path_parameters", "headers", "cookies", "query", "body")

@@ -35,6 +35,8 @@ from tests.fuzz.live import (
 )
 from tests.load.driver import ProcessSnapshot, settle
 
+pytestmark = pytest.mark.slow
+
 WALL_SECONDS = 1
 MARGIN_SECONDS = 2.0
 """Spawning the jail, killing the tree and answering, on a busy 2-core machine."""
