@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pagi.stack import Stack
@@ -188,14 +188,14 @@ def check_run(client: httpx.Client, code: str, tool: str = "python") -> None:
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None)
 @given(code=PROGRAMS)
 def test_generated_programs_end_in_time(client, rest_at_start, tool: str, code: str):
     check_run(client, code, tool)
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None)
 @given(code=st.text(max_size=500))
 def test_arbitrary_text_as_code(client, rest_at_start, tool: str, code: str):
     check_run(client, code, tool)
