@@ -1,21 +1,27 @@
-"""The live fuzzers' answer checks, run against fake servers that misbehave on purpose.
+"""The live fuzzers' own checks, run against fakes that misbehave on purpose.
 
 A fuzz test proves something only if its check fails on a broken service.
 Each fake here is one way a service can fail a client: it hangs, answers
-too late, answers half, closes without a word, answers 5xx, or is gone.
+too late, answers half, closes without a word, answers 5xx, is gone, or
+answers a tool run without running the code, or leaves a process behind.
 The checks must call each of those a failure, and still pass a good answer.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
+import httpx
 import pytest
 
 from tests.fuzz.live import (
@@ -25,6 +31,15 @@ from tests.fuzz.live import (
     raw_answer_problem,
     raw_exchange,
 )
+from tests.fuzz.tool_runs import (
+    RunProof,
+    compile_verdict,
+    leftovers,
+    run_problem,
+    survivors,
+    with_prelude,
+)
+from tests.load.driver import ProcessSnapshot
 
 OK = grpc.StatusCode.OK
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
@@ -203,3 +218,100 @@ def test_raw_check_fails_a_broken_answer(fake_http, behaviour: str, named: str):
     answer = _exchange(fake_http(behaviour))
     problem = raw_answer_problem(answer, WITHIN)
     assert problem is not None and named in problem, (answer, problem)
+
+
+# --------------------------------------------------------------------------- tool runs
+
+
+def _tool_answer(status: int, body: dict, delay: float = 0.0) -> tuple[httpx.Response, float]:
+    """The answer a fake sandbox gives, and how long it took."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        time.sleep(delay)
+        return httpx.Response(status, json=body)
+
+    with httpx.Client(transport=httpx.MockTransport(handle), base_url="http://sandbox") as client:
+        started = time.monotonic()
+        response = client.post("/api/v1/execute_tool", json={"tool_name": "python", "code": ""})
+        return response, time.monotonic() - started
+
+
+def _result(stdout: str = "", stderr: str = "", status: str = "ok", exit_code: int = 0) -> dict:
+    return {
+        "tool_status": status,
+        "result": {
+            "stdout": stdout,
+            "stderr": stderr,
+            "exit_code": exit_code,
+            "duration_ms": 12.0,
+            "stdout_truncated": False,
+        },
+    }
+
+
+def test_run_check_passes_a_run_that_happened():
+    _, proof = with_prelude("print(1)")
+    response, elapsed = _tool_answer(200, _result(f"{proof.ran_line}\n1\n"))
+    assert run_problem(response, proof, elapsed, WITHIN) == ""
+    refused = compile_verdict("x y")
+    response, elapsed = _tool_answer(
+        200, _result(stderr="SyntaxError: invalid syntax\n", status="error", exit_code=1)
+    )
+    assert run_problem(response, refused, elapsed, WITHIN) == ""
+
+
+def test_run_check_fails_a_refusal_of_code_that_fits_the_policy():
+    _, proof = with_prelude("print(1)")
+    response, elapsed = _tool_answer(413, {"error": "code too large"})
+    assert "never ran" in run_problem(response, proof, elapsed, WITHIN)
+
+
+def test_run_check_fails_a_run_that_never_started_the_program():
+    _, proof = with_prelude("print(1)")
+    response, elapsed = _tool_answer(200, _result(""))
+    assert "first line never showed" in run_problem(response, proof, elapsed, WITHIN)
+
+
+def test_run_check_fails_a_verdict_the_interpreter_never_gave():
+    assert compile_verdict("x y") == RunProof(syntax_error=True)
+    assert compile_verdict("\ufeffprint(1)") == RunProof(syntax_error=False)
+    response, elapsed = _tool_answer(200, _result(""))
+    assert "no SyntaxError" in run_problem(response, compile_verdict("x y"), elapsed, WITHIN)
+    silent_failure = _result(status="error", exit_code=1)
+    response, elapsed = _tool_answer(200, silent_failure)
+    problem = run_problem(response, compile_verdict("x"), elapsed, WITHIN)
+    assert "without a traceback" in problem
+
+
+def test_run_check_fails_a_late_answer():
+    _, proof = with_prelude("print(1)")
+    response, elapsed = _tool_answer(200, _result(f"{proof.ran_line}\n"), delay=SLOW_SECONDS)
+    assert "more than" in run_problem(response, proof, elapsed, WITHIN)
+
+
+REST = ProcessSnapshot(rss=0, tree_rss=0, fds=20, zombies=0, children=3, workdirs=1)
+
+
+def test_leftover_check_passes_a_service_back_at_rest():
+    assert leftovers(REST, REST, allowed_fds=0, stray=[]) == []
+    more_jails = ProcessSnapshot(rss=0, tree_rss=0, fds=25, zombies=0, children=5, workdirs=1)
+    assert leftovers(REST, more_jails, allowed_fds=5, stray=[]) == []
+
+
+def test_leftover_check_fails_zombies_workdirs_and_fds():
+    after = ProcessSnapshot(rss=0, tree_rss=0, fds=26, zombies=1, children=3, workdirs=2)
+    problems = json.dumps(leftovers(REST, after, allowed_fds=5, stray=[]))
+    assert "zombies" in problems and "working dirs" in problems and "fds" in problems, problems
+
+
+def test_survivor_check_finds_a_marked_process_left_running():
+    marker = f"pagi-check-probe-{uuid.uuid4().hex[:12]}"
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        stray = survivors(marker, grace=0.2)
+        assert [line for line in stray if line.startswith(f"{left.pid}:")], stray
+        assert "outlived their run" in "".join(leftovers(REST, REST, 0, stray))
+    finally:
+        left.kill()
+        left.wait()
+    assert survivors(marker, grace=2.0) == []
