@@ -24,7 +24,14 @@ from typing import Any
 
 import httpx
 
-from tests.fuzz.live import descendants, fd_count, rss_bytes, tree_rss_bytes, zombies_under
+from tests.fuzz.live import (
+    descendants,
+    fd_count,
+    json_error_problem,
+    rss_bytes,
+    tree_rss_bytes,
+    zombies_under,
+)
 
 PYTHON_PROGRAM = "print(sum(range(1000)))"
 
@@ -52,6 +59,30 @@ class LoadReport:
         index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
         return ordered[index] * 1000
 
+    @property
+    def ok_share(self) -> float:
+        """Share of the answered requests that ran."""
+        return self.statuses.get(200, 0) / self.completed if self.completed else 0.0
+
+    def capacity_problems(self, total: int, min_ok_share: float) -> list[str]:
+        """Why this load breaks the capacity claim, or nothing.
+
+        The claim: all ``total`` requests answered, at least ``min_ok_share``
+        of them ran (200, tool_status ok), and every other one is a 429 with
+        PAGI's JSON error and a Retry-After in seconds.
+        """
+        problems = []
+        if self.completed != total:
+            problems.append(f"{self.completed} of {total} requests answered")
+        if self.problems:
+            problems.append(f"{len(self.problems)} answers were not clean: {self.problems[:3]}")
+        if self.ok_share < min_ok_share:
+            problems.append(
+                f"{self.statuses.get(200, 0)} of {self.completed} requests ran"
+                f" ({self.ok_share:.0%}); at least {min_ok_share:.0%} must"
+            )
+        return problems
+
     def summary(self) -> dict[str, Any]:
         """Figures to print and to put in assertion messages."""
         ok = self.statuses.get(200, 0)
@@ -60,6 +91,7 @@ class LoadReport:
             "statuses": dict(sorted(self.statuses.items())),
             "tool_statuses": dict(self.tool_statuses),
             "elapsed_s": round(self.elapsed, 2),
+            "ok_share": round(self.ok_share, 3),
             "runs_per_s": round(ok / self.elapsed, 1) if self.elapsed else 0.0,
             "p50_ms": round(self.percentile(0.50), 1),
             "p99_ms": round(self.percentile(0.99), 1),
@@ -80,6 +112,9 @@ def _judge(report: LoadReport, response: httpx.Response) -> None:
         retry_after = response.headers.get("retry-after", "")
         if not retry_after.isdigit():
             report.problems.append(f"429 without a usable Retry-After: {retry_after!r}")
+        problem = json_error_problem(response)
+        if problem is not None:
+            report.problems.append(problem)
     else:
         report.problems.append(f"{response.status_code}: {response.text[:200]}")
 
