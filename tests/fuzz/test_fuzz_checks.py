@@ -293,14 +293,14 @@ REST = ProcessSnapshot(rss=0, tree_rss=0, fds=20, zombies=0, children=3, workdir
 
 
 def test_leftover_check_passes_a_service_back_at_rest():
-    assert leftovers(REST, REST, allowed_fds=0, stray=[]) == []
+    assert leftovers(REST, REST, kept_fds=0, stray=[]) == []
     more_jails = ProcessSnapshot(rss=0, tree_rss=0, fds=25, zombies=0, children=5, workdirs=1)
-    assert leftovers(REST, more_jails, allowed_fds=5, stray=[]) == []
+    assert leftovers(REST, more_jails, kept_fds=5, stray=[]) == []
 
 
 def test_leftover_check_fails_zombies_workdirs_and_fds():
     after = ProcessSnapshot(rss=0, tree_rss=0, fds=26, zombies=1, children=3, workdirs=2)
-    problems = json.dumps(leftovers(REST, after, allowed_fds=5, stray=[]))
+    problems = json.dumps(leftovers(REST, after, kept_fds=5, stray=[]))
     assert "zombies" in problems and "working dirs" in problems and "fds" in problems, problems
 
 

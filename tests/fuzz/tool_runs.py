@@ -20,6 +20,7 @@ import httpx
 
 from tests.fuzz.live import all_pids, wait_until
 from tests.load.driver import ProcessSnapshot
+from tests.load.driver import leftovers as service_leftovers
 
 TOOL_STATUSES = {"ok", "error", "timeout", "limit", "killed"}
 RESULT_FIELDS = {"stdout", "stderr", "exit_code", "duration_ms", "stdout_truncated"}
@@ -120,16 +121,10 @@ def survivors(marker: str, grace: float) -> list[str]:
 
 
 def leftovers(
-    rest: ProcessSnapshot, after: ProcessSnapshot, allowed_fds: int, stray: list[str]
+    rest: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int, stray: list[str]
 ) -> list[str]:
-    """What the service holds after the fuzzing that it did not hold at rest."""
-    problems = []
-    if after.zombies:
-        problems.append(f"{after.zombies} zombies")
-    if after.workdirs > rest.workdirs:
-        problems.append(f"working dirs: {rest.workdirs} at rest, {after.workdirs} after")
-    if after.fds > rest.fds + allowed_fds:
-        problems.append(f"fds: {rest.fds} at rest (+{allowed_fds} allowed), {after.fds} after")
+    """What the service holds after the fuzzing that it did not hold at rest, and survivors."""
+    problems = service_leftovers(rest, after, kept_fds)
     if stray:
         problems.append("processes outlived their run:\n" + "\n".join(stray))
     return problems

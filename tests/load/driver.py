@@ -36,6 +36,37 @@ from tests.fuzz.live import (
 PYTHON_PROGRAM = "print(sum(range(1000)))"
 
 
+def percentile_ms(latencies: list[float], fraction: float) -> float:
+    """The latency (seconds in, milliseconds out) at ``fraction`` (0..1) of ``latencies``."""
+    if not latencies:
+        return 0.0
+    ordered = sorted(latencies)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index] * 1000
+
+
+def capacity_problems(
+    total: int, answered: int, served: int, unclean: list[str], min_served_share: float
+) -> list[str]:
+    """Why a load breaks its capacity claim, or nothing.
+
+    The claim: every one of ``total`` requests answered, at least
+    ``min_served_share`` of them served, and every other one refused cleanly
+    (``unclean`` lists the answers that were not).
+    """
+    problems = []
+    if answered != total:
+        problems.append(f"{answered} of {total} requests answered")
+    if unclean:
+        problems.append(f"{len(unclean)} answers were not clean: {unclean[:3]}")
+    if served < min_served_share * total:
+        problems.append(
+            f"{served} of {total} requests served ({served / total:.0%});"
+            f" at least {min_served_share:.0%} must be"
+        )
+    return problems
+
+
 @dataclass
 class LoadReport:
     """What a load run saw from the client side."""
@@ -53,11 +84,7 @@ class LoadReport:
 
     def percentile(self, fraction: float) -> float:
         """Latency at ``fraction`` (0..1), in milliseconds."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-        return ordered[index] * 1000
+        return percentile_ms(self.latencies, fraction)
 
     @property
     def ok_share(self) -> float:
@@ -65,23 +92,13 @@ class LoadReport:
         return self.statuses.get(200, 0) / self.completed if self.completed else 0.0
 
     def capacity_problems(self, total: int, min_ok_share: float) -> list[str]:
-        """Why this load breaks the capacity claim, or nothing.
+        """Why this load breaks the capacity claim (see :func:`capacity_problems`).
 
-        The claim: all ``total`` requests answered, at least ``min_ok_share``
-        of them ran (200, tool_status ok), and every other one is a 429 with
-        PAGI's JSON error and a Retry-After in seconds.
+        Clean refusals here are 429s with PAGI's JSON error and a Retry-After
+        in seconds; a run counts when it answered 200 with tool_status ok.
         """
-        problems = []
-        if self.completed != total:
-            problems.append(f"{self.completed} of {total} requests answered")
-        if self.problems:
-            problems.append(f"{len(self.problems)} answers were not clean: {self.problems[:3]}")
-        if self.ok_share < min_ok_share:
-            problems.append(
-                f"{self.statuses.get(200, 0)} of {self.completed} requests ran"
-                f" ({self.ok_share:.0%}); at least {min_ok_share:.0%} must"
-            )
-        return problems
+        served = self.tool_statuses.get("ok", 0)
+        return capacity_problems(total, self.completed, served, self.problems, min_ok_share)
 
     def summary(self) -> dict[str, Any]:
         """Figures to print and to put in assertion messages."""
@@ -230,6 +247,21 @@ class ProcessSnapshot:
             f"fds {self.fds}, zombies {self.zombies}, children {self.children}, "
             f"workdirs {self.workdirs}"
         )
+
+
+def leftovers(before: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int) -> list[str]:
+    """What the service holds at ``after`` that it did not at ``before``.
+
+    ``kept_fds``: those it keeps by design since ``before`` (jails built ahead).
+    """
+    problems = []
+    if after.zombies:
+        problems.append(f"{after.zombies} zombies")
+    if after.workdirs > before.workdirs:
+        problems.append(f"working dirs: {before.workdirs} before, {after.workdirs} after")
+    if after.fds > before.fds + kept_fds:
+        problems.append(f"fds: {before.fds} before (+{kept_fds} kept), {after.fds} after")
+    return problems
 
 
 FDS_PER_JAIL_BUILT_AHEAD = 5

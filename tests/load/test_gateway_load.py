@@ -25,6 +25,7 @@ from gateway.service import RETRY_PUSHBACK_KEY
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 from tests.fuzz.live import fd_count, service_pid, start_live_stack, wait_until
+from tests.load.driver import capacity_problems, percentile_ms
 from tests.load.model_server import timed_model_server
 
 CALLS = 600
@@ -55,15 +56,20 @@ class Flood:
         """Share of the calls that got a plan."""
         return self.codes["OK"] / CALLS
 
+    def capacity_problems(self, min_served_share: float) -> list[str]:
+        """Why this flood breaks the capacity claim (see :func:`capacity_problems`)."""
+        return capacity_problems(
+            CALLS, self.codes.total(), self.codes["OK"], self.unclean, min_served_share
+        )
+
     def figures(self) -> dict[str, object]:
         """What to print and to show in assertion messages."""
-        ordered = sorted(self.latencies) or [0.0]
         return {
             "codes": dict(self.codes),
             "served_share": round(self.served_share, 3),
             "served_per_s": round(self.codes["OK"] / self.elapsed, 1) if self.elapsed else 0,
-            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
-            "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
+            "p50_ms": round(percentile_ms(self.latencies, 0.5), 1),
+            "p99_ms": round(percentile_ms(self.latencies, 0.99), 1),
             "unclean": self.unclean[:5],
         }
 
@@ -78,21 +84,6 @@ def refusal_problem(error: grpc.aio.AioRpcError) -> str | None:
     if not isinstance(pushback, str) or not pushback.isdigit():
         return f"RESOURCE_EXHAUSTED without a usable {RETRY_PUSHBACK_KEY}: {pushback!r}"
     return None
-
-
-def capacity_problems(flood: Flood, min_served_share: float) -> list[str]:
-    """Why ``flood`` breaks the capacity claim: every call answered, enough served, rest clean."""
-    problems = []
-    if flood.codes.total() != CALLS:
-        problems.append(f"{flood.codes.total()} of {CALLS} calls answered")
-    if flood.unclean:
-        problems.append(f"{len(flood.unclean)} answers were not clean: {flood.unclean[:3]}")
-    if flood.served_share < min_served_share:
-        problems.append(
-            f"{flood.codes['OK']} of {CALLS} calls served ({flood.served_share:.0%});"
-            f" at least {min_served_share:.0%} must be"
-        )
-    return problems
 
 
 async def _flood(target: str, token: str) -> Flood:
@@ -161,7 +152,7 @@ def test_flood_is_served_whole(gateway: Stack, token_for):
     fds_before = fd_count(pid)
     flood = asyncio.run(_flood(target, token))
     print(f"gateway flood, built-in planner: {flood.figures()}")
-    assert capacity_problems(flood, min_served_share=1.0) == [], flood.figures()
+    assert flood.capacity_problems(1.0) == [], flood.figures()
 
     got_first = asyncio.run(_cancel_streams(target, token))
     assert got_first == CANCELLED_STREAMS, f"only {got_first} streams produced a first step"
@@ -217,7 +208,7 @@ def test_flood_beyond_capacity_is_served_to_capacity_and_refused_cleanly(
         stack.stop()
     print(f"gateway flood, {UPSTREAM_SECONDS * 1000:.0f} ms model server: {flood.figures()}")
     assert flood.codes["RESOURCE_EXHAUSTED"] > 0, "the flood never reached the gateway's limit"
-    assert capacity_problems(flood, MIN_SERVED_SHARE) == [], flood.figures()
+    assert flood.capacity_problems(MIN_SERVED_SHARE) == [], flood.figures()
 
 
 def test_capacity_check_fails_a_gateway_with_a_quarter_of_its_slots(
@@ -232,5 +223,5 @@ def test_capacity_check_fails_a_gateway_with_a_quarter_of_its_slots(
     finally:
         stack.stop()
     print(f"gateway flood, 2 slots: {flood.figures()}")
-    problems = capacity_problems(flood, MIN_SERVED_SHARE)
+    problems = flood.capacity_problems(MIN_SERVED_SHARE)
     assert len(problems) == 1 and "must be" in problems[0], (problems, flood.figures())
