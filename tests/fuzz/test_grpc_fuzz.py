@@ -12,7 +12,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.server import MESSAGE_OVERHEAD_BYTES
@@ -75,7 +75,7 @@ PROMPTS = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None)
 @given(prompt=PROMPTS, max_steps=st.integers(min_value=0, max_value=2**32 - 1))
 def test_arbitrary_plan_requests(channel, auth, prompt: str, max_steps: int):
     stub = model_gateway_pb2_grpc.ModelGatewayStub(channel)
@@ -109,7 +109,7 @@ RAW_MESSAGES = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None)
 @given(
     method=st.sampled_from(["GetPlan", "StreamPlan", "GetMetrics"]),
     payload=RAW_MESSAGES,
