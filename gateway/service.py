@@ -31,6 +31,9 @@ STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""The trailer gRPC clients' retry policies read for when to try again (gRFC A6)."""
+
 # The backend's own deadline ends this much before the caller's, so the
 # gateway answers with its own DEADLINE_EXCEEDED (and counts it) rather than
 # being cancelled by gRPC mid-call.
@@ -174,7 +177,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
             if not steps:
                 failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
         except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "GetPlan")))
+            await context.abort(
+                *_parts(self._busy(exc, started, "GetPlan")), trailing_metadata=_pushback(exc)
+            )
         except BackendError as exc:
             failure = Failure(STATUS_OF[exc.code], exc.message)
         except asyncio.CancelledError:
@@ -227,7 +232,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
             if count == 0:
                 failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
         except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "StreamPlan")))
+            await context.abort(
+                *_parts(self._busy(exc, started, "StreamPlan")), trailing_metadata=_pushback(exc)
+            )
         except BackendError as exc:
             failure = Failure(STATUS_OF[exc.code], exc.message)
         except asyncio.CancelledError:
@@ -282,3 +289,7 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
 
 def _parts(failure: Failure) -> tuple[grpc.StatusCode, str]:
     return failure.status, failure.message
+
+
+def _pushback(busy: GatewayBusy) -> tuple[tuple[str, str], ...]:
+    return ((RETRY_PUSHBACK_KEY, str(round(busy.retry_after_seconds * 1000))),)
