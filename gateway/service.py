@@ -13,6 +13,13 @@ import grpc
 
 from gateway.admission import Admission, GatewayBusy
 from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
+from gateway.conversation import (
+    Conversation,
+    DecisionResult,
+    InvalidConversation,
+    conversation_from_proto,
+    decision_to_proto,
+)
 from gateway.interceptor import caller_var
 from gateway.metrics import GatewayMetrics
 from pagi.logging import log_event
@@ -45,6 +52,7 @@ class ServiceLimits:
     default_max_steps: int
     max_steps: int
     max_deadline_seconds: float
+    max_conversation_bytes: int = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,72 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         yield model_gateway_pb2.PlanChunk(
             index=count, done=True, latency_ms=latency_ms, request_id=request_id, **common
         )
+
+    def _conversation(self, request: model_gateway_pb2.DecideRequest) -> Conversation | Failure:
+        size = request.ByteSize()
+        if size > self.limits.max_conversation_bytes:
+            failure = Failure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the conversation is {size} bytes; the limit is "
+                f"{self.limits.max_conversation_bytes}",
+            )
+        else:
+            try:
+                return conversation_from_proto(request)
+            except InvalidConversation as exc:
+                failure = Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log_event(
+            logger,
+            "decision_refused",
+            logging.WARNING,
+            code=failure.status.name,
+            reason=failure.message,
+            caller=caller_var.get(),
+        )
+        return failure
+
+    async def Decide(  # noqa: N802 - the name is the RPC's
+        self, request: model_gateway_pb2.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> model_gateway_pb2.DecideResponse:
+        """An agent's next action: tool calls or a final answer, and the tokens used."""
+        started = time.perf_counter()
+        conversation = self._conversation(request)
+        if isinstance(conversation, Failure):
+            await context.abort(conversation.status, conversation.message)
+        deadline = self._deadline(context)
+        failure: Failure | None = None
+        try:
+            async with self.admission.slot():
+                decision = await self.backend.decide(conversation, deadline)
+        except GatewayBusy as exc:
+            await context.abort(*_parts(self._busy(exc, started, "Decide")))
+        except BackendError as exc:
+            failure = Failure(STATUS_OF[exc.code], exc.message)
+        except asyncio.CancelledError:
+            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, "Decide")
+            raise
+        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
+            failure = self._unexpected("Decide")
+        if failure is not None:
+            self._failed(failure, started, "Decide")
+            await context.abort(failure.status, failure.message)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.record_success(self.backend.name, self.backend.model, latency_ms)
+        log_event(
+            logger,
+            "decision_served",
+            backend=self.backend.name,
+            model=self.backend.model,
+            tool_calls=len(decision.tool_calls),
+            finish_reason=decision.finish_reason,
+            prompt_tokens=decision.usage.prompt_tokens,
+            completion_tokens=decision.usage.completion_tokens,
+            conversation_bytes=request.ByteSize(),
+            latency_ms=round(latency_ms, 2),
+            caller=caller_var.get(),
+        )
+        result = DecisionResult(decision, self.backend.model, self.backend.name, latency_ms)
+        return decision_to_proto(result, current_request_id() or "")
 
     async def GetMetrics(  # noqa: N802 - the name is the RPC's
         self, request: model_gateway_pb2.MetricsRequest, context: grpc.aio.ServicerContext
