@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from gateway.client import GatewayError, PlanChunk, PlanResult
+from gateway.conversation import Conversation, DecisionResult
 from pagi.errors import ApiError
 from pagi.logging import log_event
 from pagi.sse import sse_event
@@ -33,6 +34,16 @@ class PlanSource(Protocol):
 
     async def close(self) -> None:
         """Release the connection."""
+        ...
+
+
+class ModelGateway(PlanSource, Protocol):
+    """All the agent needs from the gateway: plans, and next actions for runs."""
+
+    async def decide(
+        self, conversation: Conversation, timeout_seconds: float | None = None
+    ) -> DecisionResult:
+        """The next action in ``conversation``."""
         ...
 
 
