@@ -147,6 +147,7 @@ class Recorded:
 
     script: str
     turn: int
+    goal: str
     body: dict[str, Any]
 
 
@@ -201,6 +202,11 @@ class ScriptedModel:
         with self._lock:
             return [r for r in self.requests if r.script == script]
 
+    def of_goal(self, goal: str) -> list[Recorded]:
+        """The requests made while working ``goal``, in order."""
+        with self._lock:
+            return [r for r in self.requests if r.goal == goal]
+
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
         """Status, JSON body and delay for one request."""
         messages = body.get("messages") or []
@@ -209,7 +215,7 @@ class ScriptedModel:
         script = match.group(1) if match else "answer"
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         with self._lock:
-            self.requests.append(Recorded(script, turn, body))
+            self.requests.append(Recorded(script, turn, goal, body))
         if body.get("tool_choice") == "none" or not body.get("tools"):
             last = _last_observations(messages)
             summary = f"Summary after {turn} turns: {json.dumps(last[-1]) if last else 'nothing'}"
