@@ -1,10 +1,12 @@
 """Runs in the memory service: written while they go on, read back by id and as a list.
 
 :class:`RunRecorder` keeps one run's writes in order and off the run's
-path: each change asks for a write, at most one is in flight, and a write
-always sends the run as it is when the write starts, so changes that come
-while one is in flight are sent together by the next. The last write (the
-finished run) is awaited, and retried while its time allows.
+path: each change asks for a write, at most one is in flight, a write
+always sends the run as it is when the write starts, and writes while the
+run goes on are at least ``min_interval_seconds`` apart, so the changes of
+many steps go together in one. The first write (the run started) is sent
+at once, and so is the last (the finished run), which is awaited and
+retried while its time allows.
 """
 
 from __future__ import annotations
@@ -174,11 +176,19 @@ class RunStore:
 class RunRecorder:
     """One run's writes to memory, in order, coalesced, never blocking the run."""
 
-    def __init__(self, store: RunStore, snapshot: Callable[[], RunRecord]) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        snapshot: Callable[[], RunRecord],
+        min_interval_seconds: float = 1.0,
+    ) -> None:
         self._store = store
         self._snapshot = snapshot
+        self._min_interval = min_interval_seconds
         self._dirty = False
         self._writer: asyncio.Task[None] | None = None
+        self._last_write = float("-inf")
+        self._hurry = asyncio.Event()
         self.last_error: str | None = None
         self.stored_final = False
 
@@ -189,8 +199,16 @@ class RunRecorder:
             self._writer = asyncio.create_task(self._drain(), name="run-recorder")
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._dirty:
+            wait = self._last_write + self._min_interval - loop.time()
+            if wait > 0 and not self._hurry.is_set():
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), wait)
+                except TimeoutError:
+                    pass
             self._dirty = False
+            self._last_write = loop.time()
             run = self._snapshot()
             try:
                 await self._store.put(run)
@@ -212,6 +230,7 @@ class RunRecorder:
         """Write the finished run and wait for it, retrying within ``timeout_seconds``."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout_seconds
+        self._hurry.set()
         self.changed()
         while True:
             writer = self._writer

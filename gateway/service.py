@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -27,6 +28,8 @@ from pagi.request_id import current_request_id
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -158,6 +161,32 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         )
         return latency_ms
 
+    async def _unary(
+        self,
+        rpc: str,
+        started: float,
+        context: grpc.aio.ServicerContext,
+        call: Callable[[Deadline], Awaitable[T]],
+    ) -> T:
+        """``call`` the backend within the deadline and an admission slot, or abort the RPC."""
+        deadline = self._deadline(context)
+        try:
+            async with self.admission.slot():
+                return await call(deadline)
+        except GatewayBusy as exc:
+            await context.abort(*_parts(self._busy(exc, started, rpc)))
+            raise  # abort raises; this only tells type checkers
+        except BackendError as exc:
+            failure = Failure(STATUS_OF[exc.code], exc.message)
+        except asyncio.CancelledError:
+            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, rpc)
+            raise
+        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
+            failure = self._unexpected(rpc)
+        self._failed(failure, started, rpc)
+        await context.abort(failure.status, failure.message)
+        raise AssertionError("context.abort returned")
+
     def _unexpected(self, rpc: str) -> Failure:
         logger.exception("unexpected failure in %s", rpc, extra={"event": "plan_crashed"})
         return Failure(grpc.StatusCode.INTERNAL, "internal error in the model gateway")
@@ -173,24 +202,15 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked
-        deadline = self._deadline(context)
-        failure: Failure | None = None
-        steps: list[str] = []
-        try:
-            async with self.admission.slot():
-                steps = (await self.backend.plan(request.prompt, max_steps, deadline))[:max_steps]
-            if not steps:
-                failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
-        except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "GetPlan")))
-        except BackendError as exc:
-            failure = Failure(STATUS_OF[exc.code], exc.message)
-        except asyncio.CancelledError:
-            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, "GetPlan")
-            raise
-        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
-            failure = self._unexpected("GetPlan")
-        if failure is not None:
+        steps = await self._unary(
+            "GetPlan",
+            started,
+            context,
+            lambda deadline: self.backend.plan(request.prompt, max_steps, deadline),
+        )
+        steps = steps[:max_steps]
+        if not steps:
+            failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
             self._failed(failure, started, "GetPlan")
             await context.abort(failure.status, failure.message)
         prompt_bytes = len(request.prompt.encode("utf-8", "surrogatepass"))
@@ -284,23 +304,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         conversation = self._conversation(request)
         if isinstance(conversation, Failure):
             await context.abort(conversation.status, conversation.message)
-        deadline = self._deadline(context)
-        failure: Failure | None = None
-        try:
-            async with self.admission.slot():
-                decision = await self.backend.decide(conversation, deadline)
-        except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "Decide")))
-        except BackendError as exc:
-            failure = Failure(STATUS_OF[exc.code], exc.message)
-        except asyncio.CancelledError:
-            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, "Decide")
-            raise
-        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
-            failure = self._unexpected("Decide")
-        if failure is not None:
-            self._failed(failure, started, "Decide")
-            await context.abort(failure.status, failure.message)
+        decision = await self._unary(
+            "Decide", started, context, lambda deadline: self.backend.decide(conversation, deadline)
+        )
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.record_success(self.backend.name, self.backend.model, latency_ms)
         log_event(
