@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from agent.gateway_calls import ModelGateway
 from agent.loop import ToolSandbox
 from agent.plans import router as plans_router
+from agent.run_models import run_request_model
 from agent.run_service import RunService
 from agent.run_store import RunStore
-from agent.runs import router as runs_router
+from agent.runs import build_runs_router
 from agent.sandbox_calls import SandboxCalls
 from agent.settings import AgentSettings
 from gateway.client import GatewayClient
@@ -68,7 +69,7 @@ def create_app(
     app.state.gateway_timeout_seconds = settings.model_gateway_grpc_timeout_seconds
     app.state.wiring_timeout_seconds = settings.wiring_timeout_seconds
     app.include_router(plans_router)
-    app.include_router(runs_router)
+    app.include_router(build_runs_router(run_request_model(settings.run_ceilings)))
     # A client that hangs up cancels its run (the stream route does this itself).
     app.add_middleware(CancelOnDisconnect, paths={"/api/v1/runs"})
     return app

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    create_model,
+)
 
 from agent.models import NOT_BLANK_PATTERN
 
@@ -29,6 +36,28 @@ RunReason = Literal[
 """Why a run ended (``None`` while it runs)."""
 
 
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema has it (``10`` or ``10.0``), never a boolean or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer within ``ge..le`` (the bounds inside, so the JSON schema states them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
+
+
+STEPS_WORDS = "Model turns."
+DEADLINE_WORDS = "Wall-clock seconds of the whole run."
+TOKENS_WORDS = "Tokens of every model call together."
+OUTPUT_WORDS = "stdout and stderr bytes of every tool run together."
+
+
 class BudgetRequest(BaseModel):
     """Budgets a request asks for; each left out takes the agent's default.
 
@@ -37,15 +66,11 @@ class BudgetRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_steps: int | None = Field(None, ge=1, le=1000, description="Model turns with tool calls.")
-    deadline_seconds: float | None = Field(
-        None, gt=0, le=3600, description="Wall-clock time of the whole run."
-    )
-    max_model_tokens: int | None = Field(
-        None, ge=1, le=100_000_000, description="Tokens of every model call together."
-    )
-    max_tool_output_bytes: int | None = Field(
-        None, ge=0, le=1024 * 1024 * 1024, description="stdout and stderr of every tool run."
+    max_steps: json_int(1, 1000) | None = Field(None, description=STEPS_WORDS)
+    deadline_seconds: StrictFloat | None = Field(None, gt=0, le=3600, description=DEADLINE_WORDS)
+    max_model_tokens: json_int(1, 100_000_000) | None = Field(None, description=TOKENS_WORDS)
+    max_tool_output_bytes: json_int(0, 1024 * 1024 * 1024) | None = Field(
+        None, description=OUTPUT_WORDS
     )
 
 
@@ -72,6 +97,33 @@ class Budgets(BaseModel):
     deadline_seconds: float
     max_model_tokens: int
     max_tool_output_bytes: int
+
+
+def run_request_model(ceilings: Budgets) -> type[RunRequest]:
+    """:class:`RunRequest` with each budget bounded by its ceiling (schema and validation)."""
+    budgets = create_model(
+        "BudgetRequest",
+        __base__=BudgetRequest,
+        max_steps=(
+            json_int(1, ceilings.max_steps) | None,
+            Field(None, description=STEPS_WORDS),
+        ),
+        deadline_seconds=(
+            StrictFloat | None,
+            Field(None, gt=0, le=ceilings.deadline_seconds, description=DEADLINE_WORDS),
+        ),
+        max_model_tokens=(
+            json_int(1, ceilings.max_model_tokens) | None,
+            Field(None, description=TOKENS_WORDS),
+        ),
+        max_tool_output_bytes=(
+            json_int(0, ceilings.max_tool_output_bytes) | None,
+            Field(None, description=OUTPUT_WORDS),
+        ),
+    )
+    return create_model(
+        "RunRequest", __base__=RunRequest, budgets=(budgets, Field(default_factory=budgets))
+    )
 
 
 class TokenCount(BaseModel):

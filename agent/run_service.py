@@ -41,23 +41,14 @@ class BudgetCeilings:
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> BudgetCeilings:
         """Both, as the settings give them."""
-        return cls(
-            defaults=Budgets(
-                max_steps=settings.pagi_agent_run_steps,
-                deadline_seconds=settings.pagi_agent_run_deadline_seconds,
-                max_model_tokens=settings.pagi_agent_run_model_tokens,
-                max_tool_output_bytes=settings.pagi_agent_run_tool_output_bytes,
-            ),
-            ceilings=Budgets(
-                max_steps=settings.pagi_agent_run_steps_ceiling,
-                deadline_seconds=settings.pagi_agent_run_deadline_seconds_ceiling,
-                max_model_tokens=settings.pagi_agent_run_model_tokens_ceiling,
-                max_tool_output_bytes=settings.pagi_agent_run_tool_output_bytes_ceiling,
-            ),
-        )
+        return cls(defaults=settings.run_defaults, ceilings=settings.run_ceilings)
 
     def resolve(self, asked: BudgetRequest) -> Budgets:
-        """The budgets of a run: each asked for (within its ceiling) or the default."""
+        """The budgets of a run: each asked for (within its ceiling) or the default.
+
+        Requests through the API are checked against the ceilings already
+        (:func:`agent.run_models.run_request_model`); this holds for any caller.
+        """
         values: dict[str, Any] = {}
         problems = []
         for name in Budgets.model_fields:

@@ -78,11 +78,8 @@ def fit_document(run: RunRecord, max_bytes: int) -> dict[str, Any]:
         _cut_step(step)
     if _size(document) <= max_bytes:
         return document
-    # Still too large (a huge goal or answer): keep the outcome, drop the steps' detail.
-    document["steps"] = [
-        {"index": s["index"], "calls": len(s["calls"]), "elapsed_ms": s["elapsed_ms"]}
-        for s in steps
-    ]
+    # Still too large: keep the outcome and the usage (which counts the steps), not the steps.
+    document["steps"] = []
     for key in ("goal", "answer"):
         if isinstance(document.get(key), str):
             document[key] = document[key][: max_bytes // 8]

@@ -4,13 +4,38 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from agent.run_models import Budgets
 from pagi.settings import CommonSettings
 
 KIB = 1024
 MIB = 1024 * KIB
 
 
-class AgentSettings(CommonSettings):
+class RunCeilingSettings(CommonSettings):
+    """The most a run request may ask of each budget.
+
+    Read by the agent, which enforces them, and by the bff, which checks a
+    run request the same way before passing it on: both take them from the
+    same variables.
+    """
+
+    pagi_agent_run_steps_ceiling: int = Field(50, ge=1, le=1000)
+    pagi_agent_run_deadline_seconds_ceiling: float = Field(600.0, gt=0, le=3600)
+    pagi_agent_run_model_tokens_ceiling: int = Field(1_000_000, ge=1, le=100_000_000)
+    pagi_agent_run_tool_output_bytes_ceiling: int = Field(4 * MIB, ge=0, le=1024 * MIB)
+
+    @property
+    def run_ceilings(self) -> Budgets:
+        """The four ceilings as budgets."""
+        return Budgets(
+            max_steps=self.pagi_agent_run_steps_ceiling,
+            deadline_seconds=self.pagi_agent_run_deadline_seconds_ceiling,
+            max_model_tokens=self.pagi_agent_run_model_tokens_ceiling,
+            max_tool_output_bytes=self.pagi_agent_run_tool_output_bytes_ceiling,
+        )
+
+
+class AgentSettings(RunCeilingSettings):
     """The shared settings, the body limit, the calls after a plan, and agent runs."""
 
     pagi_agent_max_body_bytes: int = Field(
@@ -27,22 +52,18 @@ class AgentSettings(CommonSettings):
         " defaults to half of REQUEST_TIMEOUT_SECONDS.",
     )
 
-    # Runs: each budget has a default and a ceiling; a request may set its own
-    # budget up to the ceiling.
+    # Runs: each budget has a default here and a ceiling (RunCeilingSettings);
+    # a request may set its own budget up to the ceiling.
     pagi_agent_run_steps: int = Field(10, ge=1, le=1000, description="Default step budget.")
-    pagi_agent_run_steps_ceiling: int = Field(50, ge=1, le=1000)
     pagi_agent_run_deadline_seconds: float = Field(
         120.0, gt=0, le=3600, description="Default wall-clock budget of a run."
     )
-    pagi_agent_run_deadline_seconds_ceiling: float = Field(600.0, gt=0, le=3600)
     pagi_agent_run_model_tokens: int = Field(
         100_000, ge=1, le=100_000_000, description="Default model token budget."
     )
-    pagi_agent_run_model_tokens_ceiling: int = Field(1_000_000, ge=1, le=100_000_000)
     pagi_agent_run_tool_output_bytes: int = Field(
         256 * KIB, ge=0, le=1024 * MIB, description="Default budget of tool output bytes."
     )
-    pagi_agent_run_tool_output_bytes_ceiling: int = Field(4 * MIB, ge=0, le=1024 * MIB)
 
     pagi_agent_max_concurrent_runs: int = Field(
         16, ge=1, le=1024, description="Runs at once; more get 429 with Retry-After."
@@ -94,6 +115,16 @@ class AgentSettings(CommonSettings):
                     f" PAGI_AGENT_RUN_{name.upper()}_CEILING ({ceiling})"
                 )
         return self
+
+    @property
+    def run_defaults(self) -> Budgets:
+        """The budgets of a run that asks for none."""
+        return Budgets(
+            max_steps=self.pagi_agent_run_steps,
+            deadline_seconds=self.pagi_agent_run_deadline_seconds,
+            max_model_tokens=self.pagi_agent_run_model_tokens,
+            max_tool_output_bytes=self.pagi_agent_run_tool_output_bytes,
+        )
 
     @property
     def wiring_timeout_seconds(self) -> float:

@@ -130,3 +130,17 @@ async def test_any_request_body_is_a_run_or_a_clear_4xx(keys_dir: Path, token_fo
         assert answer["stored"] is False and "memory" in answer["store_error"]
     else:
         assert answer["error"]
+
+
+async def test_a_goal_that_is_not_valid_unicode_is_refused(keys_dir: Path, token_for) -> None:
+    settings_ = AgentSettings(_env_file=None, pagi_keys_dir=keys_dir)
+    app = create_app(settings_, gateway=FakeGateway(), sandbox=FakeSandbox())
+    headers = {"Authorization": f"Bearer {token_for('agent')}", "Content-Type": "application/json"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
+            response = await http.post(
+                "/api/v1/runs", content=b'{"goal": "run \\ud800 this"}', headers=headers
+            )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "goal"]

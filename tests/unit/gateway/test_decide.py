@@ -343,3 +343,28 @@ async def test_a_model_server_failing_is_a_clear_gateway_error(
             await client.close()
     assert caught.value.code == "unavailable" and "gave up after 4 attempts" in caught.value.message
     assert late.value.code == "deadline_exceeded"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe\xfd",
+        b"\x0a\x05\x0a\x03\xff\xfe\xfd",  # a message whose role is not UTF-8
+        b"\x0a\xff\xff\xff\xff\x0f",  # a length far beyond the message
+        b"\x12",  # truncated
+    ],
+    ids=["junk", "invalid-utf8", "bad-length", "truncated"],
+)
+async def test_malformed_decide_bytes_get_invalid_argument(
+    local_gateway: RunningGateway, token_for: Callable[..., str], payload: bytes
+) -> None:
+    raw = local_gateway.channel.unary_unary(
+        "/pagi.gateway.v1.ModelGateway/Decide",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw(payload, metadata=auth(token_for("gateway")), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    served = await local_gateway.stub.Decide(_request(), metadata=auth(token_for("gateway")))
+    assert served.content.startswith("A plan:")
