@@ -223,7 +223,7 @@ class AgentRun:
         self._specs: tuple[ToolSpec, ...] = ()
         self._repeats: Counter[str] = Counter()
         self._conversation_bytes = 0
-        self._started = 0.0
+        self._started = time.monotonic()
         self._work_deadline = 0.0
         self._hard_deadline = 0.0
         self._model_ms = 0.0
@@ -259,7 +259,7 @@ class AgentRun:
                 ending.answer = await self._summarize(ending)
             self._end(ending)
         except asyncio.CancelledError:
-            self._end(Ending("cancelled", "cancelled", "the run was cancelled"))
+            self.cancelled()
             raise
         return self.record
 
@@ -445,6 +445,22 @@ class AgentRun:
         return decision.decision.content or self._fallback_answer(ending.reason)
 
     # ------------------------------------------------------------------ endings
+
+    def cancelled(self) -> None:
+        """End the run as cancelled (its client went away, or the agent is stopping)."""
+        self._end(Ending("cancelled", "cancelled", "the run was cancelled"))
+
+    def crashed(self, exc: Exception) -> RunRecord:
+        """End the run after an unexpected failure of the agent itself."""
+        self._end(
+            Ending(
+                "failed",
+                "model_error",
+                f"the agent failed while working the run ({type(exc).__name__})",
+                answer=self._fallback_answer("model_error"),
+            )
+        )
+        return self.record
 
     def _stop(self, reason: RunReason) -> Ending:
         words = STOP_WORDS[reason].format(**self.record.budgets.model_dump(), repeats=STUCK_REPEATS)

@@ -176,6 +176,7 @@ class RunService:
         holder.append(active)
         self.active[record.id] = active
         active.task = asyncio.create_task(self._work(active), name=f"run-{record.id}")
+        active.task.add_done_callback(lambda task: self._settle(active, task))
         log_event(
             logger,
             "run_started",
@@ -194,24 +195,19 @@ class RunService:
             self._in_background(self._finish(active))
             raise
         except Exception as exc:
-            # A bug in the loop: the run still ends, recorded, with the model's reason.
+            # A bug in the loop: the run still ends, recorded, and the service goes on.
             log_event(
                 logger, "run_crashed", logging.ERROR, run_id=active.record.id, error=repr(exc)
             )
-            record = active.record
-            record.status, record.reason = "failed", "model_error"
-            record.detail = f"the agent failed while working the run ({type(exc).__name__})"
-            active.emit(
-                "run.completed",
-                {
-                    "run_id": record.id,
-                    "status": record.status,
-                    "reason": record.reason,
-                    "detail": record.detail,
-                },
-            )
+            record = active.agent_run.crashed(exc)
         await self._finish(active)
         return record
+
+    def _settle(self, active: ActiveRun, task: asyncio.Task[RunRecord]) -> None:
+        """A run cancelled before it began never ran its own ending: end and record it here."""
+        if task.cancelled() and active.record.status == "running":
+            active.agent_run.cancelled()
+            self._in_background(self._finish(active))
 
     async def _finish(self, active: ActiveRun) -> None:
         try:
@@ -241,6 +237,7 @@ class RunService:
         tasks = [active.task for active in self.active.values() if active.task is not None]
         for task in tasks:
             task.cancel()
-        pending = set(tasks) | set(self._background)
-        if pending:
-            await asyncio.wait(pending, timeout=SHUTDOWN_SECONDS)
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+        if self._background:  # the cancelled runs' last writes
+            await asyncio.wait(set(self._background), timeout=SHUTDOWN_SECONDS)
