@@ -13,29 +13,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.app import create_app
+from agent.run_models import RunReason, RunStatus
 from agent.settings import AgentSettings
 from gateway.conversation import Decision, ToolCall, Usage, conversation_to_proto
 from tests.conftest import free_port
 from tests.unit.agent.fake_gateway import FakeGateway
 from tests.unit.agent.loop_fakes import FakeSandbox, ScriptedDecider, make_run
 
-STATUSES = {"completed", "stopped", "failed", "cancelled"}
-REASONS = {
-    "completed",
-    "max_steps",
-    "deadline",
-    "token_budget",
-    "tool_output_budget",
-    "stuck",
-    "model_error",
-    "cancelled",
-}
+STATUSES = set(get_args(RunStatus)) - {"running"}
+REASONS = set(get_args(RunReason))
 
 names = st.sampled_from(["python", "demo", "shell", "", "PYTHON", "python "]) | st.text(max_size=80)
 arguments = (
@@ -88,7 +81,8 @@ budgets = st.fixed_dictionaries(
     {},
     optional={
         "max_steps": st.integers(-5, 2000) | st.none() | st.text(max_size=3),
-        "deadline_seconds": st.floats(allow_nan=False) | st.integers(-1, 10_000),
+        "deadline_seconds": st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-1, 10_000),
         "max_model_tokens": st.integers(-1, 10**9),
         "max_tool_output_bytes": st.integers(-1, 2**31),
         "other": st.integers(),
