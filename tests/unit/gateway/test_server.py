@@ -65,7 +65,7 @@ async def test_reflection_lists_the_gateway_without_a_token(gateway: RunningGate
         replies[1].file_descriptor_response.file_descriptor_proto[0]
     )
     methods = {m.name for m in proto_file.service[0].method}
-    assert methods == {"GetPlan", "StreamPlan", "GetMetrics"}
+    assert methods == {"GetPlan", "StreamPlan", "GetMetrics", "Decide"}
 
 
 # ---------------------------------------------------------------------- authentication
