@@ -1,4 +1,4 @@
-"""The ``pagi`` command: run the stack, mint tokens, manage keys, check policies."""
+"""The ``pagi`` command: run the stack, mint tokens, manage keys, check policies, build envs."""
 
 from __future__ import annotations
 
@@ -118,6 +118,20 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return check_command(Path(args.file))
 
 
+def cmd_env_build(args: argparse.Namespace) -> int:
+    """Build the sandbox's package environments."""
+    from sandbox.package_envs import build_command
+
+    return build_command(args.names, args.force, Path(args.policy) if args.policy else None)
+
+
+def cmd_env_status(args: argparse.Namespace) -> int:
+    """Check the sandbox's package environments."""
+    from sandbox.package_envs import status_command
+
+    return status_command(args.names, args.json, Path(args.policy) if args.policy else None)
+
+
 def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Show the newest sandbox audit records."""
     from sandbox.audit import tail_command
@@ -162,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy_sub.add_parser("check", help="validate a policy file")
     check.add_argument("file")
     check.set_defaults(func=cmd_policy_check)
+
+    env = sub.add_parser("env", help="package environments of sandbox tools")
+    env_sub = env.add_subparsers(dest="env_command", required=True)
+    env_build = env_sub.add_parser(
+        "build", help="build the environments the policy names (those missing, or NAME...)"
+    )
+    env_build.add_argument("names", nargs="*", metavar="NAME")
+    env_build.add_argument("--force", action="store_true", help="rebuild even when ready")
+    env_build.add_argument("--policy", help="policy file (default: PAGI_SANDBOX_POLICY)")
+    env_build.set_defaults(func=cmd_env_build)
+    env_status = env_sub.add_parser("status", help="check each environment as the sandbox does")
+    env_status.add_argument("names", nargs="*", metavar="NAME")
+    env_status.add_argument("--json", action="store_true")
+    env_status.add_argument("--policy", help="policy file (default: PAGI_SANDBOX_POLICY)")
+    env_status.set_defaults(func=cmd_env_status)
 
     audit = sub.add_parser("audit", help="sandbox audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

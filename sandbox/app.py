@@ -7,9 +7,11 @@ One request goes through, in this order (each step answers its own error):
 3. caller may run this tool (403)         -- the policy snapshot taken now
 4. tool exists (404)
 5. code accepted by the tool, size (400 / 413)
-6. audit file writable (503), required isolation layers present (503)
-7. a run slot (429 with Retry-After)      -- :mod:`sandbox.admission`
-8. the run                                -- the runner (jail)
+6. input files within the tool's rules (400 / 413)   -- :mod:`sandbox.files_in`
+7. audit file writable (503), required isolation layers present (503),
+   the tool's package environment usable (503)      -- :mod:`sandbox.package_envs`
+8. a run slot (429 with Retry-After)      -- :mod:`sandbox.admission`
+9. the run                                -- the runner (jail)
 
 and every request, whatever its fate, leaves one audit record.
 """
@@ -37,16 +39,23 @@ from pagi.logging import log_event
 from pagi.request_id import current_request_id
 from sandbox.admission import Admission, AdmissionRefused
 from sandbox.audit import AuditLog, utc_now
+from sandbox.file_audit import files_in_record
+from sandbox.files_in import check_input_files, request_bytes
 from sandbox.models import (
     ExecuteToolRequest,
     ExecuteToolResponse,
     PolicyStatus,
     response_of,
 )
+from sandbox.package_envs import EnvRegistry
 from sandbox.policy import (
+    INPUT_BYTES_CEILING,
+    INPUT_FILES_CEILING,
     MAX_CODE_BYTES_CEILING,
     MAX_CONCURRENT_RUNS_CEILING,
+    FileLimits,
     PolicySnapshot,
+    ToolPolicy,
     deployment_context,
 )
 from sandbox.policy_watch import PolicyStore
@@ -80,10 +89,15 @@ class ToolRunner(Protocol):
 
 def body_limit(snapshot: PolicySnapshot) -> int:
     """The largest request body worth reading under ``snapshot``."""
-    return snapshot.largest_code_bytes * JSON_ESCAPE_FACTOR + BODY_MARGIN_BYTES
+    files = max((request_bytes(t.files) for t in snapshot.document.tools.values()), default=0)
+    return snapshot.largest_code_bytes * JSON_ESCAPE_FACTOR + files + BODY_MARGIN_BYTES
 
 
-HARD_BODY_LIMIT = MAX_CODE_BYTES_CEILING * JSON_ESCAPE_FACTOR + BODY_MARGIN_BYTES
+HARD_BODY_LIMIT = (
+    MAX_CODE_BYTES_CEILING * JSON_ESCAPE_FACTOR
+    + request_bytes(FileLimits(input_files=INPUT_FILES_CEILING, input_bytes=INPUT_BYTES_CEILING))
+    + BODY_MARGIN_BYTES
+)
 """No request body is read beyond this, whatever the policy (checked before routing)."""
 
 
@@ -102,12 +116,14 @@ class Sandbox:
         audit: AuditLog,
         admission: Admission,
         runner: ToolRunner,
+        envs: EnvRegistry,
     ) -> None:
         self.settings = settings
         self.store = store
         self.audit = audit
         self.admission = admission
         self.runner = runner
+        self.envs = envs
 
     async def apply_policy(self, snapshot: PolicySnapshot) -> None:
         """Make a new policy version govern capacity and the runner."""
@@ -116,6 +132,36 @@ class Sandbox:
             table.max_concurrent_runs, table.queue_length, table.queue_wait_seconds
         )
         await self.runner.reload(snapshot.version)
+        self.envs.configure(snapshot)
+
+    def package_env_problem(self, name: str, tool: ToolPolicy) -> ApiError | None:
+        """Why ``tool`` cannot run for want of its package environment (503), if it cannot."""
+        env = tool.package_env
+        if env is None:
+            return None
+        state = self.envs.state(env)
+        if state is None or not state.ready:
+            status = state.status if state is not None else "missing"
+            reason = state.reason if state is not None else "not in the policy"
+            return ApiError(
+                503,
+                "package_env_unavailable",
+                f"tool {name!r} needs package environment {env!r}, which is {status}: {reason}",
+                tool=name,
+                package_env=env,
+                state=status,
+            )
+        if not getattr(self.runner, "mounts_package_envs", False):
+            return ApiError(
+                503,
+                "package_env_unavailable",
+                f"tool {name!r} needs package environment {env!r}, which this sandbox's"
+                " runner cannot mount into a jail",
+                tool=name,
+                package_env=env,
+                state=state.status,
+            )
+        return None
 
     async def execute(self, request: Request, record: dict[str, Any]) -> ExecuteToolResponse:
         """Authorize, admit and run one ``execute_tool`` request, filling ``record``."""
@@ -144,6 +190,8 @@ class Sandbox:
         if tool is None:
             raise ApiError(404, "unknown_tool", f"no tool named {name!r} in the policy", tool=name)
         check_code(name, tool, code)
+        inputs = check_input_files(name, tool, body.files)
+        record["files_in"] = files_in_record(inputs)
 
         if not self.audit.ready():
             raise ApiError(
@@ -159,8 +207,16 @@ class Sandbox:
                 f"required isolation layer(s) not available here: {', '.join(missing)}",
                 missing_layers=missing,
             )
+        unusable = self.package_env_problem(name, tool)
+        if unusable is not None:
+            raise unusable
 
         spec = run_spec_for(snapshot, name, tool, code, self.settings.pagi_sandbox_python)
+        if inputs:
+            # The code file first; no input file may take its name (checked).
+            spec = spec.model_copy(
+                update={"files": {**spec.files, **{f.path: f.data for f in inputs}}}
+            )
         try:
             async with self.admission.slot():
                 result = await self._run(spec)
@@ -243,6 +299,8 @@ def _new_record() -> dict[str, Any]:
         "status": None,
         "reason": None,
         "outcome": None,
+        "files_in": None,
+        "files_out": None,
         "duration_ms": None,
     }
 
@@ -347,7 +405,9 @@ def create_app(
             table.max_concurrent_runs, table.queue_length, table.queue_wait_seconds
         ),
         runner=runner or default_runner(settings),
+        envs=EnvRegistry(settings.envs_dir, settings.pagi_sandbox_python),
     )
+    sandbox.envs.configure(store.current)
     store.subscribe(sandbox.apply_policy)
     store.on_event(lambda change: sandbox.audit.write_now(service_event(kind="policy", **change)))
 
@@ -366,6 +426,7 @@ def create_app(
         await sandbox.runner.start()
         stop = asyncio.Event()
         watcher = asyncio.create_task(store.watch(stop), name="policy-watch")
+        env_watcher = asyncio.create_task(sandbox.envs.watch(stop), name="package-envs-watch")
         log_event(
             logger,
             "sandbox_ready",
@@ -378,8 +439,9 @@ def create_app(
             yield
         finally:
             stop.set()
-            await asyncio.wait({watcher}, timeout=5)
+            await asyncio.wait({watcher, env_watcher}, timeout=5)
             watcher.cancel()
+            env_watcher.cancel()
             await sandbox.runner.close()
             sandbox.audit.write_now(service_event(action="sandbox_stopped"))
             sandbox.audit.close()
@@ -397,6 +459,7 @@ def create_app(
             },
             "audit": {"writable": sandbox.audit.error is None},
             "admission": sandbox.admission.stats(),
+            "package_envs": sandbox.envs.health(),
         }
 
     app = create_base_app(
@@ -411,7 +474,11 @@ def create_app(
     app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.sandbox = sandbox
     app.include_router(build_router(sandbox))
-    app.include_router(build_tools_router(store))
+    app.include_router(
+        build_tools_router(
+            store, usable=lambda name, tool: sandbox.package_env_problem(name, tool) is None
+        )
+    )
     # A client that hangs up mid-run (an agent run cancelled) stops its tool run.
     app.add_middleware(CancelOnDisconnect, paths={"/api/v1/execute_tool"})
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.files_out import OutputCollection
 from sandbox.spec import LimitName, RunResult
 
 ToolStatus = Literal["ok", "error", "timeout", "limit", "killed"]
@@ -19,6 +21,17 @@ ToolStatus = Literal["ok", "error", "timeout", "limit", "killed"]
   open files) or its output was cut at the cap (``limit_hit`` says which);
 - ``killed``: ended by a signal that no limit explains (e.g. a seccomp kill).
 """
+
+
+class InputFile(BaseModel):
+    """A file the tool finds in its working dir when it starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="Relative to the working dir (`data.csv`, `data/2024.csv`); no `..`."
+    )
+    content: str = Field(description="The bytes of the file, base64 (RFC 4648, padded).")
 
 
 class ExecuteToolRequest(BaseModel):
@@ -34,6 +47,29 @@ class ExecuteToolRequest(BaseModel):
     )
     code: str | None = Field(
         None, description="The program, for tools that take code (see the policy's `code` key)."
+    )
+    files: list[InputFile] | None = Field(
+        None,
+        description="Input files, written into the run's working dir before the tool starts"
+        " (the tool's `files` limits of the policy apply).",
+    )
+
+
+class OutputFile(BaseModel):
+    """A file the tool left under ``out/`` in its working dir."""
+
+    path: str = Field(description="`out/...`, as the tool named it.")
+    size: int = Field(description="Its size in bytes.")
+    sha256: str | None = Field(None, description="Of the content; null when none is returned.")
+    content: str | None = Field(None, description="Base64; null when truncated or skipped.")
+    truncated: bool = Field(
+        False, description="Over the policy's output_files or output_bytes cap: listed, not sent."
+    )
+    skipped: str | None = Field(
+        None,
+        description="Why this entry is never returned: symlink, hard_link, fifo, socket,"
+        " device, directory_limit, other_filesystem, changed, unreadable, invalid_name,"
+        " not_a_directory (out itself).",
     )
 
 
@@ -52,6 +88,12 @@ class ToolResult(BaseModel):
     executor: Literal["cold", "warm"]
     tool: str
     policy_version: str
+    files: list[OutputFile] | None = Field(
+        None, description="What the tool left under out/ (null: the run returns no files)."
+    )
+    files_unlisted: int = Field(
+        0, description="Entries under out/ beyond the listing ceiling, counted but not listed."
+    )
 
 
 class ExecuteToolResponse(BaseModel):
@@ -79,8 +121,27 @@ def tool_status_of(result: RunResult) -> ToolStatus:
     return "ok" if result.exit_code == 0 else "error"
 
 
-def response_of(result: RunResult, tool: str, policy_version: str) -> ExecuteToolResponse:
-    """The HTTP answer for a finished run."""
+def output_files_of(collection: OutputCollection) -> list[OutputFile]:
+    """The result's ``files``: each collected entry, its content in base64."""
+    return [
+        OutputFile(
+            path=entry.path,
+            size=entry.size,
+            sha256=entry.sha256,
+            content=base64.b64encode(entry.data).decode("ascii")
+            if entry.data is not None
+            else None,
+            truncated=entry.truncated,
+            skipped=entry.skipped,
+        )
+        for entry in collection.files
+    ]
+
+
+def response_of(
+    result: RunResult, tool: str, policy_version: str, files: OutputCollection | None = None
+) -> ExecuteToolResponse:
+    """The HTTP answer for a finished run (with the files collected from out/, if any)."""
     return ExecuteToolResponse(
         tool_status=tool_status_of(result),
         result=ToolResult(
@@ -96,6 +157,8 @@ def response_of(result: RunResult, tool: str, policy_version: str) -> ExecuteToo
             executor=result.path,
             tool=tool,
             policy_version=policy_version,
+            files=output_files_of(files) if files is not None else None,
+            files_unlisted=files.unlisted if files is not None else 0,
         ),
     )
 

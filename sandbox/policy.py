@@ -78,6 +78,17 @@ QUEUE_LENGTH_CEILING = 1024
 QUEUE_WAIT_SECONDS_CEILING = 60.0
 MAX_POLICY_FILE_BYTES = 1 * MIB
 
+INPUT_FILES_CEILING = 256
+INPUT_BYTES_CEILING = 32 * MIB
+"""Decoded bytes of a request's input files, all together."""
+INPUT_DEPTH_CEILING = 16
+"""Path components of an input file (``a/b/c.csv`` has three)."""
+OUTPUT_FILES_CEILING = 256
+OUTPUT_BYTES_CEILING = 32 * MIB
+"""Bytes of output files returned with one result, all together."""
+PACKAGE_ENVS_CEILING = 16
+PRELOAD_MODULES_CEILING = 64
+
 DEFAULT_REQUIRED_LAYERS = tuple(layer for layer in LAYERS if layer != "cgroup")
 PYTHON_PLACEHOLDER = "{python}"
 """In a tool's argv: the interpreter configured by ``PAGI_SANDBOX_PYTHON``."""
@@ -143,6 +154,15 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,12
 EnvValue = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")]
 SyscallName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
 FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
+ModuleName = Annotated[
+    str,
+    StringConstraints(
+        max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+    ),
+]
+RequirementsPath = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^/\x00][^\x00]*\.txt$")
+]
 AbsolutePath = Annotated[
     str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")
 ]
@@ -180,6 +200,37 @@ class ToolLimits(PolicyModel):
     stack_bytes: StackBytes | None = None
 
 
+class FileLimits(PolicyModel):
+    """``[tools.NAME.files]``: the files a run takes in and hands back (``out/``)."""
+
+    input_files: Annotated[int, Field(ge=0, le=INPUT_FILES_CEILING)] = 16
+    """Input files one request may carry; 0: the tool takes none."""
+    input_bytes: _bounded_size(0, INPUT_BYTES_CEILING) = 8 * MIB
+    """Their decoded size, all together."""
+    input_depth: Annotated[int, Field(ge=1, le=INPUT_DEPTH_CEILING)] = 4
+    """Path components of one input file (``data/2024/a.csv`` has three)."""
+    output_files: Annotated[int, Field(ge=0, le=OUTPUT_FILES_CEILING)] = 16
+    """Files under ``out/`` returned with their content; more are listed, truncated."""
+    output_bytes: _bounded_size(0, OUTPUT_BYTES_CEILING) = 8 * MIB
+    """Their size, all together; a file that does not fit is listed, truncated."""
+
+
+class PackageEnvPolicy(PolicyModel):
+    """``[package_envs.NAME]``: a virtual environment PAGI builds for tools (``pagi env build``)."""
+
+    description: Annotated[str, StringConstraints(max_length=200)] = ""
+    requirements: RequirementsPath
+    """A hash-locked requirements file, relative to the policy file's directory."""
+    preload: _array(ModuleName) = Field((), max_length=PRELOAD_MODULES_CEILING)
+    """Modules the warm path imports before a run (and the health check imports)."""
+
+    @model_validator(mode="after")
+    def _relative(self) -> PackageEnvPolicy:
+        if ".." in PurePosixPath(self.requirements).parts:
+            raise ValueError("requirements: '..' is not allowed (a file beside the policy)")
+        return self
+
+
 class ToolPolicy(PolicyModel):
     """``[tools.NAME]``: one tool a caller may ask the sandbox to run."""
 
@@ -196,6 +247,9 @@ class ToolPolicy(PolicyModel):
     denied_syscalls: _array(SyscallName) = Field((), max_length=256)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=64)
     executor: Executor = "cold"
+    files: FileLimits = FileLimits()
+    package_env: ToolName | None = None
+    """A ``[package_envs]`` entry: ``{python}`` is then that environment's interpreter."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ToolPolicy:
@@ -215,7 +269,38 @@ class ToolPolicy(PolicyModel):
                 f"max_code_bytes is at most {MAX_ARGV_CODE_BYTES} when code = 'argv'"
                 " (the kernel's limit on one argument)"
             )
+        if self.package_env is not None:
+            if program != PYTHON_PLACEHOLDER:
+                raise ValueError(
+                    f"a tool with package_env runs its environment's interpreter:"
+                    f" argv[0] must be {PYTHON_PLACEHOLDER!r}"
+                )
+            if "S" in _interpreter_flags(self.argv):
+                raise ValueError(
+                    "a tool with package_env needs the site module (its packages are found"
+                    " through it): drop -S from argv"
+                )
         return self
+
+
+def _interpreter_flags(argv: tuple[str, ...]) -> set[str]:
+    """The one-letter options of a Python command line, up to its script, ``-c`` or ``-m``."""
+    flags: set[str] = set()
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            break
+        for position, letter in enumerate(arg[1:], start=1):
+            if letter in "cm":
+                return flags  # what follows is the program, not options
+            if letter in "WX":
+                if position == len(arg) - 1:
+                    index += 1  # the value is the next argument
+                break  # the rest of this argument is the value
+            flags.add(letter)
+        index += 1
+    return flags
 
 
 class CallerPolicy(PolicyModel):
@@ -239,6 +324,9 @@ class PolicyDocument(PolicyModel):
     sandbox: SandboxTable = SandboxTable()
     defaults: DefaultLimits = DefaultLimits()
     tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict, max_length=256)
+    package_envs: dict[ToolName, PackageEnvPolicy] = Field(
+        default_factory=dict, max_length=PACKAGE_ENVS_CEILING
+    )
     callers: dict[str, CallerPolicy] = Field(default_factory=dict, max_length=64)
 
 
@@ -359,8 +447,13 @@ class PolicySnapshot:
                     "denied_syscalls": list(tool.denied_syscalls),
                     "env": sorted(tool.env),
                     "limits": self.limits[name].model_dump(mode="json"),
+                    "files": tool.files.model_dump(mode="json"),
+                    "package_env": tool.package_env,
                 }
                 for name, tool in sorted(doc.tools.items())
+            },
+            "package_envs": {
+                name: env.model_dump(mode="json") for name, env in sorted(doc.package_envs.items())
             },
             "callers": {name: list(rules.tools) for name, rules in sorted(doc.callers.items())},
         }
@@ -429,6 +522,10 @@ _PATTERN_MESSAGES = {
     "env": "an environment variable name is letters, digits and '_' (values without NUL)",
     "code_file": "code_file is a plain file name (letters, digits, '_', '-', '.')",
     "callers": 'a caller\'s tools are tool names or "*"',
+    "package_envs": "an environment name is lowercase letters, digits, '_' or '-'",
+    "package_env": "an environment name is lowercase letters, digits, '_' or '-'",
+    "preload": "a module name is dotted Python identifiers (matplotlib.pyplot)",
+    "requirements": "requirements is a relative path to a .txt file beside the policy",
 }
 
 
@@ -484,6 +581,11 @@ def _semantic_problems(
     )
     protected = [Path(os.path.realpath(p)) for p in context.protected_paths]
     for name, tool in document.tools.items():
+        if tool.package_env is not None and tool.package_env not in document.package_envs:
+            problem(
+                ("tools", name, "package_env"),
+                f"no environment named {tool.package_env!r} in [package_envs]",
+            )
         for index, syscall in enumerate(tool.denied_syscalls):
             if syscall in unknown_syscalls:
                 problem(
@@ -582,6 +684,18 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
             f" memory={limits['memory_bytes'] // MIB}MiB processes={limits['processes']}"
             f" open_files={limits['open_files']} output={limits['output_bytes'] // KIB}KiB"
         )
+        files = tool["files"]
+        out.append(
+            f"  {'':<12} files in={files['input_files']}"
+            f" ({files['input_bytes'] // KIB}KiB, depth {files['input_depth']})"
+            f" out={files['output_files']} ({files['output_bytes'] // KIB}KiB)"
+            + (f" package_env={tool['package_env']}" if tool["package_env"] else "")
+        )
+    if summary["package_envs"]:
+        out.append("package environments:")
+        for name, env in summary["package_envs"].items():
+            preload = ", ".join(env["preload"]) or "(nothing)"
+            out.append(f"  {name:<12} {env['requirements']} preload: {preload}")
     out.append("callers:")
     for caller, tools in summary["callers"].items():
         out.append(f"  {caller:<12} {', '.join(tools) or '(nothing)'}")

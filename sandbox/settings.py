@@ -43,6 +43,11 @@ class SandboxSettings(CommonSettings):
         default_factory=base_python_executable,
         description="The interpreter `{python}` stands for in a tool's argv.",
     )
+    pagi_sandbox_envs_dir: Path | None = Field(
+        None,
+        description="Where `pagi env build` puts package environments; defaults to"
+        " PAGI_STATE_DIR/sandbox-envs.",
+    )
     pagi_sandbox_warm_modules: tuple[str, ...] = Field(
         DEFAULT_WARM_MODULES, description="Standard-library modules preloaded on the warm path."
     )
@@ -51,6 +56,11 @@ class SandboxSettings(CommonSettings):
     def audit_log_path(self) -> Path:
         """The audit file in use."""
         return self.pagi_sandbox_audit_log or self.pagi_state_dir / "sandbox-audit.jsonl"
+
+    @property
+    def envs_dir(self) -> Path:
+        """The root under which package environments are built."""
+        return self.pagi_sandbox_envs_dir or self.pagi_state_dir / "sandbox-envs"
 
     @property
     def work_root(self) -> Path:

@@ -2,16 +2,20 @@
 
 Read from the policy snapshot in force at each request, so an edit of the
 policy file shows at the next call; a tool the caller's entry does not
-name is not listed.
+name is not listed, nor one that cannot run now for want of its package
+environment (``/health`` says why), so an agent never offers a model a tool
+that would only answer 503.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from pagi.app import Caller
-from sandbox.policy import CodeMode
+from sandbox.policy import CodeMode, ToolPolicy
 from sandbox.policy_watch import PolicyStore
 
 
@@ -36,8 +40,10 @@ class ToolList(BaseModel):
     tools: list[ToolInfo]
 
 
-def build_tools_router(store: PolicyStore) -> APIRouter:
-    """The route listing the caller's tools under ``store``'s current policy."""
+def build_tools_router(
+    store: PolicyStore, usable: Callable[[str, ToolPolicy], bool] | None = None
+) -> APIRouter:
+    """The route listing the caller's tools under ``store``'s current policy (and ``usable``)."""
     router = APIRouter(prefix="/api/v1", tags=["sandbox"])
 
     @router.get(
@@ -51,6 +57,8 @@ def build_tools_router(store: PolicyStore) -> APIRouter:
         tools = []
         for name in snapshot.tools_of(caller.subject):
             tool = snapshot.document.tools[name]
+            if usable is not None and not usable(name, tool):
+                continue
             limits = snapshot.limits[name]
             takes_code = tool.code != "none"
             tools.append(

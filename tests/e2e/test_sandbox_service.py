@@ -21,6 +21,8 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
+from sandbox.app import body_limit
+from sandbox.policy import parse_policy
 from tests.conftest import REPO, LogCollector, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
@@ -189,7 +191,9 @@ def test_per_caller_rules_with_real_tokens(
 def test_huge_code_is_413(sandbox: Sandbox, operator: str) -> None:
     over = sandbox.execute(operator, tool_name="python", code="#" * (64 * 1024 + 1))
     assert over.status_code == 413 and over.json()["error"] == "code_too_large"
-    huge = sandbox.execute(operator, tool_name="python", code="#" * (8 * 1024 * 1024))
+    # Beyond what any tool of the policy may send (code and input files): not even read.
+    limit = body_limit(parse_policy(DEFAULT_POLICY.encode(), sandbox.policy))
+    huge = sandbox.execute(operator, tool_name="python", code="#" * limit)
     assert huge.status_code == 413 and huge.json()["error"] == "payload_too_large"
 
 
@@ -250,7 +254,9 @@ def test_revoked_right_applies_to_the_next_request(
     agent = token_for("sandbox", sub="agent")
     allowed = sandbox.execute(agent, tool_name="python", code="print(1)")
     assert allowed.status_code == 200, allowed.text
-    edit_policy(DEFAULT_POLICY.replace('tools = ["demo", "python"]', 'tools = ["demo"]'))
+    edit_policy(
+        DEFAULT_POLICY.replace('tools = ["demo", "python", "python-data"]', 'tools = ["demo"]')
+    )
     assert sandbox.execute(agent, tool_name="python", code="print(1)").status_code == 403
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.app import create_app
+from sandbox.app import HARD_BODY_LIMIT, body_limit, create_app
 from sandbox.policy_watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
@@ -271,7 +271,8 @@ async def test_code_rules_400_and_413(make_service, token_for):
 
 async def test_huge_body_is_413_audited_and_only_after_authentication(make_service, token_for):
     async with make_service() as svc:
-        body = json.dumps({"tool_name": "python", "code": "#" * (2 * 1024 * 1024)})
+        limit = body_limit(svc.store.current)
+        body = json.dumps({"tool_name": "python", "code": "#" * limit})
         headers = {"Content-Type": "application/json", "X-Request-Id": "huge-body"}
         anonymous = await svc.client.post("/api/v1/execute_tool", content=body, headers=headers)
         assert anonymous.status_code == 401
@@ -279,8 +280,11 @@ async def test_huge_body_is_413_audited_and_only_after_authentication(make_servi
         response = await svc.client.post("/api/v1/execute_tool", content=body, headers=headers)
         assert response.status_code == 413
         assert response.json()["error"] == "payload_too_large"
-        # The limit follows the policy: 6 bytes per code byte (JSON escapes) + a margin.
-        assert str(64 * 1024 * 6 + 16 * 1024) in response.json()["detail"]
+        # The limit follows the policy: 6 bytes per code byte (JSON escapes), the
+        # largest input files in base64 with their paths, and a margin.
+        files = -(-16 * 1024 * 1024 // 3) * 4 + 16 * 8 * 1024
+        assert limit == 64 * 1024 * 6 + files + 16 * 1024
+        assert str(limit) in response.json()["detail"]
         assert [r["status"] for r in svc.audit_records()] == [401, 413]
         assert svc.runner.specs == []
 
@@ -303,7 +307,7 @@ async def test_bodies_beyond_the_hard_limit_are_refused_before_routing(make_serv
     async with make_service() as svc:
         response = await svc.client.post(
             "/api/v1/execute_tool",
-            content=b"x" * (7 * 1024 * 1024),
+            content=b"x" * (HARD_BODY_LIMIT + 1),
             headers={"Authorization": f"Bearer {token_for('sandbox')}"},
         )
         assert response.status_code == 413
@@ -525,7 +529,9 @@ async def test_a_run_finishes_under_the_policy_it_was_admitted_with(make_service
         while not svc.runner.specs:
             await asyncio.sleep(0.01)
         old_version = svc.runner.specs[0].policy_version
-        text = svc.policy_path.read_text().replace('tools = ["demo", "python"]', 'tools = ["demo"]')
+        text = svc.policy_path.read_text().replace(
+            'tools = ["demo", "python", "python-data"]', 'tools = ["demo"]'
+        )
         svc.policy_path.write_text(text)
         new = svc.store.refresh()
         assert new is not None and new.version != old_version

@@ -60,7 +60,7 @@ def test_default_policy_is_valid_and_least_privilege():
     doc = snapshot.document
     assert {"demo", "python"} <= set(doc.tools)
     assert snapshot.tools_of("bff") == ["demo"]
-    assert snapshot.tools_of("agent") == ["demo", "python"]
+    assert snapshot.tools_of("agent") == ["demo", "python", "python-data"]
     assert snapshot.tools_of("operator") == sorted(doc.tools)
     for caller in ("gateway", "memory", "sandbox"):
         assert snapshot.tools_of(caller) == []
