@@ -57,6 +57,8 @@ from sandbox.policy import PolicySnapshot
 
 MARKER = "pagi-env.json"
 """Written last into a built environment: what it was built from."""
+LOCK_COPY = "pagi-requirements.txt"
+"""The lock an environment was installed from, kept in it."""
 FORMAT = 1
 """Bumped when the build steps change, so that older builds are rebuilt."""
 PROBE_TIMEOUT_SECONDS = 180.0
@@ -359,6 +361,12 @@ def _run_step(argv: list[str], what: str, quiet: bool) -> None:
         )
 
 
+def _has_requirements(lock: bytes) -> bool:
+    """Whether the lock names any package (a lock of comments alone installs nothing)."""
+    lines = (line.strip() for line in lock.decode("utf-8", "replace").splitlines())
+    return any(line and not line.startswith("#") for line in lines)
+
+
 def _open_to_everyone(root: Path) -> None:
     """Readable (and directories searchable) by every user, writable by the owner alone."""
     for directory, _, filenames in os.walk(root):  # links to directories are not followed
@@ -403,28 +411,32 @@ def build(
         shutil.rmtree(staging, ignore_errors=True)
         try:
             _run_step([base.path, "-m", "venv", "--without-pip", str(staging)], "venv", quiet)
-            _run_step(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "--python",
-                    str(staging / "bin" / "python"),
-                    "install",
-                    "--require-hashes",
-                    "--only-binary",
-                    ":all:",
-                    "--no-deps",
-                    "--no-input",
-                    "--disable-pip-version-check",
-                    "--progress-bar",
-                    "off",
-                    "-r",
-                    str(definition.requirements),
-                ],
-                "pip install",
-                quiet,
-            )
+            # The lock as read (and hashed into the key) is what gets installed, and stays.
+            locked = staging / LOCK_COPY
+            locked.write_bytes(requirements)
+            if _has_requirements(requirements):
+                _run_step(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "--python",
+                        str(staging / "bin" / "python"),
+                        "install",
+                        "--require-hashes",
+                        "--only-binary",
+                        ":all:",
+                        "--no-deps",
+                        "--no-input",
+                        "--disable-pip-version-check",
+                        "--progress-bar",
+                        "off",
+                        "-r",
+                        str(locked),
+                    ],
+                    "pip install",
+                    quiet,
+                )
             _open_to_everyone(staging)
             try:
                 report = _probe(staging, definition.preload)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.app import HARD_BODY_LIMIT, body_limit, create_app
+from sandbox.app import HARD_BODY_LIMIT, Sandbox, body_limit, create_app
 from sandbox.policy_watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
@@ -76,11 +76,13 @@ class Service:
         runner: FakeRunner,
         settings: SandboxSettings,
         store: PolicyStore,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.client = client
         self.runner = runner
         self.settings = settings
         self.store = store
+        self.sandbox = sandbox
 
     @property
     def policy_path(self) -> Path:
@@ -105,7 +107,9 @@ def make_service(tmp_path: Path, keys_dir: Path) -> Callable[..., Any]:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def start(policy_text: str | None = None) -> AsyncIterator[Service]:
+    async def start(
+        policy_text: str | None = None, runner: FakeRunner | None = None
+    ) -> AsyncIterator[Service]:
         policy = tmp_path / "policy" / "sandbox.toml"
         policy.parent.mkdir(exist_ok=True)
         if policy_text is None:
@@ -118,12 +122,13 @@ def make_service(tmp_path: Path, keys_dir: Path) -> Callable[..., Any]:
             pagi_state_dir=tmp_path / "state",
             pagi_keys_dir=keys_dir,
         )
-        runner = FakeRunner()
+        runner = runner or FakeRunner()
         app = create_app(settings, runner=runner)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
-                yield Service(client, runner, settings, app.state.sandbox.store)
+                sandbox = app.state.sandbox
+                yield Service(client, runner, settings, sandbox.store, sandbox)
         assert runner.closed
 
     return start

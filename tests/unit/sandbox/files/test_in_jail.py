@@ -1,0 +1,110 @@
+"""With the real jail: a request's input files are in the tool's working dir, its own to read,
+before it starts; and a package environment works inside the jail when mounted read-only,
+with nothing of the service or of the interpreter's own packages visible."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.files_in import check_input_files
+from sandbox.models import InputFile
+from sandbox.policy import ToolPolicy
+from sandbox.runner import Runner
+from sandbox.spec import RunSpec
+from tests.unit.sandbox.files.envs import build_tiny
+from tests.unit.sandbox.jailed import PATHS, PYTHON
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+READ_INPUTS = """
+import json, os, stat
+seen = {}
+for path in ("data.csv", "in/2024/jan.csv", "raw.bin"):
+    status = os.stat(path)
+    seen[path] = {
+        "content": open(path, "rb").read().hex(),
+        "mine": status.st_uid == os.getuid(),
+        "mode": oct(stat.S_IMODE(status.st_mode)),
+    }
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_input_files_are_in_the_working_dir_before_the_tool_starts(
+    runner: Runner, path: str
+) -> None:
+    tool = ToolPolicy(argv=("{python}", "-I", "-S", "main.py"), code="file", code_file="main.py")
+    given = {"data.csv": b"a,b\n1,2\n", "./in//2024/jan.csv": b"x", "raw.bin": bytes(range(256))}
+    accepted = check_input_files(
+        "python",
+        tool,
+        [InputFile(path=p, content=base64.b64encode(d).decode()) for p, d in given.items()],
+    )
+    files = {"main.py": READ_INPUTS.encode(), **{f.path: f.data for f in accepted}}
+    spec = RunSpec(
+        tool="python", argv=(PYTHON, "-I", "-S", "main.py"), files=files, warm=path == "warm"
+    )
+    result = await runner.run(spec)
+    assert result.exit_code == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert {p: bytes.fromhex(v["content"]) for p, v in seen.items()} == {
+        "data.csv": b"a,b\n1,2\n",
+        "in/2024/jan.csv": b"x",
+        "raw.bin": bytes(range(256)),
+    }
+    assert all(v["mine"] for v in seen.values())
+
+
+IN_THE_ENVIRONMENT = """
+import json, os, sys, csv
+report = {"prefix": sys.prefix, "path": sys.path, "imports": {}}
+for module in ("pagi", "sandbox", "fastapi", "pydantic", "_pytest", "IPython"):
+    try:
+        __import__(module)
+        report["imports"][module] = "imported"
+    except ImportError as error:
+        report["imports"][module] = type(error).__name__
+try:
+    open(os.path.join(sys.prefix, "planted.py"), "w").write("x")
+    report["write"] = "written"
+except OSError as error:
+    report["write"] = error.errno
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture
+def beside_tmp() -> Iterator[Path]:
+    """A scratch dir outside /tmp (the jail has its own /tmp: nothing under it can be shown)."""
+    path = Path(tempfile.mkdtemp(prefix="pagi-envs-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_package_environment_mounted_read_only_works_in_the_jail(
+    runner: Runner, beside_tmp: Path
+) -> None:
+    state = build_tiny(beside_tmp / "policy", beside_tmp / "envs")
+    assert state.ready and state.python and state.path
+    spec = RunSpec(
+        tool="tiny",
+        argv=(state.python, "-I", "main.py"),
+        files={"main.py": IN_THE_ENVIRONMENT.encode()},
+        readable_paths=(state.path,),
+    )
+    result = await runner.run(spec)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["prefix"] == state.path
+    assert set(report["imports"].values()) == {"ModuleNotFoundError"}, report["imports"]
+    assert report["write"] in (13, 30)  # EACCES (Landlock) or EROFS: read-only
+    assert not (Path(state.path) / "planted.py").exists()
+    assert not any("site-packages" in p and not p.startswith(state.path) for p in report["path"])
