@@ -24,6 +24,11 @@ $(STAMP): $(LOCK) pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	@# The sandbox's package environments (policies/envs/): built once when
+	@# missing (about 20 s to a minute: the locked wheels are downloaded);
+	@# without them their tools are refused with 503, the rest runs.
+	@$(BIN)/pagi env build || echo "make run: a package environment could not be built;" \
+		"its tools answer 503 until \`pagi env build\` succeeds"
 	$(BIN)/pagi up
 
 test: $(STAMP)

@@ -21,9 +21,10 @@ directory, never an edit of one a run may be using:
    environment's own site-packages and the interpreter's standard library,
    nothing of the service's virtual environment or of the interpreter's
    own site-packages;
-5. a marker (``pagi-env.json``) written, then the directory renamed into
-   place (a build that fails leaves nothing behind), and older builds of
-   the same environment removed.
+5. the lock as installed (``pagi-requirements.txt``) and a marker
+   (``pagi-env.json``: what it was built from, its packages, how long it
+   took) written, then the directory renamed into place (a build that fails
+   leaves nothing behind), and older builds of the same environment removed.
 
 The service checks each environment the same way (:func:`inspect`) at
 start, after a policy change and whenever its files change, and keeps the
@@ -423,6 +424,7 @@ def build(
                         "--python",
                         str(staging / "bin" / "python"),
                         "install",
+                        "--quiet",
                         "--require-hashes",
                         "--only-binary",
                         ":all:",

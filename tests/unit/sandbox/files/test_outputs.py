@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import files_out
+from sandbox.file_audit import files_out_record
 from sandbox.files_out import (
     DEPTH_CEILING,
     LISTED_CEILING,
@@ -143,6 +144,44 @@ def test_the_result_and_audit_views_carry_the_same_files(runs: Runs):
     answer = response_of(result, "python-data", "v1", collection).model_dump(mode="json")
     assert [f["path"] for f in answer["result"]["files"]] == ["out/a.bin", "out/b.bin"]
     assert response_of(result, "python", "v1").result.files is None
+
+
+def test_the_audit_record_names_sizes_and_hashes_but_never_content(runs: Runs):
+    (runs.out / "report.csv").write_bytes(b"confidential,figures\n")
+    (runs.out / "big.bin").write_bytes(b"z" * 300)
+    (runs.out / "link").symlink_to(runs.host / "secret")
+    record = files_out_record(runs.collect(max_bytes=100))
+    assert record == {
+        "count": 3,
+        "returned": 1,
+        "returned_bytes": 21,
+        "unlisted": 0,
+        "files": [
+            {
+                "path": "out/big.bin",
+                "size": 300,
+                "sha256": None,
+                "truncated": True,
+                "skipped": None,
+            },
+            {
+                "path": "out/link",
+                "size": len(str(runs.host / "secret")),
+                "sha256": None,
+                "truncated": False,
+                "skipped": "symlink",
+            },
+            {
+                "path": "out/report.csv",
+                "size": 21,
+                "sha256": hashlib.sha256(b"confidential,figures\n").hexdigest(),
+                "truncated": False,
+                "skipped": None,
+            },
+        ],
+    }
+    assert "confidential" not in json.dumps(record)
+    assert files_out_record(OutputCollection()) is None and files_out_record(None) is None
 
 
 # --------------------------------------------------------------------------- caps
@@ -289,6 +328,7 @@ def test_a_mount_point_under_out_is_never_crossed(tmp_path: Path, opener: str):
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
 from sandbox import files_out
+from sandbox.file_audit import files_out_record
 files_out._Beneath.available = {None if opener == "openat2" else False}
 with open({str(runs.out / "mnt" / "planted")!r}, "wb") as handle:
     handle.write(b"from another filesystem")
