@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.jail.files import DIRECTORY_MODE, FILE_MODE, InputFileError, write_input_files
-from tests.conftest import in_private_mount_namespace
+from tests.unit.sandbox.files.mounts import run_with_tmpfs_at
 
 REPO = Path(__file__).resolve().parents[4]
 NOBODY = 65534
@@ -179,19 +179,7 @@ except InputFileError as error:
 import os
 print("inside:", os.listdir({str(workdir / "mnt")!r}))
 """
-    done = subprocess.run(
-        in_private_mount_namespace(
-            'mount -t tmpfs none "$1" && shift && exec "$@"',
-            str(workdir / "mnt"),
-            sys.executable,
-            "-c",
-            script,
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = run_with_tmpfs_at(workdir / "mnt", script)
     assert "refused: the directory is on another filesystem" in done.stdout, done.stderr
     assert "inside: []" in done.stdout
 

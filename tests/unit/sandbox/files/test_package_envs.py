@@ -48,6 +48,15 @@ def run_in_env(state_path: str, code: str) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- the policy
 
 
+def problems(text: str) -> str:
+    """What the policy check says of `text` ("" when it is valid)."""
+    try:
+        parse_policy(text.encode(), Path("/p/sandbox.toml"))
+    except PolicyError as error:
+        return error.render()
+    return ""
+
+
 def test_definitions_resolve_the_lock_beside_the_policy_and_list_the_tools(tmp_path):
     snapshot = parse_policy(TINY_POLICY.encode(), tmp_path / "p" / "sandbox.toml")
     [definition] = definitions(snapshot).values()
@@ -102,11 +111,9 @@ def test_a_tools_package_env_is_checked(change, message):
     if change.startswith("argv"):
         text = text.replace('argv = ["{python}", "-I", "main.py"]\n', "", 1)
     if message is None:
-        parse_policy(text.encode(), Path("/p/sandbox.toml"))
-        return
-    with pytest.raises(PolicyError) as caught:
-        parse_policy(text.encode(), Path("/p/sandbox.toml"))
-    assert message in caught.value.render()
+        assert problems(text) == ""
+    else:
+        assert message in problems(text)
 
 
 @pytest.mark.parametrize(
@@ -121,10 +128,7 @@ def test_a_tools_package_env_is_checked(change, message):
     ],
 )
 def test_a_package_env_table_is_checked(table, message):
-    text = f"[package_envs.e]\n{table}\n"
-    with pytest.raises(PolicyError) as caught:
-        parse_policy(text.encode(), Path("/p/sandbox.toml"))
-    assert message in caught.value.render()
+    assert message in problems(f"[package_envs.e]\n{table}\n")
 
 
 @pytest.mark.parametrize(
@@ -141,9 +145,7 @@ def test_a_package_env_table_is_checked(table, message):
 )
 def test_file_limits_have_hard_ceilings(key, value):
     text = f'[tools.t]\nargv = ["/bin/true"]\n[tools.t.files]\n{key} = {value}\n'
-    with pytest.raises(PolicyError) as caught:
-        parse_policy(text.encode(), Path("/p/sandbox.toml"))
-    assert f"tools.t.files.{key}" in caught.value.render()
+    assert f"tools.t.files.{key}" in problems(text)
 
 
 # --------------------------------------------------------------------------- build and state
