@@ -492,11 +492,21 @@ class EnvRegistry:
 
     def configure(self, snapshot: PolicySnapshot) -> None:
         """Follow a (new) policy: its environments, each ``checking`` until checked."""
+        previous = self._definitions
         self._definitions = definitions(snapshot)
         states = {}
         for name, definition in self._definitions.items():
             known = self._states.get(name)
-            if known is not None and self._fingerprints.get(name) == self._fingerprint(definition):
+            before = previous.get(name)
+            same = before is not None and (before.requirements, before.preload) == (
+                definition.requirements,
+                definition.preload,
+            )
+            if (
+                known is not None
+                and same
+                and self._fingerprints.get(name) == self._fingerprint(definition)
+            ):
                 states[name] = replace(known, tools=definition.tools, preload=definition.preload)
             else:
                 states[name] = _state(definition, "checking", "being checked")

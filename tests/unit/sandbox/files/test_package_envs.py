@@ -345,3 +345,27 @@ def test_pagi_env_build_and_status(tmp_path):
     policy.write_text("[tools.x]\n")
     invalid = pagi(tmp_path, policy, "status")
     assert invalid.returncode == 2 and "argv" in invalid.stderr
+
+
+async def test_a_policy_edit_rechecks_an_environment_only_when_its_definition_changed(dirs):
+    policy_dir, envs_dir = dirs
+    build_tiny(policy_dir, envs_dir)
+    source = policy_dir / "sandbox.toml"
+    registry = EnvRegistry(envs_dir, PYTHON)
+    registry.configure(parse_policy(TINY_POLICY.encode(), source))
+    await registry.refresh()
+    checked_at = registry.state("tiny").checked_at
+    assert registry.state("tiny").ready
+    # The same environment under a new policy version (another tool added): kept as checked.
+    more_tools = TINY_POLICY + '\n[tools.other]\nargv = ["/bin/true"]\n'
+    registry.configure(parse_policy(more_tools.encode(), source))
+    assert registry.state("tiny").ready and registry.state("tiny").checked_at == checked_at
+    # A new preload: checked again, and found broken.
+    wants_more = TINY_POLICY.replace(
+        'preload = ["json", "csv"]', 'preload = ["json", "no_such_mod"]'
+    )
+    registry.configure(parse_policy(wants_more.encode(), source))
+    assert registry.state("tiny").status == "checking"
+    await registry.refresh(only_changed=True)
+    state = registry.state("tiny")
+    assert state.status == "broken" and "cannot import no_such_mod" in (state.reason or "")
