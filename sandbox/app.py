@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pagi.app import Caller, model_response, require_caller
 from pagi.app import create_app as create_base_app
@@ -310,6 +310,25 @@ def service_event(kind: str = "service", **details: Any) -> dict[str, Any]:
     return {"time": utc_now(), "kind": kind, **details}
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` inlined: an OpenAPI document has no ``$defs``."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
 def build_router(sandbox: Sandbox) -> APIRouter:
     """The sandbox's routes."""
     router = APIRouter(prefix="/api/v1", tags=["sandbox"])
@@ -320,7 +339,7 @@ def build_router(sandbox: Sandbox) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": ExecuteToolRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": _inline_schema(ExecuteToolRequest)}},
             }
         },
         responses={

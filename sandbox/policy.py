@@ -205,13 +205,14 @@ class FileLimits(PolicyModel):
 
     input_files: Annotated[int, Field(ge=0, le=INPUT_FILES_CEILING)] = 16
     """Input files one request may carry; 0: the tool takes none."""
-    input_bytes: _bounded_size(0, INPUT_BYTES_CEILING) = 8 * MIB
-    """Their decoded size, all together."""
+    input_bytes: _bounded_size(0, INPUT_BYTES_CEILING) = 1 * MIB
+    """Their decoded size, all together. The largest of any tool sets how much of a
+    request body the service reads before the request waits for a run slot."""
     input_depth: Annotated[int, Field(ge=1, le=INPUT_DEPTH_CEILING)] = 4
     """Path components of one input file (``data/2024/a.csv`` has three)."""
     output_files: Annotated[int, Field(ge=0, le=OUTPUT_FILES_CEILING)] = 16
     """Files under ``out/`` returned with their content; more are listed, truncated."""
-    output_bytes: _bounded_size(0, OUTPUT_BYTES_CEILING) = 8 * MIB
+    output_bytes: _bounded_size(0, OUTPUT_BYTES_CEILING) = 1 * MIB
     """Their size, all together; a file that does not fit is listed, truncated."""
 
 

@@ -287,7 +287,7 @@ async def test_huge_body_is_413_audited_and_only_after_authentication(make_servi
         assert response.json()["error"] == "payload_too_large"
         # The limit follows the policy: 6 bytes per code byte (JSON escapes), the
         # largest input files in base64 with their paths, and a margin.
-        files = -(-16 * 1024 * 1024 // 3) * 4 + 16 * 8 * 1024
+        files = -(-8 * 1024 * 1024 // 3) * 4 + 16 * 8 * 1024
         assert limit == 64 * 1024 * 6 + files + 16 * 1024
         assert str(limit) in response.json()["detail"]
         assert [r["status"] for r in svc.audit_records()] == [401, 413]

@@ -48,13 +48,13 @@ async def test_input_files_reach_the_run_after_the_code_file(make_service, token
         assert spec.files["in/raw.bin"] == bytes(range(256))
 
 
-async def test_a_file_of_several_megabytes_fits_the_body_limit(make_service, token_for):
-    async with make_service() as svc:
-        big = bytes(6 * 1024 * 1024)
+async def test_a_file_as_large_as_the_tool_takes_fits_the_body_limit(make_service, token_for):
+    policy = TINY_POLICY + '\n[tools.plain.files]\ninput_bytes = "12 MiB"\n'
+    async with make_service(policy) as svc:
+        big = bytes(12 * 1024 * 1024)
         answer = await svc.execute(
             token_for("sandbox"),
-            tool_name="python",
-            code="pass",
+            tool_name="plain",
             files=[{"path": "big.bin", "content": b64(big)}],
         )
         assert answer.status_code == 200, answer.text
@@ -77,7 +77,7 @@ async def test_a_file_of_several_megabytes_fits_the_body_limit(make_service, tok
         ([{"path": "a.csv", "content": "not base64!"}], 400, "invalid_file_content", "base64"),
         ([{"path": f"f{i}", "content": ""} for i in range(17)], 413, "too_many_files", None),
         (
-            [{"path": "big", "content": b64(bytes(8 * 1024 * 1024 + 1))}],
+            [{"path": "big", "content": b64(bytes(1024 * 1024 + 1))}],
             413,
             "files_too_large",
             None,
