@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import time
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -468,3 +469,44 @@ def test_the_policy_config_map_is_the_default_policy_under_a_fixed_name(rendered
     assert mount["mountPath"] == "/etc/pagi/policies" and "subPath" not in mount
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["PAGI_SANDBOX_POLICY"] == "/etc/pagi/policies/sandbox.toml"
+
+
+# -------------------------------------------------------------- the audit file
+
+
+def test_the_audit_rotation_keeps_the_file_bounded(rendered, tmp_path: Path) -> None:
+    spec = pod_spec(rendered["production"].get("Deployment", "sandbox"))
+    sidecar = next(c for c in spec["containers"] if c["name"] == "audit-rotate")
+    sandbox = next(c for c in spec["containers"] if c["name"] == "sandbox")
+    env = {item["name"]: item["value"] for item in sidecar["env"]}
+    sandbox_env = {item["name"]: item.get("value") for item in sandbox["env"]}
+    assert env["AUDIT_FILE"] == sandbox_env["PAGI_SANDBOX_AUDIT_LOG"]
+    audit_volume = next(v for v in spec["volumes"] if v["name"] == "audit")
+    limit = int(audit_volume["emptyDir"]["sizeLimit"].removesuffix("Mi")) * 2**20
+    assert 2 * int(env["AUDIT_MAX_BYTES"]) < limit, "two generations must fit the volume"
+
+    audit = tmp_path / "sandbox-audit.jsonl"
+    audit.write_bytes(b"x" * 2000)
+    process = subprocess.Popen(
+        sidecar["command"],
+        env={
+            **env,
+            "AUDIT_FILE": str(audit),
+            "AUDIT_MAX_BYTES": "1000",
+            "AUDIT_CHECK_SECONDS": "0.1",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while audit.exists():
+            assert time.monotonic() < deadline, "the audit file was not rotated"
+            time.sleep(0.05)
+        assert (tmp_path / "sandbox-audit.jsonl.1").stat().st_size == 2000
+        audit.write_bytes(b"y" * 10)  # the sandbox's next record, in a new file: kept
+        time.sleep(0.5)
+        assert audit.read_bytes() == b"y" * 10
+    finally:
+        process.terminate()
+        # TERM ends it at once (a shell as PID 1 would otherwise wait out the grace period).
+        assert process.wait(timeout=5) == 0
