@@ -1,4 +1,6 @@
-"""Records in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
+"""The memory in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
+
+The default backend (one service, one file).
 
 A write is answered only after its transaction has committed and the WAL has
 been synced, so an acknowledged record survives ``kill -9`` and power loss.
@@ -12,18 +14,23 @@ which the API answers with 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from memory.store.base import (
+    LIST_MAX_BYTES,
+    StoredRecord,
+    StoreUnavailable,
+    cut_page,
+    record_from_row,
+)
+from memory.store.group_commit import TIMED_OUT, Batch, GroupCommit, PendingWrite
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -43,45 +50,6 @@ CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, id);
 # Beyond SQLite's own busy timeout: how long an operation may take in total
 # (a stuck file system) before the caller gets 503 instead of waiting forever.
 _OPERATION_MARGIN_SECONDS = 2.0
-
-
-class StoreUnavailable(Exception):
-    """The database cannot serve this operation right now; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-LIST_MAX_BYTES = 4 * 1024 * 1024
-"""Most record content one list answer carries."""
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """One memory record as stored."""
-
-    id: int
-    kind: str
-    content: Any
-    created_at: str
-
-
-@dataclass
-class _PendingWrite:
-    """A write waiting for its batch; ``abandoned`` once its caller stopped waiting."""
-
-    kind: str
-    content_json: str
-    abandoned: bool = False
-
-
-@dataclass
-class _Batch:
-    """Writes committed together: one transaction, one WAL sync for all of them."""
-
-    writes: list[_PendingWrite] = field(default_factory=list)
-    job: asyncio.Future[list[StoredRecord | None]] | None = None
 
 
 def _on_read_only_file_system(path: Path) -> bool:
@@ -112,13 +80,10 @@ def _describe(exc: BaseException, path: Path) -> str:
     return "database error"
 
 
-def _row_to_record(row: tuple[int, str, str, str]) -> StoredRecord:
-    record_id, kind, content, created_at = row
-    return StoredRecord(id=record_id, kind=kind, content=json.loads(content), created_at=created_at)
+class SQLiteStore:
+    """The memory's collections in one SQLite file."""
 
-
-class MemoryStore:
-    """Append-only record store over one SQLite file."""
+    backend = "sqlite"
 
     def __init__(
         self, path: Path, busy_timeout_seconds: float = 1.0, max_records: int | None = None
@@ -128,11 +93,15 @@ class MemoryStore:
         self.max_records = max_records
         self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
+        self._closed = False
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
-        # The batch new writes join; the database thread closes it when it starts on it.
-        self._open_batch: _Batch | None = None
-        self._batch_lock = threading.Lock()
+        # A batch's job queues on the database thread; until it runs, new writes join it.
+        self._group = GroupCommit(
+            lambda batch: asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, batch
+            )
+        )
 
     # ------------------------------------------------------------------ thread side
 
@@ -181,21 +150,20 @@ class MemoryStore:
                 pass
             self._connection = None
 
-    def _run_batch(self, batch: _Batch) -> list[StoredRecord | None]:
+    def _run_batch(self, batch: Batch) -> list[StoredRecord | None]:
         # Close the batch first, whatever happens next: later writes start the next one.
-        with self._batch_lock:
-            if self._open_batch is batch:
-                self._open_batch = None
-            writes = list(batch.writes)
+        writes = self._group.take(batch)
         return self._run(lambda connection: self._append_batch(connection, writes))
 
     def _append_batch(
-        self, connection: sqlite3.Connection, writes: list[_PendingWrite]
+        self, connection: sqlite3.Connection, writes: list[PendingWrite]
     ) -> list[StoredRecord | None]:
-        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         records: list[StoredRecord | None] = []
         connection.execute("BEGIN IMMEDIATE")
         try:
+            # Taken under the write lock: times grow in commit order, as ids do,
+            # whichever process (replica) writes.
+            created_at = datetime.now(UTC).isoformat(timespec="microseconds")
             for write in writes:
                 if write.abandoned:  # its caller got 503 already: never store it later
                     records.append(None)
@@ -206,7 +174,7 @@ class MemoryStore:
                 )
                 record_id = int(cursor.lastrowid or 0)
                 records.append(
-                    StoredRecord(record_id, write.kind, json.loads(write.content_json), created_at)
+                    record_from_row(record_id, write.kind, write.content_json, created_at)
                 )
             newest = max((r.id for r in records if r is not None), default=None)
             if self.max_records is not None and newest is not None:
@@ -226,7 +194,7 @@ class MemoryStore:
         row = connection.execute(
             "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        return _row_to_record(row) if row else None
+        return record_from_row(*row) if row else None
 
     @staticmethod
     def _list(
@@ -243,18 +211,14 @@ class MemoryStore:
                 " ORDER BY id DESC LIMIT ?",
                 (kind, limit),
             )
-        # A page is cut at max_bytes of content (always at least one record), so
-        # one caller cannot make the service build an answer of limit x record size.
-        records: list[StoredRecord] = []
-        size = 0
-        for row in cursor:
-            size += len(row[2])
-            if records and size > max_bytes:
-                return records, True
-            records.append(_row_to_record(row))
-        return records, False
+        return cut_page(cursor, max_bytes)
 
     # ------------------------------------------------------------------ async side
+
+    @property
+    def location(self) -> str:
+        """The database file."""
+        return str(self.path)
 
     async def _submit(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -262,7 +226,7 @@ class MemoryStore:
         try:
             return await asyncio.wait_for(future, self.operation_timeout_seconds)
         except TimeoutError:
-            self.state = "database did not answer in time"
+            self.state = TIMED_OUT
             raise StoreUnavailable(self.state) from None
 
     async def open(self) -> None:
@@ -275,30 +239,13 @@ class MemoryStore:
         Writes that arrive while the database thread is busy are committed
         together (group commit): one WAL sync acknowledges all of them.
         """
-        write = _PendingWrite(kind, content_json)
-        with self._batch_lock:
-            batch = self._open_batch
-            if batch is None:
-                batch = self._open_batch = _Batch()
-                loop = asyncio.get_running_loop()
-                batch.job = loop.run_in_executor(self._executor, self._run_batch, batch)
-                # Retrieve the outcome even when every writer stopped waiting.
-                batch.job.add_done_callback(lambda job: job.cancelled() or job.exception())
-            index = len(batch.writes)
-            batch.writes.append(write)
-        assert batch.job is not None
         try:
-            records = await asyncio.wait_for(
-                asyncio.shield(batch.job), self.operation_timeout_seconds
+            return await self._group.append(
+                PendingWrite(kind, content_json), self.operation_timeout_seconds
             )
-        except TimeoutError:
-            write.abandoned = True
-            self.state = "database did not answer in time"
-            raise StoreUnavailable(self.state) from None
-        record = records[index]
-        if record is None:  # abandoned just as the batch ran
-            raise StoreUnavailable("database did not answer in time")
-        return record
+        except StoreUnavailable as exc:
+            self.state = exc.reason
+            raise
 
     async def latest(self) -> StoredRecord | None:
         """The newest record, or None when there is none."""
@@ -314,7 +261,10 @@ class MemoryStore:
         return await self._submit(lambda c: self._list(c, limit, kind, max_bytes))
 
     async def close(self) -> None:
-        """Close the connection and stop the database thread."""
+        """Close the connection and stop the database thread (again: nothing to do)."""
+        if self._closed:
+            return
+        self._closed = True
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(self._executor, self._drop_connection), 5)
