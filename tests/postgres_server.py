@@ -6,7 +6,9 @@ package when it is missing) runs a fresh cluster in a temporary directory:
 same directory), password authentication over TCP with a generated password,
 stopped and removed when the test session ends. The server runs as a
 non-root user (PostgreSQL refuses root): the ``postgres`` account the package
-creates, or ``nobody``, when the tests run as root.
+creates, or ``nobody``, when the tests run as root. It is the tests' own
+child process, with a parent-death signal: should the test process die
+without cleaning up, the server goes with it instead of lingering.
 
 One server serves the whole session (:func:`shared_server`); each test takes
 a database of its own (:meth:`PostgresServer.create_database`), so tests never
@@ -21,6 +23,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -68,6 +71,7 @@ class PostgresServer:
         self.port = _free_port()
         self.password = secrets.token_urlsafe(18)
         self._as_user: list[str] = []
+        self._process: subprocess.Popen[bytes] | None = None
         self.started_in: float = 0.0
         self.initdb_in: float = 0.0
         if os.geteuid() == 0:
@@ -77,6 +81,7 @@ class PostgresServer:
                 f"--reuid={account.pw_uid}",
                 f"--regid={account.pw_gid}",
                 "--clear-groups",
+                "--pdeathsig=SIGQUIT",
                 "--",
             ]
             os.chown(self.root, account.pw_uid, account.pw_gid)
@@ -137,40 +142,62 @@ class PostgresServer:
         self.initdb_in = time.monotonic() - started
 
     def start(self, timeout: float = 60) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections.
+
+        Call it from the thread that will outlive the server (the parent-death
+        signal fires when the thread that started it ends).
+        """
         started = time.monotonic()
-        options = " ".join(
-            [
-                "-c listen_addresses=127.0.0.1",
-                f"-c port={self.port}",
-                f"-c unix_socket_directories={self.socket_dir}",
-                "-c max_connections=200",
-                "-c shared_buffers=32MB",
-                # A throwaway cluster: no crash-safe flush to disk of the data files
-                # (a kill of the server is still recovered from its WAL, which the
-                # kernel keeps: the fault tests stop the server, not the machine).
-                "-c fsync=off",
-                "-c full_page_writes=off",
-            ]
-        )
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "start",
-            "--pgdata",
-            str(self.data),
-            "--log",
-            str(self.log),
-            "--options",
-            options,
-            "--wait",
-            f"--timeout={int(timeout)}",
-            timeout=timeout + 10,
-        )
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+            "max_connections": "200",
+            "shared_buffers": "32MB",
+            # A throwaway cluster: no crash-safe flush of the data files to disk
+            # (a killed server still recovers from its WAL, which the kernel keeps:
+            # the fault tests stop the server, not the machine).
+            "fsync": "off",
+            "full_page_writes": "off",
+        }
+        options = [
+            argument for key, value in settings.items() for argument in ("-c", f"{key}={value}")
+        ]
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    *(self._as_user or ["setpriv", "--pdeathsig=SIGQUIT", "--"]),
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    *options,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "TZ": "UTC"},
+            )
+        deadline = time.monotonic() + timeout
+        while not self.running():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop("immediate")
+                raise RuntimeError(f"postgres did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
         self.started_in = time.monotonic() - started
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clean) or ``immediate`` (as a crash: recovery at start)."""
-        self._run(str(self.bin / "pg_ctl"), "stop", "--pgdata", str(self.data), "--mode", mode)
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGINT if mode == "fast" else signal.SIGQUIT)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
 
     def running(self) -> bool:
         """Whether the server answers."""
@@ -193,11 +220,7 @@ class PostgresServer:
 
     def destroy(self) -> None:
         """Stop the server (if it runs) and remove the cluster."""
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self.stop("immediate")
-        except RuntimeError:
-            pass
+        self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
