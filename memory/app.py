@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from memory.records import router as records_router
+from memory.runs import router as runs_router
 from memory.settings import MemorySettings
 from memory.store import StoreUnavailable, create_store
 from pagi.app import create_app as create_service_app
@@ -23,7 +24,7 @@ _BODY_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(settings: MemorySettings) -> FastAPI:
-    """The memory service: records in SQLite or PostgreSQL behind token-checked routes."""
+    """The memory service: records and agent runs in SQLite or PostgreSQL, token-checked."""
     store = create_store(settings)
 
     @asynccontextmanager
@@ -48,14 +49,17 @@ def create_app(settings: MemorySettings) -> FastAPI:
         return {"database": store.state, "database_backend": store.backend}
 
     max_content = settings.pagi_memory_max_content_bytes
+    largest = max(max_content, settings.pagi_memory_max_run_bytes)
     app = create_service_app(
         "memory",
         lifespan=lifespan,
         health_extra=health_extra,
-        max_body_bytes=max(2 * max_content, max_content + _BODY_OVERHEAD_BYTES),
+        max_body_bytes=max(2 * largest, largest + _BODY_OVERHEAD_BYTES),
     )
     app.state.store = store
     app.state.max_content_bytes = max_content
+    app.state.max_run_bytes = settings.pagi_memory_max_run_bytes
     app.state.verifier = TokenVerifier("memory", TrustStore.from_keys_dir(settings.keys_dir))
     app.include_router(records_router)
+    app.include_router(runs_router)
     return app

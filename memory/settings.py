@@ -42,6 +42,16 @@ class MemorySettings(CommonSettings):
         description="Keep at most this many records (oldest dropped first); 0 keeps all.",
     )
 
+    pagi_memory_max_run_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Largest agent run document (compact JSON bytes).",
+    )
+    pagi_memory_max_runs: int = Field(
+        10_000, ge=0, description="Keep at most this many runs (oldest dropped first); 0 keeps all."
+    )
+
     @field_validator("memory_database_url", mode="before")
     @classmethod
     def _postgresql_only(cls, value: object) -> object:

@@ -6,11 +6,11 @@ size limit, the open ``GET /health`` and the bearer-token dependency.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,3 +160,23 @@ async def request_id_dependency() -> str | None:
 
 
 RequestId = Annotated[str | None, Depends(request_id_dependency)]
+
+
+_METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def refuse_other_methods(router: APIRouter, path: str, allowed: Sequence[str]) -> None:
+    """Answer every method ``path`` does not serve with 405 naming all those it does.
+
+    Needed where several routes share a path: the router's own 405 names
+    only the first route's method in ``Allow``.
+    """
+    allow = ", ".join(allowed)
+
+    async def other_methods() -> None:
+        raise ApiError(
+            405, "method_not_allowed", f"use {' or '.join(allowed)}", headers={"Allow": allow}
+        )
+
+    others = [method for method in _METHODS if method not in allowed]
+    router.add_api_route(path, other_methods, methods=others, include_in_schema=False)

@@ -72,8 +72,8 @@ class Backend:
     # ------------------------------------------------------------------ faults
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Another session holds the records exclusively while the block runs."""
+    def locked(self, table: str = "records") -> Iterator[None]:
+        """Another session holds ``table`` exclusively while the block runs (SQLite: all)."""
         if self.url is None:
             locker = sqlite3.connect(self.sqlite_path, isolation_level=None)
             locker.execute("BEGIN EXCLUSIVE")
@@ -84,7 +84,7 @@ class Backend:
                 locker.close()
             return
         with psycopg.connect(self.url) as locker:
-            locker.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
+            locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             try:
                 yield
             finally:

@@ -8,7 +8,15 @@ may share it), else the SQLite file ``PAGI_MEMORY_DB``.
 from __future__ import annotations
 
 from memory.settings import MemorySettings
-from memory.store.base import LIST_MAX_BYTES, MemoryStore, StoredRecord, StoreUnavailable
+from memory.store.base import (
+    LIST_MAX_BYTES,
+    RUNNING,
+    MemoryStore,
+    RunFinished,
+    StoredRecord,
+    StoredRun,
+    StoreUnavailable,
+)
 from memory.store.postgres import PostgresStore
 from memory.store.sqlite import SQLiteStore
 
@@ -16,7 +24,10 @@ __all__ = [
     "LIST_MAX_BYTES",
     "MemoryStore",
     "PostgresStore",
+    "RUNNING",
+    "RunFinished",
     "SQLiteStore",
+    "StoredRun",
     "StoreUnavailable",
     "StoredRecord",
     "create_store",
@@ -26,13 +37,18 @@ __all__ = [
 def create_store(settings: MemorySettings) -> MemoryStore:
     """The backend the settings name (not opened yet)."""
     max_records = settings.pagi_memory_max_records or None
+    max_runs = settings.pagi_memory_max_runs or None
     if settings.memory_database_url is not None:
         return PostgresStore(
             settings.memory_database_url.get_secret_value(),
             settings.pagi_memory_busy_timeout_seconds,
             max_records=max_records,
+            max_runs=max_runs,
             pool_size=settings.pagi_memory_pool_size,
         )
     return SQLiteStore(
-        settings.db_path, settings.pagi_memory_busy_timeout_seconds, max_records=max_records
+        settings.db_path,
+        settings.pagi_memory_busy_timeout_seconds,
+        max_records=max_records,
+        max_runs=max_runs,
     )

@@ -2,9 +2,9 @@
 
 A backend is one class implementing :class:`MemoryStore`: its lifecycle
 (``open``, ``close``, ``state``) and one set of methods per collection the
-memory holds. Today there is one collection, the records
-(:class:`RecordCollection`); a new collection is a new protocol here, added
-to :class:`MemoryStore`'s bases, with its methods (and, for PostgreSQL, a
+memory holds: the records (:class:`RecordCollection`) and the agents' runs
+(:class:`RunCollection`). A new collection is a new protocol here, added to
+:class:`MemoryStore`'s bases, with its methods (and, for PostgreSQL, a
 migration) in each backend. Both backends are run through the same tests.
 
 Every failure of the database becomes :class:`StoreUnavailable`, whose
@@ -68,6 +68,40 @@ def cut_page(
     return records, False
 
 
+RUNNING = "running"
+"""The one status of a run that is not finished; any other status is final."""
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One agent run as stored: its summary, and its whole document when read by id."""
+
+    id: str
+    status: str
+    summary: Any
+    document: Any | None
+    """None in lists (they carry summaries only)."""
+    created_at: str
+    updated_at: str
+
+
+class RunFinished(Exception):
+    """A finished run was written again with different content; it never changes."""
+
+
+def run_from_row(
+    run_id: str,
+    status: str,
+    summary_json: str,
+    document_json: str | None,
+    created_at: str,
+    updated_at: str,
+) -> StoredRun:
+    """A run from its stored columns (``document_json`` None: a summary only)."""
+    document = None if document_json is None else json.loads(document_json)
+    return StoredRun(run_id, status, json.loads(summary_json), document, created_at, updated_at)
+
+
 class RecordCollection(Protocol):
     """The records: appended, read newest first."""
 
@@ -86,7 +120,29 @@ class RecordCollection(Protocol):
         ...
 
 
-class MemoryStore(RecordCollection, Protocol):
+class RunCollection(Protocol):
+    """The agents' runs, by id: replaced while running, final once finished."""
+
+    async def put_run(
+        self, run_id: str, status: str, summary_json: str, document_json: str
+    ) -> tuple[StoredRun, bool]:
+        """Create or replace a run once the commit is durable; also says whether it was created.
+
+        A run whose stored status is not ``running`` is final: the same write
+        again is answered as stored, any other raises :class:`RunFinished`.
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> StoredRun | None:
+        """The run with this id, document included, or None."""
+        ...
+
+    async def list_runs(self, limit: int, status: str | None = None) -> list[StoredRun]:
+        """Up to ``limit`` runs, newest first (by creation), summaries only."""
+        ...
+
+
+class MemoryStore(RecordCollection, RunCollection, Protocol):
     """A memory backend: where the collections live, and its lifecycle."""
 
     backend: str

@@ -41,10 +41,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.store.base import (
     LIST_MAX_BYTES,
+    RUNNING,
+    RunFinished,
     StoredRecord,
+    StoredRun,
     StoreUnavailable,
     cut_page,
     record_from_row,
+    run_from_row,
 )
 from memory.store.group_commit import TIMED_OUT, Batch, GroupCommit, PendingWrite
 from pagi.logging import log_event
@@ -70,6 +74,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             created_at TIMESTAMPTZ NOT NULL
         );
         CREATE INDEX records_by_kind ON records (kind, id);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE runs (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            document TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE INDEX runs_by_status ON runs (status, seq);
         """,
     ),
 )
@@ -106,7 +125,8 @@ def describe_location(url: str) -> str:
 def _describe(exc: BaseException) -> str:
     """What the operator needs to know, from a database error."""
     if isinstance(exc, PoolTimeout):
-        return "database is too busy (no free connection in time)"
+        # No connection in time, none failing to connect: all busy, or being replaced.
+        return TIMED_OUT
     if isinstance(exc, pg_errors.LockNotAvailable):
         return "database is locked"
     if isinstance(exc, pg_errors.QueryCanceled):
@@ -157,11 +177,13 @@ class PostgresStore:
         url: str,
         busy_timeout_seconds: float = 1.0,
         max_records: int | None = None,
+        max_runs: int | None = None,
         pool_size: int = 10,
     ) -> None:
         self.url = url
         self.busy_timeout_seconds = busy_timeout_seconds
         self.max_records = max_records
+        self.max_runs = max_runs
         self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
         self._schema_ready = False
@@ -436,5 +458,131 @@ class PostgresStore:
             return cut_page(
                 ((rid, k, content, _timestamp(at)) for rid, k, content, at in rows), max_bytes
             )
+
+        return await self._run(page)
+
+    # ------------------------------------------------------------------ runs
+
+    async def _put_run(
+        self,
+        connection: Connection,
+        run_id: str,
+        status: str,
+        summary_json: str,
+        document_json: str,
+    ) -> tuple[StoredRun, bool]:
+        async with connection.transaction():
+            # Insert, or lock the existing row: two replicas writing one new id at
+            # once create it once, and the other's write then updates it. (Twice:
+            # another replica's retention may remove an old run between the two.)
+            for _ in range(2):
+                cursor = await connection.execute(
+                    "INSERT INTO runs (id, status, summary, document, created_at, updated_at)"
+                    " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp())"
+                    " ON CONFLICT (id) DO NOTHING RETURNING seq, created_at",
+                    (run_id, status, summary_json, document_json),
+                )
+                inserted = await cursor.fetchone()
+                if inserted is not None:
+                    seq, created_at = inserted
+                    if self.max_runs is not None:
+                        # Retention: drop the oldest runs in the same transaction.
+                        await connection.execute(
+                            "DELETE FROM runs WHERE seq <= %s", (seq - self.max_runs,)
+                        )
+                    at = _timestamp(created_at)
+                    return run_from_row(run_id, status, summary_json, None, at, at), True
+                cursor = await connection.execute(
+                    "SELECT status, summary, document, created_at, updated_at FROM runs"
+                    " WHERE id = %s FOR UPDATE",
+                    (run_id,),
+                )
+                row = await cursor.fetchone()
+                if row is not None:
+                    break
+            else:
+                raise psycopg.errors.SerializationFailure(f"run {run_id!r} kept disappearing")
+            stored_status, stored_summary, stored_document, created_at, updated_at = row
+            if stored_status != RUNNING:
+                # A finished run is final: the same write again (a retry) is
+                # answered as stored, any other is refused.
+                if (status, summary_json, document_json) != (
+                    stored_status,
+                    stored_summary,
+                    stored_document,
+                ):
+                    raise RunFinished(
+                        f"run {run_id!r} is finished ({stored_status}) and never changes"
+                    )
+                stored = run_from_row(
+                    run_id,
+                    status,
+                    stored_summary,
+                    None,
+                    _timestamp(created_at),
+                    _timestamp(updated_at),
+                )
+                return stored, False
+            cursor = await connection.execute(
+                "UPDATE runs SET status = %s, summary = %s, document = %s,"
+                " updated_at = clock_timestamp() WHERE id = %s RETURNING updated_at",
+                (status, summary_json, document_json, run_id),
+            )
+            updated = await cursor.fetchone()
+            assert updated is not None
+            stored = run_from_row(
+                run_id, status, summary_json, None, _timestamp(created_at), _timestamp(updated[0])
+            )
+            return stored, False
+
+    async def put_run(
+        self, run_id: str, status: str, summary_json: str, document_json: str
+    ) -> tuple[StoredRun, bool]:
+        """Create or replace a run; answers after the commit.
+
+        Also says whether the run was created. A run whose stored status is
+        not ``running`` is final: writing it again with other content raises
+        :class:`RunFinished`. The answer carries the summary, not the document.
+        """
+        return await self._run(
+            lambda connection: self._put_run(
+                connection, run_id, status, summary_json, document_json
+            )
+        )
+
+    async def get_run(self, run_id: str) -> StoredRun | None:
+        """The run with this id, document included, or None."""
+
+        async def read(connection: Connection) -> StoredRun | None:
+            cursor = await connection.execute(
+                "SELECT id, status, summary, document, created_at, updated_at FROM runs"
+                " WHERE id = %s",
+                (run_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            found, status, summary, document, created_at, updated_at = row
+            return run_from_row(
+                found, status, summary, document, _timestamp(created_at), _timestamp(updated_at)
+            )
+
+        return await self._run(read)
+
+    async def list_runs(self, limit: int, status: str | None = None) -> list[StoredRun]:
+        """Up to ``limit`` runs, newest first (by creation), summaries only."""
+
+        async def page(connection: Connection) -> list[StoredRun]:
+            query = "SELECT id, status, summary, created_at, updated_at FROM runs"
+            if status is None:
+                cursor = await connection.execute(f"{query} ORDER BY seq DESC LIMIT %s", (limit,))
+            else:
+                cursor = await connection.execute(
+                    f"{query} WHERE status = %s ORDER BY seq DESC LIMIT %s", (status, limit)
+                )
+            return [
+                run_from_row(r[0], r[1], r[2], None, _timestamp(r[3]), _timestamp(r[4]))
+                for r in await cursor.fetchall()
+            ]
 
         return await self._run(page)

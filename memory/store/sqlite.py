@@ -1,6 +1,6 @@
 """The memory in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
 
-The default backend (one service, one file).
+The default backend (one service, one file): records and agent runs.
 
 A write is answered only after its transaction has committed and the WAL has
 been synced, so an acknowledged record survives ``kill -9`` and power loss.
@@ -25,10 +25,14 @@ from typing import TypeVar
 
 from memory.store.base import (
     LIST_MAX_BYTES,
+    RUNNING,
+    RunFinished,
     StoredRecord,
+    StoredRun,
     StoreUnavailable,
     cut_page,
     record_from_row,
+    run_from_row,
 )
 from memory.store.group_commit import TIMED_OUT, Batch, GroupCommit, PendingWrite
 from pagi.logging import log_event
@@ -45,6 +49,16 @@ CREATE TABLE IF NOT EXISTS records (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_kind ON records (kind, id);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    document TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 """
 
 # Beyond SQLite's own busy timeout: how long an operation may take in total
@@ -86,11 +100,16 @@ class SQLiteStore:
     backend = "sqlite"
 
     def __init__(
-        self, path: Path, busy_timeout_seconds: float = 1.0, max_records: int | None = None
+        self,
+        path: Path,
+        busy_timeout_seconds: float = 1.0,
+        max_records: int | None = None,
+        max_runs: int | None = None,
     ) -> None:
         self.path = path
         self.busy_timeout_seconds = busy_timeout_seconds
         self.max_records = max_records
+        self.max_runs = max_runs
         self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
         self._closed = False
@@ -213,6 +232,80 @@ class SQLiteStore:
             )
         return cut_page(cursor, max_bytes)
 
+    @staticmethod
+    def _put_run(
+        connection: sqlite3.Connection,
+        run_id: str,
+        status: str,
+        summary_json: str,
+        document_json: str,
+        max_runs: int | None,
+    ) -> tuple[StoredRun, bool]:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Taken under the write lock, as a record's time is.
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
+            row = connection.execute(
+                "SELECT status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                cursor = connection.execute(
+                    "INSERT INTO runs (id, status, summary, document, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, status, summary_json, document_json, now, now),
+                )
+                created_at, updated_at = now, now
+                if max_runs is not None:
+                    # Retention: drop the oldest runs in the same transaction.
+                    connection.execute(
+                        "DELETE FROM runs WHERE seq <= ?", (int(cursor.lastrowid or 0) - max_runs,)
+                    )
+            elif row[0] != RUNNING:
+                # A finished run is final: the same write again (a retry) is
+                # answered as stored, any other is refused.
+                if (status, summary_json, document_json) != tuple(row[:3]):
+                    raise RunFinished(f"run {run_id!r} is finished ({row[0]}) and never changes")
+                connection.execute("COMMIT")
+                return run_from_row(run_id, status, row[1], None, row[3], row[4]), False
+            else:
+                created_at, updated_at = row[3], now
+                connection.execute(
+                    "UPDATE runs SET status = ?, summary = ?, document = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    (status, summary_json, document_json, now, run_id),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        stored = run_from_row(run_id, status, summary_json, None, created_at, updated_at)
+        return stored, row is None
+
+    @staticmethod
+    def _get_run(connection: sqlite3.Connection, run_id: str) -> StoredRun | None:
+        row = connection.execute(
+            "SELECT id, status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return run_from_row(*row)
+
+    @staticmethod
+    def _list_runs(
+        connection: sqlite3.Connection, limit: int, status: str | None
+    ) -> list[StoredRun]:
+        query = "SELECT id, status, summary, created_at, updated_at FROM runs"
+        if status is None:
+            rows = connection.execute(f"{query} ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = connection.execute(
+                f"{query} WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
+            )
+        return [run_from_row(r[0], r[1], r[2], None, r[3], r[4]) for r in rows]
+
     # ------------------------------------------------------------------ async side
 
     @property
@@ -259,6 +352,41 @@ class SQLiteStore:
         Also says whether the page was cut short at ``max_bytes`` of content.
         """
         return await self._submit(lambda c: self._list(c, limit, kind, max_bytes))
+
+    async def put_run(
+        self, run_id: str, status: str, summary_json: str, document_json: str
+    ) -> tuple[StoredRun, bool]:
+        """Create or replace a run; answers after the commit is durable.
+
+        Also says whether the run was created. A run whose stored status is
+        not ``running`` is final: writing it again with other content raises
+        :class:`RunFinished`. The answer carries the summary, not the document.
+        """
+        # Not through _run: a refused write is the caller's mistake, not a database failure.
+        outcome: list[tuple[StoredRun, bool] | RunFinished] = []
+
+        def put(connection: sqlite3.Connection) -> None:
+            try:
+                outcome.append(
+                    self._put_run(
+                        connection, run_id, status, summary_json, document_json, self.max_runs
+                    )
+                )
+            except RunFinished as exc:
+                outcome.append(exc)
+
+        await self._submit(put)
+        if isinstance(outcome[0], RunFinished):
+            raise outcome[0]
+        return outcome[0]
+
+    async def get_run(self, run_id: str) -> StoredRun | None:
+        """The run with this id, document included, or None."""
+        return await self._submit(lambda c: self._get_run(c, run_id))
+
+    async def list_runs(self, limit: int, status: str | None = None) -> list[StoredRun]:
+        """Up to ``limit`` runs, newest first (by creation), summaries only."""
+        return await self._submit(lambda c: self._list_runs(c, limit, status))
 
     async def close(self) -> None:
         """Close the connection and stop the database thread (again: nothing to do)."""

@@ -324,7 +324,7 @@ async def test_postgres_dropped_schema_is_made_again(postgres_url: str) -> None:
         await store.open()
         await store.append("note", "1")
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP TABLE records, {SCHEMA_TABLE}")
+            admin.execute(f"DROP TABLE records, runs, {SCHEMA_TABLE}")
         with pytest.raises(StoreUnavailable) as refused:
             await store.latest()
         assert refused.value.reason == "database schema is missing"
