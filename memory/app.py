@@ -42,8 +42,10 @@ def create_app(settings: MemorySettings) -> FastAPI:
                 backend=store.backend,
                 location=store.location,
             )
-        yield
-        await store.close()
+        try:
+            yield
+        finally:
+            await store.close()
 
     async def health_extra(request: Request) -> dict[str, Any]:
         return {"database": store.state, "database_backend": store.backend}

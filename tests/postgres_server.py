@@ -199,6 +199,10 @@ class PostgresServer:
             self._process.kill()
             self._process.wait(timeout=10)
 
+    def alive(self) -> bool:
+        """Whether the server process runs (answering or not)."""
+        return self._process is not None and self._process.poll() is None
+
     def running(self) -> bool:
         """Whether the server answers."""
         try:
@@ -239,6 +243,6 @@ def shared_server() -> PostgresServer:
         server.init()
         server.start()
         _shared = server
-    elif not _shared.running():
+    elif not _shared.alive():
         _shared.start()
     return _shared

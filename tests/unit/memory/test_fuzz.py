@@ -2,11 +2,13 @@
 
 hypothesis draws sequences of operations (appends of any JSON content, of
 arbitrary and hostile kinds; latest; lists with any limit and kind filter,
-valid or not) and runs each sequence against a fresh database of each
-backend. After every step the answer must be what a plain list of the
-appended records predicts: the same records, newest first, content exactly
-as written, 4xx (never 5xx) for what the API refuses. SQLite and PostgreSQL
-thus behave the same on every input hypothesis finds.
+valid or not; runs written, finished, rewritten, read and listed) and runs
+each sequence against a fresh database of each backend. After every step the
+answer must be what a plain model predicts (a list of the appended records,
+a table of runs): the same records newest first, content exactly as
+written, a finished run never changing, 4xx (never 5xx) for what the API
+refuses. SQLite and PostgreSQL thus behave the same on every input
+hypothesis finds.
 """
 
 from __future__ import annotations
@@ -49,7 +51,74 @@ lists = st.tuples(
     st.none() | good_kinds | st.text(max_size=70),
     st.integers(min_value=-5, max_value=1100) | st.text(max_size=5),
 )
-operations = st.lists(appends | latests | lists, min_size=1, max_size=12)
+run_ids = st.sampled_from(["run-a", "run-b", "run-c"])
+run_bodies = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["running", "running", "completed", "failed"]),
+        "summary": st.dictionaries(st.text(max_size=4), json_values, max_size=2),
+        "document": st.dictionaries(st.text(max_size=4), json_values, max_size=3),
+    }
+)
+run_puts = st.tuples(st.just("put_run"), run_ids, run_bodies)
+# Ids as they can appear in a URL path: valid ones, and ones the API refuses
+# (a leading '_', more than 64 characters); never '.' or '..', which a client
+# resolves away before sending.
+any_run_ids = st.from_regex(r"[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,69}", fullmatch=True)
+run_gets = st.tuples(st.just("get_run"), run_ids | any_run_ids, st.none())
+run_lists = st.tuples(
+    st.just("list_runs"), st.none() | st.sampled_from(["running", "completed"]), st.integers(1, 5)
+)
+operations = st.lists(
+    appends | latests | lists | run_puts | run_gets | run_lists, min_size=1, max_size=12
+)
+
+
+class RunModel:
+    """The runs the service acknowledged: id -> last body, in creation order."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+
+    async def check(self, client: httpx.AsyncClient, headers: dict[str, str], step: tuple) -> None:
+        action, run_id, value = step
+        if action == "put_run":
+            response = await client.put(f"/memory/runs/{run_id}", json=value, headers=headers)
+            assert response.status_code < 500, response.text
+            if response.status_code in (413, 422):
+                return  # content the API refuses (checked for records); nothing stored
+            stored = self.runs.get(run_id)
+            if stored is None:
+                assert response.status_code == 201, response.text
+                self.created.append(run_id)
+            elif stored["status"] != "running" and stored != value:
+                assert response.status_code == 409, response.text
+                assert response.json()["error"] == "run_finished"
+                return
+            else:
+                assert response.status_code == 200, response.text
+            self.runs[run_id] = value
+        elif action == "get_run":
+            response = await client.get(f"/memory/runs/{run_id}", headers=headers)
+            assert response.status_code < 500, response.text
+            if run_id not in self.runs:
+                assert response.status_code in (404, 422), response.text
+                return
+            run = response.json()["run"]
+            expected = self.runs[run_id]
+            assert {k: run[k] for k in ("status", "summary", "document")} == expected
+        else:
+            params: dict[str, Any] = {"limit": value}
+            if run_id is not None:
+                params["status"] = run_id
+            response = await client.get("/memory/runs", params=params, headers=headers)
+            assert response.status_code == 200, response.text
+            expected_ids = [
+                rid
+                for rid in reversed(self.created)
+                if run_id is None or self.runs[rid]["status"] == run_id
+            ][:value]
+            assert [run["id"] for run in response.json()["runs"]] == expected_ids
 
 
 def _valid_kind(kind: str) -> bool:
@@ -62,8 +131,11 @@ async def _check_sequence(
     client: httpx.AsyncClient, headers: dict[str, str], steps: list[tuple[str, Any, Any]]
 ) -> None:
     model: list[dict[str, Any]] = []  # the records the service acknowledged, oldest first
+    runs = RunModel()
     for action, kind, value in steps:
-        if action == "append":
+        if action in ("put_run", "get_run", "list_runs"):
+            await runs.check(client, headers, (action, kind, value))
+        elif action == "append":
             response = await client.post(
                 "/api/v1/memory", json={"kind": kind, "content": value}, headers=headers
             )
