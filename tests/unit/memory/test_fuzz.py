@@ -193,6 +193,8 @@ def test_the_api_answers_as_the_model_predicts(
                 pagi_state_dir=tmp_path,
                 pagi_keys_dir=keys_dir,
                 pagi_memory_max_content_bytes=MAX_CONTENT,
+                # Generous: on a busy machine an answer must not turn into a 503 here.
+                pagi_memory_busy_timeout_seconds=5,
                 **backend.settings_fields(),
             )
         )
