@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from gateway.client import GatewayError, PlanChunk, PlanResult
+from gateway.conversation import Conversation, DecisionResult
 from pagi.errors import ApiError
 from pagi.logging import log_event
+from pagi.sse import sse_event
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,16 @@ class PlanSource(Protocol):
 
     async def close(self) -> None:
         """Release the connection."""
+        ...
+
+
+class ModelGateway(PlanSource, Protocol):
+    """All the agent needs from the gateway: plans, and next actions for runs."""
+
+    async def decide(
+        self, conversation: Conversation, timeout_seconds: float | None = None
+    ) -> DecisionResult:
+        """The next action in ``conversation``."""
         ...
 
 
@@ -88,11 +99,6 @@ async def ask_for_plan(
     except Exception as exc:  # noqa: BLE001 - a failed upstream call is a 502, never a 500
         raise gateway_failure(unexpected_failure(exc)) from None
     return result, round((time.perf_counter() - started) * 1000, 2)
-
-
-def sse_event(event: str, data: dict[str, object]) -> bytes:
-    """One server-sent event; ``data`` is one line of JSON."""
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n".encode("ascii")
 
 
 async def stream_plan_events(

@@ -18,6 +18,7 @@ from pagi.app import Caller, RequestId
 from pagi.errors import ErrorBody
 from pagi.http import TIMEOUT_HEADER
 from pagi.logging import log_event
+from pagi.sse import MEDIA_TYPE, STREAM_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,4 @@ async def plan_stream(
     events = stream_plan_events(
         state.gateway, body.prompt, state.gateway_timeout_seconds, request_id
     )
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return StreamingResponse(events, media_type=MEDIA_TYPE, headers=STREAM_HEADERS)

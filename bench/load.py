@@ -40,6 +40,7 @@ from tests.load.driver import (  # noqa: E402
     burst,
     fds_of_new_jails,
     jails_built_ahead,
+    leftovers,
     sequential,
     settle,
     slow_clients,
@@ -67,18 +68,6 @@ def _footprint(before: ProcessSnapshot, after: ProcessSnapshot, peak: PeakSample
         figures["peak_tree_rss_MiB"] = round(peak.peak / 2**20, 1)
         figures["peak_fds"] = peak.peak_fds
     return figures
-
-
-def _leaked(before: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int) -> list[str]:
-    """What a scenario left behind; `kept_fds`: those of jails built ahead since `before`."""
-    leaks = []
-    if after.zombies:
-        leaks.append(f"{after.zombies} zombies")
-    if after.workdirs > before.workdirs:
-        leaks.append(f"{after.workdirs - before.workdirs} working dirs left")
-    if after.fds > before.fds + kept_fds:
-        leaks.append(f"{after.fds - before.fds - kept_fds} fds more than before")
-    return leaks
 
 
 def main() -> int:
@@ -119,7 +108,7 @@ def main() -> int:
             _print(f"burst: {args.burst} requests at concurrency {args.concurrency}", figures)
             if set(report.statuses) - {200, 429} or report.problems:
                 failures.append("burst: answers other than 200 / 429 with Retry-After")
-            failures += [f"burst: {leak}" for leak in _leaked(before, after, kept())]
+            failures += [f"burst: {leak}" for leak in leftovers(before, after, kept())]
 
             ahead = jails_built_ahead(base_url)
             before = ProcessSnapshot.take(pid, work_root)
@@ -132,7 +121,7 @@ def main() -> int:
             _print(f"sequential: {args.sequential} runs", figures)
             if report.statuses != {200: args.sequential}:
                 failures.append("sequential: not every run answered 200")
-            failures += [f"sequential: {leak}" for leak in _leaked(before, after, kept())]
+            failures += [f"sequential: {leak}" for leak in leftovers(before, after, kept())]
 
             client = httpx.Client(
                 base_url=base_url,

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from agent.run_models import run_request_model
 from bff.dashboard import router as dashboard_router
 from bff.echo import router as echo_router
+from bff.runs import build_runs_router
 from bff.settings import BffSettings
 from pagi.app import create_app as create_service_app
 from pagi.auth import TokenSigner, TokenVerifier, TrustStore
@@ -42,4 +44,5 @@ def create_app(settings: BffSettings) -> FastAPI:
     app.state.timeout_seconds = settings.request_timeout_seconds
     app.include_router(echo_router)
     app.include_router(dashboard_router)
+    app.include_router(build_runs_router(run_request_model(settings.run_ceilings)))
     return app

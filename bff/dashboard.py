@@ -1,4 +1,8 @@
-"""``GET /api/v1/agi/dashboard-data``: agent plan, sandbox demo tool and latest memory, at once."""
+"""``GET /api/v1/agi/dashboard-data``: agent plan, sandbox demo tool and latest memory, at once.
+
+Beside the contract's three entries under ``data``, the answer carries the
+latest agent run's summary (``latest_run``), fetched from memory at the same time.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from bff.fanout import DownstreamCall, fan_out
+from bff.fanout import DownstreamCall, Outcome, fan_out
 from bff.models import DashboardData, DashboardResponse
 from pagi.app import RequestId, model_response, require_caller
 from pagi.auth import Claims
@@ -24,6 +28,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(tags=["dashboard"], responses=_ERRORS)
+
+LATEST_RUN = "latest_run"
 
 
 async def dashboard_caller(request: Request) -> Claims | None:
@@ -63,6 +69,28 @@ def dashboard_calls(request: Request) -> list[DownstreamCall]:
     ]
 
 
+def latest_run_call(request: Request) -> DownstreamCall:
+    """The call for the latest agent run (beside the contract's three, not under ``data``)."""
+    clients = request.app.state.clients
+    return DownstreamCall(
+        LATEST_RUN, "memory", clients["memory"], "GET", "/memory/runs", params={"limit": 1}
+    )
+
+
+def latest_run_of(outcome: Outcome) -> dict[str, Any] | None:
+    """The latest run's summary from memory's answer, None when there is no run."""
+    if not outcome.ok:
+        return outcome.body
+    runs = outcome.body.get("runs")
+    if not isinstance(runs, list) or not runs:
+        return None
+    latest = runs[0]
+    if not isinstance(latest, dict):
+        return {"error": "memory answered a run list that is not one", "service": "memory"}
+    summary = latest.get("summary") if isinstance(latest.get("summary"), dict) else {}
+    return {"id": latest.get("id"), "status": latest.get("status"), **summary}
+
+
 @router.get(
     "/api/v1/agi/dashboard-data",
     response_model=DashboardResponse,
@@ -72,7 +100,8 @@ async def dashboard_data(
     request: Request, caller: DashboardCaller, request_id: RequestId
 ) -> Response:
     """Every downstream is called concurrently; a failed one is named and the rest returned."""
-    outcomes = await fan_out(dashboard_calls(request), request.app.state.timeout_seconds)
+    calls = [*dashboard_calls(request), latest_run_call(request)]
+    *outcomes, run_outcome = await fan_out(calls, request.app.state.timeout_seconds)
     failed = [o.service for o in outcomes if not o.ok]
     agent_degraded = any(
         o.key == "python_agent" and o.ok and o.body.get("status") == "degraded" for o in outcomes
@@ -87,5 +116,6 @@ async def dashboard_data(
             data=DashboardData(**{o.key: o.body for o in outcomes}),
             failed_services=failed,
             timings_ms=timings,
+            latest_run=latest_run_of(run_outcome),
         )
     )

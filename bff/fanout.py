@@ -36,6 +36,7 @@ class DownstreamCall:
     method: str
     path: str
     body: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ async def _request(
     try:
         async with asyncio.timeout(timeout_seconds):
             async with call.client.stream(
-                call.method, call.path, json=call.body, headers=budget
+                call.method, call.path, json=call.body, params=call.params, headers=budget
             ) as response:
                 content = await read_capped(response.aiter_bytes(), MAX_ANSWER_BYTES)
     except (TimeoutError, httpx.TimeoutException):

@@ -45,3 +45,9 @@ class DashboardResponse(BaseModel):
     timings_ms: dict[str, float] = Field(
         default_factory=dict, description="How long each downstream call took."
     )
+    latest_run: dict[str, Any] | None = Field(
+        None,
+        description="The agent's most recent run (id, status, reason, goal, answer, steps,"
+        " total_tokens, started_at, ended_at, duration_ms), null when there is none,"
+        " or {'error': ...} when memory could not say.",
+    )

@@ -1,4 +1,4 @@
-"""The client services use to ask the model gateway for plans.
+"""The client services use to ask the model gateway for plans and agents' next actions.
 
 One :class:`GatewayClient` per process (create it in the app lifespan, close
 it on shutdown). Every call carries a token for the ``gateway`` audience
@@ -15,6 +15,12 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway.conversation import (
+    Conversation,
+    DecisionResult,
+    conversation_to_proto,
+    decision_from_proto,
+)
 from pagi.auth import ReusedToken, TokenSigner
 from pagi.request_id import current_request_id
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
@@ -168,6 +174,24 @@ class GatewayClient:
             raise GatewayError.from_rpc_error(exc) from None
         finally:
             call.cancel()
+
+    async def decide(
+        self, conversation: Conversation, timeout_seconds: float | None = None
+    ) -> DecisionResult:
+        """The model's next action in ``conversation``; raise :class:`GatewayError` on failure.
+
+        The deadline is ``timeout_seconds`` when given (an agent's run may
+        have less time left than the client's default), else the default.
+        """
+        stub = self._get_stub()
+        timeout = self.timeout_seconds if timeout_seconds is None else timeout_seconds
+        try:
+            reply = await stub.Decide(
+                conversation_to_proto(conversation), timeout=timeout, metadata=self._metadata()
+            )
+        except grpc.RpcError as exc:
+            raise GatewayError.from_rpc_error(exc) from None
+        return decision_from_proto(reply)
 
     async def close(self) -> None:
         """Close the channel; the client can be used again afterwards."""

@@ -24,9 +24,10 @@ from proto import model_gateway_pb2, model_gateway_pb2_grpc
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = model_gateway_pb2.DESCRIPTOR.services_by_name["ModelGateway"].full_name
-# Room for the other PlanRequest fields and framing on top of the prompt
-# limit: a slightly oversized prompt still gets a clear INVALID_ARGUMENT, a
-# far larger message is refused by gRPC itself (RESOURCE_EXHAUSTED).
+# Room for the other PlanRequest fields and framing on top of the prompt (or
+# conversation) limit: a slightly oversized request still gets a clear
+# INVALID_ARGUMENT, a far larger message is refused by gRPC itself
+# (RESOURCE_EXHAUSTED).
 MESSAGE_OVERHEAD_BYTES = 4096
 MAX_CONCURRENT_RPCS = 512
 
@@ -86,7 +87,11 @@ async def start_server(
         options=[
             (
                 "grpc.max_receive_message_length",
-                settings.pagi_gateway_max_prompt_bytes + MESSAGE_OVERHEAD_BYTES,
+                max(
+                    settings.pagi_gateway_max_prompt_bytes,
+                    settings.pagi_gateway_max_conversation_bytes,
+                )
+                + MESSAGE_OVERHEAD_BYTES,
             ),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # Without this a second gateway on the same port would silently
@@ -104,6 +109,7 @@ async def start_server(
             ),
             max_steps=settings.pagi_gateway_max_steps,
             max_deadline_seconds=settings.pagi_gateway_max_deadline_seconds,
+            max_conversation_bytes=settings.pagi_gateway_max_conversation_bytes,
         ),
         admission=Admission(
             settings.pagi_gateway_max_concurrent_calls,

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 from gateway.admission import Admission, GatewayBusy
 from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
+from gateway.conversation import (
+    Conversation,
+    DecisionResult,
+    InvalidConversation,
+    conversation_from_proto,
+    decision_to_proto,
+)
 from gateway.interceptor import caller_var
 from gateway.metrics import GatewayMetrics
 from pagi.logging import log_event
@@ -20,6 +28,8 @@ from pagi.request_id import current_request_id
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -30,6 +40,9 @@ STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""The trailer gRPC clients' retry policies read for when to try again (gRFC A6)."""
 
 # The backend's own deadline ends this much before the caller's, so the
 # gateway answers with its own DEADLINE_EXCEEDED (and counts it) rather than
@@ -45,6 +58,7 @@ class ServiceLimits:
     default_max_steps: int
     max_steps: int
     max_deadline_seconds: float
+    max_conversation_bytes: int = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,34 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         )
         return latency_ms
 
+    async def _unary(
+        self,
+        rpc: str,
+        started: float,
+        context: grpc.aio.ServicerContext,
+        call: Callable[[Deadline], Awaitable[T]],
+    ) -> T:
+        """``call`` the backend within the deadline and an admission slot, or abort the RPC."""
+        deadline = self._deadline(context)
+        try:
+            async with self.admission.slot():
+                return await call(deadline)
+        except GatewayBusy as exc:
+            await context.abort(
+                *_parts(self._busy(exc, started, rpc)), trailing_metadata=_pushback(exc)
+            )
+            raise  # abort raises; this only tells type checkers
+        except BackendError as exc:
+            failure = Failure(STATUS_OF[exc.code], exc.message)
+        except asyncio.CancelledError:
+            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, rpc)
+            raise
+        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
+            failure = self._unexpected(rpc)
+        self._failed(failure, started, rpc)
+        await context.abort(failure.status, failure.message)
+        raise AssertionError("context.abort returned")
+
     def _unexpected(self, rpc: str) -> Failure:
         logger.exception("unexpected failure in %s", rpc, extra={"event": "plan_crashed"})
         return Failure(grpc.StatusCode.INTERNAL, "internal error in the model gateway")
@@ -165,24 +207,15 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked
-        deadline = self._deadline(context)
-        failure: Failure | None = None
-        steps: list[str] = []
-        try:
-            async with self.admission.slot():
-                steps = (await self.backend.plan(request.prompt, max_steps, deadline))[:max_steps]
-            if not steps:
-                failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
-        except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "GetPlan")))
-        except BackendError as exc:
-            failure = Failure(STATUS_OF[exc.code], exc.message)
-        except asyncio.CancelledError:
-            self._failed(Failure(grpc.StatusCode.CANCELLED, "call cancelled"), started, "GetPlan")
-            raise
-        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
-            failure = self._unexpected("GetPlan")
-        if failure is not None:
+        steps = await self._unary(
+            "GetPlan",
+            started,
+            context,
+            lambda deadline: self.backend.plan(request.prompt, max_steps, deadline),
+        )
+        steps = steps[:max_steps]
+        if not steps:
+            failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
             self._failed(failure, started, "GetPlan")
             await context.abort(failure.status, failure.message)
         prompt_bytes = len(request.prompt.encode("utf-8", "surrogatepass"))
@@ -227,7 +260,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
             if count == 0:
                 failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
         except GatewayBusy as exc:
-            await context.abort(*_parts(self._busy(exc, started, "StreamPlan")))
+            await context.abort(
+                *_parts(self._busy(exc, started, "StreamPlan")), trailing_metadata=_pushback(exc)
+            )
         except BackendError as exc:
             failure = Failure(STATUS_OF[exc.code], exc.message)
         except asyncio.CancelledError:
@@ -244,6 +279,58 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         yield model_gateway_pb2.PlanChunk(
             index=count, done=True, latency_ms=latency_ms, request_id=request_id, **common
         )
+
+    def _conversation(self, request: model_gateway_pb2.DecideRequest) -> Conversation | Failure:
+        size = request.ByteSize()
+        if size > self.limits.max_conversation_bytes:
+            failure = Failure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the conversation is {size} bytes; the limit is "
+                f"{self.limits.max_conversation_bytes}",
+            )
+        else:
+            try:
+                return conversation_from_proto(request)
+            except InvalidConversation as exc:
+                failure = Failure(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log_event(
+            logger,
+            "decision_refused",
+            logging.WARNING,
+            code=failure.status.name,
+            reason=failure.message,
+            caller=caller_var.get(),
+        )
+        return failure
+
+    async def Decide(  # noqa: N802 - the name is the RPC's
+        self, request: model_gateway_pb2.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> model_gateway_pb2.DecideResponse:
+        """An agent's next action: tool calls or a final answer, and the tokens used."""
+        started = time.perf_counter()
+        conversation = self._conversation(request)
+        if isinstance(conversation, Failure):
+            await context.abort(conversation.status, conversation.message)
+        decision = await self._unary(
+            "Decide", started, context, lambda deadline: self.backend.decide(conversation, deadline)
+        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.record_success(self.backend.name, self.backend.model, latency_ms)
+        log_event(
+            logger,
+            "decision_served",
+            backend=self.backend.name,
+            model=self.backend.model,
+            tool_calls=len(decision.tool_calls),
+            finish_reason=decision.finish_reason,
+            prompt_tokens=decision.usage.prompt_tokens,
+            completion_tokens=decision.usage.completion_tokens,
+            conversation_bytes=request.ByteSize(),
+            latency_ms=round(latency_ms, 2),
+            caller=caller_var.get(),
+        )
+        result = DecisionResult(decision, self.backend.model, self.backend.name, latency_ms)
+        return decision_to_proto(result, current_request_id() or "")
 
     async def GetMetrics(  # noqa: N802 - the name is the RPC's
         self, request: model_gateway_pb2.MetricsRequest, context: grpc.aio.ServicerContext
@@ -282,3 +369,7 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
 
 def _parts(failure: Failure) -> tuple[grpc.StatusCode, str]:
     return failure.status, failure.message
+
+
+def _pushback(busy: GatewayBusy) -> tuple[tuple[str, str], ...]:
+    return ((RETRY_PUSHBACK_KEY, str(round(busy.retry_after_seconds * 1000))),)

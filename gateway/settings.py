@@ -27,6 +27,12 @@ class GatewaySettings(CommonSettings):
     model_api_key_file: Path | None = Field(None, description="File holding the API key.")
 
     pagi_gateway_max_prompt_bytes: int = Field(32 * 1024, ge=1, le=1024 * 1024)
+    pagi_gateway_max_conversation_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="Largest Decide request (the conversation and the tools, encoded).",
+    )
     pagi_gateway_default_max_steps: int = Field(8, ge=1, le=100)
     pagi_gateway_max_steps: int = Field(20, ge=1, le=100)
     pagi_gateway_max_concurrent_calls: int = Field(8, ge=1, le=1024)

@@ -26,21 +26,23 @@ logger = logging.getLogger(__name__)
 MAX_CONTENT_DEPTH = 64
 RETRY_AFTER_SECONDS = "1"
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     401: {"model": ErrorBody, "description": "Missing or invalid token."},
     422: {"model": ErrorBody, "description": "Invalid request."},
     503: {"model": ErrorBody, "description": "The database cannot serve the request."},
 }
 
-router = APIRouter(tags=["memory"], responses=_ERRORS)
+router = APIRouter(tags=["memory"], responses=ERRORS)
 
 
-def _store(request: Request) -> MemoryStore:
+def store_of(request: Request) -> MemoryStore:
+    """The store of the app serving ``request``."""
     return request.app.state.store
 
 
-def _unavailable(exc: StoreUnavailable) -> ApiError:
+def unavailable(exc: StoreUnavailable) -> ApiError:
+    """The 503 a request gets when the database cannot serve it."""
     return ApiError(
         503, "database_unavailable", exc.reason, headers={"Retry-After": RETRY_AFTER_SECONDS}
     )
@@ -94,9 +96,9 @@ def encode_content(content: Any, max_bytes: int) -> str:
 async def latest(request: Request, caller: Caller) -> RecordAnswer:
     """The newest record of any kind."""
     try:
-        record = await _store(request).latest()
+        record = await store_of(request).latest()
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return RecordAnswer(record=_model(record) if record else None)
 
 
@@ -111,9 +113,9 @@ async def append(body: NewRecord, request: Request, caller: Caller) -> StoredAns
     """Store a record durably and answer it with its id and timestamp."""
     text = encode_content(body.content, request.app.state.max_content_bytes)
     try:
-        record = await _store(request).append(body.kind, text)
+        record = await store_of(request).append(body.kind, text)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     log_event(logger, "record_stored", id=record.id, kind=record.kind, caller=caller.subject)
     return StoredAnswer(**_model(record).model_dump())
 
@@ -137,7 +139,7 @@ async def list_records(
 ) -> RecordList:
     """Up to ``limit`` records, newest first."""
     try:
-        records, truncated = await _store(request).list(limit, kind)
+        records, truncated = await store_of(request).list(limit, kind)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return RecordList(count=len(records), truncated=truncated, records=[_model(r) for r in records])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
@@ -17,8 +17,8 @@ from memory.models import (
     RunSummary,
     RunWrite,
 )
-from memory.records import encode_content
-from memory.store import MemoryStore, RunFinished, StoredRun, StoreUnavailable
+from memory.records import ERRORS, encode_content, store_of, unavailable
+from memory.store import RunFinished, StoredRun, StoreUnavailable
 from pagi.app import Caller, refuse_other_methods
 from pagi.errors import ApiError, ErrorBody
 from pagi.logging import log_event
@@ -26,30 +26,12 @@ from pagi.logging import log_event
 logger = logging.getLogger(__name__)
 
 MAX_SUMMARY_BYTES = 4096
-RETRY_AFTER_SECONDS = "1"
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
-    401: {"model": ErrorBody, "description": "Missing or invalid token."},
-    422: {"model": ErrorBody, "description": "Invalid request."},
-    503: {"model": ErrorBody, "description": "The database cannot serve the request."},
-}
-
-router = APIRouter(tags=["runs"], responses=_ERRORS)
+router = APIRouter(tags=["runs"], responses=ERRORS)
 
 RunId = Annotated[
     str, Path(pattern=RUN_ID_PATTERN, description="The run's id, as the agent named it.")
 ]
-
-
-def _store(request: Request) -> MemoryStore:
-    return request.app.state.store
-
-
-def _unavailable(exc: StoreUnavailable) -> ApiError:
-    return ApiError(
-        503, "database_unavailable", exc.reason, headers={"Retry-After": RETRY_AFTER_SECONDS}
-    )
 
 
 def _summary(run: StoredRun) -> RunSummary:
@@ -84,11 +66,11 @@ async def put_run(
     summary = encode_content(body.summary, MAX_SUMMARY_BYTES)
     document = encode_content(body.document, request.app.state.max_run_bytes)
     try:
-        stored, created = await _store(request).put_run(run_id, body.status, summary, document)
+        stored, created = await store_of(request).put_run(run_id, body.status, summary, document)
     except RunFinished as exc:
         raise ApiError(409, "run_finished", str(exc)) from None
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     response.status_code = 201 if created else 200
     log_event(
         logger, "run_stored", id=run_id, status=body.status, created=created, caller=caller.subject
@@ -105,9 +87,9 @@ async def put_run(
 async def get_run(run_id: RunId, request: Request, caller: Caller) -> RunAnswer:
     """The run with this id."""
     try:
-        run = await _store(request).get_run(run_id)
+        run = await store_of(request).get_run(run_id)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     if run is None:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r}")
     return RunAnswer(run=RunRecord(**_summary(run).model_dump(), document=run.document))
@@ -127,7 +109,7 @@ async def list_runs(
 ) -> RunList:
     """Up to ``limit`` runs, the most recently started first."""
     try:
-        runs = await _store(request).list_runs(limit, status)
+        runs = await store_of(request).list_runs(limit, status)
     except StoreUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     return RunList(count=len(runs), runs=[_summary(run) for run in runs])

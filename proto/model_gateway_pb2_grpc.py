@@ -49,6 +49,11 @@ class ModelGatewayStub:
                 request_serializer=proto_dot_model__gateway__pb2.MetricsRequest.SerializeToString,
                 response_deserializer=proto_dot_model__gateway__pb2.MetricsResponse.FromString,
                 _registered_method=True)
+        self.Decide = channel.unary_unary(
+                '/pagi.gateway.v1.ModelGateway/Decide',
+                request_serializer=proto_dot_model__gateway__pb2.DecideRequest.SerializeToString,
+                response_deserializer=proto_dot_model__gateway__pb2.DecideResponse.FromString,
+                _registered_method=True)
 
 
 class ModelGatewayServicer:
@@ -76,6 +81,14 @@ class ModelGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Decide(self, request, context):
+        """An agent's next action: given the conversation so far and the tools on
+        offer, either tool calls or a final answer, with the tokens it used.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_ModelGatewayServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=proto_dot_model__gateway__pb2.MetricsRequest.FromString,
                     response_serializer=proto_dot_model__gateway__pb2.MetricsResponse.SerializeToString,
+            ),
+            'Decide': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decide,
+                    request_deserializer=proto_dot_model__gateway__pb2.DecideRequest.FromString,
+                    response_serializer=proto_dot_model__gateway__pb2.DecideResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class ModelGateway:
             '/pagi.gateway.v1.ModelGateway/GetMetrics',
             proto_dot_model__gateway__pb2.MetricsRequest.SerializeToString,
             proto_dot_model__gateway__pb2.MetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decide(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pagi.gateway.v1.ModelGateway/Decide',
+            proto_dot_model__gateway__pb2.DecideRequest.SerializeToString,
+            proto_dot_model__gateway__pb2.DecideResponse.FromString,
             options,
             channel_credentials,
             insecure,

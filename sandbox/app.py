@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pagi.app import Caller, model_response, require_caller
 from pagi.app import create_app as create_base_app
 from pagi.auth import TokenVerifier, TrustStore
+from pagi.disconnect import CancelOnDisconnect
 from pagi.errors import ApiError
 from pagi.http import read_capped
 from pagi.logging import log_event
@@ -53,6 +54,7 @@ from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
 from sandbox.tool_call import check_code, encode_code, run_spec_for
+from sandbox.tool_list import build_tools_router
 
 logger = logging.getLogger(__name__)
 
@@ -409,4 +411,7 @@ def create_app(
     app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.sandbox = sandbox
     app.include_router(build_router(sandbox))
+    app.include_router(build_tools_router(store))
+    # A client that hangs up mid-run (an agent run cancelled) stops its tool run.
+    app.add_middleware(CancelOnDisconnect, paths={"/api/v1/execute_tool"})
     return app

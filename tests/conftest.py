@@ -16,6 +16,29 @@ from pagi.settings import CommonSettings
 from pagi.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+
+SLOW_FOLDERS = frozenset({"escape", "load", "faults"})
+"""Folders whose every test is ``slow``: attacks, load and faults against real services.
+
+The fuzz modules that attack a live stack mark themselves; the in-process
+fuzzers stay in the fast tier.
+"""
+COMPOSE_FOLDERS = frozenset({"compose"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers by folder, before ``-m`` selects on the marks."""
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if folder in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+        if folder in COMPOSE_FOLDERS:
+            item.add_marker(pytest.mark.compose)
 
 
 def free_port() -> int:
@@ -23,6 +46,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Sockets bound for the whole test run and never listening: see closed_port().
+_HELD_CLOSED: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that refuses connections for the whole test run.
+
+    The port stays bound (never listening) until the tests end, so no other
+    process on the machine can take it and answer in its place.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD_CLOSED.append(sock)
+    return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

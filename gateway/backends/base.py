@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.conversation import Conversation, Decision
+
 
 class ErrorCode(StrEnum):
     """Failure kinds a backend reports; the server maps them to gRPC status codes."""
@@ -52,7 +54,7 @@ class Deadline:
 
 
 class PlanBackend(ABC):
-    """Turns a prompt into plan steps (plain text, without numbering)."""
+    """A model: plan steps for a prompt (plain text, unnumbered), an agent's next action."""
 
     name: str
     model: str
@@ -64,6 +66,12 @@ class PlanBackend(ABC):
     @abstractmethod
     def stream(self, prompt: str, max_steps: int, deadline: Deadline) -> AsyncIterator[str]:
         """The plan's steps as they are produced; :class:`BackendError` on failure."""
+
+    async def decide(self, conversation: Conversation, deadline: Deadline) -> Decision:
+        """The model's next action in ``conversation``; :class:`BackendError` on failure."""
+        raise BackendError(
+            ErrorCode.FAILED_PRECONDITION, f"the {self.name} backend cannot decide tool calls"
+        )
 
     def describe(self) -> dict[str, object]:
         """What the backend is, for logs (never secrets)."""

@@ -13,6 +13,8 @@ import re
 from collections.abc import AsyncIterator
 
 from gateway.backends.base import Deadline, PlanBackend
+from gateway.backends.local_decide import decide_locally
+from gateway.conversation import Conversation, Decision
 
 MAX_GOAL_CHARS = 100
 MAX_STEP_CHARS = 200
@@ -206,3 +208,11 @@ class LocalPlanner(PlanBackend):
         for step in plan_steps(prompt, max_steps):
             yield step
             await asyncio.sleep(0)
+
+    async def decide(self, conversation: Conversation, deadline: Deadline) -> Decision:
+        """Run the goal's Python code blocks, then answer with their output.
+
+        Without code to run, the answer is the plan for the goal (see
+        :mod:`gateway.backends.local_decide`).
+        """
+        return decide_locally(conversation, plan_steps)

@@ -1,11 +1,13 @@
 """A backend for any OpenAI-compatible chat-completions server, over httpx.
 
 vLLM, llama.cpp's server, Ollama's OpenAI endpoint and hosted APIs all speak
-``POST {base}/chat/completions``. The backend asks for a numbered plan,
-parses the reply into steps, keeps within the caller's deadline, retries
-429 and 5xx answers with capped exponential backoff and jitter while the
-deadline allows (honouring ``Retry-After``), and maps failures to
-:class:`ErrorCode` values with messages that never contain the API key.
+``POST {base}/chat/completions``. The backend asks for a numbered plan and
+parses the reply into steps, or offers an agent's tools and reads the tool
+calls or the answer of the reply (:mod:`gateway.backends.chat_wire`). Every
+call keeps within the caller's deadline, retries 429 and 5xx answers with
+capped exponential backoff and jitter while the deadline allows (honouring
+``Retry-After``), and maps failures to :class:`ErrorCode` values with
+messages that never contain the API key.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
+from gateway.backends.chat_wire import parse_decision, request_body
 from gateway.backends.parsing import StepParser, parse_steps
+from gateway.conversation import Conversation, Decision
 from pagi.logging import log_event
 from pagi.request_id import HEADER as REQUEST_ID_HEADER
 from pagi.request_id import current_request_id
@@ -159,6 +163,16 @@ class OpenAIBackend(PlanBackend):
                 raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
         finally:
             await response.aclose()
+
+    async def decide(self, conversation: Conversation, deadline: Deadline) -> Decision:
+        """The next action from one chat completion with ``tools`` (function calling)."""
+        body = request_body(conversation, self.model)
+        response = await self._send(body, deadline)
+        try:
+            raw = await self._read_body(response, deadline)
+        finally:
+            await response.aclose()
+        return parse_decision(raw, conversation)
 
     # ------------------------------------------------------------------ request
 

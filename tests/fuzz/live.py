@@ -10,11 +10,14 @@ figures (RSS, fds, zombies) need no extra dependency.
 from __future__ import annotations
 
 import os
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 
 from pagi import SERVICES
@@ -84,6 +87,133 @@ def http_response_complete(data: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value.strip() or 0)
     return True
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """What a server sent back on one connection, and how the exchange ended."""
+
+    data: bytes
+    closed: bool
+    """The server closed or reset the connection."""
+    elapsed: float
+    """Seconds from sending to the whole answer, the close, or giving up."""
+
+    @property
+    def complete(self) -> bool:
+        """A whole HTTP response came back."""
+        return http_response_complete(self.data)
+
+    @property
+    def status_line(self) -> bytes:
+        """The answer's first line (empty when nothing came)."""
+        return self.data.split(b"\r\n", 1)[0]
+
+
+def raw_exchange(host: str, port: int, payload: bytes, timeout: float) -> RawAnswer:
+    """Send bytes on a fresh connection and read one response, waiting at most ``timeout``.
+
+    The socket is not half-closed: the server would take the end of input for
+    a client gone away and drop the request. Reading stops at a whole
+    response, at the server's close, or at ``timeout``.
+    """
+    started = time.monotonic()
+    data = b""
+    closed = False
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+        except OSError:
+            pass  # the server may answer and close before it has read everything
+        deadline = started + timeout
+        while not http_response_complete(data) and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    return RawAnswer(data, closed, time.monotonic() - started)
+
+
+def raw_answer_problem(answer: RawAnswer, within: float) -> str | None:
+    """Why ``answer`` breaks the rule for raw bytes, or None.
+
+    The rule: a whole HTTP response, not a 5xx, within ``within`` seconds.
+    Silence until the reader gave up is a stuck socket; a close without a
+    response leaves the client without a reason; both are failures.
+    """
+    if not answer.complete:
+        if answer.closed:
+            return f"closed after {answer.elapsed:.2f}s, no whole answer: {answer.data[:200]!r}"
+        return f"no whole answer after {answer.elapsed:.2f}s (stuck): {answer.data[:200]!r}"
+    if answer.elapsed > within:
+        return f"answered after {answer.elapsed:.2f}s, more than {within}s: {answer.status_line!r}"
+    if answer.status_line.startswith((b"HTTP/1.1 5", b"HTTP/1.0 5")):
+        return f"server error: {answer.data[:500]!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class GrpcAnswer:
+    """How one gRPC call ended."""
+
+    code: grpc.StatusCode
+    details: str
+    elapsed: float
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def grpc_answer(call: Callable[[], object]) -> GrpcAnswer:
+    """Make ``call`` (reading a stream to its end) and say how it ended, and when."""
+    started = time.monotonic()
+    try:
+        result = call()
+        if hasattr(result, "__iter__") and not isinstance(result, bytes):
+            for _ in result:  # type: ignore[attr-defined]
+                pass
+    except grpc.RpcError as exc:
+        return GrpcAnswer(
+            exc.code(),  # type: ignore[attr-defined]
+            exc.details() or "",  # type: ignore[attr-defined]
+            time.monotonic() - started,
+            tuple(exc.trailing_metadata() or ()),  # type: ignore[attr-defined]
+        )
+    return GrpcAnswer(grpc.StatusCode.OK, "", time.monotonic() - started)
+
+
+def grpc_answer_problem(
+    answer: GrpcAnswer, allowed: Collection[grpc.StatusCode], within: float
+) -> str | None:
+    """Why ``answer`` is not a deliberate, timely status from ``allowed``, or None.
+
+    A hang shows as DEADLINE_EXCEEDED at the client's timeout, a crashed or
+    wedged server as UNAVAILABLE: neither is an answer, and ``within`` is
+    meant to be well inside the call's timeout so that a slow answer fails
+    too, not only a missing one.
+    """
+    shown = f"{answer.code.name} after {answer.elapsed:.2f}s: {answer.details[:300]!r}"
+    if answer.elapsed > within:
+        return f"no answer within {within}s: {shown}"
+    if answer.code not in allowed:
+        return f"{shown} (expected one of {sorted(code.name for code in allowed)})"
+    return None
+
+
+def assert_grpc_answer(
+    call: Callable[[], object], allowed: Collection[grpc.StatusCode], within: float
+) -> grpc.StatusCode:
+    """Make ``call``; fail unless it ends in time with a status from ``allowed``."""
+    answer = grpc_answer(call)
+    problem = grpc_answer_problem(answer, allowed, within)
+    assert problem is None, problem
+    return answer.code
 
 
 def assert_serving(base_url: str, timeout: float = 5.0) -> None:

@@ -26,6 +26,8 @@ from tests.fuzz.forged_tokens import (
     forged_tokens,
 )
 
+pytestmark = pytest.mark.slow
+
 # One authenticated operation per HTTP service: (method, path, JSON body).
 PROTECTED: dict[str, tuple[str, str, dict | None]] = {
     "agent": ("POST", "/api/v1/plan", {"prompt": "list the files"}),

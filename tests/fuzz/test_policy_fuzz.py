@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pagi import IDENTITIES
@@ -35,7 +35,7 @@ from sandbox.policy import (
 )
 
 SOURCE = Path("/fuzz/sandbox.toml")
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None)
 
 
 # --------------------------------------------------------------------------- TOML writing
@@ -279,7 +279,7 @@ def test_arbitrary_toml_documents_never_crash_the_loader(document):
         assert_within_ceilings(snapshot)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None)
 @given(st.one_of(structured_document, plausible_document))
 def test_random_values_in_the_policy_shape_are_refused_or_bounded(document):
     snapshot = load(nested_toml(document).encode("utf-8", "surrogatepass"))

@@ -12,8 +12,11 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
 from pagi.stack import Stack
+
+pytestmark = pytest.mark.slow
 
 REQUESTS = 120
 CONCURRENCY = 40

@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from schemathesis import GenerationMode
 from schemathesis.openapi.loaders import from_url
 
 from pagi.stack import Stack
 from tests.fuzz.conftest import HTTP_SERVICES
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 40
 CLI_EXAMPLES_PER_OPERATION = 25
@@ -50,7 +52,6 @@ def test_service_matches_its_openapi(
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
-            suppress_health_check=list(HealthCheck),
             database=None,
         )
         @given(case=operation.as_strategy(generation_mode=mode))

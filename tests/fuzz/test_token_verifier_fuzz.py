@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pagi.auth import AuthError, TokenSigner, TokenVerifier, TrustStore
@@ -86,7 +86,7 @@ def test_each_character_substitution_is_refused(token_for, trust: TrustStore):
     assert not failures, f"{len(failures)} mutated tokens accepted:\n" + "\n".join(failures[:20])
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None)
 @given(token=st.one_of(st.text(max_size=6000), st.from_regex(r"[A-Za-z0-9_\-=.+/]{0,600}")))
 def test_random_strings_are_refused(trust: TrustStore, token: str):
     assert refused(TokenVerifier("agent", trust), token) is None
@@ -99,7 +99,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None)
 @given(
     header_extra=st.dictionaries(st.text(max_size=10), json_values, max_size=3),
     claim_overrides=st.dictionaries(

@@ -24,9 +24,47 @@ from typing import Any
 
 import httpx
 
-from tests.fuzz.live import descendants, fd_count, rss_bytes, tree_rss_bytes, zombies_under
+from tests.fuzz.live import (
+    descendants,
+    fd_count,
+    json_error_problem,
+    rss_bytes,
+    tree_rss_bytes,
+    zombies_under,
+)
 
 PYTHON_PROGRAM = "print(sum(range(1000)))"
+
+
+def percentile_ms(latencies: list[float], fraction: float) -> float:
+    """The latency (seconds in, milliseconds out) at ``fraction`` (0..1) of ``latencies``."""
+    if not latencies:
+        return 0.0
+    ordered = sorted(latencies)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index] * 1000
+
+
+def capacity_problems(
+    total: int, answered: int, served: int, unclean: list[str], min_served_share: float
+) -> list[str]:
+    """Why a load breaks its capacity claim, or nothing.
+
+    The claim: every one of ``total`` requests answered, at least
+    ``min_served_share`` of them served, and every other one refused cleanly
+    (``unclean`` lists the answers that were not).
+    """
+    problems = []
+    if answered != total:
+        problems.append(f"{answered} of {total} requests answered")
+    if unclean:
+        problems.append(f"{len(unclean)} answers were not clean: {unclean[:3]}")
+    if served < min_served_share * total:
+        problems.append(
+            f"{served} of {total} requests served ({served / total:.0%});"
+            f" at least {min_served_share:.0%} must be"
+        )
+    return problems
 
 
 @dataclass
@@ -46,11 +84,21 @@ class LoadReport:
 
     def percentile(self, fraction: float) -> float:
         """Latency at ``fraction`` (0..1), in milliseconds."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-        return ordered[index] * 1000
+        return percentile_ms(self.latencies, fraction)
+
+    @property
+    def ok_share(self) -> float:
+        """Share of the answered requests that ran."""
+        return self.statuses.get(200, 0) / self.completed if self.completed else 0.0
+
+    def capacity_problems(self, total: int, min_ok_share: float) -> list[str]:
+        """Why this load breaks the capacity claim (see :func:`capacity_problems`).
+
+        Clean refusals here are 429s with PAGI's JSON error and a Retry-After
+        in seconds; a run counts when it answered 200 with tool_status ok.
+        """
+        served = self.tool_statuses.get("ok", 0)
+        return capacity_problems(total, self.completed, served, self.problems, min_ok_share)
 
     def summary(self) -> dict[str, Any]:
         """Figures to print and to put in assertion messages."""
@@ -60,6 +108,7 @@ class LoadReport:
             "statuses": dict(sorted(self.statuses.items())),
             "tool_statuses": dict(self.tool_statuses),
             "elapsed_s": round(self.elapsed, 2),
+            "ok_share": round(self.ok_share, 3),
             "runs_per_s": round(ok / self.elapsed, 1) if self.elapsed else 0.0,
             "p50_ms": round(self.percentile(0.50), 1),
             "p99_ms": round(self.percentile(0.99), 1),
@@ -80,6 +129,9 @@ def _judge(report: LoadReport, response: httpx.Response) -> None:
         retry_after = response.headers.get("retry-after", "")
         if not retry_after.isdigit():
             report.problems.append(f"429 without a usable Retry-After: {retry_after!r}")
+        problem = json_error_problem(response)
+        if problem is not None:
+            report.problems.append(problem)
     else:
         report.problems.append(f"{response.status_code}: {response.text[:200]}")
 
@@ -195,6 +247,21 @@ class ProcessSnapshot:
             f"fds {self.fds}, zombies {self.zombies}, children {self.children}, "
             f"workdirs {self.workdirs}"
         )
+
+
+def leftovers(before: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int) -> list[str]:
+    """What the service holds at ``after`` that it did not at ``before``.
+
+    ``kept_fds``: those it keeps by design since ``before`` (jails built ahead).
+    """
+    problems = []
+    if after.zombies:
+        problems.append(f"{after.zombies} zombies")
+    if after.workdirs > before.workdirs:
+        problems.append(f"working dirs: {before.workdirs} before, {after.workdirs} after")
+    if after.fds > before.fds + kept_fds:
+        problems.append(f"fds: {before.fds} before (+{kept_fds} kept), {after.fds} after")
+    return problems
 
 
 FDS_PER_JAIL_BUILT_AHEAD = 5

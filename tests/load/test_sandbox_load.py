@@ -1,15 +1,18 @@
 """The sandbox under load (short CI version; ``bench/load.py`` runs the full sizes).
 
-A burst far above capacity gets only 200 or 429 with Retry-After; memory
-stays bounded; afterwards there are no zombies, no leftover working dirs
-and no more open fds than before. Sequential runs leak nothing either.
-Over-limit bodies are refused before they are read, and slow clients do
-not keep others from being served.
+A burst far above capacity (100 clients at once against 4 run slots and a
+queue of 64) runs at least ``MIN_RUN_SHARE`` of its requests and answers
+every other one with a 429 that has Retry-After; memory stays bounded;
+afterwards there are no zombies, no leftover working dirs and no more open
+fds than before. Sequential runs leak nothing either. Over-limit bodies
+are refused before they are read, and slow clients do not keep others
+from being served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import select
 import socket
 import time
@@ -20,6 +23,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
+from tests.conftest import REPO
 from tests.fuzz.live import (
     http_response_complete,
     recent_logs,
@@ -40,6 +44,11 @@ from tests.load.driver import (
 
 BURST_REQUESTS = 300
 BURST_CONCURRENCY = 100
+MIN_RUN_SHARE = 0.75
+"""Requests of the burst that run. With the default policy (4 runs at once, a queue of
+64) the burst's first wave overflows the queue by 32, so about 89 % can run; measured
+on the 2-core machine 0.87-0.94, idle or with four CPU burners beside it. A queue of 32
+gave 0.70, of 8 0.51, none 0.39: the bar fails a queue that lost half its places."""
 SEQUENTIAL_RUNS = 150
 RSS_GROWTH_LIMIT = 48 * 2**20
 """Growth of the service's own RSS a load may leave behind (allocator slack)."""
@@ -77,7 +86,7 @@ def _footprint_report(before: ProcessSnapshot, after: ProcessSnapshot) -> str:
     return f"before: {before.describe()}\nafter:  {after.describe()}"
 
 
-def test_burst_gets_only_200_or_429_and_leaves_nothing(
+def test_burst_runs_to_capacity_refuses_cleanly_and_leaves_nothing(
     sandbox_stack: Stack, token: str, work_root: Path, warmed
 ):
     pid = service_pid(sandbox_stack, "sandbox")
@@ -93,10 +102,7 @@ def test_burst_gets_only_200_or_429_and_leaves_nothing(
     )
     print(figures)
 
-    assert report.completed == BURST_REQUESTS, figures
-    assert set(report.statuses) <= {200, 429}, figures
-    assert report.statuses[200] > 0, figures
-    assert not report.problems, figures
+    assert report.capacity_problems(BURST_REQUESTS, MIN_RUN_SHARE) == [], figures
     assert sampler.peak - before.tree_rss < PEAK_TREE_RSS_LIMIT, figures
     assert after.rss - before.rss < RSS_GROWTH_LIMIT, figures
     assert after.zombies == 0, figures
@@ -105,6 +111,27 @@ def test_burst_gets_only_200_or_429_and_leaves_nothing(
     assert sandbox_stack.processes["sandbox"].process.poll() is None, recent_logs(
         sandbox_stack, "sandbox"
     )
+
+
+def test_capacity_check_fails_a_sandbox_with_an_eighth_of_its_queue(
+    tmp_path: Path, keys_dir: Path, token: str
+):
+    """Guards the bar: with a queue of 8, not 64, too few requests run and the check says so."""
+    text = (REPO / "policies" / "sandbox.toml").read_text()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(re.sub(r"^queue_length = \d+$", "queue_length = 8", text, flags=re.M))
+    assert policy.read_text() != text, "the default policy has no queue_length to shrink"
+    stack = start_live_stack(
+        tmp_path / "state", keys_dir, services=["sandbox"], PAGI_SANDBOX_POLICY=str(policy)
+    )
+    try:
+        base_url = stack.settings.url_of("sandbox")
+        report = asyncio.run(burst(base_url, token, BURST_REQUESTS, BURST_CONCURRENCY))
+    finally:
+        stack.stop()
+    print(f"queue of 8: {report.summary()}")
+    problems = report.capacity_problems(BURST_REQUESTS, MIN_RUN_SHARE)
+    assert len(problems) == 1 and "must" in problems[0], (problems, report.summary())
 
 
 def test_sequential_runs_do_not_leak(sandbox_stack: Stack, token: str, work_root: Path, warmed):

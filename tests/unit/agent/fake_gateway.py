@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from gateway.backends.local import plan_steps
+from gateway.backends.local_decide import decide_locally
 from gateway.client import GatewayError, PlanChunk, PlanResult
+from gateway.conversation import Conversation, DecisionResult
 
 DEFAULT_STEPS = ["1. Read the request", "2. Run the demo tool", "3. Summarise the result"]
 
 
 class FakeGateway:
-    """Implements the agent's ``PlanSource``."""
+    """Implements the agent's ``ModelGateway`` (decisions come from the local backend)."""
 
     def __init__(self) -> None:
         self.steps = list(DEFAULT_STEPS)
@@ -38,6 +41,15 @@ class FakeGateway:
         if self.fail_after_steps is None and self.error is not None:
             raise self.error
         yield PlanChunk(index=len(self.steps), step="", done=True)
+
+    async def decide(
+        self, conversation: Conversation, timeout_seconds: float | None = None
+    ) -> DecisionResult:
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        decision = decide_locally(conversation, plan_steps)
+        return DecisionResult(decision, model="fake-local", backend="fake", latency_ms=0.1)
 
     async def close(self) -> None:
         self.closed = True

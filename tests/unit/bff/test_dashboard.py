@@ -22,6 +22,20 @@ TIMEOUT = 0.5
 PLAN = "/api/v1/plan"
 EXECUTE = "/api/v1/execute_tool"
 LATEST = "/memory/latest"
+RUNS = "/memory/runs"
+RUN_LIST = {
+    "service": "memory",
+    "count": 1,
+    "runs": [
+        {
+            "id": "run_1",
+            "status": "completed",
+            "summary": {"goal": "add", "reason": "completed", "steps": 2, "answer": "4"},
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "updated_at": "2026-01-01T00:00:01+00:00",
+        }
+    ],
+}
 DASHBOARD = "/api/v1/agi/dashboard-data"
 
 
@@ -39,6 +53,7 @@ def fake(fake_server: tuple[FakeDownstream, str]) -> FakeDownstream:
         PLAN: Behaviour(body={"service": "agent", "status": "ok", "plan": ["a", "b"]}),
         EXECUTE: Behaviour(body={"tool_status": "ok", "result": {"stdout": "hi\n"}}),
         LATEST: Behaviour(body={"service": "memory", "record": None}),
+        RUNS: Behaviour(body=RUN_LIST),
     }
     server.received = []
     return server
@@ -81,6 +96,28 @@ async def test_all_ok_aggregates_every_answer(
         "memory": fake.behaviours[LATEST].body,
     }
     assert set(body["timings_ms"]) == {"python_agent", "rust_sandbox", "memory"}
+    assert body["latest_run"] == {
+        "id": "run_1",
+        "status": "completed",
+        "goal": "add",
+        "reason": "completed",
+        "steps": 2,
+        "answer": "4",
+    }
+
+
+async def test_latest_run_is_null_without_runs_and_an_error_when_memory_fails(
+    client: httpx.AsyncClient, fake: FakeDownstream
+) -> None:
+    fake.behaviours[RUNS] = Behaviour(body={"service": "memory", "count": 0, "runs": []})
+    body = (await client.get(DASHBOARD)).json()
+    assert body["latest_run"] is None and body["status"] == "ok"
+    fake.behaviours[RUNS] = Behaviour(status=503, body={"error": "database_unavailable"})
+    body = (await client.get(DASHBOARD)).json()
+    # The contract's three entries decide the status; the run summary says what failed.
+    assert body["status"] == "ok" and body["failed_services"] == []
+    assert body["latest_run"]["error"] == "memory answered 503"
+    assert set(body["data"]) == {"python_agent", "rust_sandbox", "memory"}
 
 
 async def test_each_call_carries_a_token_for_its_target_the_request_id_and_the_budget(
@@ -88,8 +125,13 @@ async def test_each_call_carries_a_token_for_its_target_the_request_id_and_the_b
 ) -> None:
     await client.get(DASHBOARD, headers={"X-Request-Id": "dash-2"})
     by_path = {r.path: r for r in fake.received}
-    assert set(by_path) == {PLAN, EXECUTE, LATEST}
-    for path, audience in ((PLAN, "agent"), (EXECUTE, "sandbox"), (LATEST, "memory")):
+    assert set(by_path) == {PLAN, EXECUTE, LATEST, RUNS}
+    for path, audience in (
+        (PLAN, "agent"),
+        (EXECUTE, "sandbox"),
+        (LATEST, "memory"),
+        (RUNS, "memory"),
+    ):
         received = by_path[path]
         assert received.headers["x-request-id"] == "dash-2"
         token = received.headers["authorization"].removeprefix("Bearer ")

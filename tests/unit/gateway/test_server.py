@@ -65,7 +65,7 @@ async def test_reflection_lists_the_gateway_without_a_token(gateway: RunningGate
         replies[1].file_descriptor_response.file_descriptor_proto[0]
     )
     methods = {m.name for m in proto_file.service[0].method}
-    assert methods == {"GetPlan", "StreamPlan", "GetMetrics"}
+    assert methods == {"GetPlan", "StreamPlan", "GetMetrics", "Decide"}
 
 
 # ---------------------------------------------------------------------- authentication
@@ -346,6 +346,9 @@ async def test_excess_calls_wait_briefly_then_get_resource_exhausted(
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "busy" in error.details()
         assert 0.15 <= waited < 2.0
+        # When to retry, where gRPC clients' retry policies look for it.
+        pushback = dict(error.trailing_metadata() or ())["grpc-retry-pushback-ms"]
+        assert 50 <= int(pushback) <= 30_000, pushback
         # A call that finds the slot freed within the waiting time goes through.
         queued = asyncio.ensure_future(gateway.stub.GetPlan(request, metadata=metadata, timeout=5))
         await asyncio.sleep(0.05)

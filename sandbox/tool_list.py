@@ -1,0 +1,70 @@
+"""``GET /api/v1/tools``: the tools the caller may run, as an agent offers them to a model.
+
+Read from the policy snapshot in force at each request, so an edit of the
+policy file shows at the next call; a tool the caller's entry does not
+name is not listed.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from pagi.app import Caller
+from sandbox.policy import CodeMode
+from sandbox.policy_watch import PolicyStore
+
+
+class ToolInfo(BaseModel):
+    """One tool the caller may run."""
+
+    name: str
+    description: str
+    takes_code: bool = Field(description="Whether a call must carry `code` (the program).")
+    code: CodeMode = Field(description="How the code reaches the tool (none, stdin, file, argv).")
+    max_code_bytes: int = Field(description="The largest `code` accepted (0 when it takes none).")
+    wall_seconds: float = Field(description="How long one run may take before it is killed.")
+    output_bytes: int = Field(description="Output kept per stream; the rest is cut.")
+    network: bool
+
+
+class ToolList(BaseModel):
+    """The tools the calling token's subject may run under the policy in force."""
+
+    caller: str
+    policy_version: str
+    tools: list[ToolInfo]
+
+
+def build_tools_router(store: PolicyStore) -> APIRouter:
+    """The route listing the caller's tools under ``store``'s current policy."""
+    router = APIRouter(prefix="/api/v1", tags=["sandbox"])
+
+    @router.get(
+        "/tools",
+        response_model=ToolList,
+        responses={401: {"description": "missing or invalid token"}},
+    )
+    async def list_tools(caller: Caller) -> ToolList:
+        """The tools the caller may run, with what a model needs to call them."""
+        snapshot = store.current
+        tools = []
+        for name in snapshot.tools_of(caller.subject):
+            tool = snapshot.document.tools[name]
+            limits = snapshot.limits[name]
+            takes_code = tool.code != "none"
+            tools.append(
+                ToolInfo(
+                    name=name,
+                    description=tool.description,
+                    takes_code=takes_code,
+                    code=tool.code,
+                    max_code_bytes=tool.max_code_bytes if takes_code else 0,
+                    wall_seconds=limits.wall_seconds,
+                    output_bytes=limits.output_bytes,
+                    network=tool.network,
+                )
+            )
+        return ToolList(caller=caller.subject, policy_version=snapshot.version, tools=tools)
+
+    return router
