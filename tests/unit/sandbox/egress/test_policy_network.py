@@ -235,3 +235,19 @@ def test_policy_check_prints_the_rules_and_warns_about_host_network(tmp_path, ca
     assert "WARNING: dangerously_allow_host_network: the host's whole network for legacy" in out
     assert "network=egress" in out and "network=host" in out
     assert "allow: *.pypi.org" in out and "deny: upload.pypi.org" in out
+
+
+def test_the_shipped_example_is_valid_and_allows_only_what_it_lists():
+    from sandbox.egress.rules import parse_target
+    from sandbox.policy import load_policy
+
+    repo = Path(__file__).resolve().parents[4]
+    snapshot = load_policy(repo / "policies" / "examples" / "egress.toml")
+    egress = snapshot.egress_of("fetch")
+    assert egress is not None and snapshot.egress_of("python") is None
+    decide = egress.rules.decide
+    assert decide(parse_target("files.pythonhosted.org", 443)).allowed
+    assert decide(parse_target("test.pypi.org", 443)).allowed
+    assert not decide(parse_target("upload.pypi.org", 443)).allowed
+    assert not decide(parse_target("pypi.org", 80)).allowed
+    assert not decide(parse_target("169.254.169.254", 80)).allowed
