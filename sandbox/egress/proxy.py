@@ -155,6 +155,7 @@ class EgressSession:
         self._over_transfer = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusals: set[asyncio.Task[None]] = set()
         listener.setblocking(False)
         self._accept_task = asyncio.get_running_loop().create_task(
             self._accept_loop(), name=f"egress-accept-{request_id}"
@@ -174,7 +175,7 @@ class EgressSession:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accept_task
         self._listener.close()
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._refusals]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -255,7 +256,11 @@ class EgressSession:
                     "connection_limit",
                     f"the run has {self._active} connections open, its limit",
                 )
-                loop.create_task(self._refuse_raw(client, "connection_limit", "too many"))
+                refusal = loop.create_task(
+                    self._refuse_raw(client, "connection_limit", "too many connections")
+                )
+                self._refusals.add(refusal)
+                refusal.add_done_callback(self._refusals.discard)
                 continue
             self._active += 1
             task = loop.create_task(self._serve(client))
