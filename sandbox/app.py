@@ -151,6 +151,16 @@ class Sandbox:
                 "audit_unavailable",
                 "the audit log cannot be written; no tool runs until it can",
             )
+        if tool.egress is not None and not getattr(self.runner, "runs_egress", False):
+            # Fail closed: a tool given an allowlist never silently runs with
+            # no network, nor with more of it.
+            raise ApiError(
+                503,
+                "egress_unavailable",
+                f"tool {name!r} reaches the network through the egress proxy, which this"
+                " runner does not provide; nothing ran",
+                tool=name,
+            )
         missing = self.runner.missing_layers(snapshot.required_layers)
         if missing:
             raise ApiError(
@@ -394,6 +404,10 @@ def create_app(
             "policy": {
                 "version": store.current.version,
                 "last_edit_refused": store.last_error is not None,
+                "dangerously_allow_host_network": (
+                    store.current.document.sandbox.dangerously_allow_host_network
+                ),
+                "host_network_tools": len(store.current.host_network_tools),
             },
             "audit": {"writable": sandbox.audit.error is None},
             "admission": sandbox.admission.stats(),
