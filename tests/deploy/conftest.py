@@ -21,5 +21,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
         "evaluation",
         ["memory-postgresql", "openai-backend", "sandbox-gvisor", "sandbox-apparmor-unconfined"],
     )
-    variants["production+kata"] = with_components(work / "kata", "production", ["sandbox-kata"])
+    variants["production+kata"] = with_components(
+        work / "kata", "production", ["sandbox-kata", "sandbox-egress"]
+    )
     return variants

@@ -25,6 +25,7 @@ COMPONENTS = (
     "memory-postgresql",
     "openai-backend",
     "sandbox-apparmor-unconfined",
+    "sandbox-egress",
     "sandbox-gvisor",
     "sandbox-kata",
 )

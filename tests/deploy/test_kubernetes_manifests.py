@@ -429,11 +429,25 @@ def test_the_sandbox_pod_has_no_egress_at_all(rendered, variant: str) -> None:
     assert selecting, "no policy isolates the sandbox"
     assert any("Egress" in p["spec"]["policyTypes"] for p in selecting)
     rules = [rule for p in selecting for rule in p["spec"].get("egress", [])]
-    assert rules == [], f"the sandbox may open connections: {rules}"
+    egress_component = variant == "production+kata"
+    if not egress_component:
+        assert rules == [], f"the sandbox may open connections: {rules}"
     for port in (53, 80, 443, 5432, *CONTRACT_PORTS.values()):
-        assert not _allowed(policies, "egress", sandbox, None, port)
+        # Never PAGI's own services, whatever the component opens.
         for name in SERVICES:
             assert not _allowed(policies, "egress", sandbox, _labels(name), port)
+        public = _allowed(policies, "egress", sandbox, None, port)
+        assert public == (egress_component and port in (80, 443)), port
+    if egress_component:
+        # The egress proxy's outer bound: public addresses only.
+        blocks = [
+            peer["ipBlock"] for rule in rules for peer in rule.get("to", []) if "ipBlock" in peer
+        ]
+        assert blocks and all(block["cidr"] == "0.0.0.0/0" for block in blocks)
+        for block in blocks:
+            assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+                block["except"]
+            )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -444,8 +458,10 @@ def test_outside_the_cluster_only_what_a_component_opens(rendered, variant: str)
     for name in SERVICES:
         for port in (443, 5432, 80):
             reachable = _allowed(policies, "egress", _labels(name), None, port)
-            expected = (name == "gateway" and port == 443 and options) or (
-                name == "memory" and port == 5432 and postgres
+            expected = (
+                (name == "gateway" and port == 443 and options)
+                or (name == "memory" and port == 5432 and postgres)
+                or (name == "sandbox" and port in (80, 443) and variant == "production+kata")
             )
             assert reachable == expected, (name, port)
     assert rendered[variant].get("NetworkPolicy", "default-deny")["spec"] == {
