@@ -26,10 +26,12 @@ written with loop readers/writers, never with a blocking call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections import deque
@@ -37,8 +39,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pagi.logging import log_event
 from sandbox.jail import LAYERS
-from sandbox.jail.bpf import allowlist_size, compile_filter
+from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
     CgroupUnavailable,
     RunCgroup,
@@ -54,11 +57,19 @@ from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, probe_reported
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
 
+logger = logging.getLogger(__name__)
+
 LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
 JAIL_UID = 65534
 JAIL_GID = 65534
+WALL_GRACE_SECONDS = 0.5
+"""The service's own clock: a run without a status this long after its wall limit
+(counted from the payload's hand-over) is killed from outside and times out."""
+CPU_POLL_SECONDS = 0.05
+"""Shortest wait between two reads of a run's CPU time: it may overrun its CPU limit by
+about this much per CPU the service's runs may use."""
 BACKSTOP_SECONDS = 3.0
-"""Grace after the wall limit before the service kills a run's jail itself."""
+"""How long a killed run's pipes, or an ended run's init, may take to close."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
 PROBE_WALL_SECONDS = 30
 """Generous: the probe must not fail for a machine busy at start-up."""
@@ -81,6 +92,12 @@ SYSTEM_READ_PATHS: tuple[str, ...] = (
 """Always visible read-only in the jail (besides the interpreter prefix and policy paths)."""
 
 
+OTHER_SYSCALLS = "(other syscalls)"
+"""Refusals of syscalls beyond the first 64 distinct ones of a run."""
+FOREIGN_ABI = "(foreign ABI: process killed)"
+"""A syscall of another architecture (i386, x32): the filter kills the process."""
+
+
 class RunnerUnavailable(Exception):
     """The jail cannot be set up for this run: nothing ran (the service answers 503)."""
 
@@ -98,13 +115,16 @@ class _Report:
         self.exit_code: int | None = None
         self.signal: int | None = None
         self.refusals = 0
+        self.refused: dict[int, int] = {}
+        """Refusals per syscall number (-1: syscalls beyond those init names)."""
         self.wall_timeout = False
         self.ran_cold = False
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str, sender: int | None) -> None:
+        """Take one line; `sender`: the pid (as the service sees it) of its writer."""
         word, _, rest = line.partition(" ")
-        if word == "jail":
-            self.jail_pid = int(rest)
+        if word == "jail" and self.jail_pid is None:
+            self.jail_pid = sender
         elif word == "layer_failed" and self.failed_layer is None:
             layer, _, reason = rest.partition(" ")
             self.failed_layer = (layer, reason)
@@ -113,7 +133,11 @@ class _Report:
         elif word == "signal":
             self.signal = int(rest)
         elif word == "refusals":
-            self.refusals = int(rest)
+            total, *counts = rest.split()
+            self.refusals = int(total)
+            for item in counts:
+                number, _, count = item.partition(":")
+                self.refused[int(number)] = int(count)
         elif word == "wall_timeout":
             self.wall_timeout = True
         elif word == "cold":
@@ -139,29 +163,40 @@ class _ReportReader:
         self.ended: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._fd = fd
+        self._socket = socket.socket(fileno=fd)
+        self._socket.setblocking(False)
         self._pending = bytearray()
-        os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
         try:
-            chunk = os.read(self._fd, 1 << 16)
-        except BlockingIOError:
+            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _CREDENTIALS_SPACE)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            chunk = b""
+            chunk, ancillary = b"", []
         if not chunk or len(self._pending) > 1 << 16:
             self._loop.remove_reader(self._fd)
             for future in (self.finished, self.ended):
                 if not future.done():
                     future.set_result(None)
             return
+        # One sender per read: the kernel does not merge writes of processes
+        # with different credentials.
+        sender = next(
+            (
+                _CREDENTIALS.unpack(data[: _CREDENTIALS.size])[0]
+                for level, kind, data in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+            ),
+            None,
+        )
         self._pending.extend(chunk)
         while b"\n" in self._pending:
             line, _, rest = bytes(self._pending).partition(b"\n")
             self._pending[:] = rest
             try:
-                self.report.feed(line.decode("utf-8", "replace"))
+                self.report.feed(line.decode("utf-8", "replace"), sender)
             except ValueError:
                 continue
         if self.report.exit_code is not None or self.report.signal is not None:
@@ -172,7 +207,7 @@ class _ReportReader:
         """Stop reading and close the pipe (idempotent)."""
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            os.close(self._fd)
+            self._socket.close()
             self._fd = -1
         for future in (self.finished, self.ended):
             if not future.done():
@@ -188,11 +223,13 @@ class _Zygote:
         modules: Sequence[str],
         cgroup_files: list[str],
         template: tuple[str, list[str], list[str]],
+        runs_root: Path,
     ) -> None:
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
-        self.template = template  # root dir, read-only paths, hidden paths
+        self.template = template  # root dir (in runs_root), read-only paths, hidden paths
+        self.runs_root = runs_root
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self.runs = 0
@@ -203,33 +240,43 @@ class _Zygote:
             root = "-"  # no shared root: each run builds its own
         # SEQPACKET: one request per message, never merged or split.
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen(
-            [
-                self.python,
-                "-I",
-                "-S",
-                LAUNCHER,
-                "--zygote",
-                str(child_end.fileno()),
-                ",".join(self.cgroup_files) or "-",
-                root,
-                ":".join(read_paths),
-                ":".join(hidden_paths),
-                *self.modules,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(child_end.fileno(),),
-            # Symbols resolved once here, not lazily again in every child (each
-            # resolution writes a page the child then copies). The locale most
-            # tools run under: a warm run starts the way a fresh interpreter
-            # would only under the locale its zygote started in (see
-            # inprocess.prepare). The tool's own environment replaces this one.
-            env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
-            cwd="/",
-        )
-        child_end.close()
+        # The zygote joins the slot's cgroup through these: no cgroup path
+        # enters its memory, which every warm run inherits.
+        cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self.cgroup_files]
+        try:
+            self.process = subprocess.Popen(
+                [
+                    self.python,
+                    "-I",
+                    "-S",
+                    LAUNCHER,
+                    "--zygote",
+                    str(child_end.fileno()),
+                    ",".join(str(fd) for fd in cgroup_fds) or "-",
+                    root,
+                    ":".join(read_paths),
+                    ":".join(hidden_paths),
+                    *self.modules,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(child_end.fileno(), *cgroup_fds),
+                # Symbols resolved once here, not lazily again in every child (each
+                # resolution writes a page the child then copies). The locale most
+                # tools run under: a warm run starts the way a fresh interpreter
+                # would only under the locale its zygote started in (see
+                # inprocess.prepare). The tool's own environment replaces this one.
+                env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
+                # Run roots are named relative to it: the state dir's path stays out
+                # of the zygote's memory.
+                cwd=self.runs_root,
+                start_new_session=True,  # no process group shared with the service
+            )
+        finally:
+            child_end.close()
+            for fd in cgroup_fds:
+                os.close(fd)
         self.channel = parent_end
         self.runs = 0
 
@@ -386,6 +433,7 @@ class Runner:
         self.uid = jail_uid
         self.gid = jail_gid
         self.warm_runs_before_recycle = warm_runs_before_recycle
+        self._cpus = max(1, len(os.sched_getaffinity(0)))
         self.slot_count = max(1, slots)
         self._slots: list[_Slot] = []
         self._free_slots: _SlotPool | None = None
@@ -494,8 +542,8 @@ class Runner:
 
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
-        template = (str(slot.root_dir), self._base_read_paths(), self._hidden_paths)
-        zygote = _Zygote(self.python, self.warm_modules, cgroup_files, template)
+        template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
+        zygote = _Zygote(self.python, self.warm_modules, cgroup_files, template, self.runs_root)
         try:
             zygote.start()
         except OSError:
@@ -544,7 +592,22 @@ class Runner:
             "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
         }
+        report["limit_scope"] = self._limit_scope()
         return report
+
+    def _limit_scope(self) -> dict[str, str]:
+        """What each limit bounds here: the whole run (a cgroup) or each process (an rlimit)."""
+        controllers = set(self._cgroup_bases) if self._layers["cgroup"]["active"] else set()
+
+        def scope(controller: str, fallback: str) -> str:
+            return "run" if controller in controllers or "v2" in controllers else fallback
+
+        return {
+            "wall_seconds": "run",
+            "cpu_seconds": scope("cpuacct", "process"),
+            "memory_bytes": scope("memory", "process"),
+            "processes": scope("pids", "user_namespace"),
+        }
 
     def missing_layers(self, required: Iterable[str]) -> list[str]:
         """The required layers (unknown names included) that are not active here."""
@@ -677,8 +740,7 @@ class Runner:
             env=dict(spec.env),
             uid=self.uid,
             gid=self.gid,
-            root_dir=str(root_dir),
-            cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
+            root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
             read_paths=[*self._base_read_paths(), *extra_read_paths],
             extra_read_paths=extra_read_paths,
             hidden_paths=self._hidden_paths,
@@ -748,7 +810,7 @@ class Runner:
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         config_r, config_w = os.pipe2(os.O_CLOEXEC)
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = _report_channel()
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
         reader = _ReportReader(asyncio.get_running_loop(), report_r)
         jail = _Jail(stdin_w, stdout_r, stderr_r, config_w, reader)
@@ -774,7 +836,8 @@ class Runner:
                     stderr=stderr_w,
                     pass_fds=(config_r, report_w),
                     env={},
-                    cwd="/",
+                    cwd=self.runs_root,  # the run's root is named relative to it
+                    start_new_session=True,
                 )
         except OSError as error:
             jail.withdraw()
@@ -806,16 +869,23 @@ class Runner:
         cgroup: RunCgroup | None,
         started: float,
     ) -> RunResult:
-        """Hand `payload` (and stdin) to the waiting jail; gather what the run produced."""
+        """Hand `payload` (and stdin) to the waiting jail; gather what the run produced.
+
+        The service keeps its own clock, out of the run's reach: a run whose
+        status has not come :data:`WALL_GRACE_SECONDS` after its wall limit
+        is killed from here and reported as timed out, whatever became of
+        the jail's init.
+        """
         loop = asyncio.get_running_loop()
         process = jail.process
         report = jail.reader.report
-        kill_state = {"killed": False}
+        stopped: list[LimitName | None] = []
+        """The service itself ended the run: why (the first reason; None: no limit)."""
 
-        def kill_run() -> None:
-            if kill_state["killed"]:
+        def stop_run(reason: LimitName | None) -> None:
+            if stopped:
                 return
-            kill_state["killed"] = True
+            stopped.append(reason)
             if report.jail_pid is not None and not jail.reader.ended.done():
                 _kill(report.jail_pid)  # not once it ended: its pid is free again
             if process is not None:
@@ -835,45 +905,51 @@ class Runner:
             else:
                 os.close(fd)
         cap = spec.limits.output_bytes
-        stdout_task = loop.create_task(_read_capped(loop, jail.stdout_r, cap, kill_run))
-        stderr_task = loop.create_task(_read_capped(loop, jail.stderr_r, cap, kill_run))
-        report_task = jail.reader.finished
-        deadline = spec.limits.wall_seconds + BACKSTOP_SECONDS
-        done, _ = await asyncio.wait([stdout_task, stderr_task, report_task], timeout=deadline)
-        if len(done) < 3:
-            kill_run()
-            await asyncio.wait([stdout_task, stderr_task, report_task], timeout=BACKSTOP_SECONDS)
-        for task in (*writers, stdout_task, stderr_task, report_task):
-            task.cancel()
-        await asyncio.gather(
-            *writers, stdout_task, stderr_task, report_task, return_exceptions=True
+        stdout_task = loop.create_task(
+            _read_capped(loop, jail.stdout_r, cap, lambda: stop_run("output"))
         )
+        stderr_task = loop.create_task(
+            _read_capped(loop, jail.stderr_r, cap, lambda: stop_run("output"))
+        )
+        report_task = jail.reader.finished
+        outputs = [stdout_task, stderr_task, report_task]
+        watcher = None
+        if cgroup is not None and cgroup.accounts_cpu:
+            watcher = loop.create_task(
+                _watch_cpu(cgroup, spec.limits.cpu_seconds, self._cpus, stop_run)
+            )
+        await asyncio.wait(outputs, timeout=spec.limits.wall_seconds + WALL_GRACE_SECONDS)
+        if not report_task.done():
+            stop_run("wall_time")
+        if not all(task.done() for task in outputs):
+            stop_run(None)  # the status came, but something still holds the run's pipes
+            await asyncio.wait(outputs, timeout=BACKSTOP_SECONDS)
+        tasks = [*writers, *outputs, *([watcher] if watcher is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if process is not None:
             await _reap(process)
 
         if report.failed_layer is not None:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
+        stdout, stdout_truncated = _output_of(stdout_task)
+        stderr, stderr_truncated = _output_of(stderr_task)
         ended_normally = report.exit_code is not None or report.signal is not None
         out_of_memory = cgroup is not None and cgroup.memory_limit_hit()
-        if (
-            not ended_normally
-            and not report.wall_timeout
-            and not kill_state["killed"]
-            and not out_of_memory  # the OOM killer may pick init too
-        ):
-            detail = stderr_task.result()[0][-500:] if not stderr_task.cancelled() else b""
-            raise RunnerUnavailable(
-                "the jail ended without reporting the tool's status: "
-                + detail.decode("utf-8", "replace")
-            )
-        stdout, stdout_truncated = (
-            stdout_task.result() if not stdout_task.cancelled() else (b"", False)
-        )
-        stderr, stderr_truncated = (
-            stderr_task.result() if not stderr_task.cancelled() else (b"", False)
-        )
+        supervisor_died = not ended_normally and not stopped and not out_of_memory
+        if supervisor_died:
+            # The OOM killer aside, init dies only by a fault of its own: the
+            # tool's processes went with it (the kernel ends the namespace).
+            log_event(logger, "jail_supervisor_died", logging.WARNING, tool=spec.tool)
         refusals = report.refusals + (1 if report.signal == signal.SIGSYS else 0)
+        denials = {
+            (syscall_name(number) if number >= 0 else OTHER_SYSCALLS): count
+            for number, count in report.refused.items()
+        }
+        if report.signal == signal.SIGSYS:
+            denials[FOREIGN_ABI] = 1
         if jail.warm and report.ran_cold:
             self._warm_runs_started_cold += 1
         return RunResult(
@@ -887,9 +963,15 @@ class Runner:
             stdout_truncated=stdout_truncated,
             stderr_truncated=stderr_truncated,
             limit_hit=_limit_hit(
-                report, stdout_truncated or stderr_truncated, out_of_memory, cgroup
+                report,
+                stopped[0] if stopped else None,
+                stdout_truncated or stderr_truncated,
+                out_of_memory,
+                cgroup,
             ),
             seccomp_refusals=refusals,
+            seccomp_denials=denials,
+            supervisor_died=supervisor_died,
             path="warm" if jail.warm and not report.ran_cold else "cold",
         )
 
@@ -1014,13 +1096,50 @@ async def _reap(process: subprocess.Popen[bytes]) -> None:
     await asyncio.to_thread(process.wait)
 
 
+async def _watch_cpu(
+    cgroup: RunCgroup, limit: float, cpus: int, stop_run: Callable[[LimitName], None]
+) -> None:
+    """Stop the run once its processes together used `limit` CPU seconds.
+
+    Read from the slot's CPU accounting, from the run's start: the
+    tool's RLIMIT_CPU bounds each process, this the whole run. It looks
+    again only when the run could have used up what is left (on `cpus`
+    at once), and at most every :data:`CPU_POLL_SECONDS`.
+    """
+    start = cgroup.cpu_seconds()
+    if start is None:
+        return
+    while True:
+        now = cgroup.cpu_seconds()
+        if now is None:
+            return
+        left = limit - (now - start)
+        if left <= 0:
+            stop_run("cpu_time")
+            return
+        await asyncio.sleep(max(left / cpus, CPU_POLL_SECONDS))
+
+
+def _output_of(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[bytes, bool]:
+    """What :func:`_read_capped` gathered; nothing if it never finished."""
+    if task.cancelled() or task.exception() is not None:
+        return b"", False
+    return task.result()
+
+
 def _limit_hit(
-    report: _Report, truncated: bool, out_of_memory: bool, cgroup: RunCgroup | None
+    report: _Report,
+    stopped_for: LimitName | None,
+    truncated: bool,
+    out_of_memory: bool,
+    cgroup: RunCgroup | None,
 ) -> LimitName | None:
     if truncated:
         return "output"
-    if report.wall_timeout:
+    if report.wall_timeout or stopped_for == "wall_time":
         return "wall_time"
+    if stopped_for is not None:
+        return stopped_for
     if report.signal == signal.SIGXCPU:
         return "cpu_time"
     if out_of_memory:
@@ -1030,6 +1149,25 @@ def _limit_hit(
     if report.signal == signal.SIGXFSZ:
         return "file_size"
     return None
+
+
+_CREDENTIALS = struct.Struct("iII")
+"""struct ucred: pid, uid, gid."""
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def _report_channel() -> tuple[int, int]:
+    """The report's two ends: a unix socket whose reader gets each writer's credentials.
+
+    The jail's first line comes from the process to kill to end the run;
+    its pid, as the service sees it, comes with it (SO_PASSCRED): the jail
+    never writes nor holds a host pid.
+    """
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    reader.shutdown(socket.SHUT_WR)
+    writer.shutdown(socket.SHUT_RD)
+    return reader.detach(), writer.detach()
 
 
 def _write_now(fd: int, data: bytes) -> memoryview:

@@ -78,8 +78,9 @@ def main() -> None:
     """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; or zygote:
     ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
-    CGROUPS: comma-separated cgroup.procs files, or ``-``. ROOT: where to
-    build the slot's shared root (``-``: none); READ and HIDDEN: its
+    CGROUPS: comma-separated fds open on cgroup.procs files, or ``-``. ROOT:
+    where to build the slot's shared root, relative to the working dir
+    (``-``: none); READ and HIDDEN: its
     colon-separated read-only and hidden paths. MODULE: to preload.
     """
     set_repo_prefixes((_PACKAGE_ROOT,))
