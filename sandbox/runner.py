@@ -52,8 +52,9 @@ from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
 from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
-from sandbox.jail.mountns import beneath, outermost
-from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, probe_reported
+from sandbox.jail.lock_pins import LockPins
+from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
+from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
 
@@ -453,6 +454,7 @@ class Runner:
         self._started = False
         self._reprobe: asyncio.Task[None] | None = None
         self._reprobes = 0
+        self._pins = LockPins()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -468,6 +470,7 @@ class Runner:
             self._cgroup_bases = {}
             self._layers["cgroup"] = {"active": False, "reason": str(error)}
         self._landlock_abi = abi_version()
+        self._pins.pin_shared()
         self._free_slots = _SlotPool()
         for index in range(self.slot_count):
             root_dir = self.runs_root / f"slot-{index}"
@@ -507,6 +510,7 @@ class Runner:
         if self._cgroup_bases:
             await asyncio.to_thread(RunCgroup({}, "", dirs=dict(self._cgroup_bases)).remove)
         self._slots = []
+        self._pins.release()
         self._started = False
 
     async def reload(self, policy_version: str) -> None:
@@ -577,6 +581,13 @@ class Runner:
             }
         )
         report["landlock"]["abi"] = self._landlock_abi
+        # Host inodes a run reaches (the probe's host_inodes, and those any
+        # process does): pinned with shared locks, so no lock there carries
+        # anything from one run to another (see sandbox.jail.lock_pins).
+        report["mountns"]["lock_pins"] = {
+            "pinned": self._pins.pinned,
+            "failed": dict(self._pins.failed),
+        }
         ready = sum(1 for slot in self._slots if slot.zygote is not None and slot.zygote.alive())
         report["warm_path"] = {
             "state": "ready"
@@ -736,6 +747,10 @@ class Runner:
             for path in outermost([os.path.realpath(p) for p in spec.readable_paths])
             if not beneath(path, base)  # already visible through the shared root
         ]
+        # A file too large to copy per run is the host's own inode in the jail.
+        self._pins.pin_paths(
+            [path for path in extra_read_paths if _file_larger_than(path, COPIED_FILE_BYTES)]
+        )
         return JailConfig(
             env=dict(spec.env),
             uid=self.uid,
@@ -1039,10 +1054,16 @@ class Runner:
                 )
                 return False
             verdicts = evaluate_probe(
-                result, host_namespaces(), self.uid, optional, str(Path(__file__).parent)
+                result,
+                host_namespaces(),
+                self.uid,
+                optional,
+                str(Path(__file__).parent),
+                host_inodes(self.python),
             )
             for name, verdict in verdicts.items():
                 self._layers[name] = verdict if verdict["active"] else refused.get(name, verdict)
+            self._pins.pin_paths(verdicts["mountns"].get("host_inodes", []))
             return True
         return True
 
@@ -1070,6 +1091,13 @@ def host_namespaces() -> dict[str, str]:
         name: os.readlink(f"/proc/self/ns/{name}")
         for name in ("user", "pid", "net", "mnt", "ipc", "uts")
     }
+
+
+def _file_larger_than(path: str, size: int) -> bool:
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) > size
+    except OSError:
+        return False
 
 
 def _check_file_name(name: str) -> None:
