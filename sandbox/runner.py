@@ -112,6 +112,7 @@ class _Report:
 
     def __init__(self) -> None:
         self.jail_pid: int | None = None
+        """The process to kill to end the run: init (or, until init says so, its launcher)."""
         self.failed_layer: tuple[str, str] | None = None
         self.exit_code: int | None = None
         self.signal: int | None = None
@@ -124,8 +125,8 @@ class _Report:
     def feed(self, line: str, sender: int | None) -> None:
         """Take one line; `sender`: the pid (as the service sees it) of its writer."""
         word, _, rest = line.partition(" ")
-        if word == "jail" and self.jail_pid is None:
-            self.jail_pid = sender
+        if word == "jail":
+            self.jail_pid = sender  # the launcher, then init once it is up
         elif word == "layer_failed" and self.failed_layer is None:
             layer, _, reason = rest.partition(" ")
             self.failed_layer = (layer, reason)

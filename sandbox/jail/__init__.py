@@ -39,7 +39,8 @@ Report fd protocol (text lines on a unix socket, written by the launcher,
 init or tool setup; closed before the tool runs its code, so the tool cannot
 write to it): ``jail`` (first, from the process to kill to end the run: the
 service learns its pid from the socket's credentials, so no host pid is
-ever written or held in the jail's memory),
+ever written or held in the jail's memory; a launcher that forks init says
+it first, then init, which is the one to kill once it is up),
 ``layer_failed LAYER REASON``, ``cold`` (a warm jail execs a fresh
 interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
 ``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number), then
@@ -181,6 +182,11 @@ def contain(
     # the tool interrupt it; as pid 1 with the default action, the kernel
     # drops a signal sent from inside the namespace.
     signal(SIGINT, SIG_DFL)
+    if not pid1:
+        # The process to kill to end the run is init itself: killed, the
+        # launcher above it reaps it and exits (killing the launcher would
+        # leave init to whoever reaps orphans).
+        _report(report, "jail")
     # The tool tells init on `started` when its payload is in: the clock starts.
     started_read, started_write = os.pipe2(os.O_CLOEXEC)
     up_read, up_write = os.pipe2(os.O_CLOEXEC)

@@ -221,6 +221,8 @@ def _copy_read_only(root: str, path: str, stage: str, per_run: bool) -> None:
     finally:
         os.close(source)
     os.chmod(copy, mode)
+    times = os.stat(path)
+    os.utime(copy, ns=(times.st_atime_ns, times.st_mtime_ns))  # as the host's, in every copy
     if per_run:
         _bind(copy, target, MS_RDONLY | MS_NOSUID | MS_NODEV)
 
@@ -275,8 +277,11 @@ def _make_devices(root: str, own_nodes: bool) -> None:
         _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=4k,nr_inodes=16,mode=0755")
         for device in DEVICES:
             node = root + device
-            os.mknod(node, 0o666 | stat.S_IFCHR, os.stat(device).st_rdev)
+            host = os.stat(device)
+            os.mknod(node, 0o666 | stat.S_IFCHR, host.st_rdev)
             os.chmod(node, 0o666)  # not the umask's
+            # The host's times, the same in every slot (a node's own would tell slots apart).
+            os.utime(node, ns=(host.st_atime_ns, host.st_mtime_ns))
         _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
         return
     for device in DEVICES:

@@ -307,9 +307,9 @@ async def test_dead_zygote_falls_back_to_cold_and_comes_back(single: Runner) -> 
     assert zygote is not None and zygote.process is not None
     zygote.process.kill()
     zygote.process.wait()
+    assert single.isolation_report()["warm_path"]["state"] == "cold_fallback"
     result = await single.run(python("print('still runs')", "warm"))
     assert (result.stdout, result.path) == ("still runs\n", "cold")
-    assert single.isolation_report()["warm_path"]["state"] == "cold_fallback"
     for _ in range(100):
         await asyncio.sleep(0.05)
         if single.isolation_report()["warm_path"]["state"] == "ready":

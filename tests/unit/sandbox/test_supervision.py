@@ -9,6 +9,7 @@ killed or stopped from the host) and check what the service reports.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import signal
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import runner as runner_module
+from sandbox.jail import bpf
 from sandbox.jail.lock_pins import LockPins
 from sandbox.models import tool_status_of
 from sandbox.runner import WALL_GRACE_SECONDS, Runner
 from sandbox.spec import RunLimits
-from tests.unit.sandbox.jailed import PATHS, python
+from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -198,30 +201,32 @@ async def test_refusals_are_named_and_stacking_a_filter_is_refused(
     assert result.seccomp_refusals == 4
 
 
+REACH_INIT = (
+    "import os, resource\n"
+    "os.setpriority(os.PRIO_PROCESS, 0, 5)  # its own priority: allowed\n"
+    "calls = [\n"
+    "    lambda: os.setpriority(os.PRIO_PROCESS, 1, 19),\n"
+    "    lambda: os.setpriority(os.PRIO_PGRP, 0, 19),\n"
+    "    lambda: os.setpriority(os.PRIO_USER, 0, 19),\n"
+    "    lambda: resource.prlimit(1, resource.RLIMIT_CPU, (1, 1)),\n"
+    "    lambda: os.sched_setaffinity(1, {0}),\n"
+    "    lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0)),\n"
+    "    lambda: os.kill(1, 9),\n"
+    "]\n"
+    "refused = 0\n"
+    "for call in calls:\n"
+    "    try:\n"
+    "        call()\n"
+    "    except PermissionError:\n"
+    "        refused += 1\n"
+    "print(refused, os.getpriority(os.PRIO_PROCESS, 0), os.getsid(0), os.getpgrp())\n"
+)
+
+
 async def test_a_run_cannot_reach_its_supervisor_or_other_runs_by_pid_or_group(
     runner: Runner,
 ) -> None:
-    code = (
-        "import os, resource\n"
-        "calls = [\n"
-        "    lambda: os.setpriority(os.PRIO_PROCESS, 1, 19),\n"
-        "    lambda: os.setpriority(os.PRIO_PGRP, 0, 19),\n"
-        "    lambda: os.setpriority(os.PRIO_USER, 0, 19),\n"
-        "    lambda: resource.prlimit(1, resource.RLIMIT_CPU, (1, 1)),\n"
-        "    lambda: os.sched_setaffinity(1, {0}),\n"
-        "    lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0)),\n"
-        "    lambda: os.kill(1, 9),\n"
-        "]\n"
-        "refused = 0\n"
-        "for call in calls:\n"
-        "    try:\n"
-        "        call()\n"
-        "    except PermissionError:\n"
-        "        refused += 1\n"
-        "os.setpriority(os.PRIO_PROCESS, 0, 5)  # its own priority: allowed\n"
-        "print(refused, os.getpriority(os.PRIO_PROCESS, 0), os.getsid(0), os.getpgrp())\n"
-    )
-    result = await runner.run(python(code, "warm"))
+    result = await runner.run(python(REACH_INIT, "warm"))
     assert result.stdout == "7 5 1 1\n", result  # in init's session, never the service's
     assert result.seccomp_refusals == 7
     own = os.getpgrp(), os.getsid(0)
@@ -230,6 +235,31 @@ async def test_a_run_cannot_reach_its_supervisor_or_other_runs_by_pid_or_group(
         if zygote is not None and zygote.pid is not None:
             assert (os.getpgid(zygote.pid), os.getsid(zygote.pid)) != own
             assert os.getpriority(os.PRIO_PROCESS, zygote.pid) == 0
+
+
+async def test_without_the_argument_rules_the_same_run_reaches_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above on a build whose filter lacks its argument rules: it must fail."""
+    compile_whole = runner_module.compile_filter
+
+    def without_argument_rules(network: bool, denied: frozenset[str], notify: bool) -> bytes:
+        whole = compile_whole(network, denied, notify)
+        refuse = bpf.ACT_NOTIFY if notify else bpf.ACT_ERRNO | errno.EPERM
+        prefix = bpf.argument_refusals(refuse, denied)
+        assert whole.startswith(prefix)
+        return whole[len(prefix) :]
+
+    monkeypatch.setattr(runner_module, "compile_filter", without_argument_rules)
+    broken = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await broken.start()
+    try:
+        result = await broken.run(python(REACH_INIT, "warm"))
+    finally:
+        await broken.close()
+    assert result.stdout, result
+    refused = int(result.stdout.split()[0])
+    assert refused < 7 and result.seccomp_refusals < 7, result  # init was reached
 
 
 LOCK_TARGETS = (
