@@ -1051,7 +1051,8 @@ class Runner:
             if not probe_reported(result):
                 self._nothing_proven(
                     f"probe run reported nothing: exit={result.exit_code}"
-                    f" signal={result.signal} limit={result.limit_hit} {result.stderr[-300:]}"
+                    f" signal={result.signal} limit={result.limit_hit}"
+                    f" stderr (the probe's): {result.stderr[-300:]!r}"
                 )
                 return False
             verdicts = evaluate_probe(
@@ -1060,7 +1061,7 @@ class Runner:
                 self.uid,
                 optional,
                 str(Path(__file__).parent),
-                host_inodes(self.python),
+                host_inodes(self.python, self._interpreter_prefix),
             )
             for name, verdict in verdicts.items():
                 self._layers[name] = verdict if verdict["active"] else refused.get(name, verdict)

@@ -22,7 +22,7 @@ PROBE_PROGRAM = r"""
 import json, os, resource, socket, sys
 facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
 files = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-         "/etc/ld.so.cache", sys.executable]
+         "/etc/ld.so.cache", sys.executable, sys.base_prefix, "/usr"]
 facts["inodes"] = {path: list(os.stat(path)[1:3][::-1]) for path in files if os.path.exists(path)}
 facts["uid_map"] = open("/proc/self/uid_map").read().split()
 facts["gid_map"] = open("/proc/self/gid_map").read().split()
@@ -69,10 +69,14 @@ def probe_reported(result: Any) -> bool:
     return bool(_facts(result.stdout))
 
 
-def host_inodes(interpreter: str) -> dict[str, list[int]]:
-    """(device, inode) on the host of the files :data:`PROBE_PROGRAM` stats in the jail."""
+def host_inodes(interpreter: str, prefix: str) -> dict[str, list[int]]:
+    """(device, inode) on the host of the files :data:`PROBE_PROGRAM` stats in the jail.
+
+    A directory among them seen as the host's means the jail fell back to a
+    bind of it (the kernel refused an overlay): its whole tree is the host's.
+    """
     paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
-    paths += ["/etc/ld.so.cache", interpreter]
+    paths += ["/etc/ld.so.cache", interpreter, prefix, "/usr"]
     found = {}
     for path in paths:
         try:
@@ -100,8 +104,8 @@ def evaluate_probe(
     facts = _facts(result.stdout)
     if not facts:
         reason = (
-            f"probe run failed: exit={result.exit_code} signal={result.signal} "
-            + (result.stderr[-300:])
+            f"probe run failed: exit={result.exit_code} signal={result.signal}"
+            f" stderr (the probe's): {result.stderr[-300:]!r}"
         )
         return {name: {"active": False, "reason": reason} for name in LAYERS}
     status = facts.get("status", {})
