@@ -60,7 +60,21 @@ from sandbox.spec import LimitName, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)
 
-LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+"""Where the jail's code is imported from: the dir holding the `sandbox` package."""
+LAUNCH_SCRIPT = "sandbox/jail/launch.py"
+
+
+def launcher_path(package_fd: int) -> str:
+    """The launch script named through an fd open on :data:`PACKAGE_ROOT` (``/proc/self/fd/N``).
+
+    The jail's processes import its code through that name, so none of
+    them (nor a warm tool, in the zygote's interpreter) holds where the
+    code lives on the host: its modules' files, its frames, its command line.
+    """
+    return f"/proc/self/fd/{package_fd}/{LAUNCH_SCRIPT}"
+
+
 JAIL_UID = 65534
 JAIL_GID = 65534
 WALL_GRACE_SECONDS = 0.5
@@ -226,7 +240,9 @@ class _Zygote:
         cgroup_files: list[str],
         template: tuple[str, list[str], list[str]],
         runs_root: Path,
+        package_fd: int,
     ) -> None:
+        self.package_fd = package_fd
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
@@ -251,7 +267,7 @@ class _Zygote:
                     self.python,
                     "-I",
                     "-S",
-                    LAUNCHER,
+                    launcher_path(self.package_fd),
                     "--zygote",
                     str(child_end.fileno()),
                     ",".join(str(fd) for fd in cgroup_fds) or "-",
@@ -263,7 +279,7 @@ class _Zygote:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                pass_fds=(child_end.fileno(), *cgroup_fds),
+                pass_fds=(child_end.fileno(), *cgroup_fds, self.package_fd),
                 # Symbols resolved once here, not lazily again in every child (each
                 # resolution writes a page the child then copies). The locale most
                 # tools run under: a warm run starts the way a fresh interpreter
@@ -456,6 +472,7 @@ class Runner:
         self._reprobe: asyncio.Task[None] | None = None
         self._reprobes = 0
         self._pins = LockPins()
+        self._package_fd = -1
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -463,6 +480,8 @@ class Runner:
         """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
+        if self._package_fd < 0:
+            self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
         try:
             bases = await asyncio.to_thread(discover_bases)
@@ -512,6 +531,9 @@ class Runner:
             await asyncio.to_thread(RunCgroup({}, "", dirs=dict(self._cgroup_bases)).remove)
         self._slots = []
         self._pins.release()
+        if self._package_fd >= 0:
+            os.close(self._package_fd)
+            self._package_fd = -1
         self._started = False
 
     async def reload(self, policy_version: str) -> None:
@@ -548,7 +570,14 @@ class Runner:
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
         template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
-        zygote = _Zygote(self.python, self.warm_modules, cgroup_files, template, self.runs_root)
+        zygote = _Zygote(
+            self.python,
+            self.warm_modules,
+            cgroup_files,
+            template,
+            self.runs_root,
+            self._package_fd,
+        )
         try:
             zygote.start()
         except OSError:
@@ -845,12 +874,13 @@ class Runner:
                 except (OSError, AssertionError):
                     self._schedule_zygote_restart(slot)
             if not jail.via_zygote:
+                launch = launcher_path(self._package_fd)
                 jail.process = subprocess.Popen(
-                    [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
+                    [self.python, "-I", "-S", launch, str(config_r), str(report_w)],
                     stdin=stdin_r,
                     stdout=stdout_w,
                     stderr=stderr_w,
-                    pass_fds=(config_r, report_w),
+                    pass_fds=(config_r, report_w, self._package_fd),
                     env={},
                     cwd=self.runs_root,  # the run's root is named relative to it
                     start_new_session=True,

@@ -228,27 +228,67 @@ def _copy_read_only(root: str, path: str, stage: str, per_run: bool) -> None:
 
 
 def _mounts_beneath(path: str) -> list[str]:
-    """Host mount points strictly beneath the directory `path`, outermost first."""
-    prefix = path.rstrip("/") + "/"
+    """Host mount points strictly beneath the directory `path`, outermost first.
+
+    The mount table names every mount by its absolute path, the slots' run
+    roots (under the service's state dir) included; a warm tool inherits
+    this process's memory, freed parts too. So the table is read into one
+    buffer, searched in place (only the lines wanted become strings: they
+    are beneath a path the tool may read anyway) and zeroed after.
+    """
+    prefix = _escape_mountinfo(path.rstrip("/") + "/").encode("utf-8", "surrogateescape")
+    table, length = _read_whole("/proc/self/mountinfo")
     points = []
-    with open("/proc/self/mountinfo", "rb") as mountinfo:
-        for line in mountinfo:
-            point = _unescape_mountinfo(line.split(b" ", 5)[4].decode("utf-8", "surrogateescape"))
-            if point.startswith(prefix):
-                points.append(point)
+    try:
+        start = 0
+        while start < length:
+            end = table.find(b"\n", start, length)
+            end = length if end < 0 else end
+            field = start
+            for _ in range(4):  # the mount point is the fifth field
+                field = table.find(b" ", field, end) + 1
+            if field and table.startswith(prefix, field, end):
+                point = bytes(table[field : table.find(b" ", field, end)])
+                points.append(_unescape_mountinfo(point.decode("utf-8", "surrogateescape")))
+            start = end + 1
+    finally:
+        table[:] = bytes(len(table))
     return sorted(set(points), key=lambda point: point.count("/"))
+
+
+def _read_whole(path: str) -> tuple[bytearray, int]:
+    """The whole of a /proc file in one buffer (never copied through a smaller one); its length."""
+    buffer = bytearray(1 << 16)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        length = 0
+        while True:
+            if length == len(buffer):
+                larger = bytearray(2 * len(buffer))
+                larger[:length] = buffer
+                buffer[:] = bytes(len(buffer))
+                buffer = larger
+            read = os.readv(fd, [memoryview(buffer)[length:]])
+            if not read:
+                return buffer, length
+            length += read
+    finally:
+        os.close(fd)
 
 
 def _unescape_mountinfo(field: str) -> str:
     """A mountinfo path field with its octal escapes (space, tab, newline, backslash) undone."""
     if "\\" not in field:
         return field
-    return (
-        bytes(field, "utf-8", "surrogateescape")
-        .decode("unicode_escape")
-        .encode("latin-1")
-        .decode("utf-8", "surrogateescape")
-    )
+    raw = bytes(field, "utf-8", "surrogateescape").decode("unicode_escape")
+    return raw.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def _escape_mountinfo(path: str) -> str:
+    """`path` as the mount table writes it (space, tab, newline and backslash in octal)."""
+    for character in "\\ \t\n":
+        path = path.replace(character, f"\\{ord(character):03o}")
+    return path
 
 
 def _stage(root: str) -> str:

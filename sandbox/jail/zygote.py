@@ -65,8 +65,9 @@ def warm_up() -> None:
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
 
 
-KEPT_ARGUMENTS = ("python", "-I", "-S", "launch.py", "--zygote")
-"""What a zygote's command line still shows once it is up (the rest is blanked)."""
+KEPT_ARGUMENTS = ("python", "-I", "-S", "/proc/self/fd/N/sandbox/jail/launch.py", "--zygote")
+"""What a zygote's command line still shows once it is up (the rest is blanked): the
+launch script is named through an fd, not by its host path."""
 
 
 def blank_command_line(keep: int) -> None:

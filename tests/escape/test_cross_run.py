@@ -8,7 +8,9 @@ file system must not reach the next one.
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -412,58 +414,12 @@ def _difference(alone: object, seen: object, held: object) -> str:
     return f"NOT CONTAINED: another run changed what a run sees: {changed} (holder: {held})"
 
 
-HOST_MEMORY_SCAN = r"""
-import gc
-# Every needle arrives, and stays, XOR-ed with KEY: this program holds none in clear.
-KEY = 0x5A
-FLIP = bytes(value ^ KEY for value in range(256))
-NEEDLES = {name: bytes.fromhex(value) for name, value in json.loads('@NEEDLES@').items()}
-PAGE = 4096
-read_end, write_end = os.pipe()
-
-
-def page(address):
-    # Read by the kernel (a write to a pipe): an unmapped page is EFAULT, not a crash.
-    view = memoryview((ctypes.c_char * PAGE).from_address(address)).cast("B")
-    try:
-        os.write(write_end, view)
-    except OSError:
-        return None
-    return os.read(read_end, PAGE)
-
-
-# The heap, freed parts included: everything around each live object (the
-# allocator's arenas), and the break heap, walked down from its top.
-pages = set()
-for holder in gc.get_objects():
-    base = id(holder) // PAGE
-    pages.update(range(base - 512, base + 513))
-LIBC.sbrk.restype = ctypes.c_void_p
-top = LIBC.sbrk(0) // PAGE
-index = top - 1
-while top - index < 65536 and page(index * PAGE) is not None:
-    pages.add(index)
-    index -= 1
-found = set()
-readable = 0
-tail = b""
-for index in sorted(pages):
-    data = page(index * PAGE)
-    if data is None:
-        tail = b""
-        continue
-    readable += 1
-    flipped = tail + data.translate(FLIP)
-    found.update(name for name, needle in NEEDLES.items() if needle in flipped)
-    tail = flipped[-64:]
-reached("memory_scan")
-report("memory_scan", pages=readable, found=sorted(found))
+HELD_STILL = r"""
+import time
+set_comm(MARKER)
+print("SCAN_ME", flush=True)
+time.sleep(3)
 """
-_KEY = 0x5A
-
-
-def _flipped(data: bytes) -> str:
-    return bytes(byte ^ _KEY for byte in data).hex()
 
 
 def _zygote_pids(service_pid: int) -> list[int]:
@@ -478,29 +434,64 @@ def _zygote_pids(service_pid: int) -> list[int]:
     return found
 
 
+def _memory_of(pid: int) -> Iterator[tuple[str, bytes]]:
+    """Every readable mapping of a process, as the host (root) reads it: (mapping, bytes)."""
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            span, permissions, *_ = line.split()
+            if "r" not in permissions:
+                continue
+            start, end = (int(value, 16) for value in span.split("-"))
+            try:
+                memory.seek(start)
+                yield line, memory.read(end - start)
+            except (OSError, OverflowError):
+                continue  # [vvar] and the like
+
+
+def _pid_of(marker: str, deadline_s: float = 5.0) -> int:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == marker:
+                    return int(entry)
+            except OSError:
+                continue
+        time.sleep(0.02)
+    raise AssertionError(f"the run {marker} never appeared on the host")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading a jailed process's memory needs root")
 def test_a_runs_memory_holds_no_host_path_or_pid_freed_or_not(sandbox: SandboxUnderTest) -> None:
-    """The whole heap the tool's process can read, freed memory included (on the warm path,
-    the zygote's, inherited): no path of the service's state, no cgroup path, no host pid
-    as text (as /proc/self/stat has them). A pid as an int object is not looked for: a
-    Python heap holds many small ints, and a pid's value among them proves nothing; the
-    zygote's clearing of its children's pids is a unit test."""
-    pids = {
-        "service": sandbox.service_pid,
-        **{f"zygote {index}": pid for index, pid in enumerate(_zygote_pids(sandbox.service_pid))},
-    }
-    assert len(pids) > 1 or sandbox.path == "cold", "no zygote found under the service"
+    """Every byte of the tool's process, read from the host while it runs (on the warm path
+    the zygote's memory it inherited, freed parts included): no path of the service's state,
+    of its keys, policy, cgroups or code, and no host pid of the service or its zygotes as
+    /proc/self/stat shows one."""
+    pids = [sandbox.service_pid, *_zygote_pids(sandbox.service_pid)]
+    assert len(pids) > 1, "no zygote found under the service"
     needles = {
-        "state dir": _flipped(str(sandbox.state_dir.resolve()).encode()),
-        "keys dir": _flipped(str(sandbox.keys_dir).encode()),
-        "policy": _flipped(str(sandbox.policy_path).encode()),
-        "cgroup path": _flipped(b"/sys/fs/cgroup/"),
-        **{f"{name} pid as text": _flipped(b" %d " % pid) for name, pid in pids.items()},
+        "state dir": str(sandbox.state_dir.resolve()).encode(),
+        "keys dir": str(sandbox.keys_dir).encode(),
+        "policy": str(sandbox.policy_path).encode(),
+        "cgroup path": b"/sys/fs/cgroup/",
+        "PAGI's code": str(sandbox.repo / "sandbox").encode(),
+        **{f"pid {pid}": b" %d " % pid for pid in pids},
     }
-    program = HOST_MEMORY_SCAN.replace("@NEEDLES@", json.dumps(needles))
-    for _ in range(3):  # freed memory is reused at random: look more than once
-        record = sandbox.run(program).result_of("memory_scan")
-        assert record["pages"] > 200, f"the scan read almost nothing: {record}"
-        assert not record["found"], f"NOT CONTAINED: the tool's memory holds {record['found']}"
+    for _ in range(2):
+        marker = new_marker()
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(sandbox.run, HELD_STILL, marker)
+            tool = _pid_of(marker)
+            found = {
+                name: mapping
+                for mapping, data in _memory_of(tool)
+                for name, needle in needles.items()
+                if needle in data
+            }
+            outcome = running.result()
+        assert "SCAN_ME" in outcome.stdout, outcome.describe()
+        assert not found, f"NOT CONTAINED: the tool's memory holds {found}"
 
 
 # --- verdicts that are the run's own --------------------------------------------------
