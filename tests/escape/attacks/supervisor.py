@@ -173,7 +173,9 @@ def ended_on_time(outcome: Outcome) -> str:
     limit = outcome.result.get("limit_hit")
     assert limit in ("cpu_time", "wall_time"), f"not stopped by a limit: {outcome.describe()}"
     wall = outcome.sandbox.limits.wall_seconds
-    assert outcome.result["duration_ms"] <= (wall + 1.5) * 1000, outcome.describe()
+    # The service's own clock ends it half a second after the wall limit at the latest;
+    # the rest is the teardown of a dozen spinning processes on a busy machine.
+    assert outcome.result["duration_ms"] <= (wall + 2) * 1000, outcome.describe()
     return "cgroup" if limit == "cpu_time" else "wall_time"
 
 
