@@ -19,6 +19,12 @@ run takes a free slot whose spare fits it (:class:`_SlotPool`); without
 one, it starts its jail itself and hands the payload in right behind the
 config.
 
+The service supervises each run from outside the run's reach: its own
+wall clock (:data:`WALL_GRACE_SECONDS` after the limit), the run's CPU time
+from the slot's cgroup (:func:`_watch_cpu`), the memory verdict from the
+group's OOM kills, and what the jail's init reports; a run whose init died
+is reported as such, with what the tool wrote.
+
 Everything here is asynchronous on the event loop: pipes are read and
 written with loop readers/writers, never with a blocking call.
 """
@@ -92,7 +98,7 @@ PROBE_ATTEMPTS = 3
 PROBE_RETRY_SECONDS = 1.0
 """Wait before the second probe (doubling for later ones, up to REPROBE_MAX_SECONDS)."""
 REPROBE_MAX_SECONDS = 60.0
-RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004)
+RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
 """Waits for a finished run's last processes to leave its slot before they are killed."""
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
@@ -122,7 +128,7 @@ class RunnerUnavailable(Exception):
 
 
 class _Report:
-    """What the jail wrote on the report pipe."""
+    """What the jail wrote on its report socket."""
 
     def __init__(self) -> None:
         self.jail_pid: int | None = None
@@ -161,7 +167,7 @@ class _Report:
 
 
 class _ReportReader:
-    """Reads a jail's report pipe on the loop, from the jail's start to its end (EOF).
+    """Reads a jail's report socket on the loop, from the jail's start to its end (EOF).
 
     ``finished``: the tool's status arrived (or EOF). That is the last line
     that matters for the result: after it, init exits and the kernel kills
@@ -220,7 +226,7 @@ class _ReportReader:
                 self.finished.set_result(None)
 
     def close(self) -> None:
-        """Stop reading and close the pipe (idempotent)."""
+        """Stop reading and close the socket (idempotent)."""
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._socket.close()

@@ -6,7 +6,7 @@ REPORT_FD`` (that script only calls :func:`main` here; N is an fd the service
 passes, open on the dir holding the package: no process of the jail names
 where PAGI's code lives on the host)
 is exec'd per run — by the run slot's zygote, or by the service when the
-zygote is down — with the config and report pipes on those fds (stdin,
+zygote is down — with the config pipe and the report socket on those fds (stdin,
 stdout and stderr are the run's pipes). Warm path: ``launch.py --zygote``
 starts a slot's pre-forked zygote (:mod:`sandbox.jail.zygote`), whose
 children call :func:`run_one` with the same fds.

@@ -9,7 +9,7 @@ modules a policy lists and makes what a warm child's set-up needs
 (:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
 once the interpreter and the dynamic loader have read it), then waits. For
 each run the service sends a one-byte request (warm or cold) and five
-fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
+fds — the run's stdin, stdout, stderr, config pipe and report socket — and
 nothing else: the zygote forks, and only the child reads the config pipe
 (the jail's config, then, once jailed, the request's payload), so no
 request data ever enters the zygote's memory. The child then does exactly what a cold
@@ -35,6 +35,7 @@ from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 FDS_PER_RUN = 5
 WARM = b"r"
 """Request: fork and run the code in the preloaded interpreter."""
@@ -145,6 +146,9 @@ def serve(arguments: list[str]) -> None:
     socket_fd, cgroup_fds, template, modules = _parse(arguments)
     arguments.clear()
     prctl(PR_SET_PDEATHSIG, SIGKILL)
+    # A jail's init whose launcher was killed first comes back here, and is
+    # reaped at once (SIGCHLD ignored below), not left to the host's pid 1.
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     cgroup.join_through(cgroup_fds)  # once: the children are born in the group
     prepared = {"cgroup"} if cgroup_fds else set()
     try:
