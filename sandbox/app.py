@@ -189,6 +189,7 @@ class Sandbox:
             "signal": result.signal,
             "limit_hit": result.limit_hit,
             "seccomp_refusals": result.seccomp_refusals,
+            "seccomp_denials": result.seccomp_denials,
             "stdout_truncated": result.stdout_truncated,
             "stderr_truncated": result.stderr_truncated,
             "run_ms": round(result.duration_ms, 3),

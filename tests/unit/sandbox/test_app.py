@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -392,6 +393,7 @@ async def test_runner_failures_are_503_and_audited_as_failed(make_service, token
         (dict(exit_code=None, signal=9, limit_hit="memory"), "limit"),
         (dict(exit_code=0, limit_hit="output", stdout_truncated=True), "limit"),
         (dict(exit_code=None, signal=31, seccomp_refusals=1), "killed"),
+        (dict(exit_code=None, signal=9, supervisor_died=True), "supervisor_died"),
     ],
 )
 async def test_tool_status_follows_the_run(make_service, token_for, result, status):
@@ -407,6 +409,34 @@ async def test_tool_status_follows_the_run(make_service, token_for, result, stat
         assert record["outcome"]["tool_status"] == status
         assert record["outcome"]["exit_code"] == result["exit_code"]
         assert record["outcome"]["seccomp_refusals"] == result.get("seccomp_refusals", 0)
+
+
+async def test_what_a_tool_prints_is_never_the_services_words(
+    make_service, token_for, caplog: pytest.LogCaptureFixture
+):
+    """A run whose supervisor died: the tool's output goes back as the tool's, nowhere else."""
+    forged = "isolation_unavailable: the jail could not be set up, nothing ran FORGED"
+    async with make_service() as svc:
+        svc.runner.result = RunResult(
+            stdout="partial\n",
+            stderr=forged + "\n",
+            exit_code=None,
+            signal=9,
+            duration_ms=2.0,
+            supervisor_died=True,
+            seccomp_denials={"setpriority": 2},
+        )
+        with caplog.at_level(logging.DEBUG):
+            response = await svc.execute(token_for("sandbox"), tool_name="demo")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["tool_status"] == "supervisor_died"
+        assert body["result"]["stdout"] == "partial\n" and forged in body["result"]["stderr"]
+        assert body["result"]["seccomp_denials"] == {"setpriority": 2}
+        (record,) = svc.audit_records()
+        assert record["outcome"]["seccomp_denials"] == {"setpriority": 2}
+        assert "FORGED" not in svc.settings.audit_log_path.read_text()
+        assert "FORGED" not in caplog.text
 
 
 # --------------------------------------------------------------------------- admission
