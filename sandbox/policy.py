@@ -892,11 +892,6 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
             f" out={files['output_files']} ({files['output_bytes'] // KIB}KiB)"
             + (f" package_env={tool['package_env']}" if tool["package_env"] else "")
         )
-    if summary["package_envs"]:
-        out.append("package environments:")
-        for name, env in summary["package_envs"].items():
-            preload = ", ".join(env["preload"]) or "(nothing)"
-            out.append(f"  {name:<12} {env['requirements']} preload: {preload}")
         egress = tool["egress"]
         if egress:
             out.append(f"  {'':<12} allow: {', '.join(egress['allow'])}")
@@ -910,6 +905,11 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
                 f" connect_timeout={egress['connect_timeout_seconds']}s"
                 f" idle_timeout={egress['idle_timeout_seconds']}s"
             )
+    if summary["package_envs"]:
+        out.append("package environments:")
+        for name, env in summary["package_envs"].items():
+            preload = ", ".join(env["preload"]) or "(nothing)"
+            out.append(f"  {name:<12} {env['requirements']} preload: {preload}")
     out.append("callers:")
     for caller, tools in summary["callers"].items():
         out.append(f"  {caller:<12} {', '.join(tools) or '(nothing)'}")

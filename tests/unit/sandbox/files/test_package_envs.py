@@ -369,3 +369,15 @@ async def test_a_policy_edit_rechecks_an_environment_only_when_its_definition_ch
     await registry.refresh(only_changed=True)
     state = registry.state("tiny")
     assert state.status == "broken" and "cannot import no_such_mod" in (state.reason or "")
+
+
+def test_policy_check_prints_each_tools_files_and_the_environments(tmp_path, capsys):
+    from sandbox.policy import check_command
+
+    policy = tmp_path / "sandbox.toml"
+    policy.write_text(TINY_POLICY + "\n[tools.plain.files]\ninput_files = 0\n")
+    assert check_command(policy) == 0
+    out = capsys.readouterr().out
+    assert "files in=0 (1024KiB, depth 4) out=16 (1024KiB)" in out
+    assert "files in=16 (1024KiB, depth 4) out=16 (1024KiB) package_env=tiny" in out
+    assert "package environments:\n  tiny         envs/tiny.txt preload: json, csv" in out
