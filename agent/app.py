@@ -62,7 +62,10 @@ def create_app(
             await model_gateway.close()
 
     app = create_service_app(
-        "agent", lifespan=lifespan, max_body_bytes=settings.pagi_agent_max_body_bytes
+        "agent",
+        lifespan=lifespan,
+        max_body_bytes=settings.pagi_agent_max_body_bytes,
+        metrics_token=settings.metrics_token(),
     )
     app.state.verifier = TokenVerifier("agent", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.gateway = model_gateway

@@ -37,7 +37,7 @@ def create_app(settings: BffSettings) -> FastAPI:
             for client in app.state.clients.values():
                 await client.aclose()
 
-    app = create_service_app("bff", lifespan=lifespan)
+    app = create_service_app("bff", lifespan=lifespan, metrics_token=settings.metrics_token())
     app.state.verifier = TokenVerifier("bff", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.dashboard_requires_token = settings.pagi_bff_dashboard_require_token
     app.state.dashboard_prompt = settings.pagi_bff_dashboard_prompt

@@ -407,6 +407,7 @@ def create_app(
         # those refusals are audited too; this one only bounds what any
         # request may make the service read.
         max_body_bytes=HARD_BODY_LIMIT,
+        metrics_token=settings.metrics_token(),
     )
     app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
     app.state.sandbox = sandbox
