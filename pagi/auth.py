@@ -239,9 +239,12 @@ class ReusedToken:
         """The current token (a fresh one when the last is near its expiry)."""
         now = time.monotonic()
         if now >= self._renew_at:
-            self._token = self._signer.sign(
-                self._audience, ttl=self.TTL_SECONDS, subject=self._subject
-            )
+            if self._subject is None:
+                self._token = self._signer.sign(self._audience, ttl=self.TTL_SECONDS)
+            else:
+                self._token = self._signer.sign(
+                    self._audience, ttl=self.TTL_SECONDS, subject=self._subject
+                )
             self._renew_at = now + self.TTL_SECONDS - self.REFRESH_MARGIN_SECONDS
         return self._token
 

@@ -115,6 +115,7 @@ def stack_env(state_dir: Path, keys_dir: Path, **overrides: str) -> dict[str, st
         "GO_BFF_URL": f"http://127.0.0.1:{ports['bff']}",
         "MEMORY_URL": f"http://127.0.0.1:{ports['memory']}",
         "MODEL_GATEWAY_GRPC_HOST": "127.0.0.1",
+        "PAGI_GATEWAY_METRICS_PORT": str(free_port()),
     }
     env.update(overrides)
     return env
