@@ -13,6 +13,7 @@ from pagi.app import create_app
 from pagi.logging import configure_logging, log_event
 from pagi.server import SideHttpServer, start_side_http_server
 from pagi.settings import load_settings
+from pagi.tracing import configure_tracing
 
 logger = logging.getLogger("gateway")
 
@@ -63,4 +64,5 @@ def main() -> None:
     """Entry point: load settings, configure logs, serve."""
     settings = load_settings("gateway", GatewaySettings)
     configure_logging("gateway", settings.log_level)
+    configure_tracing("gateway")
     sys.exit(asyncio.run(serve(settings)))

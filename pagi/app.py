@@ -19,6 +19,7 @@ from pagi.auth import AuthError, Claims, TokenVerifier, bearer_token
 from pagi.errors import ApiError, error_response, install_error_handlers
 from pagi.metrics import HttpMetricsMiddleware, metrics_of, metrics_router
 from pagi.request_id import RequestIdMiddleware, current_request_id
+from pagi.tracing import annotate_request_id, skip_tracing, tracing_active
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -113,14 +114,21 @@ def create_app(
         lifespan=lifespan,
         # FastAPI's own telemetry makes the HTTP server spans when tracing is
         # on (pagi.tracing); metrics are prometheus-client's, logs PAGI's own.
-        telemetry={"metrics": False, "logs": False, "operation_spans": False},
+        telemetry={
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": skip_tracing,
+        },
         **fastapi_kwargs,
     )
     app.state.service_name = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     # Added after the body limit so that it wraps it: even a 413 carries the request id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestIdMiddleware, annotate=annotate_request_id if tracing_active() else None
+    )
     # Outermost of PAGI's middleware: every answer is counted, refusals included.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics_of(service))
     app.include_router(metrics_router(service, metrics_token))

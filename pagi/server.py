@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from pagi.http_protocol import PagiH11Protocol
 from pagi.logging import configure_logging, log_event, uvicorn_log_config
 from pagi.settings import CommonSettings, SettingsT, load_settings
+from pagi.tracing import configure_tracing
 
 logger = logging.getLogger("pagi.server")
 
@@ -61,6 +62,7 @@ def serve_http_service(
     """
     settings = load_settings(service, settings_class)
     configure_logging(service, settings.log_level)
+    configure_tracing(service)
     try:
         app = build_app(settings)
     except STARTUP_ERRORS as exc:
