@@ -58,6 +58,13 @@ PERSON_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
 """What a person's name looks like: lower-case, as the policy's ``[callers.NAME]`` keys."""
 
 
+SIGN_IN_AUDIENCE = "console"
+"""The audience of console sign-in links (``pagi console``): no service takes them as a
+token; the bff reads them only to open a session."""
+SIGN_IN_ISSUER = "operator"
+"""Only the operator's key signs sign-in links (for the operator, or acting for a person)."""
+DEFAULT_SIGN_IN_TTL = 120
+
 ACTS_FOR_PEOPLE = frozenset({"bff"})
 """The services that act for signed-in people (the bff, for console users): the
 ``delegators`` of the services a console reaches (agent, sandbox)."""
