@@ -31,6 +31,10 @@ test: $(STAMP)
 	@test -e /usr/share/i18n/locales/en_US || { \
 		echo "installing locales (a test builds a locale from its sources)"; \
 		apt-get update -qq && apt-get install -y -qq locales; }
+	@# The console's browser tests drive Debian's Chromium (no browser is downloaded).
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium (the console's browser tests drive it)"; \
+		apt-get update -qq && apt-get install -y -qq chromium; }
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

@@ -52,7 +52,9 @@ export function table(columns, rows, attributes) {
 /** A preformatted block of text, marked empty when there is none. */
 export function textBlock(text, attributes) {
   const value = text ?? "";
-  return el("pre", { ...attributes, class: value ? "out" : "out empty" }, value || "(nothing)");
+  const classes = ["out", value ? null : "empty", attributes && attributes.class]
+    .filter(Boolean).join(" ");
+  return el("pre", { ...attributes, class: classes }, value || "(nothing)");
 }
 
 /** A date-time as the browser's locale writes it. */

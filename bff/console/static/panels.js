@@ -116,7 +116,7 @@ export function renderPolicy(policy) {
     policy.last_error
       ? el("div", { id: "policy-error" },
         el("p", { class: "error" }, `Refused ${when(policy.last_error_at)}; version ${policy.version} stays in force.`),
-        textBlock(policy.last_error, { class: "out error-text" }))
+        textBlock(policy.last_error, { class: "error-text" }))
       : el("p", { id: "policy-error", class: "muted" }, "None: the file on disk is in force."),
     el("h3", null, "Tools"),
     table(["tool", "description", "code", "executor", "network", "wall", "memory", "output"],
@@ -198,11 +198,11 @@ export function renderRunEvent(list, name, data) {
       ` ${data.tool}`, data.seccomp_refusals ? badge(`seccomp refused ${data.seccomp_refusals}`, "bad") : "",
       data.error ? el("span", { class: "error" }, ` ${data.error}`) : "");
     if (data.stdout) item.append(textBlock(data.stdout));
-    if (data.stderr) item.append(textBlock(data.stderr, { class: "out error-text" }));
+    if (data.stderr) item.append(textBlock(data.stderr, { class: "error-text" }));
   } else if (name === "run.completed") {
     item.append(outcome(data.status), ` ${data.reason}: `, data.detail || "",
       ` (${data.usage.steps} steps, ${data.usage.total_tokens} tokens, ${Math.round(data.duration_ms)} ms)`);
-    if (data.answer) item.append(el("h3", null, "Answer"), textBlock(data.answer, { class: "out answer" }));
+    if (data.answer) item.append(el("h3", null, "Answer"), textBlock(data.answer, { class: "answer" }));
   } else {
     item.append(typeof data.detail === "string" ? data.detail : JSON.stringify(data));
   }
@@ -241,8 +241,8 @@ export function renderRunDetail(answer) {
           ` ${call.tool} `, el("code", null, call.arguments)),
         call.result.error ? el("p", { class: "error" }, call.result.error) : null,
         call.result.stdout ? textBlock(call.result.stdout) : null,
-        call.result.stderr ? textBlock(call.result.stderr, { class: "out error-text" }) : null)))),
-    el("h4", null, "Answer"), textBlock(run.answer, { class: "out answer" })));
+        call.result.stderr ? textBlock(call.result.stderr, { class: "error-text" }) : null)))),
+    el("h4", null, "Answer"), textBlock(run.answer, { class: "answer" })));
 }
 
 // ----------------------------------------------------------------- audit
