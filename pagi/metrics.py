@@ -242,13 +242,25 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _series_of(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        key = (method, route, status)
+        found = self._series.get(key)
+        if found is None:
+            found = (
+                self.metrics.http_requests.labels(method, route, status),
+                self.metrics.http_duration.labels(method, route),
+            )
+            if len(self._series) < MAX_SERIES:
+                self._series[key] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"] if scope["method"] in HTTP_METHODS else OTHER
-        metrics = self.metrics
         started = time.perf_counter()
         status = 0
         done = False
@@ -258,9 +270,9 @@ class HttpMetricsMiddleware:
             if done:
                 return
             done = True
-            route = route_of(scope)
-            metrics.http_requests.labels(method, route, final_status).inc()
-            metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+            requests, duration = self._series_of(method, route_of(scope), final_status)
+            requests.inc()
+            duration.observe(time.perf_counter() - started)
 
         async def counting_send(message: Message) -> None:
             nonlocal status
@@ -270,7 +282,7 @@ class HttpMetricsMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish(status)
 
-        in_flight = metrics.http_in_flight.labels()
+        in_flight = self.metrics.http_in_flight.labels()
         in_flight.inc()
         try:
             await self.app(scope, receive, counting_send)
