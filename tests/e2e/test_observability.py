@@ -187,18 +187,18 @@ def test_runs_are_visible_to_whoever_started_them_and_to_operators(
     stack: Stack, token_for: Callable[..., str]
 ) -> None:
     agent_url = stack.settings.url_of("agent")
-    mine = httpx.post(
-        f"{agent_url}/api/v1/runs",
-        json={"goal": GOAL},
-        headers=bearer(token_for("agent", sub="bff")),
-        timeout=60,
-    ).json()["run"]
-    theirs = httpx.post(
-        f"{agent_url}/api/v1/runs",
-        json={"goal": GOAL},
-        headers=bearer(token_for("agent", sub="sandbox")),
-        timeout=60,
-    ).json()["run"]
+
+    def run_as(caller: str) -> dict:
+        answer = httpx.post(
+            f"{agent_url}/api/v1/runs",
+            json={"goal": GOAL},
+            headers=bearer(token_for("agent", sub=caller)),
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["run"]
+
+    mine, theirs = run_as("bff"), run_as("sandbox")
     assert mine["caller"] == "bff" and theirs["caller"] == "sandbox"
 
     def listed(token: str) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,22 +29,15 @@ from pagi.auth import (
     TrustStore,
     private_key_path,
 )
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, serve
+from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream
 
 BASE = "http://bff.test"
 SAME_ORIGIN = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
 
 
-@pytest.fixture(scope="module")
-def downstream() -> Iterator[tuple[FakeDownstream, str]]:
-    fake = FakeDownstream()
-    with serve(fake) as url:
-        yield fake, url
-
-
 @pytest.fixture
-def fake(downstream: tuple[FakeDownstream, str]) -> FakeDownstream:
-    server, _ = downstream
+def fake(fake_server: tuple[FakeDownstream, str]) -> FakeDownstream:
+    server, _ = fake_server
     server.received = []
     server.behaviours = {
         "/api/v1/policy": Behaviour(body={"version": "v1", "caller": "?"}),
@@ -77,9 +70,9 @@ async def console(keys_dir: Path, url: str, **settings: Any) -> AsyncIterator[ht
 
 @pytest.fixture
 async def client(
-    keys_dir: Path, downstream: tuple[FakeDownstream, str]
+    keys_dir: Path, fake_server: tuple[FakeDownstream, str]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with console(keys_dir, downstream[1]) as http:
+    async with console(keys_dir, fake_server[1]) as http:
         yield http
 
 
@@ -122,8 +115,8 @@ async def test_a_link_opens_a_session_held_in_an_httponly_strict_cookie(client, 
     assert again.status_code == 200 and again.json()["person"] == "operator"
 
 
-async def test_over_https_the_cookie_is_secure_and_host_only(keys_dir, downstream, link) -> None:
-    async with console(keys_dir, downstream[1]) as http:
+async def test_over_https_the_cookie_is_secure_and_host_only(keys_dir, fake_server, link) -> None:
+    async with console(keys_dir, fake_server[1]) as http:
         http.base_url = httpx.URL("https://bff.test")
         answer = await http.post(
             "/console/api/session",
@@ -248,8 +241,8 @@ async def test_signing_out_ends_the_session_on_the_server(client, link) -> None:
     assert (await client.get("/console/api/session")).status_code == 401
 
 
-async def test_an_idle_session_ends(keys_dir, downstream, link, monkeypatch) -> None:
-    async with console(keys_dir, downstream[1], pagi_console_idle_seconds=60) as http:
+async def test_an_idle_session_ends(keys_dir, fake_server, link, monkeypatch) -> None:
+    async with console(keys_dir, fake_server[1], pagi_console_idle_seconds=60) as http:
         await sign_in(http, link())
         assert (await http.get("/console/api/session")).status_code == 200
         later = time.monotonic() + 61
