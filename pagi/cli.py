@@ -59,6 +59,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         for name in services:
             where = settings.gateway_target if name == "gateway" else settings.url_of(name)
             print(f"  {name:<8} {where}", flush=True)
+        if "bff" in services:
+            print(
+                f"pagi up: the console is at {settings.url_of('bff')}/console/;"
+                " `pagi console` prints a sign-in link",
+                flush=True,
+            )
         print("pagi up: Ctrl-C stops them all.", flush=True)
         while not stopping.wait(0.5):
             dead = stack.first_exited()

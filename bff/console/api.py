@@ -39,9 +39,9 @@ from bff.console.sessions import Session
 from bff.fanout import DownstreamCall, call_downstream
 from bff.runs import relay_run
 from pagi import SERVICES
-from pagi.app import RequestId
+from pagi.app import RequestId, refuse_other_methods
 from pagi.auth import SIGN_IN_ISSUER, AuthError, is_person
-from pagi.errors import ApiError
+from pagi.errors import ApiError, ErrorBody
 from pagi.health import check_service
 from pagi.logging import log_event
 from pagi.metric_catalogue import CONSOLE_SIGN_INS
@@ -50,6 +50,28 @@ from pagi.request_id import current_request_id
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 1.0
+PASSED_STATUSES = frozenset({400, 403, 404, 409, 413, 422, 429, 503})
+"""A downstream refusal the page is shown with its own status; any other is a 502."""
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    words = {
+        400: "The body is not JSON, or the service refused the request.",
+        401: "Signed out: no session, or it ended (sign in with a link from `pagi console`).",
+        403: "Another site's request, a missing CSRF token, or the service refused the person.",
+        404: "Not found (for this person).",
+        409: "The service refused the change.",
+        413: "Too large.",
+        422: "Invalid request.",
+        429: "The service is busy; see Retry-After.",
+        502: "The service is unreachable or answered something else.",
+        503: "The service cannot answer now.",
+    }
+    return {status: {"model": ErrorBody, "description": words[status]} for status in statuses}
+
+
+READING = _errors(401, 422)
+RELAYED = _errors(*sorted(PASSED_STATUSES | {401, 502}))
 
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN)]
 
@@ -97,7 +119,7 @@ async def _as_person(
     if outcome.ok:
         return JSONResponse(outcome.body)
     status = outcome.body.get("status_code")
-    if not isinstance(status, int) or not 400 <= status < 600:
+    if status not in PASSED_STATUSES:
         status = 502
     return JSONResponse(
         {
@@ -112,11 +134,20 @@ async def _as_person(
 
 def build_console_router(request_model: type[RunRequest]) -> APIRouter:
     """The console's API routes; ``request_model`` bounds run requests as the agent does."""
-    router = APIRouter(prefix="/console/api", tags=["console"])
+    router = APIRouter(prefix="/console/api", tags=["console"], responses=READING)
+    # First: paths served by several methods, or that another route's template
+    # also matches (/runs/{run_id}): a wrong method is a 405 naming the right ones.
+    refuse_other_methods(router, "/session", ("GET", "POST", "DELETE"))
+    refuse_other_methods(router, "/runs/stream", ("POST",))
 
     # ------------------------------------------------------------- session
 
-    @router.post("/session", response_model=SessionInfo, summary="Sign in with a link's token")
+    @router.post(
+        "/session",
+        response_model=SessionInfo,
+        summary="Sign in with a link's token",
+        responses=_errors(400, 403, 413),
+    )
     async def sign_in(body: SignIn, request: Request, response: Response) -> SessionInfo:
         """Open a session for the person a sign-in link names; each link works once."""
         require_same_origin(request)
@@ -146,7 +177,7 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
         """The session, and the CSRF token the page sends with each change."""
         return _info(request, session)
 
-    @router.delete("/session", response_model=SignedOut, summary="Sign out")
+    @router.delete("/session", response_model=SignedOut, summary="Sign out", responses=_errors(403))
     async def sign_out(request: Request, response: Response, session: ConsoleChange) -> SignedOut:
         """End the session on the server and drop the cookie."""
         sessions_of(request).end(cookie_value(request))
@@ -186,17 +217,17 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
         }
         return Overview(services=services, sandbox=report)
 
-    @router.get("/policy", summary="The policy in force, as the person sees it")
+    @router.get("/policy", summary="The policy in force, as the person sees it", responses=RELAYED)
     async def policy(request: Request, session: ConsoleUser) -> JSONResponse:
         """The sandbox's policy status: version, last refused edit, summary, the person's tools."""
         return await _as_person(request, session, "sandbox", "GET", "/api/v1/policy")
 
-    @router.get("/tools", summary="The tools the person may run")
+    @router.get("/tools", summary="The tools the person may run", responses=RELAYED)
     async def tools(request: Request, session: ConsoleUser) -> JSONResponse:
         """The sandbox's tool list for the person."""
         return await _as_person(request, session, "sandbox", "GET", "/api/v1/tools")
 
-    @router.get("/audit", summary="The newest audit records (operators)")
+    @router.get("/audit", summary="The newest audit records (operators)", responses=RELAYED)
     async def audit(
         request: Request, session: ConsoleUser, limit: int = Query(50, ge=1, le=500)
     ) -> JSONResponse:
@@ -205,7 +236,7 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
             request, session, "sandbox", "GET", "/api/v1/audit", params={"limit": limit}
         )
 
-    @router.get("/runs", summary="Recent agent runs the person may see")
+    @router.get("/runs", summary="Recent agent runs the person may see", responses=RELAYED)
     async def runs(
         request: Request, session: ConsoleUser, limit: int = Query(20, ge=1, le=100)
     ) -> JSONResponse:
@@ -214,7 +245,7 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
             request, session, "agent", "GET", "/api/v1/runs", params={"limit": limit}
         )
 
-    @router.get("/runs/{run_id}", summary="One run with its steps")
+    @router.get("/runs/{run_id}", summary="One run with its steps", responses=RELAYED)
     async def run(request: Request, session: ConsoleUser, run_id: RunId) -> JSONResponse:
         """The agent's record of the run, if the person may see it."""
         return await _as_person(request, session, "agent", "GET", f"/api/v1/runs/{run_id}")
@@ -228,7 +259,7 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
 
     # ------------------------------------------------------------- changing
 
-    @router.post("/execute", summary="Run a tool as the person")
+    @router.post("/execute", summary="Run a tool as the person", responses=RELAYED)
     async def execute(request: Request, session: ConsoleChange, body: ToolRequest) -> JSONResponse:
         """The sandbox's answer: the run's result, or its refusal (403 for a tool not theirs)."""
         return await _as_person(
@@ -241,7 +272,11 @@ def build_console_router(request_model: type[RunRequest]) -> APIRouter:
             body=body.model_dump(exclude_none=True),
         )
 
-    @router.post("/runs/stream", summary="Work a goal as the person; its events as they happen")
+    @router.post(
+        "/runs/stream",
+        summary="Work a goal as the person; its events as they happen",
+        responses={**RELAYED, 200: {"content": {"text/event-stream": {}}}},
+    )
     async def run_stream(
         request: Request,
         session: ConsoleChange,

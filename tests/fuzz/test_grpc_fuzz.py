@@ -31,6 +31,10 @@ ANSWER_WITHIN = 3.0
 """Answers take milliseconds (13 ms at most, measured); this bound leaves a loaded CI
 machine room, and is well inside the call's timeout so that a late answer fails too."""
 MAX_PROMPT_BYTES = GatewaySettings.model_fields["pagi_gateway_max_prompt_bytes"].default
+MAX_CONVERSATION_BYTES = GatewaySettings.model_fields["pagi_gateway_max_conversation_bytes"].default
+# gRPC itself refuses a message above the largest request the gateway takes
+# (a Decide conversation), before any handler parses it.
+MAX_MESSAGE_BYTES = max(MAX_PROMPT_BYTES, MAX_CONVERSATION_BYTES) + MESSAGE_OVERHEAD_BYTES
 MAX_STEPS = GatewaySettings.model_fields["pagi_gateway_max_steps"].default
 
 
@@ -59,7 +63,7 @@ def assert_serving(channel: grpc.Channel) -> None:
 
 def expected_status(request: model_gateway_pb2.PlanRequest) -> grpc.StatusCode:
     """The status the gateway's documented limits call for."""
-    if request.ByteSize() > MAX_PROMPT_BYTES + MESSAGE_OVERHEAD_BYTES:
+    if request.ByteSize() > MAX_MESSAGE_BYTES:
         return grpc.StatusCode.RESOURCE_EXHAUSTED  # refused by gRPC before it is parsed
     too_long = len(request.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES
     if not request.prompt.strip() or too_long or request.max_steps > MAX_STEPS:
