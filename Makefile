@@ -35,6 +35,14 @@ test: $(STAMP)
 	@test -x /usr/bin/chromium || { \
 		echo "installing chromium (the console's browser tests drive it)"; \
 		apt-get update -qq && apt-get install -y -qq chromium; }
+	@# The memory's PostgreSQL tests start a throwaway server of their own (initdb
+	@# in a temporary directory); the package's default cluster is not needed, so
+	@# it is stopped if the install started it.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing postgresql (the memory's tests run a throwaway PostgreSQL server)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+		&& { pg_lsclusters --no-header 2>/dev/null | awk '$$4 == "online" {print $$1, $$2}' \
+		| while read -r version cluster; do pg_ctlcluster "$$version" "$$cluster" stop; done; }; }
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

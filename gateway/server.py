@@ -35,6 +35,18 @@ MESSAGE_OVERHEAD_BYTES = 4096
 MAX_CONCURRENT_RPCS = 512
 
 
+def max_receive_bytes(settings: GatewaySettings) -> int:
+    """The largest message the gateway reads; gRPC refuses a larger one unparsed.
+
+    Room for the largest request a setting allows (a prompt or a whole
+    conversation), plus the message's own framing.
+    """
+    largest = max(
+        settings.pagi_gateway_max_prompt_bytes, settings.pagi_gateway_max_conversation_bytes
+    )
+    return largest + MESSAGE_OVERHEAD_BYTES
+
+
 def build_backend(settings: GatewaySettings) -> PlanBackend:
     """The backend the settings choose (raises RuntimeError when it cannot be built)."""
     if settings.model_backend == "openai":
@@ -89,14 +101,7 @@ async def start_server(
         # Metrics first (outermost): calls the auth interceptor refuses are counted too.
         interceptors=[MetricsInterceptor(), AuthInterceptor(verifier, settings.allowed_callers)],
         options=[
-            (
-                "grpc.max_receive_message_length",
-                max(
-                    settings.pagi_gateway_max_prompt_bytes,
-                    settings.pagi_gateway_max_conversation_bytes,
-                )
-                + MESSAGE_OVERHEAD_BYTES,
-            ),
+            ("grpc.max_receive_message_length", max_receive_bytes(settings)),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # Without this a second gateway on the same port would silently
             # share it instead of failing to start.

@@ -1,1 +1,1 @@
-"""The memory service: records persisted in SQLite, newest first."""
+"""The memory service: records in SQLite (default) or PostgreSQL, newest first."""

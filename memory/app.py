@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from memory.records import router as records_router
 from memory.runs import router as runs_router
 from memory.settings import MemorySettings
-from memory.store import MemoryStore, StoreUnavailable
+from memory.store import StoreUnavailable, create_store
 from pagi.app import create_app as create_service_app
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.logging import log_event
@@ -24,27 +24,31 @@ _BODY_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(settings: MemorySettings) -> FastAPI:
-    """The memory service: records and agent runs in SQLite behind token-checked routes."""
-    store = MemoryStore(
-        settings.db_path,
-        settings.pagi_memory_busy_timeout_seconds,
-        max_records=settings.pagi_memory_max_records or None,
-        max_runs=settings.pagi_memory_max_runs or None,
-    )
+    """The memory service: records and agent runs in SQLite or PostgreSQL, token-checked."""
+    store = create_store(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await store.open()
-            log_event(logger, "database_opened", path=str(store.path))
+            log_event(logger, "database_opened", backend=store.backend, location=store.location)
         except StoreUnavailable as exc:
             # Keep serving: requests get 503 until the database can be opened.
-            log_event(logger, "database_unavailable", logging.ERROR, reason=exc.reason)
-        yield
-        await store.close()
+            log_event(
+                logger,
+                "database_unavailable",
+                logging.ERROR,
+                reason=exc.reason,
+                backend=store.backend,
+                location=store.location,
+            )
+        try:
+            yield
+        finally:
+            await store.close()
 
     async def health_extra(request: Request) -> dict[str, Any]:
-        return {"database": store.state}
+        return {"database": store.state, "database_backend": store.backend}
 
     max_content = settings.pagi_memory_max_content_bytes
     largest = max(max_content, settings.pagi_memory_max_run_bytes)

@@ -167,6 +167,16 @@ class Sandbox:
                 "audit_unavailable",
                 "the audit log cannot be written; no tool runs until it can",
             )
+        if tool.egress is not None and not getattr(self.runner, "runs_egress", False):
+            # Fail closed: a tool given an allowlist never silently runs with
+            # no network, nor with more of it.
+            raise ApiError(
+                503,
+                "egress_unavailable",
+                f"tool {name!r} reaches the network through the egress proxy, which this"
+                " runner does not provide; nothing ran",
+                tool=name,
+            )
         missing = self.runner.missing_layers(snapshot.required_layers)
         if missing:
             raise ApiError(
@@ -195,6 +205,7 @@ class Sandbox:
             "signal": result.signal,
             "limit_hit": result.limit_hit,
             "seccomp_refusals": result.seccomp_refusals,
+            "seccomp_denials": result.seccomp_denials,
             "stdout_truncated": result.stdout_truncated,
             "stderr_truncated": result.stderr_truncated,
             "run_ms": round(result.duration_ms, 3),
@@ -508,6 +519,10 @@ def create_app(
             "policy": {
                 "version": store.current.version,
                 "last_edit_refused": store.last_error is not None,
+                "dangerously_allow_host_network": (
+                    store.current.document.sandbox.dangerously_allow_host_network
+                ),
+                "host_network_tools": len(store.current.host_network_tools),
             },
             "audit": {"writable": sandbox.audit.error is None},
             "admission": sandbox.admission.stats(),

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.spec import LimitName, RunResult
 
-ToolStatus = Literal["ok", "error", "timeout", "limit", "killed"]
+ToolStatus = Literal["ok", "error", "timeout", "limit", "killed", "supervisor_died"]
 """How a run ended, in one word:
 
 - ``ok``: exited with status 0;
@@ -17,7 +17,10 @@ ToolStatus = Literal["ok", "error", "timeout", "limit", "killed"]
 - ``timeout``: killed at the wall-clock limit (``limit_hit = "wall_time"``);
 - ``limit``: stopped by another limit (cpu, memory, file size, processes,
   open files) or its output was cut at the cap (``limit_hit`` says which);
-- ``killed``: ended by a signal that no limit explains (e.g. a seccomp kill).
+- ``killed``: ended by a signal that no limit explains (e.g. a seccomp kill);
+- ``supervisor_died``: the jail's init, which times the tool and reports its
+  status, died first; the kernel then ended the tool (``signal`` 9). What the
+  tool wrote until then is in ``stdout`` and ``stderr``.
 """
 
 
@@ -49,6 +52,11 @@ class ToolResult(BaseModel):
     stderr_truncated: bool
     limit_hit: LimitName | None = None
     seccomp_refusals: int = Field(0, description="System calls the seccomp filter refused.")
+    seccomp_denials: dict[str, int] = Field(
+        default_factory=dict,
+        description="Those refusals by syscall name (the first 64 distinct ones of the run;"
+        " the rest under '(other syscalls)').",
+    )
     executor: Literal["cold", "warm"]
     tool: str
     policy_version: str
@@ -70,6 +78,8 @@ def _clean_text(text: str) -> str:
 
 def tool_status_of(result: RunResult) -> ToolStatus:
     """The one-word outcome of a run (see :data:`ToolStatus`)."""
+    if result.supervisor_died:
+        return "supervisor_died"
     if result.limit_hit == "wall_time":
         return "timeout"
     if result.limit_hit is not None:
@@ -93,6 +103,7 @@ def response_of(result: RunResult, tool: str, policy_version: str) -> ExecuteToo
             stderr_truncated=result.stderr_truncated,
             limit_hit=result.limit_hit,
             seccomp_refusals=result.seccomp_refusals,
+            seccomp_denials=result.seccomp_denials,
             executor=result.path,
             tool=tool,
             policy_version=policy_version,

@@ -9,6 +9,9 @@ come as one :class:`PolicyError` naming the file, each key path and its line.
 
 Missing keys take the safe default: no network, the default limits, every
 isolation layer required except ``cgroup``, and no caller allowed anything.
+A tool reaches the network only through the egress proxy, by the hosts its
+``[tools.NAME.network]`` table allows; the host's whole network
+(``network = true``) needs ``[sandbox] dangerously_allow_host_network``.
 """
 
 from __future__ import annotations
@@ -22,21 +25,29 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     ValidationError,
     model_validator,
 )
 
 from pagi import IDENTITIES
+from sandbox.egress import config as egress_config
+from sandbox.egress.addresses import non_public_kind, permitted_private, public_part
+from sandbox.egress.config import EgressLimits, EgressPolicy
+from sandbox.egress.rules import RuleError, RuleSet, parse_rule
 from sandbox.jail.layer import LAYERS
 from sandbox.policy_lines import key_lines, line_of
 from sandbox.spec import RunLimits
@@ -180,6 +191,121 @@ class ToolLimits(PolicyModel):
     stack_bytes: StackBytes | None = None
 
 
+def _allow_rule(text: str) -> str:
+    try:
+        parse_rule(text)
+    except RuleError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _deny_rule(text: str) -> str:
+    try:
+        parse_rule(text, deny=True)
+    except RuleError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _private_network(text: str) -> str:
+    if any(c.isspace() for c in text) or "%" in text:
+        raise ValueError(f"{text!r}: a network is written like 10.0.0.0/8, fd00::/8 or 127.0.0.1")
+    try:
+        network = ip_network(text.removeprefix("[").removesuffix("]"), strict=True)
+    except ValueError as exc:
+        loose = None
+        try:
+            loose = ip_network(text, strict=False)
+        except ValueError:
+            pass
+        if loose is not None:
+            raise ValueError(
+                f"{text!r} is not a network: it has host bits set (did you mean {loose}?)"
+            ) from None
+        raise ValueError(f"{text!r} is not an IP network ({exc})") from None
+    public = public_part(network)
+    if public is not None:
+        raise ValueError(
+            f"{text!r} covers public addresses (e.g. {public.network_address}): allow_private"
+            " lists only non-public ranges; a public destination needs only an allow rule"
+        )
+    return text
+
+
+def _egress_bound(limit: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+    return limit[1], limit[2]
+
+
+AllowRule = Annotated[str, AfterValidator(_allow_rule)]
+DenyRule = Annotated[str, AfterValidator(_deny_rule)]
+PrivateNetwork = Annotated[str, AfterValidator(_private_network)]
+_floor, _ceiling = _egress_bound(egress_config.MAX_CONNECTIONS)
+EgressConnections = Annotated[int, Field(ge=_floor, le=_ceiling)]
+_floor, _ceiling = _egress_bound(egress_config.MAX_TRANSFER_BYTES)
+EgressBytes = _bounded_size(_floor, _ceiling)
+_floor, _ceiling = _egress_bound(egress_config.CONNECT_TIMEOUT_SECONDS)
+ConnectTimeout = Annotated[float, Field(ge=_floor, le=_ceiling)]
+_floor, _ceiling = _egress_bound(egress_config.IDLE_TIMEOUT_SECONDS)
+IdleTimeout = Annotated[float, Field(ge=_floor, le=_ceiling)]
+
+
+class NetworkPolicy(PolicyModel):
+    """``[tools.NAME.network]``: the hosts a tool may reach through the egress proxy."""
+
+    allow: _array(AllowRule) = Field(min_length=1, max_length=256)
+    """``host``, ``*.domain`` (strict subdomains), an IP literal; optional ``:port``
+    (without one: 80 and 443)."""
+    deny: _array(DenyRule) = Field((), max_length=256)
+    """Checked first; without a port a deny rule covers every port."""
+    allow_private: _array(PrivateNetwork) = Field((), max_length=64)
+    """Non-public networks (loopback, private, link-local...) the tool may reach."""
+    max_connections: EgressConnections = egress_config.MAX_CONNECTIONS[0]
+    max_transfer_bytes: EgressBytes = egress_config.MAX_TRANSFER_BYTES[0]
+    connect_timeout_seconds: ConnectTimeout = egress_config.CONNECT_TIMEOUT_SECONDS[0]
+    idle_timeout_seconds: IdleTimeout = egress_config.IDLE_TIMEOUT_SECONDS[0]
+
+    def egress_policy(self) -> EgressPolicy:
+        """The parsed rules and limits the proxy enforces for a run of this tool."""
+        return EgressPolicy(
+            rules=RuleSet.parse(self.allow, self.deny),
+            allow_private=tuple(
+                ip_network(text.removeprefix("[").removesuffix("]")) for text in self.allow_private
+            ),
+            limits=EgressLimits(
+                max_connections=self.max_connections,
+                max_transfer_bytes=self.max_transfer_bytes,
+                connect_timeout_seconds=self.connect_timeout_seconds,
+                idle_timeout_seconds=self.idle_timeout_seconds,
+            ),
+        )
+
+
+_NETWORK_SWITCH = "(switch)"
+_NETWORK_TABLE = "(table)"
+_UNION_TAGS = frozenset({_NETWORK_SWITCH, _NETWORK_TABLE})
+"""Tags pydantic puts in an error's location; never part of a key path."""
+
+
+def _network_kind(value: object) -> str | None:
+    if isinstance(value, bool):
+        return _NETWORK_SWITCH
+    if isinstance(value, dict | NetworkPolicy):
+        return _NETWORK_TABLE
+    return None
+
+
+NetworkSetting = Annotated[
+    Annotated[bool, Tag(_NETWORK_SWITCH)] | Annotated[NetworkPolicy, Tag(_NETWORK_TABLE)],
+    Discriminator(
+        _network_kind,
+        custom_error_type="network_setting",
+        custom_error_message="network is false, a [tools.NAME.network] table of allowed hosts,"
+        " or true (the host's whole network, only with"
+        " [sandbox] dangerously_allow_host_network = true)",
+    ),
+]
+
+
 class ToolPolicy(PolicyModel):
     """``[tools.NAME]``: one tool a caller may ask the sandbox to run."""
 
@@ -191,7 +317,10 @@ class ToolPolicy(PolicyModel):
     code_file: FileName | None = None
     max_code_bytes: CodeBytes = 64 * KIB
     limits: ToolLimits = ToolLimits()
-    network: bool = False
+    network: NetworkSetting = False
+    """``false``: no network at all. A table: the hosts the tool may reach through
+    the egress proxy. ``true``: the host's whole network (needs the sandbox-wide
+    ``dangerously_allow_host_network``)."""
     readable_paths: _array(AbsolutePath) = Field((), max_length=64)
     denied_syscalls: _array(SyscallName) = Field((), max_length=256)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=64)
@@ -217,6 +346,16 @@ class ToolPolicy(PolicyModel):
             )
         return self
 
+    @property
+    def host_network(self) -> bool:
+        """Whether the tool runs in the host's network stack (``network = true``)."""
+        return self.network is True
+
+    @property
+    def egress(self) -> NetworkPolicy | None:
+        """The tool's egress table, when it reaches the network through the proxy."""
+        return self.network if isinstance(self.network, NetworkPolicy) else None
+
 
 class CallerPolicy(PolicyModel):
     """``[callers.SUBJECT]``: what the holder of a token with this subject may run."""
@@ -231,6 +370,9 @@ class SandboxTable(PolicyModel):
     queue_length: Annotated[int, Field(ge=0, le=QUEUE_LENGTH_CEILING)] = 16
     queue_wait_seconds: Annotated[float, Field(ge=0, le=QUEUE_WAIT_SECONDS_CEILING)] = 10.0
     required_layers: _array(LayerName) = DEFAULT_REQUIRED_LAYERS
+    dangerously_allow_host_network: bool = False
+    """Lets a tool set ``network = true``: the host's whole network, no egress
+    rules, the cloud metadata address and the service's own ports included."""
 
 
 class PolicyDocument(PolicyModel):
@@ -308,6 +450,8 @@ class PolicySnapshot:
     loaded_at: datetime
     limits: Mapping[str, RunLimits] = field(default_factory=lambda: MappingProxyType({}))
     """Each tool's effective limits (defaults merged with its overrides)."""
+    egress: Mapping[str, EgressPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    """What each tool with a ``[tools.NAME.network]`` table may reach, parsed once."""
 
     def tool(self, name: str) -> ToolPolicy | None:
         """The tool called ``name``, if the policy has it."""
@@ -335,6 +479,15 @@ class PolicySnapshot:
         sizes = [t.max_code_bytes for t in self.document.tools.values() if t.code != "none"]
         return max(sizes, default=0)
 
+    def egress_of(self, name: str) -> EgressPolicy | None:
+        """The egress rules and limits of tool ``name`` under this version (None: no proxy)."""
+        return self.egress.get(name)
+
+    @property
+    def host_network_tools(self) -> list[str]:
+        """Tools given the host's whole network (``network = true``)."""
+        return sorted(n for n, t in self.document.tools.items() if t.host_network)
+
     @property
     def required_layers(self) -> frozenset[str]:
         """The isolation layers every run needs."""
@@ -354,7 +507,9 @@ class PolicySnapshot:
                     "code_file": tool.code_file,
                     "max_code_bytes": tool.max_code_bytes,
                     "executor": tool.executor,
-                    "network": tool.network,
+                    "network": tool.network is not False,
+                    "host_network": tool.host_network,
+                    "egress": tool.egress.model_dump(mode="json") if tool.egress else None,
                     "readable_paths": list(tool.readable_paths),
                     "denied_syscalls": list(tool.denied_syscalls),
                     "env": sorted(tool.env),
@@ -439,6 +594,8 @@ def _friendly_message(error: Any) -> str:
         return "unknown key (not part of the policy format)"
     if kind == "missing":
         return "required key is missing"
+    if kind == "too_short" and tuple(error.get("loc", ()))[-1:] == ("allow",):
+        return "allow lists at least one host (a tool that reaches nothing needs no network table)"
     if kind == "string_pattern_mismatch":
         names = [part for part in error.get("loc", ()) if isinstance(part, str)]
         for name in reversed(names):
@@ -452,7 +609,7 @@ def _validation_problems(
 ) -> list[PolicyProblem]:
     problems = []
     for error in exc.errors(include_url=False):
-        loc = tuple(error.get("loc", ()))
+        loc = tuple(part for part in error.get("loc", ()) if part not in _UNION_TAGS)
         problems.append(PolicyProblem(_dotted(loc), line_of(lines, loc), _friendly_message(error)))
     return sorted(problems, key=lambda p: p.line or 0)
 
@@ -503,6 +660,39 @@ def _semantic_problems(
         for key in tool.env:
             if key.startswith("LD_"):
                 problem(("tools", name, "env", key), "LD_* variables are not passed to tools")
+        if tool.host_network and not document.sandbox.dangerously_allow_host_network:
+            problem(
+                ("tools", name, "network"),
+                "network = true gives the tool the host's whole network (the cloud metadata"
+                " address, the LAN and PAGI's own ports included); list the hosts it needs in a"
+                f" [tools.{name}.network] table instead, or set [sandbox]"
+                " dangerously_allow_host_network = true to keep it",
+            )
+        if tool.egress is not None:
+            problems.extend(_egress_problems(name, tool.egress, lines))
+    return problems
+
+
+def _egress_problems(
+    name: str, table: NetworkPolicy, lines: dict[tuple[str, ...], int]
+) -> list[PolicyProblem]:
+    """An allow rule for a non-public address that allow_private does not open is dead."""
+    problems = []
+    egress = table.egress_policy()
+    for index, rule in enumerate(egress.rules.allow):
+        if rule.address is None:
+            continue
+        kind = non_public_kind(rule.address)
+        if kind is not None and permitted_private(rule.address, egress.allow_private) is None:
+            loc = ("tools", name, "network", "allow", index)
+            problems.append(
+                PolicyProblem(
+                    _dotted(loc),
+                    line_of(lines, loc),
+                    f"{rule.text!r} is a {kind} address: add it to allow_private too,"
+                    " or the proxy refuses it",
+                )
+            )
     return problems
 
 
@@ -548,6 +738,13 @@ def parse_policy(data: bytes, source: Path, context: PolicyContext | None = None
         source=source,
         loaded_at=datetime.now(UTC),
         limits=MappingProxyType(_effective_limits(document)),
+        egress=MappingProxyType(
+            {
+                name: tool.egress.egress_policy()
+                for name, tool in document.tools.items()
+                if tool.egress
+            }
+        ),
     )
 
 
@@ -567,14 +764,17 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
         f"sandbox: {sandbox['max_concurrent_runs']} concurrent runs,"
         f" queue {sandbox['queue_length']} (wait <= {sandbox['queue_wait_seconds']} s)",
         f"required layers: {', '.join(sandbox['required_layers']) or '(none)'}",
-        "tools:",
     ]
+    if snapshot.document.sandbox.dangerously_allow_host_network:
+        hosts = ", ".join(snapshot.host_network_tools) or "(no tool uses it)"
+        out.append(f"WARNING: dangerously_allow_host_network: the host's whole network for {hosts}")
+    out.append("tools:")
     for name, tool in summary["tools"].items():
         limits = tool["limits"]
         code = tool["code"] if tool["code"] != "file" else f"file {tool['code_file']}"
+        network = "host" if tool["host_network"] else "egress" if tool["egress"] else "off"
         out.append(
-            f"  {name:<12} code={code} executor={tool['executor']}"
-            f" network={'on' if tool['network'] else 'off'}"
+            f"  {name:<12} code={code} executor={tool['executor']} network={network}"
             + (f" max_code={tool['max_code_bytes']}B" if tool["code"] != "none" else "")
         )
         out.append(
@@ -582,6 +782,19 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
             f" memory={limits['memory_bytes'] // MIB}MiB processes={limits['processes']}"
             f" open_files={limits['open_files']} output={limits['output_bytes'] // KIB}KiB"
         )
+        egress = tool["egress"]
+        if egress:
+            out.append(f"  {'':<12} allow: {', '.join(egress['allow'])}")
+            if egress["deny"]:
+                out.append(f"  {'':<12} deny: {', '.join(egress['deny'])}")
+            if egress["allow_private"]:
+                out.append(f"  {'':<12} allow_private: {', '.join(egress['allow_private'])}")
+            out.append(
+                f"  {'':<12} max_connections={egress['max_connections']}"
+                f" max_transfer={egress['max_transfer_bytes'] // KIB}KiB"
+                f" connect_timeout={egress['connect_timeout_seconds']}s"
+                f" idle_timeout={egress['idle_timeout_seconds']}s"
+            )
     out.append("callers:")
     for caller, tools in summary["callers"].items():
         out.append(f"  {caller:<12} {', '.join(tools) or '(nothing)'}")

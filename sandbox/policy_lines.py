@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-KeyPath = tuple[str, ...]
+KeyPath = tuple[str | int, ...]
 
 _HEADER = re.compile(r"^\s*\[\[?\s*(?P<key>[^\]]+?)\s*\]\]?\s*(#.*)?$")
 _INLINE_KEY = re.compile(r"""(?P<key>[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')\s*=""")
@@ -63,11 +64,59 @@ def _record(found: dict[KeyPath, int], path: KeyPath, line: int) -> None:
         found.setdefault(path[:end], line)
 
 
+@dataclass
+class _Array:
+    """An array value being read, possibly over several lines."""
+
+    path: KeyPath
+    depth: int = 0
+    index: int = 0
+    item_seen: bool = False
+    quote: str | None = None
+
+    def scan(self, text: str, number: int, found: dict[KeyPath, int]) -> bool:
+        """Note the line of each top-level item in ``text``; True once the array is closed."""
+        for char in text:
+            if self.quote:
+                if char == self.quote:
+                    self.quote = None
+                continue
+            if char == "#":
+                break
+            if char in " \t":
+                continue
+            if self.depth == 1 and char not in ",]" and not self.item_seen:
+                found.setdefault(self.path + (self.index,), number)
+                self.item_seen = True
+            if char in "\"'":
+                self.quote = char
+            elif char in "[{":
+                self.depth += 1
+            elif char in "]}":
+                self.depth -= 1
+                if self.depth == 0:
+                    return True
+            elif char == "," and self.depth == 1:
+                self.index += 1
+                self.item_seen = False
+        self.quote = None  # a string never spans lines here (multi-line strings: best effort)
+        return False
+
+
 def key_lines(text: str) -> dict[KeyPath, int]:
-    """Map every table and key path found in ``text`` to its first line (1-based)."""
+    """Map every table and key path found in ``text`` to its first line (1-based).
+
+    Items of an array get their own line too (``("tools", "x", "argv", 2)``),
+    so an error in the third entry of a multi-line list points at that entry.
+    """
     found: dict[KeyPath, int] = {}
     table: KeyPath = ()
+    array: _Array | None = None
     for number, line in enumerate(text.splitlines(), start=1):
+        if array is not None:
+            if array.scan(line, number, found):
+                array = None
+            continue
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -82,7 +131,11 @@ def key_lines(text: str) -> dict[KeyPath, int]:
         path = table + _split_dotted(key)
         _record(found, path, number)
         value = line.split("=", 1)[1].strip()
-        if value.startswith("{"):
+        if value.startswith("["):
+            array = _Array(path)
+            if array.scan(value, number, found):
+                array = None
+        elif value.startswith("{"):
             for inner in _INLINE_KEY.finditer(value):
                 found.setdefault(path + _split_dotted(inner.group("key")), number)
     return found
@@ -90,9 +143,11 @@ def key_lines(text: str) -> dict[KeyPath, int]:
 
 def line_of(lines: dict[KeyPath, int], loc: Sequence[object]) -> int | None:
     """The line of the longest known prefix of ``loc`` (a pydantic error location)."""
-    keys: list[str] = []
+    keys: list[str | int] = []
     for part in loc:
-        if not isinstance(part, str) or part.startswith("["):
+        if isinstance(part, bool) or not isinstance(part, str | int):
+            break
+        if isinstance(part, str) and part.startswith("["):
             break
         keys.append(part)
     for end in range(len(keys), 0, -1):

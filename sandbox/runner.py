@@ -19,6 +19,12 @@ run takes a free slot whose spare fits it (:class:`_SlotPool`); without
 one, it starts its jail itself and hands the payload in right behind the
 config.
 
+The service supervises each run from outside the run's reach: its own
+wall clock (:data:`WALL_GRACE_SECONDS` after the limit), the run's CPU time
+from the slot's cgroup (:func:`_watch_cpu`), the memory verdict from the
+group's OOM kills, and what the jail's init reports; a run whose init died
+is reported as such, with what the tool wrote.
+
 Everything here is asynchronous on the event loop: pipes are read and
 written with loop readers/writers, never with a blocking call.
 """
@@ -26,10 +32,12 @@ written with loop readers/writers, never with a blocking call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections import deque
@@ -37,8 +45,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pagi.logging import log_event
 from sandbox.jail import LAYERS
-from sandbox.jail.bpf import allowlist_size, compile_filter
+from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
     CgroupUnavailable,
     RunCgroup,
@@ -49,16 +58,39 @@ from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
 from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
-from sandbox.jail.mountns import beneath, outermost
-from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, probe_reported
+from sandbox.jail.lock_pins import LockPins
+from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
+from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
 
-LAUNCHER = str(Path(__file__).resolve().parent / "jail" / "launch.py")
+logger = logging.getLogger(__name__)
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+"""Where the jail's code is imported from: the dir holding the `sandbox` package."""
+LAUNCH_SCRIPT = "sandbox/jail/launch.py"
+
+
+def launcher_path(package_fd: int) -> str:
+    """The launch script named through an fd open on :data:`PACKAGE_ROOT` (``/proc/self/fd/N``).
+
+    The jail's processes import its code through that name, so none of
+    them (nor a warm tool, in the zygote's interpreter) holds where the
+    code lives on the host: its modules' files, its frames, its command line.
+    """
+    return f"/proc/self/fd/{package_fd}/{LAUNCH_SCRIPT}"
+
+
 JAIL_UID = 65534
 JAIL_GID = 65534
+WALL_GRACE_SECONDS = 0.5
+"""The service's own clock: a run without a status this long after its wall limit
+(counted from the payload's hand-over) is killed from outside and times out."""
+CPU_POLL_SECONDS = 0.05
+"""Shortest wait between two reads of a run's CPU time: it may overrun its CPU limit by
+about this much per CPU the service's runs may use."""
 BACKSTOP_SECONDS = 3.0
-"""Grace after the wall limit before the service kills a run's jail itself."""
+"""How long a killed run's pipes, or an ended run's init, may take to close."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
 PROBE_WALL_SECONDS = 30
 """Generous: the probe must not fail for a machine busy at start-up."""
@@ -66,7 +98,7 @@ PROBE_ATTEMPTS = 3
 PROBE_RETRY_SECONDS = 1.0
 """Wait before the second probe (doubling for later ones, up to REPROBE_MAX_SECONDS)."""
 REPROBE_MAX_SECONDS = 60.0
-RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004)
+RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
 """Waits for a finished run's last processes to leave its slot before they are killed."""
 DEFAULT_SLOTS = 8
 """Runs in flight at once; more wait for a free slot (the service admits fewer)."""
@@ -81,6 +113,12 @@ SYSTEM_READ_PATHS: tuple[str, ...] = (
 """Always visible read-only in the jail (besides the interpreter prefix and policy paths)."""
 
 
+OTHER_SYSCALLS = "(other syscalls)"
+"""Refusals of syscalls beyond the first 64 distinct ones of a run."""
+FOREIGN_ABI = "(foreign ABI: process killed)"
+"""A syscall of another architecture (i386, x32): the filter kills the process."""
+
+
 class RunnerUnavailable(Exception):
     """The jail cannot be set up for this run: nothing ran (the service answers 503)."""
 
@@ -90,21 +128,25 @@ class RunnerUnavailable(Exception):
 
 
 class _Report:
-    """What the jail wrote on the report pipe."""
+    """What the jail wrote on its report socket."""
 
     def __init__(self) -> None:
         self.jail_pid: int | None = None
+        """The process to kill to end the run: init (or, until init says so, its launcher)."""
         self.failed_layer: tuple[str, str] | None = None
         self.exit_code: int | None = None
         self.signal: int | None = None
         self.refusals = 0
+        self.refused: dict[int, int] = {}
+        """Refusals per syscall number (-1: syscalls beyond those init names)."""
         self.wall_timeout = False
         self.ran_cold = False
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str, sender: int | None) -> None:
+        """Take one line; `sender`: the pid (as the service sees it) of its writer."""
         word, _, rest = line.partition(" ")
         if word == "jail":
-            self.jail_pid = int(rest)
+            self.jail_pid = sender  # the launcher, then init once it is up
         elif word == "layer_failed" and self.failed_layer is None:
             layer, _, reason = rest.partition(" ")
             self.failed_layer = (layer, reason)
@@ -113,7 +155,11 @@ class _Report:
         elif word == "signal":
             self.signal = int(rest)
         elif word == "refusals":
-            self.refusals = int(rest)
+            total, *counts = rest.split()
+            self.refusals = int(total)
+            for item in counts:
+                number, _, count = item.partition(":")
+                self.refused[int(number)] = int(count)
         elif word == "wall_timeout":
             self.wall_timeout = True
         elif word == "cold":
@@ -121,7 +167,7 @@ class _Report:
 
 
 class _ReportReader:
-    """Reads a jail's report pipe on the loop, from the jail's start to its end (EOF).
+    """Reads a jail's report socket on the loop, from the jail's start to its end (EOF).
 
     ``finished``: the tool's status arrived (or EOF). That is the last line
     that matters for the result: after it, init exits and the kernel kills
@@ -139,29 +185,40 @@ class _ReportReader:
         self.ended: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._fd = fd
+        self._socket = socket.socket(fileno=fd)
+        self._socket.setblocking(False)
         self._pending = bytearray()
-        os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
         try:
-            chunk = os.read(self._fd, 1 << 16)
-        except BlockingIOError:
+            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _CREDENTIALS_SPACE)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            chunk = b""
+            chunk, ancillary = b"", []
         if not chunk or len(self._pending) > 1 << 16:
             self._loop.remove_reader(self._fd)
             for future in (self.finished, self.ended):
                 if not future.done():
                     future.set_result(None)
             return
+        # One sender per read: the kernel does not merge writes of processes
+        # with different credentials.
+        sender = next(
+            (
+                _CREDENTIALS.unpack(data[: _CREDENTIALS.size])[0]
+                for level, kind, data in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+            ),
+            None,
+        )
         self._pending.extend(chunk)
         while b"\n" in self._pending:
             line, _, rest = bytes(self._pending).partition(b"\n")
             self._pending[:] = rest
             try:
-                self.report.feed(line.decode("utf-8", "replace"))
+                self.report.feed(line.decode("utf-8", "replace"), sender)
             except ValueError:
                 continue
         if self.report.exit_code is not None or self.report.signal is not None:
@@ -169,10 +226,10 @@ class _ReportReader:
                 self.finished.set_result(None)
 
     def close(self) -> None:
-        """Stop reading and close the pipe (idempotent)."""
+        """Stop reading and close the socket (idempotent)."""
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            os.close(self._fd)
+            self._socket.close()
             self._fd = -1
         for future in (self.finished, self.ended):
             if not future.done():
@@ -188,11 +245,15 @@ class _Zygote:
         modules: Sequence[str],
         cgroup_files: list[str],
         template: tuple[str, list[str], list[str]],
+        runs_root: Path,
+        package_fd: int,
     ) -> None:
+        self.package_fd = package_fd
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
-        self.template = template  # root dir, read-only paths, hidden paths
+        self.template = template  # root dir (in runs_root), read-only paths, hidden paths
+        self.runs_root = runs_root
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self.runs = 0
@@ -203,33 +264,43 @@ class _Zygote:
             root = "-"  # no shared root: each run builds its own
         # SEQPACKET: one request per message, never merged or split.
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen(
-            [
-                self.python,
-                "-I",
-                "-S",
-                LAUNCHER,
-                "--zygote",
-                str(child_end.fileno()),
-                ",".join(self.cgroup_files) or "-",
-                root,
-                ":".join(read_paths),
-                ":".join(hidden_paths),
-                *self.modules,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(child_end.fileno(),),
-            # Symbols resolved once here, not lazily again in every child (each
-            # resolution writes a page the child then copies). The locale most
-            # tools run under: a warm run starts the way a fresh interpreter
-            # would only under the locale its zygote started in (see
-            # inprocess.prepare). The tool's own environment replaces this one.
-            env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
-            cwd="/",
-        )
-        child_end.close()
+        # The zygote joins the slot's cgroup through these: no cgroup path
+        # enters its memory, which every warm run inherits.
+        cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self.cgroup_files]
+        try:
+            self.process = subprocess.Popen(
+                [
+                    self.python,
+                    "-I",
+                    "-S",
+                    launcher_path(self.package_fd),
+                    "--zygote",
+                    str(child_end.fileno()),
+                    ",".join(str(fd) for fd in cgroup_fds) or "-",
+                    root,
+                    ":".join(read_paths),
+                    ":".join(hidden_paths),
+                    *self.modules,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(child_end.fileno(), *cgroup_fds, self.package_fd),
+                # Symbols resolved once here, not lazily again in every child (each
+                # resolution writes a page the child then copies). The locale most
+                # tools run under: a warm run starts the way a fresh interpreter
+                # would only under the locale its zygote started in (see
+                # inprocess.prepare). The tool's own environment replaces this one.
+                env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
+                # Run roots are named relative to it: the state dir's path stays out
+                # of the zygote's memory.
+                cwd=self.runs_root,
+                start_new_session=True,  # no process group shared with the service
+            )
+        finally:
+            child_end.close()
+            for fd in cgroup_fds:
+                os.close(fd)
         self.channel = parent_end
         self.runs = 0
 
@@ -386,6 +457,7 @@ class Runner:
         self.uid = jail_uid
         self.gid = jail_gid
         self.warm_runs_before_recycle = warm_runs_before_recycle
+        self._cpus = max(1, len(os.sched_getaffinity(0)))
         self.slot_count = max(1, slots)
         self._slots: list[_Slot] = []
         self._free_slots: _SlotPool | None = None
@@ -405,6 +477,8 @@ class Runner:
         self._started = False
         self._reprobe: asyncio.Task[None] | None = None
         self._reprobes = 0
+        self._pins = LockPins()
+        self._package_fd = -1
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -412,6 +486,8 @@ class Runner:
         """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
+        if self._package_fd < 0:
+            self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
         try:
             bases = await asyncio.to_thread(discover_bases)
@@ -420,6 +496,7 @@ class Runner:
             self._cgroup_bases = {}
             self._layers["cgroup"] = {"active": False, "reason": str(error)}
         self._landlock_abi = abi_version()
+        self._pins.pin_shared()
         self._free_slots = _SlotPool()
         for index in range(self.slot_count):
             root_dir = self.runs_root / f"slot-{index}"
@@ -459,6 +536,10 @@ class Runner:
         if self._cgroup_bases:
             await asyncio.to_thread(RunCgroup({}, "", dirs=dict(self._cgroup_bases)).remove)
         self._slots = []
+        self._pins.release()
+        if self._package_fd >= 0:
+            os.close(self._package_fd)
+            self._package_fd = -1
         self._started = False
 
     async def reload(self, policy_version: str) -> None:
@@ -494,8 +575,15 @@ class Runner:
 
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
-        template = (str(slot.root_dir), self._base_read_paths(), self._hidden_paths)
-        zygote = _Zygote(self.python, self.warm_modules, cgroup_files, template)
+        template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
+        zygote = _Zygote(
+            self.python,
+            self.warm_modules,
+            cgroup_files,
+            template,
+            self.runs_root,
+            self._package_fd,
+        )
         try:
             zygote.start()
         except OSError:
@@ -529,6 +617,13 @@ class Runner:
             }
         )
         report["landlock"]["abi"] = self._landlock_abi
+        # Host inodes a run reaches (the probe's host_inodes, and those any
+        # process does): pinned with shared locks, so no lock there carries
+        # anything from one run to another (see sandbox.jail.lock_pins).
+        report["mountns"]["lock_pins"] = {
+            "pinned": self._pins.pinned,
+            "failed": dict(self._pins.failed),
+        }
         ready = sum(1 for slot in self._slots if slot.zygote is not None and slot.zygote.alive())
         report["warm_path"] = {
             "state": "ready"
@@ -544,7 +639,22 @@ class Runner:
             "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
         }
+        report["limit_scope"] = self._limit_scope()
         return report
+
+    def _limit_scope(self) -> dict[str, str]:
+        """What each limit bounds here: the whole run (a cgroup) or each process (an rlimit)."""
+        controllers = set(self._cgroup_bases) if self._layers["cgroup"]["active"] else set()
+
+        def scope(controller: str, fallback: str) -> str:
+            return "run" if controller in controllers or "v2" in controllers else fallback
+
+        return {
+            "wall_seconds": "run",
+            "cpu_seconds": scope("cpuacct", "process"),
+            "memory_bytes": scope("memory", "process"),
+            "processes": scope("pids", "user_namespace"),
+        }
 
     def missing_layers(self, required: Iterable[str]) -> list[str]:
         """The required layers (unknown names included) that are not active here."""
@@ -673,12 +783,15 @@ class Runner:
             for path in outermost([os.path.realpath(p) for p in spec.readable_paths])
             if not beneath(path, base)  # already visible through the shared root
         ]
+        # A file too large to copy per run is the host's own inode in the jail.
+        self._pins.pin_paths(
+            [path for path in extra_read_paths if _file_larger_than(path, COPIED_FILE_BYTES)]
+        )
         return JailConfig(
             env=dict(spec.env),
             uid=self.uid,
             gid=self.gid,
-            root_dir=str(root_dir),
-            cgroup_dirs=cgroup.procs_files() if cgroup is not None else [],
+            root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
             read_paths=[*self._base_read_paths(), *extra_read_paths],
             extra_read_paths=extra_read_paths,
             hidden_paths=self._hidden_paths,
@@ -748,7 +861,7 @@ class Runner:
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         config_r, config_w = os.pipe2(os.O_CLOEXEC)
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = _report_channel()
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
         reader = _ReportReader(asyncio.get_running_loop(), report_r)
         jail = _Jail(stdin_w, stdout_r, stderr_r, config_w, reader)
@@ -767,14 +880,16 @@ class Runner:
                 except (OSError, AssertionError):
                     self._schedule_zygote_restart(slot)
             if not jail.via_zygote:
+                launch = launcher_path(self._package_fd)
                 jail.process = subprocess.Popen(
-                    [self.python, "-I", "-S", LAUNCHER, str(config_r), str(report_w)],
+                    [self.python, "-I", "-S", launch, str(config_r), str(report_w)],
                     stdin=stdin_r,
                     stdout=stdout_w,
                     stderr=stderr_w,
-                    pass_fds=(config_r, report_w),
+                    pass_fds=(config_r, report_w, self._package_fd),
                     env={},
-                    cwd="/",
+                    cwd=self.runs_root,  # the run's root is named relative to it
+                    start_new_session=True,
                 )
         except OSError as error:
             jail.withdraw()
@@ -806,16 +921,23 @@ class Runner:
         cgroup: RunCgroup | None,
         started: float,
     ) -> RunResult:
-        """Hand `payload` (and stdin) to the waiting jail; gather what the run produced."""
+        """Hand `payload` (and stdin) to the waiting jail; gather what the run produced.
+
+        The service keeps its own clock, out of the run's reach: a run whose
+        status has not come :data:`WALL_GRACE_SECONDS` after its wall limit
+        is killed from here and reported as timed out, whatever became of
+        the jail's init.
+        """
         loop = asyncio.get_running_loop()
         process = jail.process
         report = jail.reader.report
-        kill_state = {"killed": False}
+        stopped: list[LimitName | None] = []
+        """The service itself ended the run: why (the first reason; None: no limit)."""
 
-        def kill_run() -> None:
-            if kill_state["killed"]:
+        def stop_run(reason: LimitName | None) -> None:
+            if stopped:
                 return
-            kill_state["killed"] = True
+            stopped.append(reason)
             if report.jail_pid is not None and not jail.reader.ended.done():
                 _kill(report.jail_pid)  # not once it ended: its pid is free again
             if process is not None:
@@ -835,45 +957,51 @@ class Runner:
             else:
                 os.close(fd)
         cap = spec.limits.output_bytes
-        stdout_task = loop.create_task(_read_capped(loop, jail.stdout_r, cap, kill_run))
-        stderr_task = loop.create_task(_read_capped(loop, jail.stderr_r, cap, kill_run))
-        report_task = jail.reader.finished
-        deadline = spec.limits.wall_seconds + BACKSTOP_SECONDS
-        done, _ = await asyncio.wait([stdout_task, stderr_task, report_task], timeout=deadline)
-        if len(done) < 3:
-            kill_run()
-            await asyncio.wait([stdout_task, stderr_task, report_task], timeout=BACKSTOP_SECONDS)
-        for task in (*writers, stdout_task, stderr_task, report_task):
-            task.cancel()
-        await asyncio.gather(
-            *writers, stdout_task, stderr_task, report_task, return_exceptions=True
+        stdout_task = loop.create_task(
+            _read_capped(loop, jail.stdout_r, cap, lambda: stop_run("output"))
         )
+        stderr_task = loop.create_task(
+            _read_capped(loop, jail.stderr_r, cap, lambda: stop_run("output"))
+        )
+        report_task = jail.reader.finished
+        outputs = [stdout_task, stderr_task, report_task]
+        watcher = None
+        if cgroup is not None and cgroup.accounts_cpu:
+            watcher = loop.create_task(
+                _watch_cpu(cgroup, spec.limits.cpu_seconds, self._cpus, stop_run)
+            )
+        await asyncio.wait(outputs, timeout=spec.limits.wall_seconds + WALL_GRACE_SECONDS)
+        if not report_task.done():
+            stop_run("wall_time")
+        if not all(task.done() for task in outputs):
+            stop_run(None)  # the status came, but something still holds the run's pipes
+            await asyncio.wait(outputs, timeout=BACKSTOP_SECONDS)
+        tasks = [*writers, *outputs, *([watcher] if watcher is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if process is not None:
             await _reap(process)
 
         if report.failed_layer is not None:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
+        stdout, stdout_truncated = _output_of(stdout_task)
+        stderr, stderr_truncated = _output_of(stderr_task)
         ended_normally = report.exit_code is not None or report.signal is not None
         out_of_memory = cgroup is not None and cgroup.memory_limit_hit()
-        if (
-            not ended_normally
-            and not report.wall_timeout
-            and not kill_state["killed"]
-            and not out_of_memory  # the OOM killer may pick init too
-        ):
-            detail = stderr_task.result()[0][-500:] if not stderr_task.cancelled() else b""
-            raise RunnerUnavailable(
-                "the jail ended without reporting the tool's status: "
-                + detail.decode("utf-8", "replace")
-            )
-        stdout, stdout_truncated = (
-            stdout_task.result() if not stdout_task.cancelled() else (b"", False)
-        )
-        stderr, stderr_truncated = (
-            stderr_task.result() if not stderr_task.cancelled() else (b"", False)
-        )
+        supervisor_died = not ended_normally and not stopped and not out_of_memory
+        if supervisor_died:
+            # The OOM killer aside, init dies only by a fault of its own: the
+            # tool's processes went with it (the kernel ends the namespace).
+            log_event(logger, "jail_supervisor_died", logging.WARNING, tool=spec.tool)
         refusals = report.refusals + (1 if report.signal == signal.SIGSYS else 0)
+        denials = {
+            (syscall_name(number) if number >= 0 else OTHER_SYSCALLS): count
+            for number, count in report.refused.items()
+        }
+        if report.signal == signal.SIGSYS:
+            denials[FOREIGN_ABI] = 1
         if jail.warm and report.ran_cold:
             self._warm_runs_started_cold += 1
         return RunResult(
@@ -887,9 +1015,15 @@ class Runner:
             stdout_truncated=stdout_truncated,
             stderr_truncated=stderr_truncated,
             limit_hit=_limit_hit(
-                report, stdout_truncated or stderr_truncated, out_of_memory, cgroup
+                report,
+                stopped[0] if stopped else None,
+                stdout_truncated or stderr_truncated,
+                out_of_memory,
+                cgroup,
             ),
             seccomp_refusals=refusals,
+            seccomp_denials=denials,
+            supervisor_died=supervisor_died,
             path="warm" if jail.warm and not report.ran_cold else "cold",
         )
 
@@ -953,14 +1087,21 @@ class Runner:
             if not probe_reported(result):
                 self._nothing_proven(
                     f"probe run reported nothing: exit={result.exit_code}"
-                    f" signal={result.signal} limit={result.limit_hit} {result.stderr[-300:]}"
+                    f" signal={result.signal} limit={result.limit_hit}"
+                    f" stderr (the probe's): {result.stderr[-300:]!r}"
                 )
                 return False
             verdicts = evaluate_probe(
-                result, host_namespaces(), self.uid, optional, str(Path(__file__).parent)
+                result,
+                host_namespaces(),
+                self.uid,
+                optional,
+                str(Path(__file__).parent),
+                host_inodes(self.python, self._interpreter_prefix),
             )
             for name, verdict in verdicts.items():
                 self._layers[name] = verdict if verdict["active"] else refused.get(name, verdict)
+            self._pins.pin_paths(verdicts["mountns"].get("host_inodes", []))
             return True
         return True
 
@@ -990,6 +1131,13 @@ def host_namespaces() -> dict[str, str]:
     }
 
 
+def _file_larger_than(path: str, size: int) -> bool:
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) > size
+    except OSError:
+        return False
+
+
 def _check_file_name(name: str) -> None:
     parts = name.split("/")
     if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
@@ -1014,13 +1162,50 @@ async def _reap(process: subprocess.Popen[bytes]) -> None:
     await asyncio.to_thread(process.wait)
 
 
+async def _watch_cpu(
+    cgroup: RunCgroup, limit: float, cpus: int, stop_run: Callable[[LimitName], None]
+) -> None:
+    """Stop the run once its processes together used `limit` CPU seconds.
+
+    Read from the slot's CPU accounting, from the run's start: the
+    tool's RLIMIT_CPU bounds each process, this the whole run. It looks
+    again only when the run could have used up what is left (on `cpus`
+    at once), and at most every :data:`CPU_POLL_SECONDS`.
+    """
+    start = cgroup.cpu_seconds()
+    if start is None:
+        return
+    while True:
+        now = cgroup.cpu_seconds()
+        if now is None:
+            return
+        left = limit - (now - start)
+        if left <= 0:
+            stop_run("cpu_time")
+            return
+        await asyncio.sleep(max(left / cpus, CPU_POLL_SECONDS))
+
+
+def _output_of(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[bytes, bool]:
+    """What :func:`_read_capped` gathered; nothing if it never finished."""
+    if task.cancelled() or task.exception() is not None:
+        return b"", False
+    return task.result()
+
+
 def _limit_hit(
-    report: _Report, truncated: bool, out_of_memory: bool, cgroup: RunCgroup | None
+    report: _Report,
+    stopped_for: LimitName | None,
+    truncated: bool,
+    out_of_memory: bool,
+    cgroup: RunCgroup | None,
 ) -> LimitName | None:
     if truncated:
         return "output"
-    if report.wall_timeout:
+    if report.wall_timeout or stopped_for == "wall_time":
         return "wall_time"
+    if stopped_for is not None:
+        return stopped_for
     if report.signal == signal.SIGXCPU:
         return "cpu_time"
     if out_of_memory:
@@ -1030,6 +1215,25 @@ def _limit_hit(
     if report.signal == signal.SIGXFSZ:
         return "file_size"
     return None
+
+
+_CREDENTIALS = struct.Struct("iII")
+"""struct ucred: pid, uid, gid."""
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def _report_channel() -> tuple[int, int]:
+    """The report's two ends: a unix socket whose reader gets each writer's credentials.
+
+    The jail's first line comes from the process to kill to end the run;
+    its pid, as the service sees it, comes with it (SO_PASSCRED): the jail
+    never writes nor holds a host pid.
+    """
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    reader.shutdown(socket.SHUT_WR)
+    writer.shutdown(socket.SHUT_RD)
+    return reader.detach(), writer.detach()
 
 
 def _write_now(fd: int, data: bytes) -> memoryview:

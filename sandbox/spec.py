@@ -66,4 +66,8 @@ class RunResult(BaseModel):
     stderr_truncated: bool = False
     limit_hit: LimitName | None = None
     seccomp_refusals: int = 0
+    seccomp_denials: dict[str, int] = Field(default_factory=dict)
+    """The refusals by syscall name."""
+    supervisor_died: bool = False
+    """The jail's init ended before it reported the tool's status (the output is kept)."""
     path: Literal["cold", "warm"] = "cold"

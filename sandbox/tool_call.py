@@ -59,7 +59,7 @@ def run_spec_for(
         files=files,
         env=dict(tool.env),
         limits=snapshot.limits[name],
-        network=tool.network,
+        network=tool.host_network,
         readable_paths=tool.readable_paths,
         denied_syscalls=tool.denied_syscalls,
         required_layers=snapshot.required_layers,

@@ -25,7 +25,11 @@ class ToolInfo(BaseModel):
     max_code_bytes: int = Field(description="The largest `code` accepted (0 when it takes none).")
     wall_seconds: float = Field(description="How long one run may take before it is killed.")
     output_bytes: int = Field(description="Output kept per stream; the rest is cut.")
-    network: bool
+    network: bool = Field(description="Whether the tool reaches any network at all.")
+    egress_allow: list[str] = Field(
+        default_factory=list,
+        description="The hosts it may reach through the egress proxy (its policy's allow rules).",
+    )
 
 
 class ToolList(BaseModel):
@@ -62,7 +66,8 @@ def build_tools_router(store: PolicyStore) -> APIRouter:
                     max_code_bytes=tool.max_code_bytes if takes_code else 0,
                     wall_seconds=limits.wall_seconds,
                     output_bytes=limits.output_bytes,
-                    network=tool.network,
+                    network=tool.network is not False,
+                    egress_allow=list(tool.egress.allow) if tool.egress else [],
                 )
             )
         return ToolList(caller=caller.subject, policy_version=snapshot.version, tools=tools)

@@ -51,6 +51,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Sockets bound for the whole test run and never listening: see closed_port().
+_HELD_CLOSED: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that refuses connections for the whole test run.
+
+    The port stays bound (never listening) until the tests end, so no other
+    process on the machine can take it and answer in its place.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD_CLOSED.append(sock)
+    return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A keys dir holding a key pair for every identity."""

@@ -9,10 +9,10 @@ jail's init from the start, and forks once, the tool. Otherwise the
 launcher makes the pid namespace itself and forks its init (it cannot be
 in that namespace), then only waits for it:
 
-    launcher (root)        cgroup -> mountns (minimal root, pivot; its /proc if pid 1)
+    launcher (root)        mountns (minimal root, pivot; its /proc if pid 1)
                            -> privileges (drop uid) -> userns -> [pidns], netns, ipcns,
                            utsns, mountns (owned by userns)
-    launcher (not root)    cgroup -> privileges (checked) -> userns (jail uid -> own uid)
+    launcher (not root)    privileges (checked) -> userns (jail uid -> own uid)
                            -> pidns, netns, ipcns, utsns -> mountns (minimal root, pivot)
       └─ init, pid 1       [/proc of the new pid ns], hostname, non-dumpable, capabilities
                            dropped; answers seccomp notifications, enforces the wall
@@ -22,23 +22,28 @@ in that namespace), then only waits for it:
                            (:func:`receive`) payload read, clock started, files written,
                            file size limit, last fds closed -> exec / run code
 
-(Bracketed steps: only when the launcher makes the pid namespace itself.)
+(Bracketed steps: only when the launcher makes the pid namespace itself.
+Every process of the run is in the slot's cgroup from its start, and the
+launcher, and init, each lead a session of their own.)
 
 The jail is complete before the request it serves exists: the tool reads
 the request's payload only after every layer is in force (see
 :mod:`sandbox.jail.config`). From the moment the tool has its payload, init
 enforces the wall-clock limit: at the limit it kills every other process of
-the namespace (the service kills init, or the launcher above it, a few
-seconds later if that ever fails). Every step raises :class:`LayerError`
+the namespace (the service, out of the run's reach, kills init or the
+launcher above it half a second later if that ever fails). Every step raises :class:`LayerError`
 naming its layer when it cannot be applied; the run then stops before the
 tool runs (fail closed) and the failure is reported on the report fd.
 
-Report fd protocol (text lines, written by the zygote, init or tool setup;
-closed before the tool runs its code, so the tool cannot write to it):
-``jail PID`` (from the zygote: the process to kill to end the run),
+Report fd protocol (text lines on a unix socket, written by the launcher,
+init or tool setup; closed before the tool runs its code, so the tool cannot
+write to it): ``jail`` (first, from the process to kill to end the run: the
+service learns its pid from the socket's credentials, so no host pid is
+ever written or held in the jail's memory; a launcher that forks init says
+it first, then init, which is the one to kill once it is up),
 ``layer_failed LAYER REASON``, ``cold`` (a warm jail execs a fresh
 interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
-``wall_timeout``, ``refusals N``, then
+``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number), then
 ``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
 when init has exited.
 """
@@ -52,7 +57,6 @@ import os
 from _signal import SIG_DFL, SIGINT, SIGKILL, default_int_handler, signal
 
 from sandbox.jail import (
-    cgroup,
     fds,
     ipcns,
     landlock,
@@ -110,7 +114,8 @@ def contain(
     tool has its payload.
     `prepared`: layers the caller's parent, a slot's zygote, already put in
     place: "cgroup" (the zygote lives in the slot's group, so its children
-    are born there), "netns" (an empty network namespace of the slot, see
+    are born there; a launcher the service starts is moved there by the
+    service before it reads its config), "netns" (an empty network namespace of the slot, see
     :mod:`netns`), "root" (the shared, read-only part of the jail's root,
     see :func:`mountns.build_template`) and "pidns" (this process is pid 1
     of a pid namespace made for this run alone, see
@@ -119,10 +124,10 @@ def contain(
     # A zygote running as root makes each child pid 1 of a fresh pid namespace
     # (see :mod:`sandbox.jail.zygote`); otherwise this process makes one below.
     pid1 = "pidns" in prepared
+    _report(report, "jail")
     try:
+        _apply("privileges", privileges.own_session)
         layers = set(config.layers)
-        if "cgroup" in layers and "cgroup" not in prepared:
-            _apply("cgroup", cgroup.join, config.cgroup_dirs)
         root = os.geteuid() == 0
         if pid1 and not root:
             # Only root's /proc of the new namespace is mounted before the drop.
@@ -177,6 +182,11 @@ def contain(
     # the tool interrupt it; as pid 1 with the default action, the kernel
     # drops a signal sent from inside the namespace.
     signal(SIGINT, SIG_DFL)
+    if not pid1:
+        # The process to kill to end the run is init itself: killed, the
+        # launcher above it reaps it and exits (killing the launcher would
+        # leave init to whoever reaps orphans).
+        _report(report, "jail")
     # The tool tells init on `started` when its payload is in: the clock starts.
     started_read, started_write = os.pipe2(os.O_CLOEXEC)
     up_read, up_write = os.pipe2(os.O_CLOEXEC)
@@ -184,6 +194,9 @@ def contain(
     try:
         if not pid1:
             _die_with_parent(0)  # the namespace's parent is outside it
+            # The tool stays in init's group: it may leave it (setsid), and the
+            # seccomp layer refuses what would name that group from inside.
+            _apply("privileges", privileges.own_session)
             _apply("mountns", mountns.mount_proc)
         if "utsns" in layers:
             _apply("utsns", utsns.set_hostname, config.hostname)
@@ -319,6 +332,7 @@ def _init(
     # One write: the service answers as soon as it reads the status.
     lines = "wall_timeout\n" if timed_out else ""
     if listener is not None:
-        lines += f"refusals {refusals}\n"
+        counts = " ".join(f"{number}:{count}" for number, count in refusals.items())
+        lines += f"refusals {sum(refusals.values())} {counts}\n"
     os.write(report, f"{lines}{pidns.exit_status_words(status)}\n".encode())
     os._exit(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import struct
 from functools import lru_cache
 
 import pyseccomp
@@ -19,11 +20,14 @@ from sandbox.jail.seccomp import (
     AF_UNIX,
     ALLOWED,
     ALWAYS_REFUSED,
+    ARGUMENT_REFUSALS,
     CLONE_NAMESPACE_FLAGS,
     PERSONALITY_QUERY,
 )
 
 ACT_NOTIFY = 0x7FC00000
+ACT_ERRNO = 0x00050000
+AUDIT_ARCH_X86_64 = 0xC000003E
 _ATTR_ACT_BADARCH = pyseccomp.Attr.ACT_BADARCH
 
 
@@ -68,7 +72,99 @@ def compile_filter(network: bool, denied: frozenset[str], notify: bool) -> bytes
             )
     buffer = io.BytesIO()
     _export(syscall_filter, buffer)
-    return buffer.getvalue()
+    refuse_code = ACT_NOTIFY if notify else ACT_ERRNO | errno.EPERM
+    return argument_refusals(refuse_code, denied) + buffer.getvalue()
+
+
+# Classic BPF, as the kernel runs a seccomp program over struct seccomp_data
+# (nr at 0, arch at 4, args[i] at 16 + 8 i; x86_64 is little-endian, so the
+# low 32 bits of an argument are at that offset).
+_LD_ABS = 0x20
+_JEQ = 0x15
+_JA = 0x05
+_RET = 0x06
+_MAX_JUMP = 255
+
+
+def argument_refusals(refuse: int, denied: frozenset[str] = frozenset()) -> bytes:
+    """BPF run before libseccomp's program: :data:`ARGUMENT_REFUSALS` answered `refuse`.
+
+    libseccomp compares an argument as 64 bits and takes one comparison per
+    argument and rule, while the kernel reads a pid or a command as 32 bits:
+    (1 << 32) | 1 passes a 64-bit "not 1" and still names pid 1. This
+    prefix compares the low 32 bits exactly; what it does not refuse falls
+    through to the main program (which also refuses foreign architectures).
+    """
+    numbers = {name: _number(name) for name in ARGUMENT_REFUSALS if name not in denied}
+    rules = [(numbers[name], ARGUMENT_REFUSALS[name]) for name in sorted(numbers)]
+    # Instructions with symbolic jump targets: ("label", name) marks a place.
+    program: list[tuple[object, ...]] = [
+        (_LD_ABS, 0, 0, 4),
+        (_JEQ, None, "pass", AUDIT_ARCH_X86_64),
+        (_LD_ABS, 0, 0, 0),
+    ]
+    for number, _ in rules:
+        program.append((_JEQ, f"check-{number}", None, number))
+    program.append((_JA, 0, 0, "pass"))
+    for number, alternatives in rules:
+        program.append(("label", f"check-{number}"))
+        for index, conditions in enumerate(alternatives):
+            following = f"alternative-{number}-{index}"
+            for argument, value in conditions:
+                program.append((_LD_ABS, 0, 0, 16 + 8 * argument))
+                program.append((_JEQ, None, following, value))
+            program.append((_JA, 0, 0, "refuse"))
+            program.append(("label", following))
+        program.append((_JA, 0, 0, "pass"))
+    program.append(("label", "refuse"))
+    program.append((_RET, 0, 0, refuse))
+    program.append(("label", "pass"))
+    return _assemble(program)
+
+
+def _assemble(program: list[tuple[object, ...]]) -> bytes:
+    """Resolve labels into forward jump offsets and pack `struct sock_filter` items."""
+    places: dict[object, int] = {}
+    instructions: list[tuple[object, ...]] = []
+    for item in program:
+        if item[0] == "label":
+            places[item[1]] = len(instructions)
+        else:
+            instructions.append(item)
+    packed = []
+    for position, (code, true, false, value) in enumerate(instructions, start=1):
+        jumps = [_offset(target, places, position) for target in (true, false, value)]
+        if code == _JA:
+            packed.append(struct.pack("<HBBI", code, 0, 0, jumps[2]))
+            continue
+        assert max(jumps[:2]) <= _MAX_JUMP, "argument prefix too long for a conditional jump"
+        packed.append(struct.pack("<HBBI", code, jumps[0], jumps[1], value))
+    return b"".join(packed)
+
+
+def _offset(target: object, places: dict[object, int], following: int) -> int:
+    """A jump's offset from the instruction at `following` (labels resolved; None: 0)."""
+    if target is None:
+        return 0
+    if isinstance(target, int):
+        return target
+    distance = places[target] - following
+    assert distance >= 0, f"backward jump to {target}"
+    return distance
+
+
+def _number(name: str) -> int:
+    return int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
+
+
+@lru_cache(maxsize=1024)
+def syscall_name(number: int) -> str:
+    """The native syscall's name for a refusal report (``syscall_N`` when unknown)."""
+    try:
+        name = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, number)
+    except Exception:  # noqa: BLE001 - libseccomp raises various errors for unknown numbers
+        return f"syscall_{number}"
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _export(syscall_filter: pyseccomp.SyscallFilter, buffer: io.BytesIO) -> None:

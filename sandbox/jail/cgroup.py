@@ -1,21 +1,21 @@
-"""cgroup, jail side: the first step of the jail checks it is in the run's groups.
+"""cgroup, jail side: a slot's zygote joins the slot's groups through files the service opened.
 
-The groups (memory and pids limits) are made, limited and emptied by the
-service: see :mod:`sandbox.jail.cgroup_service`. The jail process is normally
-in them already (forked there by the slot's zygote, or moved there by the
-service before it got its config); it joins them itself otherwise.
+The groups (memory, pids and CPU accounting) are made, limited and
+emptied by the service: see :mod:`sandbox.jail.cgroup_service`. A zygote
+is handed its slot's ``cgroup.procs`` files as open fds and joins by
+writing "0" (the writer itself) to each: neither their paths nor a pid
+ever enter its memory, which every warm run inherits. Its children are
+born in the groups; a launcher the service starts itself is moved in by
+the service before it reads its config.
 """
 
 from __future__ import annotations
 
 import os
 
-from sandbox.jail import control_file
 
-
-def join(procs_files: list[str]) -> None:
-    """Make sure the calling process is in every listed group before anything else runs."""
-    pid = str(os.getpid())
-    for path in procs_files:
-        if pid not in control_file.read(path).split():
-            control_file.write(path, pid)
+def join_through(procs_fds: list[int]) -> None:
+    """Move the calling process into each group whose ``cgroup.procs`` is open on `procs_fds`."""
+    for fd in procs_fds:
+        os.write(fd, b"0")
+        os.close(fd)

@@ -1,13 +1,19 @@
 """Run cgroups, service side: discover a writable hierarchy, make slot groups, kill, remove.
 
-cgroup v1 (memory and pids hierarchies, as on these machines) or v2. The
-service (root) keeps one group per concurrent run ("slot"), nested under its
-own cgroup so runs stay inside whatever limits the service itself has.
-Before each run it sets the slot's memory and pids limits for that run; the
-run's processes are in the group before the tool starts — forked there by
-the slot's zygote (warm path) or moved there by the service before the
-launcher gets its config (cold path) — and all are dead before the slot is
-used again.
+cgroup v1 (memory and pids hierarchies, and cpuacct when it is mounted and
+writable, as on these machines) or v2. The service keeps one group per
+concurrent run ("slot"), nested under its own cgroup so runs stay inside
+whatever limits the service itself has. Before each run it sets the slot's
+memory and pids limits for that run; the run's processes are in the group
+before the tool starts — forked there by the slot's zygote (warm path) or
+moved there by the service before the launcher gets its config (cold
+path) — and all are dead before the slot is used again.
+
+A run is judged on what it alone did: the memory verdict is an OOM kill in
+the group during the run (reclaiming the page cache earlier runs left is
+not a limit hit), the memory limit leaves that cache out of what the
+zygote holds (the run may use it up, the kernel reclaims it), and the CPU
+time is the group's CPU accounting from the run's start.
 
 Groups are reused rather than made per run because moving a process into a
 v1 cgroup costs an RCU grace period (~12 ms measured here) whenever no other
@@ -42,9 +48,11 @@ def _own_paths() -> dict[str, str]:
 
 
 def discover_bases() -> dict[str, Path]:
-    """Where this service may create groups: {"memory": dir, "pids": dir} or {"v2": dir}.
+    """Where this service may create groups: {"memory": dir, "pids": dir[, "cpuacct": dir]}
+    or {"v2": dir}.
 
     Raises CgroupUnavailable with a reason when neither layout is writable.
+    cpuacct (v1) is used when this service may make groups in it too.
     """
     own = _own_paths()
     if (CGROUP_ROOT / "memory" / "tasks").exists() and (CGROUP_ROOT / "pids" / "tasks").exists():
@@ -52,6 +60,9 @@ def discover_bases() -> dict[str, Path]:
             name: CGROUP_ROOT / name / own.get(name, "/").lstrip("/") / GROUP_PREFIX
             for name in ("memory", "pids")
         }
+        cpuacct = CGROUP_ROOT / "cpuacct" / own.get("cpuacct", "/").lstrip("/")
+        if (cpuacct / "cpuacct.usage").exists() and os.access(cpuacct, os.W_OK):
+            bases["cpuacct"] = cpuacct / GROUP_PREFIX
     elif (CGROUP_ROOT / "cgroup.controllers").exists():
         parent = CGROUP_ROOT / own.get("", "/").lstrip("/")
         available = (parent / "cgroup.controllers").read_text().split()
@@ -113,12 +124,23 @@ def _int_after(text: str, key: str) -> int:
 
 
 _PER_RUN_FILES: dict[str, tuple[str, ...]] = {
-    "memory": ("memory.failcnt", "memory.max_usage_in_bytes", "memory.oom_control"),
+    "memory": ("memory.oom_control", "memory.usage_in_bytes", "memory.stat"),
     "pids": ("pids.events",),
-    "v2": ("pids.events", "memory.events"),
+    "cpuacct": ("cpuacct.usage",),
+    "v2": ("pids.events", "memory.events", "memory.current", "memory.stat", "cpu.stat"),
 }
-"""Per controller: the files read or written around every run (held open)."""
-_WRITTEN_PER_RUN = frozenset({"memory.failcnt", "memory.max_usage_in_bytes"})
+"""Per controller: the files read around every run (held open)."""
+LIMIT_SLACK_BYTES = 4 << 20
+"""The memory limit is rewritten when what the zygote holds moved by more than this."""
+
+
+def _stat_value(text: str, key: str) -> int:
+    """The value of `key` in a ``key value`` listing (memory.stat, cpu.stat, ...); 0 if absent."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
 
 
 class RunCgroup:
@@ -129,12 +151,12 @@ class RunCgroup:
     ) -> None:
         self.dirs = dirs or {controller: base / name for controller, base in bases.items()}
         self._pids_events_before = 0
-        self._memory_events_before = 0
+        self._oom_kills_before = 0
         self._limits: tuple[int, int] | None = None
         self._memory_limit = 0
         self._counters_fresh = False
         self._procs_files = [str(directory / "cgroup.procs") for directory in self.dirs.values()]
-        # Read and written around every run: held open (see control_file.KeptOpen).
+        # Read around every run: held open (see control_file.KeptOpen).
         self._files = control_file.KeptOpen()
         self._file_paths = {
             (controller, name): str(directory / name)
@@ -145,9 +167,6 @@ class RunCgroup:
     def _read(self, controller: str, name: str) -> str:
         return self._files.read(self._file_paths[(controller, name)])
 
-    def _write(self, controller: str, name: str, text: str) -> None:
-        self._files.write(self._file_paths[(controller, name)], text)
-
     def create(self) -> None:
         """Make the (empty, unlimited) groups, and open the files used around every run.
 
@@ -156,12 +175,17 @@ class RunCgroup:
         """
         for directory in self.dirs.values():
             directory.mkdir(exist_ok=True)
-        for (_, name), path in self._file_paths.items():
-            self._files.open(path, writable=name in _WRITTEN_PER_RUN)
+        for path in self._file_paths.values():
+            self._files.open(path)
 
     def procs_files(self) -> list[str]:
         """The files to write a pid to, to move it in."""
         return list(self._procs_files)
+
+    @property
+    def accounts_cpu(self) -> bool:
+        """Whether :meth:`cpu_seconds` measures the group (v1 cpuacct or v2)."""
+        return "cpuacct" in self.dirs or "v2" in self.dirs
 
     def pids(self) -> set[int]:
         """Every process in the group(s) now."""
@@ -174,27 +198,50 @@ class RunCgroup:
         return pids
 
     def prepare_run(self, memory_bytes: int, processes: int) -> None:
-        """Limits for the next run: `memory_bytes` and `processes` on top of what is there.
+        """Limits for the next run: `memory_bytes` and `processes` on top of the zygote.
 
         What is there is the slot's zygote (and its shared pages), which the
-        run's processes fork from. The limits are written only when they
-        differ from the previous run's; the counters are normally reset
+        run's processes fork from, and page cache earlier runs left: that
+        cache is not counted as the zygote's, so it cannot shrink the run's
+        room (the kernel reclaims it as the run needs). The limits are
+        written only when they moved; the counters are normally reset
         already, right after the previous run (:meth:`reset_counters`).
         """
         if not self._counters_fresh:
             self.reset_counters()
-        if self._limits != (memory_bytes, processes):
-            self._set_limits(memory_bytes, processes)
+        resident = self._resident_bytes()
+        if (
+            self._limits is None
+            or self._limits[1] != processes
+            or abs(self._memory_limit - (resident + memory_bytes)) > LIMIT_SLACK_BYTES
+        ):
+            self._set_limits(resident + memory_bytes, processes)
             self._limits = (memory_bytes, processes)
         self._counters_fresh = False
 
-    def _set_limits(self, memory_bytes: int, processes: int) -> None:
+    def _resident_bytes(self) -> int:
+        """What the group holds now, less the page cache no process maps (reclaimable)."""
+        if "memory" in self.dirs:
+            usage = int(self._read("memory", "memory.usage_in_bytes"))
+            stat = self._read("memory", "memory.stat")
+            file_pages = _stat_value(stat, "total_active_file") + _stat_value(
+                stat, "total_inactive_file"
+            )
+            unmapped = file_pages - _stat_value(stat, "total_mapped_file")
+        elif "v2" in self.dirs:
+            usage = int(self._read("v2", "memory.current"))
+            stat = self._read("v2", "memory.stat")
+            unmapped = _stat_value(stat, "file") - _stat_value(stat, "file_mapped")
+        else:
+            return 0
+        return max(usage - max(unmapped, 0), 0)
+
+    def _set_limits(self, memory_limit: int, processes: int) -> None:
         resident = len(self.pids())
+        self._memory_limit = memory_limit
+        limit = str(memory_limit)
         for controller, directory in self.dirs.items():
             if controller == "memory":
-                usage = int(control_file.read(directory / "memory.usage_in_bytes"))
-                self._memory_limit = usage + memory_bytes
-                limit = str(self._memory_limit)
                 swap = directory / "memory.memsw.limit_in_bytes"
                 if swap.exists():
                     # memsw must stay >= the memory limit: order the two writes.
@@ -209,25 +256,22 @@ class RunCgroup:
             elif controller == "pids":
                 control_file.write(directory / "pids.max", str(resident + processes + 2))
             elif controller == "v2":
-                usage = int(control_file.read(directory / "memory.current"))
-                control_file.write(directory / "memory.max", str(usage + memory_bytes))
+                control_file.write(directory / "memory.max", limit)
                 control_file.write(directory / "memory.swap.max", "0")
                 control_file.write(directory / "pids.max", str(resident + processes + 2))
 
     def reset_counters(self) -> None:
-        """Zero the limit-hit counters (or note their values) before the next run."""
+        """Note the limit-hit counters before the next run (the kernel never resets them)."""
         for controller in self.dirs:
             if controller == "memory":
-                self._write("memory", "memory.failcnt", "0")
-                self._write("memory", "memory.max_usage_in_bytes", "0")
-                self._memory_events_before = _int_after(
+                self._oom_kills_before = _int_after(
                     self._read("memory", "memory.oom_control"), "oom_kill"
                 )
             elif controller == "pids":
                 self._pids_events_before = _int_after(self._read("pids", "pids.events"), "max")
             elif controller == "v2":
                 self._pids_events_before = _int_after(self._read("v2", "pids.events"), "max")
-                self._memory_events_before = _int_after(self._read("v2", "memory.events"), "max")
+                self._oom_kills_before = _stat_value(self._read("v2", "memory.events"), "oom_kill")
         self._counters_fresh = True
 
     def add(self, pid: int) -> None:
@@ -236,24 +280,33 @@ class RunCgroup:
             control_file.write(Path(path), str(pid))
 
     def memory_limit_hit(self) -> bool:
-        """Whether an allocation hit the memory limit during the run."""
+        """Whether the OOM killer ended a process of the group during the run.
+
+        That, not the kernel reclaiming memory at the limit (page cache,
+        dentries: what ``memory.failcnt`` and v2's ``max`` event count), is
+        a run that needed more memory than it may have.
+        """
         try:
             if "memory" in self.dirs:
-                if int(self._read("memory", "memory.failcnt")) > 0:
-                    return True  # an allocation was refused at the limit
-                oom_kills = _int_after(self._read("memory", "memory.oom_control"), "oom_kill")
-                if oom_kills > self._memory_events_before:
-                    return True
-                limit = self._memory_limit or int(
-                    control_file.read(self.dirs["memory"] / "memory.limit_in_bytes")
-                )
-                return int(self._read("memory", "memory.max_usage_in_bytes")) >= limit
+                oom_control = self._read("memory", "memory.oom_control")
+                return _int_after(oom_control, "oom_kill") > self._oom_kills_before
             if "v2" in self.dirs:
-                events = _int_after(self._read("v2", "memory.events"), "max")
-                return events > self._memory_events_before
+                events = self._read("v2", "memory.events")
+                return _stat_value(events, "oom_kill") > self._oom_kills_before
         except (OSError, ValueError):
             return False
         return False
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the group's processes used so far (None: not accounted here)."""
+        try:
+            if "cpuacct" in self.dirs:
+                return int(self._read("cpuacct", "cpuacct.usage")) / 1e9
+            if "v2" in self.dirs:
+                return _stat_value(self._read("v2", "cpu.stat"), "usage_usec") / 1e6
+        except (OSError, ValueError):
+            return None
+        return None
 
     def pids_limit_hit(self) -> bool:
         """Whether a fork or clone was refused by the pids limit during the run."""

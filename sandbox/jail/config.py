@@ -21,8 +21,8 @@ _FIELDS: tuple[str, ...] = (
     "env",  # dict[str, str]: the whole environment of the tool (the policy's, per tool)
     "uid",  # int: unprivileged uid outside and inside the user namespace
     "gid",  # int
-    "root_dir",  # str: empty host dir to mount the jail's root on (private to the run's ns)
-    "cgroup_dirs",  # list[str]: cgroup dirs to join (one per v1 controller, or one v2 dir)
+    "root_dir",  # str: empty dir to mount the jail's root on (private to the run's ns),
+    # relative to the jail's working dir at its start: no host path of the service's state
     "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
     "extra_read_paths",  # list[str]: those of read_paths a slot's shared root lacks
     "hidden_paths",  # list[str]: paths under read_paths replaced by an empty dir

@@ -425,8 +425,8 @@ def _flush_quietly(stream: object) -> None:
 def _tool_frames(trace: TracebackType | None) -> TracebackType | None:
     """`trace` without its leading frames of this module: a tool sees only its own frames.
 
-    Those frames would show the host path of the jail's source, which the
-    tool has no business knowing (a fresh interpreter shows none of them).
+    Those frames are the jail's own, which the tool has no business seeing
+    (a fresh interpreter shows none of them).
     """
     while trace is not None and trace.tb_frame.f_code.co_filename == __file__:
         trace = trace.tb_next

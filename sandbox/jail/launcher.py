@@ -1,17 +1,20 @@
 """The single-threaded entry of one run: read the config, :func:`contain`, wait for the
 request's payload (:func:`receive`), exec or run code.
 
-Cold path: ``python -I -S .../sandbox/jail/launch.py CONFIG_FD REPORT_FD``
-(that script only calls :func:`main` here)
+Cold path: ``python -I -S /proc/self/fd/N/sandbox/jail/launch.py CONFIG_FD
+REPORT_FD`` (that script only calls :func:`main` here; N is an fd the service
+passes, open on the dir holding the package: no process of the jail names
+where PAGI's code lives on the host)
 is exec'd per run — by the run slot's zygote, or by the service when the
-zygote is down — with the config and report pipes on those fds (stdin,
+zygote is down — with the config pipe and the report socket on those fds (stdin,
 stdout and stderr are the run's pipes). Warm path: ``launch.py --zygote``
 starts a slot's pre-forked zygote (:mod:`sandbox.jail.zygote`), whose
 children call :func:`run_one` with the same fds.
 
-``-I`` ignores PYTHONPATH and the script's dir, so the repository (or the
-installed package's) root is put on sys.path by the script, then removed
-again before any tool code runs. Only the stdlib is imported: no pydantic, no json.
+``-I`` ignores PYTHONPATH and the script's dir, so the package's root (as
+that fd) is put on sys.path by the script, then removed again before any
+tool code runs; the fd itself is closed with every other before it. Only
+the stdlib is imported: no pydantic, no json.
 """
 
 from __future__ import annotations
@@ -78,8 +81,9 @@ def main() -> None:
     """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; or zygote:
     ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
-    CGROUPS: comma-separated cgroup.procs files, or ``-``. ROOT: where to
-    build the slot's shared root (``-``: none); READ and HIDDEN: its
+    CGROUPS: comma-separated fds open on cgroup.procs files, or ``-``. ROOT:
+    where to build the slot's shared root, relative to the working dir
+    (``-``: none); READ and HIDDEN: its
     colon-separated read-only and hidden paths. MODULE: to preload.
     """
     set_repo_prefixes((_PACKAGE_ROOT,))

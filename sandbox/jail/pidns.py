@@ -52,17 +52,22 @@ def exit_status_words(status: int) -> str:
     return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
+NAMED_REFUSALS = 64
+"""Distinct syscalls counted by number; refusals of any further ones are counted as -1."""
+
+
 def wait_for_tool(
     tool_pid: int, listener_fd: int | None, started: int, wall_seconds: float
-) -> tuple[int, int, bool]:
-    """Init's loop: answer seccomp refusals (EPERM, counted) until the tool exits.
+) -> tuple[int, dict[int, int], bool]:
+    """Init's loop: answer seccomp refusals (EPERM, counted per syscall) until the tool exits.
 
     The tool writes one byte on `started` when its run begins; from then
     on it has `wall_seconds`, after which every process of the namespace
     but init is killed. Returns the tool's wait status, the refusals
-    answered and whether the wall clock ran out. Orphans re-parented to
-    init stay zombies until init exits, bounded by the pids limit; the
-    kernel kills and reaps them all when init exits.
+    answered (syscall number -> count; -1 holds syscalls beyond the first
+    :data:`NAMED_REFUSALS`) and whether the wall clock ran out. Orphans
+    re-parented to init stay zombies until init exits, bounded by the pids
+    limit; the kernel kills and reaps them all when init exits.
     """
     from sandbox.jail import seccomp  # already imported by contain(); no cost
 
@@ -72,7 +77,7 @@ def wait_for_tool(
     poller.register(started, select.POLLIN)
     if listener_fd is not None:
         poller.register(listener_fd, select.POLLIN)
-    refusals = 0
+    refusals: dict[int, int] = {}
     deadline: float | None = None
     timed_out = False
     while True:
@@ -94,5 +99,10 @@ def wait_for_tool(
             if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                 poller.unregister(fd)
                 continue
-            if listener_fd is not None and seccomp.refuse_notification(listener_fd):
-                refusals += 1
+            if listener_fd is None:
+                continue
+            number = seccomp.refuse_notification(listener_fd)
+            if number is not None:
+                if number not in refusals and len(refusals) >= NAMED_REFUSALS:
+                    number = -1
+                refusals[number] = refusals.get(number, 0) + 1

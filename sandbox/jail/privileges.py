@@ -63,6 +63,20 @@ def check_unprivileged_launcher() -> None:
         raise OSError(f"supplementary groups {sorted(extra)} would stay with the tool")
 
 
+def own_session() -> None:
+    """Lead a session and process group of its own (nothing to do if it leads one already).
+
+    Priorities and signals can name a process group: a run must share one
+    with no other run, no zygote and not the service (see the seccomp
+    layer's argument rules for what the tool may still name in its own).
+    """
+    try:
+        os.setsid()
+    except PermissionError:
+        if os.getsid(0) != os.getpid():
+            raise  # the leader of another process group, yet not of a session
+
+
 def set_non_dumpable() -> None:
     """Make /proc/self and ptrace unavailable to same-uid processes (the jail's init)."""
     prctl(PR_SET_DUMPABLE, 0)

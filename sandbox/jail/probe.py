@@ -19,8 +19,11 @@ from typing import Any
 from sandbox.jail.layer import LAYERS
 
 PROBE_PROGRAM = r"""
-import json, os, resource, socket
+import json, os, resource, socket, sys
 facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
+files = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+         "/etc/ld.so.cache", sys.executable, sys.base_prefix, "/usr"]
+facts["inodes"] = {path: list(os.stat(path)[1:3][::-1]) for path in files if os.path.exists(path)}
 facts["uid_map"] = open("/proc/self/uid_map").read().split()
 facts["gid_map"] = open("/proc/self/gid_map").read().split()
 facts["setgroups"] = open("/proc/self/setgroups").read().strip()
@@ -66,19 +69,43 @@ def probe_reported(result: Any) -> bool:
     return bool(_facts(result.stdout))
 
 
+def host_inodes(interpreter: str, prefix: str) -> dict[str, list[int]]:
+    """(device, inode) on the host of the files :data:`PROBE_PROGRAM` stats in the jail.
+
+    A directory among them seen as the host's means the jail fell back to a
+    bind of it (the kernel refused an overlay): its whole tree is the host's.
+    """
+    paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+    paths += ["/etc/ld.so.cache", interpreter, prefix, "/usr"]
+    found = {}
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        found[path] = [status.st_dev, status.st_ino]
+    return found
+
+
 def evaluate_probe(
     result: Any,
     host_namespaces: dict[str, str],
     jail_uid: int,
     applied_optional: list[str],
     service_source_dir: str,
+    host_files: dict[str, list[int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Layer -> {"active": bool, "reason"?: str} from the probe run's result."""
+    """Layer -> {"active": bool, "reason"?: str} from the probe run's result.
+
+    `host_files`: what :func:`host_inodes` saw on the host; the mountns
+    verdict then lists the jail's files that are the host's own inodes
+    (``host_inodes``: a lock on one is seen outside the run).
+    """
     facts = _facts(result.stdout)
     if not facts:
         reason = (
-            f"probe run failed: exit={result.exit_code} signal={result.signal} "
-            + (result.stderr[-300:])
+            f"probe run failed: exit={result.exit_code} signal={result.signal}"
+            f" stderr (the probe's): {result.stderr[-300:]!r}"
         )
         return {name: {"active": False, "reason": reason} for name in LAYERS}
     status = facts.get("status", {})
@@ -147,6 +174,11 @@ def evaluate_probe(
         else:
             verdicts[name] = {"active": False, "reason": reason}
     verdicts["privileges"]["launcher"] = launcher_mode()
+    if host_files is not None:
+        seen = facts.get("inodes", {})
+        verdicts["mountns"]["host_inodes"] = sorted(
+            path for path, identity in seen.items() if host_files.get(path) == identity
+        )
     return verdicts
 
 

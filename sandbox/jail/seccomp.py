@@ -77,6 +77,11 @@ ALWAYS_REFUSED: frozenset[str] = frozenset(
         "name_to_handle_at",
         "open_by_handle_at",
         "fanotify_init",
+        "fanotify_mark",
+        "inotify_init",
+        "inotify_init1",
+        "inotify_add_watch",
+        "inotify_rm_watch",
         "pidfd_getfd",
         "acct",
         "quotactl",
@@ -119,7 +124,53 @@ ALWAYS_REFUSED: frozenset[str] = frozenset(
         "syncfs",
     }
 )
-"""Never allowed, whatever the policy says (personality: only its query form, below)."""
+"""Never allowed, whatever the policy says (personality: only its query form, below).
+
+The inotify family is here with fanotify: a watch on a file another run
+also opens (a device node, a read-only system file) would show what that
+run does."""
+
+INIT_PID = 1
+"""The jail's init in the tool's pid namespace: the one process there the tool did not create."""
+PR_SET_SECCOMP = 22
+F_SETLEASE = 1024
+F_NOTIFY = 1026
+PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
+
+ARGUMENT_REFUSALS: dict[str, tuple[tuple[tuple[int, int], ...], ...]] = {
+    **{
+        name: (((0, INIT_PID),),)
+        for name in (
+            "prlimit64",
+            "sched_setaffinity",
+            "sched_setscheduler",
+            "sched_setparam",
+            "kill",
+            "tkill",
+            "tgkill",
+            "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo",
+            "pidfd_open",
+            "get_robust_list",
+        )
+    },
+    # which, who: init by pid, init's process group (the tool's own is
+    # init's: who 0), or every process of the jail uid (init included).
+    **{
+        name: (((1, INIT_PID),), ((0, PRIO_USER),), ((0, PRIO_PGRP), (1, 0)))
+        for name in ("setpriority", "getpriority")
+    },
+    # A filter of the tool's own, stacked on the jail's, would answer refused
+    # calls itself (its ERRNO outranks the jail's notification): uncounted.
+    "prctl": (((0, PR_SET_SECCOMP),),),
+    # Leases and directory notifications tell a process who else opens a file.
+    "fcntl": (((1, F_SETLEASE),), ((1, F_NOTIFY),)),
+}
+"""Allowed syscalls refused for some arguments: syscall -> alternatives, each a list
+of (argument index, value) that must all hold (compared as the kernel reads them,
+the low 32 bits). Above all: nothing that names init (pid 1) or a group holding it,
+so the tool can change no limit, priority, affinity or scheduling of its supervisor.
+"""
 
 ALLOWED: tuple[str, ...] = (
     # memory
@@ -221,10 +272,6 @@ ALLOWED: tuple[str, ...] = (
     "llistxattr",
     "flistxattr",
     "memfd_create",
-    "inotify_init",
-    "inotify_init1",
-    "inotify_add_watch",
-    "inotify_rm_watch",
     "sync_file_range",
     # polling, events, timers
     "poll",
@@ -386,16 +433,21 @@ def load(bpf: bytes, notify: bool) -> int | None:
     return result if notify else None
 
 
-def refuse_notification(listener_fd: int) -> bool:
-    """Answer one pending notification with EPERM; False if it vanished meanwhile."""
+def refuse_notification(listener_fd: int) -> int | None:
+    """Answer one pending notification with EPERM; the refused syscall's number.
+
+    None if the notification vanished before it was received (its caller
+    died or was interrupted: the syscall did not run either).
+    """
     notification = bytearray(_NOTIF_SIZE)
     try:
         fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, notification, True)
     except OSError:
-        return False  # the caller died or was interrupted before we received it
+        return None
     response = bytearray(bytes(notification[:8]) + u64(0) + s32(-errno.EPERM) + u32(0))
     try:
         fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SEND, response, True)
     except OSError:
         pass  # the caller died or was interrupted: the syscall did not run either way
-    return True
+    # struct seccomp_notif: id, pid, flags, then seccomp_data, whose first field is nr.
+    return int.from_bytes(notification[16:20], "little", signed=True)

@@ -1,14 +1,15 @@
 """The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
 Started by the service with no environment but LD_BIND_NOW and LANG (the
-default tool locale), nothing but a unix socket (and /dev/null on fds 0-2),
-one per run slot; it lives in the slot's cgroup, so its children are born
-there (no per-run cgroup move). It preloads the interpreter's stdlib
+default tool locale), nothing but a unix socket and the slot's cgroup files
+(and /dev/null on fds 0-2), one per run slot, in a session of its own, its
+working dir the service's dir of run roots; it lives in the slot's cgroup,
+so its children are born there (no per-run cgroup move). It preloads the interpreter's stdlib
 modules a policy lists and makes what a warm child's set-up needs
 (:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
 once the interpreter and the dynamic loader have read it), then waits. For
 each run the service sends a one-byte request (warm or cold) and five
-fds — the run's stdin, stdout, stderr, config pipe and report pipe — and
+fds — the run's stdin, stdout, stderr, config pipe and report socket — and
 nothing else: the zygote forks, and only the child reads the config pipe
 (the jail's config, then, once jailed, the request's payload), so no
 request data ever enters the zygote's memory. The child then does exactly what a cold
@@ -34,6 +35,7 @@ from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 FDS_PER_RUN = 5
 WARM = b"r"
 """Request: fork and run the code in the preloaded interpreter."""
@@ -64,32 +66,71 @@ def warm_up() -> None:
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
 
 
-KEPT_ARGUMENTS = ("python", "-I", "-S", "launch.py", "--zygote")
-"""What a zygote's command line still shows once it is up (the rest is blanked)."""
+KEPT_ARGUMENTS = ("python", "-I", "-S", "/proc/self/fd/N/sandbox/jail/launch.py", "--zygote")
+"""What a zygote's command line still shows once it is up (the rest is blanked): the
+launch script is named through an fd, not by its host path."""
 
 
 def blank_command_line(keep: int) -> None:
     """Zero the memory of this process's arguments after the first `keep` of them.
 
     The kernel shows that memory as /proc/PID/cmdline, for this process and
-    every child it forks: a warm tool reading its own must not find there
-    the host paths (the slot's root, its cgroup) the zygote was started with.
+    every child it forks: a warm tool reading its own finds there only how
+    the zygote was started, not the paths it was given.
     """
-    with open("/proc/self/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48 and 49 in proc(5)
+    arg_start, arg_end = _argument_area()
     kept = sum(len(os.fsencode(argument)) + 1 for argument in sys.orig_argv[:keep])
     if arg_start and arg_start + kept < arg_end:
         memset(arg_start + kept, 0, arg_end - arg_start - kept)
 
 
+def _argument_area() -> tuple[int, int]:
+    """Where this process's arguments lie in its memory: fields 48 and 49 of /proc/self/stat.
+
+    That line also holds this process's host pid, its parent's (the
+    service's) and its group's: it is read into a buffer that is zeroed
+    after, and parsed byte by byte, so that no object holding them is left
+    in the memory every warm run inherits.
+    """
+    line = bytearray(4096)
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        length = os.readv(fd, [line])
+    finally:
+        os.close(fd)
+    field = -1  # fields after the command name's closing parenthesis, counted from 0
+    position = line.rfind(b")", 0, length) + 1
+    values = [0, 0]
+    while position < length and field <= 46:
+        byte = line[position]
+        if byte == 0x20:
+            field += 1
+        elif field in (45, 46):
+            values[field - 45] = values[field - 45] * 10 + byte - 0x30
+        position += 1
+    line[:] = bytes(len(line))
+    return values[0], values[1]
+
+
+def _forget_pid(pid: int) -> None:
+    """Zero the digits of the int object holding a child's host pid, before it is dropped.
+
+    Its memory is freed, not cleared: the next child would find that pid
+    in the heap it inherits. Pids up to 256 are the interpreter's shared,
+    static small ints: nothing to forget there.
+    """
+    if pid > 256:
+        header = type(pid).__basicsize__
+        memset(id(pid) + header, 0, sys.getsizeof(pid) - header)
+
+
 def _parse(
     arguments: list[str],
-) -> tuple[int, list[str], tuple[str, list[str], list[str]] | None, list[str]]:
+) -> tuple[int, list[int], tuple[str, list[str], list[str]] | None, list[str]]:
     socket_fd, cgroups, root, read_paths, hidden_paths, *modules = arguments
-    cgroup_files = [] if cgroups == "-" else cgroups.split(",")
+    cgroup_fds = [] if cgroups == "-" else [int(fd) for fd in cgroups.split(",")]
     template = None if root == "-" else (root, read_paths.split(":"), hidden_paths.split(":"))
-    return int(socket_fd), cgroup_files, template, modules
+    return int(socket_fd), cgroup_fds, template, modules
 
 
 def serve(arguments: list[str]) -> None:
@@ -97,13 +138,19 @@ def serve(arguments: list[str]) -> None:
 
     `arguments`: ``SOCKET CGROUPS ROOT READ HIDDEN MODULE...`` (see
     :func:`~sandbox.jail.launcher.main`). The list is emptied: the caller's
-    frame lies under every warm tool's code, which must find no host path.
+    frame lies under every warm tool's code. Nothing in them names the
+    service's state (ROOT is the slot's dir relative to the zygote's
+    working dir, CGROUPS are open fds) and nothing this loop does holds a
+    host pid: a warm tool can read its whole memory, freed parts included.
     """
-    socket_fd, cgroup_files, template, modules = _parse(arguments)
+    socket_fd, cgroup_fds, template, modules = _parse(arguments)
     arguments.clear()
     prctl(PR_SET_PDEATHSIG, SIGKILL)
-    cgroup.join(cgroup_files)  # once: the children are born in the group
-    prepared = {"cgroup"} if cgroup_files else set()
+    # A jail's init whose launcher was killed first comes back here, and is
+    # reaped at once (SIGCHLD ignored below), not left to the host's pid 1.
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    cgroup.join_through(cgroup_fds)  # once: the children are born in the group
+    prepared = {"cgroup"} if cgroup_fds else set()
     try:
         netns.unshare()  # once: runs of this slot share an empty network namespace
         prepared.add("netns")
@@ -123,7 +170,7 @@ def serve(arguments: list[str]) -> None:
     warm_up()
     # Every child runs under this frame, and warm tools' code in this
     # interpreter: nothing here may name the host paths given at start.
-    del cgroup_files, template, modules
+    del cgroup_fds, template, modules
     blank_command_line(keep=len(KEPT_ARGUMENTS))
     for_every_run = frozenset(prepared)
     with_own_pid_namespace = for_every_run | {"pidns"}
@@ -155,12 +202,8 @@ def serve(arguments: list[str]) -> None:
             channel.close()
             _place_fds(fds)
             run_one(CONFIG_FD, REPORT_FD, layers_ready, in_process=message == WARM)
-        try:
-            # The process the service kills to end the run early (with it, the
-            # whole jail): init, or the process outside its pid namespace.
-            os.write(fds[REPORT_FD], f"jail {pid}\n".encode())
-        except OSError:
-            pass  # the service gave up on this run: nothing reads its report
+        _forget_pid(pid)  # the child tells the service who it is (see sandbox.jail.contain)
+        del pid
         for fd in fds:
             os.close(fd)
 

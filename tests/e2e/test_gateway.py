@@ -19,7 +19,7 @@ from pagi.auth import TokenSigner
 from pagi.health import check_service
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, closed_port, free_port
 from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
 
 pytestmark = pytest.mark.e2e
@@ -34,12 +34,6 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     server = await FakeOpenAI().start()
     yield server
     await server.stop()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def expect(call: object, code: str) -> GatewayError:

@@ -1,10 +1,13 @@
-"""The memory service as a real process: durability across kill -9, restarts and faults."""
+"""The memory service as a real process: durability across kill -9, restarts and faults.
+
+On both backends (SQLite, and a real PostgreSQL server), but the read-only
+file system, which only SQLite has.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,13 +22,21 @@ from pagi.health import check_service
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
 from tests.conftest import REPO, in_private_mount_namespace, launch_stack, stack_env
+from tests.memory_backends import BACKENDS, Backend, make_backend
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    return make_backend(request.param, tmp_path_factory.mktemp("memory-db"))
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[Stack]:
-    env = stack_env(tmp_path_factory.mktemp("memory-e2e"), keys_dir)
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, keys_dir: Path, backend: Backend
+) -> Iterator[Stack]:
+    env = stack_env(tmp_path_factory.mktemp("memory-e2e"), keys_dir, **backend.env())
     running = launch_stack(env, ["memory"])
     yield running
     running.stop()
@@ -101,19 +112,13 @@ def test_acknowledged_writes_survive_kill_9_during_a_burst(stack: Stack, url: st
     assert not lost, f"{len(lost)} acknowledged writes lost after kill -9"
 
 
-def test_locked_database_is_a_clear_503(stack: Stack, url: str, auth) -> None:
-    db = Path(stack.env["PAGI_STATE_DIR"]) / "memory.db"
-    locker = sqlite3.connect(db, isolation_level=None)
-    locker.execute("BEGIN EXCLUSIVE")
-    try:
+def test_locked_database_is_a_clear_503(stack: Stack, url: str, auth, backend: Backend) -> None:
+    with backend.locked():
         started = time.monotonic()
         response = httpx.post(
             f"{url}/api/v1/memory", json={"kind": "note", "content": 1}, headers=auth, timeout=10
         )
         elapsed = time.monotonic() - started
-    finally:
-        locker.execute("ROLLBACK")
-        locker.close()
     assert response.status_code == 503
     assert response.json() | {"request_id": None} == {
         "error": "database_unavailable",

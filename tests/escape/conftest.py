@@ -13,6 +13,7 @@ host secret, a world-writable host file and dir, and host sockets.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -27,6 +28,7 @@ from pagi import SERVICES
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
 from sandbox.policy import load_policy
+from sandbox.settings import base_python_executable
 from tests.conftest import REPO, LogCollector, stack_env
 from tests.escape.harness import HostFiles, HostListeners, SandboxUnderTest
 from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, give_to_unprivileged
@@ -51,6 +53,14 @@ def policy_with_executor(source: Path, executor: str) -> str:
     else:
         body = body.replace("[tools.python]\n", f'[tools.python]\nexecutor = "{executor}"\n', 1)
     return text[: section.start()] + body + text[section.end() :]
+
+
+def writable_cgroups() -> bool:
+    """Whether a root service here finds a cgroup hierarchy it may make groups in."""
+    root = Path("/sys/fs/cgroup")
+    v1 = (root / "memory" / "tasks").exists() and (root / "pids" / "tasks").exists()
+    v2 = (root / "cgroup.controllers").exists()
+    return (v1 or v2) and os.geteuid() == 0 and os.access(root / ("memory" if v1 else ""), os.W_OK)
 
 
 @pytest.fixture(scope="session")
@@ -134,8 +144,14 @@ def sandbox(
             stack=stack,
             logs=logs,
             mode=mode,
+            interpreter=os.path.realpath(
+                env.get("PAGI_SANDBOX_PYTHON") or base_python_executable()
+            ),
+            cgroup_delegated=bool(launcher.cgroups) if launcher else writable_cgroups(),
         )
-        under_test.baseline_refusals = under_test.run('print("idle")').refusals
+        idle = under_test.run('print("idle")')
+        under_test.baseline_refusals = idle.refusals
+        under_test.baseline_denials = idle.denials
     except BaseException:
         sys.stderr.write("\n".join(f"{name}| {line}" for name, line in logs.lines[-200:]))
         client.close()

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from pagi.stack import Stack
+from sandbox.jail.bpf import syscall_name
 from sandbox.spec import RunLimits
 from tests.escape.prelude import PRELUDE
 
@@ -224,6 +226,34 @@ class Outcome:
         """Refusals beyond what an idle program of the same shape causes."""
         return self.refusals - self.sandbox.baseline_refusals
 
+    @property
+    def denials(self) -> dict[str, int]:
+        """``result.seccomp_denials``: the refusals by syscall name."""
+        return dict(self.result.get("seccomp_denials") or {})
+
+    def denied_beyond_baseline(self, syscall: str) -> int:
+        """Refusals of `syscall` beyond what an idle program of the same shape causes."""
+        return self.denials.get(syscall, 0) - self.sandbox.baseline_denials.get(syscall, 0)
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """The run's pid and user namespace ids, as the program printed them first thing."""
+        identity = self._identity()
+        return {kind: str(identity[kind]) for kind in ("pid", "user") if kind in identity}
+
+    @property
+    def started_by(self) -> float:
+        """The boot-time clock (seconds) when the program began: its init and tool were up."""
+        return float(self._identity()["boottime"])
+
+    def _identity(self) -> dict[str, Any]:
+        for line in self.lines:
+            if line.startswith("NAMESPACES "):
+                value = json.loads(line[len("NAMESPACES ") :])
+                assert isinstance(value, dict) and "boottime" in value, line
+                return value
+        raise AssertionError(f"the program never said its namespaces: {self.describe()}")
+
     def describe(self) -> str:
         """A compact view of the run for assertion messages."""
         result = self.body.get("result") if isinstance(self.body, dict) else None
@@ -263,8 +293,13 @@ class SandboxUnderTest:
     logs: Any
     """The service's output lines (``logs.of("sandbox")``)."""
     baseline_refusals: int = 0
+    baseline_denials: dict[str, int] = field(default_factory=dict)
     mode: str = "root"
     """How the jail is built: "root" (service as root) or "unprivileged" (uid 10001)."""
+    interpreter: str = ""
+    """The python tool's interpreter (the real path a jail's sys.executable shows)."""
+    cgroup_delegated: bool = False
+    """The suite gave the service a cgroup hierarchy it may write (the layer must be active)."""
 
     def alive(self) -> bool:
         """The service process is still running and answers /health."""
@@ -279,6 +314,20 @@ class SandboxUnderTest:
         body = response.json()
         assert isinstance(body, dict)
         return body
+
+    def host_inodes(self) -> dict[str, list[int]]:
+        """(device, inode) on the host of files a jail also shows at the same path."""
+        found: dict[str, list[int]] = {}
+        paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+        paths += ["/etc/ld.so.cache", self.interpreter, "/proc/self/ns/cgroup"]
+        paths += ["/proc/self/ns/time"]
+        for path in paths:
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            found[path] = [status.st_dev, status.st_ino]
+        return found
 
     def substitutions(self, marker: str) -> dict[str, str]:
         """Placeholders an attack program may use."""
@@ -303,6 +352,9 @@ class SandboxUnderTest:
             "@STATE_FILES@": json.dumps(state_files(self.state_dir)),
             "@HOST_HOSTNAME@": socket.gethostname(),
             "@BLOCK_DEVICES@": json.dumps(host_block_devices()),
+            "@HOST_DEVICES@": json.dumps(sorted(os.listdir("/dev"))),
+            "@SETUID_BINARIES@": json.dumps(host_setuid_binaries()),
+            "@HOST_INTERFACES@": json.dumps(host_interfaces()),
             "@MEMORY_LIMIT@": str(self.limits.memory_bytes),
             "@HOST_ADDRESSES@": json.dumps(host_ipv4_addresses()),
             "@KERNEL_KNOBS@": json.dumps(host_kernel_knobs()),
@@ -372,6 +424,28 @@ def host_block_devices() -> list[str]:
     return [path for path in candidates if os.path.exists(path)]
 
 
+def host_setuid_binaries() -> list[str]:
+    """Set-user-id root binaries of the host's /usr/bin (which the jail shows read-only)."""
+    found = []
+    for name in ("passwd", "mount", "umount", "su", "chsh", "chfn", "newgrp", "gpasswd"):
+        path = f"/usr/bin/{name}"
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        if status.st_mode & stat.S_ISUID and status.st_uid == 0:
+            found.append(path)
+    return found
+
+
+def host_interfaces() -> list[str]:
+    """The host's network interface names."""
+    try:
+        return sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return [name for _, name in socket.if_nameindex()]
+
+
 KERNEL_KNOBS = (
     "/proc/sys/kernel/core_pattern",
     "/proc/sys/kernel/hostname",
@@ -430,6 +504,64 @@ def processes_with_marker(marker: str) -> list[str]:
         if marker in comm or marker.encode() in cmdline:
             found.append(f"pid {entry} state {state} comm {comm!r}")
     return found
+
+
+def processes_in_namespaces(namespaces: dict[str, str]) -> list[tuple[int, float, str]]:
+    """Host processes in any of `namespaces` ({"pid": "pid:[N]", ...}): (pid, start, what)."""
+    wanted = {f"{kind}:{value}" for kind, value in namespaces.items()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: list[tuple[int, float, str]] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        for kind in ("pid", "user"):
+            try:
+                link = os.readlink(f"/proc/{entry}/ns/{kind}")
+            except OSError:
+                continue
+            if f"{kind}:{link}" not in wanted:
+                continue
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                fields = _stat_fields(int(entry))
+            except (OSError, IndexError):
+                break  # gone meanwhile
+            start = int(fields[19]) / ticks  # field 22 of proc(5): start time since boot
+            found.append((int(entry), start, f"pid {entry} state {fields[0]} comm {comm!r} {link}"))
+            break
+    return found
+
+
+def run_survivors(outcome: Outcome, grace_s: float = 1.0) -> list[str]:
+    """What is left on the host of the run, found by what it is, not what it is called.
+
+    Every process in the run's pid namespace or user namespace (each run
+    has its own of both), after a short grace for the kernel's teardown.
+    A run that never said which namespaces it was in is no evidence.
+
+    The kernel reuses a namespace's id once the namespace is gone: the next
+    run's jail may hold it already. Any process of this run lives only as
+    long as the run's init (the kernel ends the whole namespace with it),
+    and that init, and the launcher in its user namespace, were up before
+    the program began: processes found are this run's only if one of them
+    started by then.
+    """
+    namespaces = outcome.namespaces
+    assert set(namespaces) == {"pid", "user"}, f"no namespace ids from the run: {namespaces}"
+    began = outcome.started_by + 0.02  # the start time's resolution (clock ticks)
+
+    def this_runs() -> list[str]:
+        found = processes_in_namespaces(namespaces)
+        if any(start <= began for _, start, _ in found):
+            return [what for _, _, what in found]
+        return []
+
+    deadline = time.monotonic() + grace_s
+    survivors = this_runs()
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.05)
+        survivors = this_runs()
+    return survivors
 
 
 def wait_no_survivors(marker: str, grace_s: float = 1.0) -> list[str]:
@@ -537,11 +669,33 @@ def _walk_for(marker: str, root: Path) -> list[str]:
     return found
 
 
+# --- what /health must say ------------------------------------------------------------
+
+
+def assert_layers_active(isolation: dict[str, Any], expected: set[str]) -> None:
+    """Every layer of `expected` is in /health's isolation report, and active."""
+    missing = expected - set(isolation)
+    assert not missing, f"/health does not report {sorted(missing)}: {isolation}"
+    inactive = {
+        name: report
+        for name, report in isolation.items()
+        if name in expected and not (isinstance(report, dict) and report.get("active") is True)
+    }
+    assert not inactive, f"layers not active: {inactive}"
+
+
+def assert_limits_bound_the_whole_run(isolation: dict[str, Any]) -> None:
+    """The cgroup layer is active and every limit bounds the whole run, not each process."""
+    assert_layers_active(isolation, {"cgroup"})
+    scope = isolation.get("limit_scope")
+    expected = {"wall_seconds", "cpu_seconds", "memory_bytes", "processes"}
+    assert scope == dict.fromkeys(expected, "run"), f"limits bound less than the run: {scope}"
+
+
 # --- judging evidence ---------------------------------------------------------------
 
 ERRNO_LAYER: dict[int, str] = {
     errno.EACCES: "landlock",
-    errno.ENOENT: "mountns",
     errno.EROFS: "mountns",
     errno.EXDEV: "mountns",
     errno.ESRCH: "pidns",
@@ -558,14 +712,40 @@ ERRNO_LAYER: dict[int, str] = {
 }
 
 
+def syscalls_of(record: dict[str, Any]) -> list[str]:
+    """The syscall(s) a RESULT says it tried: named by the program, or the raw number it made."""
+    named = record.get("syscall")
+    if isinstance(named, str):
+        return [named]
+    if isinstance(named, list):
+        return [str(name) for name in named]
+    number = record.get("syscall_nr")
+    if isinstance(number, int):
+        return [syscall_name(number)]
+    return []
+
+
+def counted_by_seccomp(outcome: Outcome, record: dict[str, Any]) -> bool:
+    """Whether the run's refusals by name counted the very syscall this RESULT tried."""
+    return any(outcome.denied_beyond_baseline(name) > 0 for name in syscalls_of(record))
+
+
+def missing_on_the_jail_side(record: dict[str, Any]) -> bool:
+    """ENOENT is the mount layer's work only if what was aimed at exists on the host."""
+    path = record.get("path")
+    return isinstance(path, str) and os.path.lexists(path)
+
+
 def layer_of(
     outcome: Outcome, record: dict[str, Any], overrides: dict[int, str] | None = None
 ) -> str:
     """The layer a RESULT record points at; AssertionError when it escaped.
 
-    EPERM names seccomp only when the run's refusal counter saw it (refusals
-    are counted); otherwise it is the kernel's own privilege check
-    ("privileges"). A SIGSYS kill is seccomp.
+    EPERM names seccomp only when the run's refusals counted the syscall this
+    RESULT tried (by name); otherwise it is the kernel's own privilege check
+    ("privileges"). A SIGSYS kill is seccomp. ENOENT names the mount layer
+    only when the RESULT's host path exists on the host (else nothing was
+    hidden: no evidence of any layer).
     """
     if record.get("signal") == SIGSYS:
         return "seccomp"
@@ -578,7 +758,13 @@ def layer_of(
     if overrides and code in overrides:
         return overrides[code]
     if code == errno.EPERM:
-        return "seccomp" if outcome.refusals_counted > 0 else "privileges"
+        return "seccomp" if counted_by_seccomp(outcome, record) else "privileges"
+    if code == errno.ENOENT:
+        assert missing_on_the_jail_side(record), (
+            f"{record['label']}: ENOENT for {record.get('path')!r}, which the host lacks too"
+            f" (or the program did not say what it aimed at): no evidence of a layer; {record}"
+        )
+        return "mountns"
     if code == errno.ENOSYS:
         return "kernel"  # not implemented here; PAGI's filter answers EPERM (clone3 aside)
     if isinstance(code, int) and code in ERRNO_LAYER:
@@ -626,9 +812,9 @@ def seccomp_refused(label: str) -> Check:
         layer = layer_of(outcome, record)
         if layer == "privileges":
             raise AssertionError(
-                f"{label}: EPERM, but seccomp_refusals={outcome.refusals} "
-                f"(baseline {outcome.sandbox.baseline_refusals}) did not count it: "
-                f"{outcome.describe()}"
+                f"{label}: EPERM, but seccomp_denials={outcome.denials} "
+                f"(baseline {outcome.sandbox.baseline_denials}) did not count"
+                f" {syscalls_of(record)}: {outcome.describe()}"
             )
         return layer
 
@@ -643,7 +829,7 @@ def no_survivors(label: str, ready_word: str = "SURVIVOR_READY") -> Check:
         record = outcome.result_of(label)
         assert record.get("ok"), f"the would-be survivor was never created: {record}"
         assert ready_word in outcome.stdout, f"survivor never got ready: {outcome.describe()}"
-        survivors = wait_no_survivors(outcome.marker)
+        survivors = run_survivors(outcome) + wait_no_survivors(outcome.marker)
         assert not survivors, f"NOT CONTAINED: processes outlived the run: {survivors}"
         zombies = wait_no_zombies(outcome.sandbox.service_pid)
         assert not zombies, f"zombies left under the sandbox service: {zombies}"

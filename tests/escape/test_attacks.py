@@ -2,7 +2,8 @@
 
 Each attack must reach the point of trying (it prints ``REACHED``), be
 contained, and be stopped by one of the layers its row names; whatever the
-family, no process of the run may outlive it and the service must survive.
+family, no process of the run may outlive it (no process left in its pid or
+user namespace, whatever it calls itself) and the service must survive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tests.escape.harness import (
     Attack,
     SandboxUnderTest,
     host_mounts_under,
+    run_survivors,
     wait_no_survivors,
     wait_no_zombies,
 )
@@ -33,7 +35,7 @@ def test_attack_is_contained(sandbox: SandboxUnderTest, attack: Attack) -> None:
     assert layers <= set(attack.layers), (
         f"stopped by {sorted(layers)}, expected one of {attack.layers}: {outcome.describe()}"
     )
-    survivors = wait_no_survivors(outcome.marker)
+    survivors = run_survivors(outcome) + wait_no_survivors(outcome.marker)
     assert not survivors, f"NOT CONTAINED: processes of the run survive: {survivors}"
     assert not wait_no_zombies(sandbox.service_pid), "zombies left under the sandbox service"
     assert not host_mounts_under(sandbox.state_dir), "the jail's mounts leaked into the host"

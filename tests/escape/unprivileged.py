@@ -122,7 +122,8 @@ class UnprivilegedLauncher:
 
 
 def _delegated_cgroups() -> list[Path]:
-    """A memory and a pids group under this process's own, owned by :data:`UID`."""
+    """A memory, a pids and (where mounted) a cpuacct group under this process's own,
+    owned by :data:`UID`."""
     own = {}
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -131,7 +132,10 @@ def _delegated_cgroups() -> list[Path]:
     root = Path("/sys/fs/cgroup")
     name = f"pagi-unprivileged-test-{os.getpid()}-{os.urandom(3).hex()}"
     if (root / "memory" / "tasks").exists() and (root / "pids" / "tasks").exists():
-        groups = [root / c / own.get(c, "/").lstrip("/") / name for c in ("memory", "pids")]
+        controllers = ["memory", "pids"]
+        if (root / "cpuacct" / "cpuacct.usage").exists():
+            controllers.append("cpuacct")  # the whole run's CPU time
+        groups = [root / c / own.get(c, "/").lstrip("/") / name for c in controllers]
     else:  # cgroup v2: one group, its controllers enabled by the service itself
         groups = [root / own.get("", "/").lstrip("/") / name]
     for group in groups:

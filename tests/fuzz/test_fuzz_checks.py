@@ -258,6 +258,11 @@ def test_run_check_passes_a_run_that_happened():
         200, _result(stderr="SyntaxError: invalid syntax\n", status="error", exit_code=1)
     )
     assert run_problem(response, refused, elapsed, WITHIN) == ""
+    indented = compile_verdict(" 0")
+    response, elapsed = _tool_answer(
+        200, _result(stderr="IndentationError: unexpected indent\n", status="error", exit_code=1)
+    )
+    assert run_problem(response, indented, elapsed, WITHIN) == ""
 
 
 def test_run_check_fails_a_refusal_of_code_that_fits_the_policy():

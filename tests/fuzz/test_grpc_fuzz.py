@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.server import MESSAGE_OVERHEAD_BYTES
+from gateway.server import max_receive_bytes
 from gateway.settings import GatewaySettings
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
@@ -31,11 +31,8 @@ ANSWER_WITHIN = 3.0
 """Answers take milliseconds (13 ms at most, measured); this bound leaves a loaded CI
 machine room, and is well inside the call's timeout so that a late answer fails too."""
 MAX_PROMPT_BYTES = GatewaySettings.model_fields["pagi_gateway_max_prompt_bytes"].default
-MAX_CONVERSATION_BYTES = GatewaySettings.model_fields["pagi_gateway_max_conversation_bytes"].default
-# gRPC itself refuses a message above the largest request the gateway takes
-# (a Decide conversation), before any handler parses it.
-MAX_MESSAGE_BYTES = max(MAX_PROMPT_BYTES, MAX_CONVERSATION_BYTES) + MESSAGE_OVERHEAD_BYTES
 MAX_STEPS = GatewaySettings.model_fields["pagi_gateway_max_steps"].default
+RECEIVE_LIMIT = max_receive_bytes(GatewaySettings(_env_file=None))
 
 
 def _identity(data: bytes) -> bytes:
@@ -63,7 +60,7 @@ def assert_serving(channel: grpc.Channel) -> None:
 
 def expected_status(request: model_gateway_pb2.PlanRequest) -> grpc.StatusCode:
     """The status the gateway's documented limits call for."""
-    if request.ByteSize() > MAX_MESSAGE_BYTES:
+    if request.ByteSize() > RECEIVE_LIMIT:
         return grpc.StatusCode.RESOURCE_EXHAUSTED  # refused by gRPC before it is parsed
     too_long = len(request.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES
     if not request.prompt.strip() or too_long or request.max_steps > MAX_STEPS:
@@ -75,7 +72,8 @@ PROMPTS = st.one_of(
     st.text(max_size=200),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=2000),
     st.sampled_from(["", " ", "\x00", "\u202e" * 50, "a" * 32 * 1024, "a" * (32 * 1024 + 1)]),
-    st.integers(min_value=30_000, max_value=200_000).map(lambda n: "é" * n),
+    # Around the prompt limit, and past the transport limit (a conversation's).
+    st.integers(min_value=30_000, max_value=400_000).map(lambda n: "é" * n),
 )
 
 

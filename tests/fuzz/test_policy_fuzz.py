@@ -109,7 +109,10 @@ def assert_within_ceilings(snapshot: PolicySnapshot) -> None:
         assert tool.argv and (tool.argv[0] == PYTHON_PLACEHOLDER or tool.argv[0].startswith("/"))
         assert all(path.startswith("/") for path in tool.readable_paths)
         assert not any(key.startswith("LD_") for key in tool.env)
-        assert isinstance(tool.network, bool)
+        if tool.host_network:
+            assert doc.sandbox.dangerously_allow_host_network
+        if tool.egress is not None:
+            assert tool.egress.allow and snapshot.egress_of(name) is not None
     for caller, rules in doc.callers.items():
         assert caller in IDENTITIES
         assert all(ref == ALL_TOOLS or ref in doc.tools for ref in rules.tools)

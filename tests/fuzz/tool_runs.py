@@ -46,6 +46,9 @@ def with_prelude(program: str) -> tuple[str, RunProof]:
     return f"import os; os.write(1, b'{line}\\n')\n{program}", RunProof(ran_line=line)
 
 
+SYNTAX_ERRORS = ("SyntaxError:", "IndentationError:", "TabError:")
+
+
 def compile_verdict(text: str) -> RunProof:
     """Whether this host's Python refuses ``text`` as a program (the jail runs the same one).
 
@@ -80,7 +83,8 @@ def run_problem(response: httpx.Response, proof: RunProof, elapsed: float, withi
         return f"a timeout without the wall-time limit hit: {body}"
     if proof.ran_line is not None and not result["stdout"].startswith(proof.ran_line + "\n"):
         return f"the program's first line never showed on stdout: {str(body)[:500]}"
-    if proof.syntax_error and "SyntaxError" not in result["stderr"]:
+    # IndentationError and TabError are SyntaxErrors, reported by their own names.
+    if proof.syntax_error and not any(name in result["stderr"] for name in SYNTAX_ERRORS):
         return f"text this host refuses to compile got no SyntaxError: {str(body)[:500]}"
     if proof.syntax_error is False and body["tool_status"] == "error":
         if "Traceback" not in result["stderr"]:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.escape.attacks import kernel, network, persistence, privilege, resources, theft
+from tests.escape.attacks import (
+    channels,
+    kernel,
+    network,
+    persistence,
+    privilege,
+    resources,
+    supervisor,
+    theft,
+)
 from tests.escape.harness import Attack
 
 ALL_ATTACKS: list[Attack] = [
@@ -12,4 +21,6 @@ ALL_ATTACKS: list[Attack] = [
     *kernel.ATTACKS,
     *privilege.ATTACKS,
     *persistence.ATTACKS,
+    *supervisor.ATTACKS,
+    *channels.ATTACKS,
 ]

@@ -10,7 +10,15 @@ from __future__ import annotations
 import errno
 import signal
 
-from tests.escape.harness import Attack, Check, Outcome, layer_of, seccomp_refused
+from tests.escape.harness import (
+    Attack,
+    Check,
+    Outcome,
+    counted_by_seccomp,
+    layer_of,
+    seccomp_refused,
+    syscalls_of,
+)
 
 STRUCTS = r"""
 class iovec(ctypes.Structure):
@@ -252,7 +260,7 @@ def other_abi_refused(label: str) -> Check:
             return "seccomp"
         if record.get("ok"):
             raise AssertionError(f"NOT CONTAINED: {label} ran: {record}")
-        assert record.get("errno") == errno.EPERM and outcome.refusals_counted > 0, (
+        assert record.get("errno") == errno.EPERM and counted_by_seccomp(outcome, record), (
             f"{label}: not refused by seccomp: {record}; {outcome.describe()}"
         )
         return "seccomp"
@@ -261,9 +269,14 @@ def other_abi_refused(label: str) -> Check:
 
 
 REFUSAL_FLOOD = r"""
+import time
+
 def flood():
+    # 20 000 in a row, or as many as a busy machine lets through in 3 s (each one
+    # is a round trip through init), so that the run itself ends normally.
     refused = 0
-    for _ in range(20000):
+    deadline = time.monotonic() + 3
+    while refused < 20000 and (refused % 500 or time.monotonic() < deadline):
         try:
             raw_syscall(250, 0, -3, 0)  # keyctl: always refused
         except OSError:
@@ -275,10 +288,13 @@ attempt("refusal_flood", flood)
 
 
 def flood_counted(outcome: Outcome) -> str:
-    """20 000 refusals in a row: the run ends normally, each one counted, the service fine."""
+    """A flood of refusals (up to 20 000): the run ends normally, each one counted."""
     record = outcome.result_of("refusal_flood")
-    assert record.get("ok") and record["value"] == "20000", record
-    assert outcome.refusals_counted >= 20000, f"only {outcome.refusals} refusals counted"
+    assert record.get("ok"), record
+    refused = int(record["value"])
+    assert refused >= 2000, f"the flood hardly began: {record}"
+    counted = outcome.denied_beyond_baseline("keyctl")
+    assert counted >= refused, f"{refused} refused, {counted} counted: {outcome.denials}"
     return "seccomp"
 
 
@@ -366,9 +382,12 @@ def every_probe_refused_and_counted(outcome: Outcome) -> str:
         if record.get("errno") != errno.EPERM and record.get("signal") != signal.SIGSYS
     }
     assert not not_refused, f"NOT CONTAINED by seccomp (reached the kernel): {not_refused}"
-    assert outcome.refusals_counted >= len(labels), (
-        f"{len(labels)} refusals, {outcome.refusals_counted} counted: {outcome.describe()}"
-    )
+    uncounted = {
+        label: syscalls_of(record)
+        for label, record in answers.items()
+        if record.get("signal") != signal.SIGSYS and not counted_by_seccomp(outcome, record)
+    }
+    assert not uncounted, f"refused but not counted by name: {uncounted}; {outcome.denials}"
     return "seccomp"
 
 

@@ -24,7 +24,8 @@ def tcp_connect(family, address):
 TCP_OWN_PORT = (
     SOCKETS
     + r"""
-attempt("tcp_own_port", lambda: tcp_connect(socket.AF_INET, ("127.0.0.1", @SANDBOX_PORT@)))
+attempt("tcp_own_port", lambda: tcp_connect(socket.AF_INET, ("127.0.0.1", @SANDBOX_PORT@)),
+        syscall="socket")
 """
 )
 
@@ -35,7 +36,7 @@ ports = sorted(set(json.loads("@PAGI_PORTS@") + [8000, 8001, 8002, 8003, 50051, 
 labels = []
 for port in ports:
     labels.append(f"tcp_{port}")
-    attempt(labels[-1], lambda: tcp_connect(socket.AF_INET, ("127.0.0.1", port)))
+    attempt(labels[-1], lambda: tcp_connect(socket.AF_INET, ("127.0.0.1", port)), syscall="socket")
 report("tried", labels=labels)
 """
 )
@@ -46,7 +47,8 @@ TCP_HOST_ADDRESS = (
 labels = []
 for index, address in enumerate(json.loads('@HOST_ADDRESSES@') + ["127.0.0.2", "0.0.0.0"]):
     labels.append(f"tcp_host_{index}")
-    attempt(labels[-1], lambda: tcp_connect(socket.AF_INET, (address, @TCP_PORT@)))
+    attempt(labels[-1], lambda: tcp_connect(socket.AF_INET, (address, @TCP_PORT@)),
+            syscall="socket")
 report("tried", labels=labels)
 """
 )
@@ -54,14 +56,14 @@ report("tried", labels=labels)
 TCP_INTERNET = (
     SOCKETS
     + r"""
-attempt("tcp_internet", lambda: tcp_connect(socket.AF_INET, ("1.1.1.1", 443)))
+attempt("tcp_internet", lambda: tcp_connect(socket.AF_INET, ("1.1.1.1", 443)), syscall="socket")
 """
 )
 
 TCP_IPV6_LOOPBACK = (
     SOCKETS
     + r"""
-attempt("tcp_ipv6", lambda: tcp_connect(socket.AF_INET6, ("::1", @TCP_PORT@)))
+attempt("tcp_ipv6", lambda: tcp_connect(socket.AF_INET6, ("::1", @TCP_PORT@)), syscall="socket")
 """
 )
 
@@ -74,7 +76,7 @@ def send():
         sock.sendto(b"escape " + MARKER.encode(), ("127.0.0.1", @UDP_PORT@))
     return "sent"
 
-attempt("udp_to_host", send)
+attempt("udp_to_host", send, syscall="socket")
 """
 )
 
@@ -106,7 +108,7 @@ def query():
                 ("8.8.8.8", 53))
     return sock.recv(512)
 
-attempt("dns_udp", query)
+attempt("dns_udp", query, syscall="socket")
 """
 )
 
@@ -127,7 +129,7 @@ def bind_and_listen():
     sock.listen(8)
     return "listening"
 
-attempt("bind_listen", bind_and_listen)
+attempt("bind_listen", bind_and_listen, syscall="socket")
 """
 )
 
@@ -144,42 +146,44 @@ def bind_isolated(outcome: Outcome) -> str:
 RAW_SOCKET = (
     SOCKETS
     + r"""
-attempt("raw_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+attempt("raw_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+        syscall="socket")
 """
 )
 
 PACKET_SOCKET = (
     SOCKETS
     + r"""
-attempt("packet_socket", lambda: socket.socket(17, socket.SOCK_RAW, 0x0300))
+attempt("packet_socket", lambda: socket.socket(17, socket.SOCK_RAW, 0x0300), syscall="socket")
 """
 )
 
 NETLINK_SOCKET = (
     SOCKETS
     + r"""
-attempt("netlink_socket", lambda: socket.socket(16, socket.SOCK_RAW, 0))
+attempt("netlink_socket", lambda: socket.socket(16, socket.SOCK_RAW, 0), syscall="socket")
 """
 )
 
 VSOCK_SOCKET = (
     SOCKETS
     + r"""
-attempt("vsock_socket", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
+attempt("vsock_socket", lambda: socket.socket(40, socket.SOCK_STREAM, 0), syscall="socket")
 """
 )
 
 ALG_SOCKET = (
     SOCKETS
     + r"""
-attempt("alg_socket", lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0))
+attempt("alg_socket", lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0), syscall="socket")
 """
 )
 
 UDP_SOCKET = (
     SOCKETS
     + r"""
-attempt("udp_socket_any", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+attempt("udp_socket_any", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+        syscall="socket")
 """
 )
 
@@ -203,7 +207,7 @@ def connect():
     sock.connect("@UNIX_SOCKET@")
     return "connected"
 
-attempt("unix_path", connect)
+attempt("unix_path", connect, path="@UNIX_SOCKET@")
 """
 )
 

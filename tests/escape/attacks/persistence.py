@@ -52,13 +52,14 @@ def left_nothing(label: str) -> Check:
 
 
 def write_to(label: str, path: str) -> str:
+    directory = None if path.startswith("..") else os.path.dirname(path)
     return f"""
 def write():
     with open("{path}", "w") as handle:
         handle.write("persisted by " + MARKER)
     return "{path}"
 
-attempt("{label}", write)
+attempt("{label}", write, path={directory!r})
 """
 
 
@@ -70,7 +71,8 @@ WRITE_TARGETS = [
     ("write_repo", "@REPO@/@MARKER@.py"),
     ("write_state_dir", "@STATE_DIR@/@MARKER@"),
     ("write_world_writable_host_dir", "@HOST_DIR@/drop/@MARKER@"),
-    ("write_etc_cron", "/etc/cron.d/@MARKER@"),
+    # cron's dir where the host has one (a directory the host lacks proves nothing).
+    ("write_etc_cron", ("/etc/cron.d" if os.path.isdir("/etc/cron.d") else "/etc") + "/@MARKER@"),
     ("write_dotdot", "../@MARKER@"),
     ("write_dotdot_twice", "../../@MARKER@"),
 ]
@@ -188,7 +190,7 @@ def write_through_symlink():
         handle.write("tampered by " + MARKER)
     return "written"
 
-attempt("symlink_write", write_through_symlink)
+attempt("symlink_write", write_through_symlink, path="@HOST_WRITABLE@")
 """
 
 HARDLINK_WRITE = r"""
@@ -198,7 +200,7 @@ def write_through_hardlink():
         handle.write("tampered by " + MARKER)
     return "written"
 
-attempt("hardlink_write", write_through_hardlink)
+attempt("hardlink_write", write_through_hardlink, path="@HOST_WRITABLE@")
 """
 
 RENAME_INTO_HOST = r"""
@@ -208,7 +210,7 @@ def rename_out():
     os.rename("payload", "@HOST_DIR@/drop/" + MARKER)
     return "renamed"
 
-attempt("rename_out", rename_out)
+attempt("rename_out", rename_out, path="@HOST_DIR@/drop")
 """
 
 

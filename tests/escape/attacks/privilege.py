@@ -10,22 +10,30 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from tests.escape.harness import Attack, Check, Outcome, blocked, blocked_each, layer_of
+from tests.escape.harness import (
+    Attack,
+    Check,
+    Outcome,
+    blocked,
+    blocked_each,
+    counted_by_seccomp,
+    layer_of,
+)
 
 ID_LAYERS = ("privileges", "userns", "seccomp")
 KNOB_LAYERS = ("landlock", "mountns", "privileges", "seccomp")
 ID_OVERRIDES = {errno.EINVAL: "userns"}  # id 0 not mapped in the user namespace
 
 SETUID_ROOT = r"""
-attempt("setuid_root", lambda: os.setuid(0))
+attempt("setuid_root", lambda: os.setuid(0), syscall="setuid")
 """
 
 SETGID_ROOT = r"""
-attempt("setgid_root", lambda: os.setgid(0))
+attempt("setgid_root", lambda: os.setgid(0), syscall="setgid")
 """
 
 SETGROUPS_ROOT = r"""
-attempt("setgroups_root", lambda: os.setgroups([0]))
+attempt("setgroups_root", lambda: os.setgroups([0]), syscall="setgroups")
 """
 
 CAPSET_ALL = r"""
@@ -37,24 +45,28 @@ attempt("capset_all", lambda: raw_syscall(126, header, data))
 SETUID_BINARY = r"""
 import subprocess
 
-def run_setuid(argv):
-    done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=3)
-    return done
-
+# Set-user-id root binaries of the host, each asked for something only root may
+# do and that needs no input: the answer says whether it ran with privileges.
 os.mkdir("mnt")
+asks = {
+    "passwd": (["-S", "root"], lambda done: done.returncode == 0),  # reads /etc/shadow
+    "mount": (["-t", "tmpfs", "none", "mnt"], lambda done: done.returncode == 0),
+    "umount": (["/proc"], lambda done: done.returncode == 0),
+}
 labels = []
-for argv, rooted in (
-    (["/usr/bin/su", "-c", "id -u", "root"], lambda d: d.stdout.strip() == b"0"),
-    (["/usr/bin/passwd", "-S", "root"], lambda d: d.returncode == 0),
-    (["/usr/bin/mount", "-t", "tmpfs", "none", "mnt"], lambda d: d.returncode == 0),
-):
-    label = "setuid_" + os.path.basename(argv[0])
+for path in json.loads('@SETUID_BINARIES@'):
+    name = os.path.basename(path)
+    if name not in asks:
+        continue
+    arguments, rooted = asks[name]
+    label = "setuid_" + name
     labels.append(label)
     reached(label)
     try:
-        done = run_setuid(argv)
+        done = subprocess.run([path, *arguments], capture_output=True, stdin=subprocess.PIPE,
+                              timeout=3)
     except OSError as exc:
-        report(label, errno=exc.errno)
+        report(label, errno=exc.errno, path=path)
     except subprocess.TimeoutExpired:
         report(label, ran=True, escalated=False, timeout=True)
     else:
@@ -65,17 +77,16 @@ report("tried", labels=labels)
 
 
 def setuid_binaries_powerless(outcome: Outcome) -> set[str]:
+    """Each set-user-id binary the host has ran in the jail, and without privileges."""
     labels = outcome.results().get("tried", {}).get("labels")
-    assert labels, outcome.describe()
-    layers = set()
+    assert labels, f"no set-user-id binary of the host was tried: {outcome.describe()}"
     for label in labels:
         record = outcome.result_of(label)
-        if record.get("ran"):
-            assert not record["escalated"], f"NOT CONTAINED: {label} ran as root: {record}"
-            layers.add("no_new_privs")
-        else:
-            layers.add(layer_of(outcome, record))
-    return layers
+        # A binary that did not run proves nothing (the host has it: see host_setuid_binaries).
+        assert record.get("ran"), f"{label} never ran, no evidence either way: {record}"
+        assert not record["escalated"], f"NOT CONTAINED: {label} ran as root: {record}"
+        assert record.get("timeout") or record.get("stderr"), f"{label} said nothing: {record}"
+    return {"no_new_privs"}
 
 
 OOM_SCORE_ADJ = r"""
@@ -113,7 +124,7 @@ KERNEL_KNOBS = r"""
 labels = []
 for path in json.loads('@KERNEL_KNOBS@'):
     labels.append("knob:" + path)
-    attempt(labels[-1], lambda: os.close(os.open(path, os.O_WRONLY)))
+    attempt(labels[-1], lambda: os.close(os.open(path, os.O_WRONLY)), path=path)
 report("tried", labels=labels)
 """
 
@@ -123,14 +134,15 @@ attempt("parent_mem", lambda: os.close(os.open(f"/proc/{os.getppid() or 1}/mem",
 
 MKNOD_DEVICE = r"""
 import stat
-attempt("mknod", lambda: os.mknod("null", 0o666 | stat.S_IFCHR, os.makedev(1, 3)))
+attempt("mknod", lambda: os.mknod("null", 0o666 | stat.S_IFCHR, os.makedev(1, 3)),
+        syscall=["mknod", "mknodat"])
 """
 
 RAW_BLOCK_DEVICES = r"""
 labels = []
 for path in json.loads('@BLOCK_DEVICES@'):
     labels.append("device:" + path)
-    attempt(labels[-1], lambda: open(path, "rb").read(512))
+    attempt(labels[-1], lambda: open(path, "rb").read(512), path=path)
 report("tried", labels=labels)
 """
 
@@ -163,31 +175,39 @@ def init_untouchable(outcome: Outcome) -> set[str]:
 
 KILL_SUPERVISORS = r"""
 import signal
+import time
 labels = []
 for pid in {os.getppid(), 1} - {0, os.getpid()}:
     labels.append(f"kill_{pid}")
-    attempt(labels[-1], lambda: os.kill(pid, signal.SIGKILL))
+    attempt(labels[-1], lambda: os.kill(pid, signal.SIGKILL), syscall="kill")
 report("tried", labels=labels)
+time.sleep(0.3)  # had init died, the kernel would have ended this process by now
+print("STILL_RUNNING", flush=True)
 """
 
 
 def signal_layer(outcome: Outcome, record: dict[str, Any]) -> str:
     """A refused signal: EPERM not counted by seccomp is Landlock's signal scoping (ABI 6+)."""
-    if record.get("errno") == errno.EPERM and outcome.refusals_counted <= 0:
+    if record.get("errno") == errno.EPERM and not counted_by_seccomp(outcome, record):
         return "landlock"
     return layer_of(outcome, record)
 
 
 def supervisors_survive(outcome: Outcome) -> set[str]:
-    """Killing what is above the tool in its namespace must not hurt the service or the path."""
-    labels = outcome.results().get("tried", {}).get("labels", [])
+    """Killing what is above the tool in its namespace must not hurt the run, the service or
+    the next run: the kill was tried (init, pid 1, is always there to try), the run still
+    ended with its status reported by init, and a follow-up run works."""
+    labels = outcome.results().get("tried", {}).get("labels")
+    assert labels and "kill_1" in labels, f"init was never tried: {outcome.describe()}"
     layers = set()
     for label in labels:
         record = outcome.result_of(label)
         layers.add("pidns" if record.get("ok") else signal_layer(outcome, record))
+    assert "STILL_RUNNING" in outcome.stdout, f"the run did not go on: {outcome.describe()}"
+    assert outcome.body.get("tool_status") == "ok", f"init did not report: {outcome.describe()}"
     follow_up = outcome.sandbox.run('reached("after")\nreport("after", ok=True)')
     assert follow_up.result_of("after").get("ok"), follow_up.describe()
-    return layers or {"pidns"}
+    return layers
 
 
 INTERRUPT_INIT = r"""
@@ -199,7 +219,7 @@ labels = []
 if os.getpid() != 1:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         labels.append(f"signal_init_{sig}")
-        attempt(labels[-1], lambda: os.kill(1, sig))
+        attempt(labels[-1], lambda: os.kill(1, sig), syscall="kill")
 report("tried", labels=labels)
 time.sleep(0.5)
 print("STILL_RUNNING", flush=True)
@@ -223,31 +243,38 @@ def init_interrupt_harmless(outcome: Outcome) -> set[str]:
 
 
 DEV_INVENTORY = r"""
+# Every device name the host has, looked up one by one (listing /dev may be refused,
+# which would prove nothing): only the jail's own five exist, and those work.
 allowed = {"null", "zero", "full", "random", "urandom"}
 reached("dev_inventory")
-try:
-    entries = sorted(os.listdir("/dev"))
-except OSError as exc:
-    entries = []
-    report("dev_listing", errno=exc.errno)
-opened = []
-for name in entries:
-    if name in allowed:
+present, opened = [], []
+for name in json.loads('@HOST_DEVICES@'):
+    path = "/dev/" + name
+    if not os.path.lexists(path):
         continue
+    present.append(name)
     try:
-        os.close(os.open("/dev/" + name, os.O_RDONLY | os.O_NONBLOCK))
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         opened.append(name)
     except OSError:
         pass
-report("dev_inventory", entries=entries, opened_beyond_allowed=opened)
+with open("/dev/null", "wb") as sink, open("/dev/zero", "rb") as zeros:
+    working = sink.write(b"x") == 1 and zeros.read(4) == bytes(4)
+report("dev_inventory", present=sorted(present), opened=sorted(opened), working=working,
+       looked_up=len(json.loads('@HOST_DEVICES@')))
 """
 
 
 def devices_minimal(outcome: Outcome) -> str:
     record = outcome.result_of("dev_inventory")
-    assert not record["opened_beyond_allowed"], (
-        f"NOT CONTAINED: devices the tool could open: {record['opened_beyond_allowed']}"
+    allowed = {"null", "zero", "full", "random", "urandom"}
+    assert record["looked_up"] > len(allowed), f"the host's /dev was not looked at: {record}"
+    assert record["working"], f"the jail's own devices do not work: {record}"
+    assert set(record["present"]) == allowed, (
+        f"NOT CONTAINED: devices present in the jail: {sorted(set(record['present']) - allowed)}"
+        f" (the jail's own missing: {sorted(allowed - set(record['present']))})"
     )
+    assert set(record["opened"]) == allowed, record
     return "mountns"
 
 
@@ -284,7 +311,7 @@ ATTACKS = [
         "setuid_binaries",
         "privilege",
         SETUID_BINARY,
-        ("no_new_privs", "landlock", "mountns", "rlimit"),
+        ("no_new_privs",),
         setuid_binaries_powerless,
     ),
     Attack(
@@ -333,14 +360,14 @@ ATTACKS = [
         "kill_supervisors",
         "privilege",
         KILL_SUPERVISORS,
-        ("pidns", "landlock", "privileges"),
+        ("seccomp", "pidns", "landlock", "privileges"),
         supervisors_survive,
     ),
     Attack(
         "signal_jail_init",
         "privilege",
         INTERRUPT_INIT,
-        ("pidns", "privileges", "landlock"),
+        ("seccomp", "pidns", "privileges", "landlock"),
         init_interrupt_harmless,
     ),
     Attack("device_inventory", "privilege", DEV_INVENTORY, ("mountns",), devices_minimal),

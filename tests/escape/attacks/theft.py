@@ -17,16 +17,16 @@ from tests.escape.harness import (
 FILE_LAYERS = ("mountns", "landlock")
 
 READ_PRIVATE_KEY = r"""
-attempt("read_key", lambda: open("@KEYS_DIR@/sandbox.key").read())
+attempt("read_key", lambda: open("@KEYS_DIR@/sandbox.key").read(), path="@KEYS_DIR@/sandbox.key")
 """
 
 LIST_KEYS_DIR = r"""
-attempt("list_keys", lambda: os.listdir("@KEYS_DIR@"))
+attempt("list_keys", lambda: os.listdir("@KEYS_DIR@"), path="@KEYS_DIR@")
 """
 
 READ_KEY_VIA_SYMLINK = r"""
 os.symlink("@KEYS_DIR@/operator.key", "stolen.key")
-attempt("read_key_symlink", lambda: open("stolen.key").read())
+attempt("read_key_symlink", lambda: open("stolen.key").read(), path="@KEYS_DIR@/operator.key")
 """
 
 READ_KEY_VIA_HARDLINK = r"""
@@ -34,48 +34,50 @@ def steal():
     os.link("@KEYS_DIR@/operator.key", "stolen.key")
     return open("stolen.key").read()
 
-attempt("read_key_hardlink", steal)
+attempt("read_key_hardlink", steal, path="@KEYS_DIR@/operator.key")
 """
 
 READ_POLICY = r"""
-attempt("read_policy", lambda: open("@POLICY@").read())
+attempt("read_policy", lambda: open("@POLICY@").read(), path="@POLICY@")
 """
 
 READ_STATE = r"""
 labels = ["list_state_dir"]
-attempt("list_state_dir", lambda: os.listdir("@STATE_DIR@"))
+attempt("list_state_dir", lambda: os.listdir("@STATE_DIR@"), path="@STATE_DIR@")
 for index, path in enumerate(json.loads('@STATE_FILES@')):
     labels.append(f"state_file_{index}")
-    attempt(labels[-1], lambda: open(path, "rb").read(64))
+    attempt(labels[-1], lambda: open(path, "rb").read(64), path=path)
 report("tried", labels=labels)
 """
 
 READ_REPO_SOURCE = r"""
-attempt("read_source", lambda: open("@REPO@/pagi/auth.py").read())
+attempt("read_source", lambda: open("@REPO@/pagi/auth.py").read(), path="@REPO@/pagi/auth.py")
 """
 
 LIST_VENV = r"""
-attempt("list_venv", lambda: os.listdir("@VENV_SITE@"))
+attempt("list_venv", lambda: os.listdir("@VENV_SITE@"), path="@VENV_SITE@")
 """
 
 READ_HOST_SECRET = r"""
-attempt("host_secret", lambda: open("@HOST_SECRET@").read())
+attempt("host_secret", lambda: open("@HOST_SECRET@").read(), path="@HOST_SECRET@")
 """
 
 READ_HOST_SECRET_DOTDOT = r"""
-attempt("host_secret_dotdot", lambda: open("../../../../../../../../../..@HOST_SECRET@").read())
+attempt("host_secret_dotdot",
+        lambda: open("../../../../../../../../../..@HOST_SECRET@").read(), path="@HOST_SECRET@")
 """
 
 READ_HOST_SECRET_PROC_ROOT = r"""
-attempt("host_secret_proc_root", lambda: open("/proc/1/root@HOST_SECRET@").read())
+attempt("host_secret_proc_root", lambda: open("/proc/1/root@HOST_SECRET@").read(),
+        path="@HOST_SECRET@")
 """
 
 READ_SHADOW = r"""
-attempt("etc_shadow", lambda: open("/etc/shadow").read())
+attempt("etc_shadow", lambda: open("/etc/shadow").read(), path="/etc/shadow")
 """
 
 LIST_ROOT_HOME = r"""
-attempt("root_home", lambda: os.listdir("/root"))
+attempt("root_home", lambda: os.listdir("/root"), path="/root")
 """
 
 SECRET_WORDS = r"""
@@ -140,7 +142,7 @@ report("tried", labels=labels)
 """
 
 SIGNAL_HOST_SERVICE = r"""
-attempt("signal_service", lambda: os.kill(@SERVICE_PID@, 0))
+attempt("signal_service", lambda: os.kill(@SERVICE_PID@, 0), syscall="kill")
 """
 
 PROC_SCAN = r"""

@@ -19,6 +19,8 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tests.conftest import closed_port
+
 
 @dataclass
 class Behaviour:
@@ -93,5 +95,5 @@ def serve(app: FakeDownstream) -> Iterator[str]:
 
 
 def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    return f"http://127.0.0.1:{_free_port()}"
+    """A loopback URL that refuses connections for the whole test run."""
+    return f"http://127.0.0.1:{closed_port()}"

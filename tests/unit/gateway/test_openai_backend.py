@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import socket
 import time
 
 import pytest
 
 from gateway.backends.base import BackendError, Deadline, ErrorCode
 from gateway.backends.openai import OpenAIBackend
+from tests.conftest import closed_port
 from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
 
 API_KEY = "sk-test-7f3a9c1e-DO-NOT-LEAK"
@@ -50,12 +50,6 @@ async def failure_of(coroutine: object) -> BackendError:
     with pytest.raises(BackendError) as caught:
         await coroutine  # type: ignore[misc]
     return caught.value
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------- success

@@ -1,16 +1,24 @@
-"""The memory HTTP API: tokens, validation, records, and 503 when the database fails."""
+"""The memory HTTP API: tokens, validation, records, and 503 when the database fails.
+
+Every test runs on both backends (SQLite and a real PostgreSQL server) unless
+it is about one of them.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from memory.app import create_app
 from memory.settings import MemorySettings
+from pagi.settings import describe_invalid_settings
+from tests.conftest import free_port
+from tests.memory_backends import BACKENDS, Backend, make_backend
+from tests.postgres_server import shared_server
 
 MAX_CONTENT = 2048
 
@@ -26,9 +34,16 @@ def make_settings(state_dir: Path, keys_dir: Path, **fields: object) -> MemorySe
     )
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return make_backend(request.param, tmp_path)
+
+
 @pytest.fixture
-async def client(tmp_path: Path, keys_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path, keys_dir))
+async def client(
+    tmp_path: Path, keys_dir: Path, backend: Backend
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(tmp_path, keys_dir, **backend.settings_fields()))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://memory") as http:
@@ -163,27 +178,26 @@ async def test_every_endpoint_but_health_needs_a_memory_token(
     assert listed.json()["count"] == 0, "a refused write must not be stored"
 
 
-async def test_health_is_open_and_reports_the_database(client: httpx.AsyncClient) -> None:
+async def test_health_is_open_and_reports_the_database(
+    client: httpx.AsyncClient, backend: Backend
+) -> None:
     body = (await client.get("/health")).json()
     assert body["service"] == "memory" and body["status"] == "ok"
     assert body["database"] == "ok"
+    assert body["database_backend"] == backend.name
 
 
-async def test_locked_database_is_503_json(tmp_path: Path, keys_dir: Path, auth) -> None:
-    settings = make_settings(tmp_path, keys_dir)
-    app = create_app(settings)
+async def test_locked_database_is_503_json(
+    tmp_path: Path, keys_dir: Path, auth, backend: Backend
+) -> None:
+    app = create_app(make_settings(tmp_path, keys_dir, **backend.settings_fields()))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://memory") as http:
-            locker = sqlite3.connect(settings.db_path, isolation_level=None)
-            locker.execute("BEGIN EXCLUSIVE")
-            try:
+            with backend.locked():
                 response = await http.post(
                     "/api/v1/memory", json={"kind": "x", "content": 1}, headers=auth
                 )
-            finally:
-                locker.execute("ROLLBACK")
-                locker.close()
             assert response.status_code == 503
             assert response.json()["error"] == "database_unavailable"
             assert response.json()["detail"] == "database is locked"
@@ -195,6 +209,21 @@ async def test_locked_database_is_503_json(tmp_path: Path, keys_dir: Path, auth)
             assert retried.status_code == 201
 
 
+async def _all_routes_503(http: httpx.AsyncClient, auth: dict[str, str], detail: str) -> None:
+    for method, path, body in (
+        ("GET", "/memory/latest", None),
+        ("GET", "/api/v1/memory", None),
+        ("POST", "/api/v1/memory", {"kind": "x", "content": 1}),
+    ):
+        response = await http.request(method, path, json=body, headers=auth)
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] == detail
+        assert response.headers["retry-after"] == "1"
+    health = await http.get("/health")
+    assert health.status_code == 200
+    assert health.json()["database"] == detail
+
+
 async def test_unusable_data_dir_is_503_and_the_service_keeps_serving(
     tmp_path: Path, keys_dir: Path, auth
 ) -> None:
@@ -204,17 +233,51 @@ async def test_unusable_data_dir_is_503_and_the_service_keeps_serving(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://memory") as http:
-            for method, path, body in (
-                ("GET", "/memory/latest", None),
-                ("GET", "/api/v1/memory", None),
-                ("POST", "/api/v1/memory", {"kind": "x", "content": 1}),
-            ):
-                response = await http.request(method, path, json=body, headers=auth)
-                assert response.status_code == 503, response.text
-                assert response.json()["detail"] == "database file cannot be opened"
-            health = await http.get("/health")
-            assert health.status_code == 200
-            assert health.json()["database"] == "database file cannot be opened"
+            await _all_routes_503(http, auth, "database file cannot be opened")
+
+
+async def test_unreachable_postgresql_is_503_and_the_service_keeps_serving(
+    tmp_path: Path, keys_dir: Path, auth
+) -> None:
+    url = f"postgresql://pagi:secret-password@127.0.0.1:{free_port()}/memory"
+    app = create_app(make_settings(tmp_path, keys_dir, memory_database_url=url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://memory") as http:
+            await _all_routes_503(http, auth, "database is unreachable")
+            assert (await http.get("/health")).json()["database_backend"] == "postgresql"
+
+
+async def test_postgresql_is_used_only_when_the_url_names_it(tmp_path: Path) -> None:
+    server = shared_server()
+    assert make_settings(tmp_path, tmp_path).memory_database_url is None
+    for scheme in ("postgresql", "postgres"):
+        url = server.url("memory").replace("postgresql://", f"{scheme}://")
+        settings = make_settings(tmp_path, tmp_path, memory_database_url=url)
+        assert settings.memory_database_url is not None
+        assert settings.memory_database_url.get_secret_value() == url
+        assert server.password not in repr(settings)
+    # Empty means unset: SQLite.
+    assert make_settings(tmp_path, tmp_path, memory_database_url="").memory_database_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://user:hunter2-secret@db/memory",
+        "sqlite:///var/lib/memory.db",
+        "/var/lib/memory.db",
+        "postgresql://user:hunter2-secret@db:notaport/memory?sslmode=nonsense x",
+    ],
+)
+def test_a_database_url_that_is_not_postgresql_is_refused_without_echoing_it(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(tmp_path, tmp_path, memory_database_url=url)
+    message = describe_invalid_settings(refused.value)
+    assert "MEMORY_DATABASE_URL" in message
+    assert "hunter2" not in message and url not in message
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])

@@ -1,9 +1,12 @@
-"""Agent runs in the memory service: written while they go on, final once finished."""
+"""Agent runs in the memory service: written while they go on, final once finished.
+
+On both backends (SQLite, and a real PostgreSQL server).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,13 +15,23 @@ import pytest
 
 from memory.app import create_app
 from memory.settings import MemorySettings
-from memory.store import MemoryStore, RunFinished
+from memory.store import RunFinished
+from tests.memory_backends import BACKENDS, Backend, make_backend
 
 MAX_RUN = 8192
 
 
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    made = make_backend(request.param, tmp_path)
+    yield made
+    await made.close_all()
+
+
 @pytest.fixture
-async def client(tmp_path: Path, keys_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    tmp_path: Path, keys_dir: Path, backend: Backend
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = MemorySettings(
         _env_file=None,
         pagi_state_dir=tmp_path,
@@ -26,6 +39,7 @@ async def client(tmp_path: Path, keys_dir: Path) -> AsyncIterator[httpx.AsyncCli
         pagi_memory_max_run_bytes=MAX_RUN,
         pagi_memory_max_runs=5,
         pagi_memory_busy_timeout_seconds=0.3,
+        **backend.settings_fields(),
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -148,27 +162,22 @@ async def test_runs_need_a_token(client: httpx.AsyncClient) -> None:
         assert response.status_code == 401, (method, path)
 
 
-async def test_locked_database_is_503(client: httpx.AsyncClient, auth, tmp_path: Path) -> None:
-    locker = sqlite3.connect(tmp_path / "memory.db", isolation_level=None)
-    try:
-        locker.execute("BEGIN EXCLUSIVE")
+async def test_locked_database_is_503(client: httpx.AsyncClient, auth, backend: Backend) -> None:
+    with backend.locked("runs"):
         response = await client.put("/memory/runs/a", json=run_body(), headers=auth)
         assert response.status_code == 503
+        assert response.json()["detail"] == "database is locked"
         assert response.headers["retry-after"] == "1"
-    finally:
-        locker.execute("ROLLBACK")
-        locker.close()
     assert (await client.put("/memory/runs/a", json=run_body(), headers=auth)).status_code == 201
 
 
-async def test_runs_survive_reopening_and_live_beside_records(tmp_path: Path) -> None:
-    path = tmp_path / "memory.db"
-    first = MemoryStore(path)
+async def test_runs_survive_reopening_and_live_beside_records(backend: Backend) -> None:
+    first = backend.store()
     await first.append("note", '"kept"')
     stored, created = await first.put_run("r1", "completed", '{"a":1}', '{"b":[2]}')
     assert created and stored.document is None
     await first.close()
-    second = MemoryStore(path)
+    second = backend.store()
     try:
         run = await second.get_run("r1")
         assert run is not None
@@ -180,6 +189,31 @@ async def test_runs_survive_reopening_and_live_beside_records(tmp_path: Path) ->
         assert json.loads(json.dumps((await second.list_runs(1))[0].summary)) == {"a": 1}
     finally:
         await second.close()
+
+
+async def test_replicas_writing_one_run_at_once_create_it_once(backend: Backend) -> None:
+    replicas = [backend.store(busy_timeout_seconds=5) for _ in range(3)]
+    for replica in replicas:
+        await replica.open()
+    summary, document = json.dumps({"step": 0}), json.dumps({"steps": []})
+    outcomes = await asyncio.gather(
+        *(
+            replica.put_run(f"shared-{n}", "running", summary, document)
+            for n in range(10)
+            for replica in replicas
+        )
+    )
+    created = [stored.id for stored, was_created in outcomes if was_created]
+    assert sorted(created) == sorted(f"shared-{n}" for n in range(10)), "created once each"
+    listed = await replicas[0].list_runs(100)
+    assert sorted(run.id for run in listed) == sorted(set(created))
+    # One replica finishes a run; from then on every replica refuses to change it.
+    await replicas[1].put_run("shared-0", "completed", summary, document)
+    for replica in replicas:
+        with pytest.raises(RunFinished):
+            await replica.put_run("shared-0", "running", summary, document)
+        run = await replica.get_run("shared-0")
+        assert run is not None and run.status == "completed"
 
 
 async def test_other_methods_name_both_served_ones(client: httpx.AsyncClient, auth) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -392,6 +393,7 @@ async def test_runner_failures_are_503_and_audited_as_failed(make_service, token
         (dict(exit_code=None, signal=9, limit_hit="memory"), "limit"),
         (dict(exit_code=0, limit_hit="output", stdout_truncated=True), "limit"),
         (dict(exit_code=None, signal=31, seccomp_refusals=1), "killed"),
+        (dict(exit_code=None, signal=9, supervisor_died=True), "supervisor_died"),
     ],
 )
 async def test_tool_status_follows_the_run(make_service, token_for, result, status):
@@ -407,6 +409,34 @@ async def test_tool_status_follows_the_run(make_service, token_for, result, stat
         assert record["outcome"]["tool_status"] == status
         assert record["outcome"]["exit_code"] == result["exit_code"]
         assert record["outcome"]["seccomp_refusals"] == result.get("seccomp_refusals", 0)
+
+
+async def test_what_a_tool_prints_is_never_the_services_words(
+    make_service, token_for, caplog: pytest.LogCaptureFixture
+):
+    """A run whose supervisor died: the tool's output goes back as the tool's, nowhere else."""
+    forged = "isolation_unavailable: the jail could not be set up, nothing ran FORGED"
+    async with make_service() as svc:
+        svc.runner.result = RunResult(
+            stdout="partial\n",
+            stderr=forged + "\n",
+            exit_code=None,
+            signal=9,
+            duration_ms=2.0,
+            supervisor_died=True,
+            seccomp_denials={"setpriority": 2},
+        )
+        with caplog.at_level(logging.DEBUG):
+            response = await svc.execute(token_for("sandbox"), tool_name="demo")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["tool_status"] == "supervisor_died"
+        assert body["result"]["stdout"] == "partial\n" and forged in body["result"]["stderr"]
+        assert body["result"]["seccomp_denials"] == {"setpriority": 2}
+        (record,) = svc.audit_records()
+        assert record["outcome"]["seccomp_denials"] == {"setpriority": 2}
+        assert "FORGED" not in svc.settings.audit_log_path.read_text()
+        assert "FORGED" not in caplog.text
 
 
 # --------------------------------------------------------------------------- admission
@@ -538,6 +568,9 @@ async def test_a_run_finishes_under_the_policy_it_was_admitted_with(make_service
 
 
 CODE_MODES_POLICY = """
+[sandbox]
+dangerously_allow_host_network = true
+
 [tools.cat]
 argv = ["/bin/cat"]
 code = "stdin"
@@ -597,3 +630,83 @@ async def test_service_start_stop_and_policy_changes_are_audited(make_service):
     assert policy[1]["version"] == new.version
     assert policy[1]["previous_version"] == start["policy_version"]
     assert records[-1]["action"] == "sandbox_stopped"
+
+
+# --------------------------------------------------------------------------- network
+
+
+EGRESS_POLICY = """
+[tools.fetch]
+argv = ["/bin/true"]
+
+[tools.fetch.network]
+allow = ["api.example.org:443", "*.pypi.org"]
+deny = ["upload.pypi.org"]
+
+[callers.operator]
+tools = ["*"]
+"""
+
+
+async def test_a_tool_with_an_egress_table_is_refused_not_run_without_the_proxy(
+    make_service, token_for
+):
+    async with make_service(EGRESS_POLICY) as svc:
+        response = await svc.execute(token_for("sandbox"), tool_name="fetch")
+        assert response.status_code == 503
+        assert response.json()["error"] == "egress_unavailable"
+        assert svc.runner.specs == []
+        [record] = svc.audit_records()
+        assert record["decision"] == "refused" and record["status"] == 503
+
+
+async def test_policy_status_health_and_tools_show_the_network_choice(make_service, token_for):
+    async with make_service(EGRESS_POLICY) as svc:
+        token = token_for("sandbox")
+        status = (await svc.client.get("/api/v1/policy", headers=bearer(token))).json()
+        fetch = status["summary"]["tools"]["fetch"]
+        assert fetch["network"] is True and fetch["host_network"] is False
+        assert fetch["egress"]["allow"] == ["api.example.org:443", "*.pypi.org"]
+        assert fetch["egress"]["deny"] == ["upload.pypi.org"]
+        assert fetch["egress"]["max_connections"] == 16
+        health = (await svc.client.get("/health")).json()
+        assert health["policy"]["dangerously_allow_host_network"] is False
+        assert health["policy"]["host_network_tools"] == 0
+        tools = (await svc.client.get("/api/v1/tools", headers=bearer(token))).json()["tools"]
+        assert tools[0]["network"] is True
+        assert tools[0]["egress_allow"] == ["api.example.org:443", "*.pypi.org"]
+
+        # A hot edit: the opt-in for the host's whole network shows in /health,
+        # and the egress rules of the new version are what the snapshot hands out.
+        svc.policy_path.write_text(
+            "[sandbox]\ndangerously_allow_host_network = true\n"
+            + EGRESS_POLICY.replace('"*.pypi.org"', '"files.pythonhosted.org:443"')
+            + '[tools.legacy]\nargv = ["/bin/true"]\nnetwork = true\n'
+        )
+        snapshot = svc.store.refresh()
+        assert snapshot is not None
+        health = (await svc.client.get("/health")).json()
+        assert health["policy"]["dangerously_allow_host_network"] is True
+        assert health["policy"]["host_network_tools"] == 1
+        rules = snapshot.egress_of("fetch").rules
+        assert [rule.text for rule in rules.allow] == [
+            "api.example.org:443",
+            "files.pythonhosted.org:443",
+        ]
+        assert snapshot.egress_of("legacy") is None
+
+
+async def test_network_true_without_the_opt_in_is_refused_on_reload(make_service):
+    async with make_service(EGRESS_POLICY) as svc:
+        before = svc.store.current.version
+        svc.policy_path.write_text(
+            EGRESS_POLICY + '[tools.legacy]\nargv = ["/bin/true"]\nnetwork = true\n'
+        )
+        assert svc.store.refresh() is None
+        assert svc.store.current.version == before
+        assert "dangerously_allow_host_network" in svc.store.last_error
+        assert "tools.legacy.network" in svc.store.last_error
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -84,3 +84,26 @@ def test_pids_limit_hits_are_seen_run_after_run(group: RunCgroup) -> None:
         assert not group.pids_limit_hit()
         group.kill_all()
         group.reset_counters()
+
+
+def test_cgroup_v2_files_give_the_verdicts_and_the_cpu_time(tmp_path) -> None:
+    """Read as a v2 group shows them: OOM kills (not `max` events), CPU time, what is held."""
+    group = tmp_path / "slot"
+    group.mkdir()
+    files = {
+        "pids.events": "max 0\n",
+        "memory.events": "low 0\nhigh 0\nmax 57\noom 0\noom_kill 0\noom_group_kill 0\n",
+        "memory.current": str(300 << 20),
+        "memory.stat": f"anon {20 << 20}\nfile {280 << 20}\nfile_mapped {8 << 20}\n",
+        "cpu.stat": "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n",
+    }
+    for name, text in files.items():
+        (group / name).write_text(text)
+    cgroup = RunCgroup({}, "", dirs={"v2": group})
+    cgroup.reset_counters()
+    assert not cgroup.memory_limit_hit()  # reclaim at the limit ("max") is no verdict
+    assert cgroup.cpu_seconds() == 1.5
+    # 300 MiB charged, 272 MiB of it page cache no process maps: 28 MiB held.
+    assert cgroup._resident_bytes() == 28 << 20
+    (group / "memory.events").write_text(files["memory.events"].replace("oom_kill 0", "oom_kill 1"))
+    assert cgroup.memory_limit_hit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -97,3 +98,18 @@ def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "SyntaxError" in completed.stderr
     assert str(REPO) not in completed.stderr
+
+
+def test_a_zygote_clears_the_int_of_a_childs_pid_before_dropping_it() -> None:
+    """A child's host pid, held as an int by the zygote, is zeroed in place: the next child,
+    which inherits the zygote's freed memory, does not find it there."""
+    from sandbox.jail.zygote import _forget_pid
+
+    pid = int("4194301")  # an int object of its own, as os.fork() returns one
+    digits = ctypes.string_at(id(pid) + type(pid).__basicsize__, 4)
+    assert digits == (4194301).to_bytes(4, "little")
+    _forget_pid(pid)
+    assert ctypes.string_at(id(pid) + type(pid).__basicsize__, 4) == bytes(4)
+    small = 200  # one of the interpreter's shared small ints: left alone
+    _forget_pid(small)
+    assert small == 200

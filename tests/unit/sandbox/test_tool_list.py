@@ -141,6 +141,7 @@ async def test_each_caller_sees_the_tools_its_entry_names(
             "wall_seconds": 5.0,
             "output_bytes": 64 * 1024,
             "network": False,
+            "egress_allow": [],
         }
         assert python["takes_code"] is True and python["code"] == "file"
         assert python["max_code_bytes"] == 32 * 1024

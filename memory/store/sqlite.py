@@ -1,4 +1,6 @@
-"""Records and agent runs in SQLite: WAL, ``synchronous=FULL``, one connection on one thread.
+"""The memory in SQLite: WAL journal, ``synchronous=FULL``, one connection on one thread.
+
+The default backend (one service, one file): records and agent runs.
 
 A write is answered only after its transaction has committed and the WAL has
 been synced, so an acknowledged record survives ``kill -9`` and power loss.
@@ -12,18 +14,27 @@ which the API answers with 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from memory.store.base import (
+    LIST_MAX_BYTES,
+    RUNNING,
+    RunFinished,
+    StoredRecord,
+    StoredRun,
+    StoreUnavailable,
+    cut_page,
+    record_from_row,
+    run_from_row,
+)
+from memory.store.group_commit import TIMED_OUT, Batch, GroupCommit, PendingWrite
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -55,66 +66,6 @@ CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 _OPERATION_MARGIN_SECONDS = 2.0
 
 
-class StoreUnavailable(Exception):
-    """The database cannot serve this operation right now; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-LIST_MAX_BYTES = 4 * 1024 * 1024
-"""Most record content one list answer carries."""
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """One memory record as stored."""
-
-    id: int
-    kind: str
-    content: Any
-    created_at: str
-
-
-RUNNING = "running"
-"""The one status of a run that is not finished; any other status is final."""
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """One agent run as stored: its summary, and its whole document when read by id."""
-
-    id: str
-    status: str
-    summary: Any
-    document: Any | None
-    """None in lists (they carry summaries only)."""
-    created_at: str
-    updated_at: str
-
-
-class RunFinished(Exception):
-    """A finished run was written again with different content; it never changes."""
-
-
-@dataclass
-class _PendingWrite:
-    """A write waiting for its batch; ``abandoned`` once its caller stopped waiting."""
-
-    kind: str
-    content_json: str
-    abandoned: bool = False
-
-
-@dataclass
-class _Batch:
-    """Writes committed together: one transaction, one WAL sync for all of them."""
-
-    writes: list[_PendingWrite] = field(default_factory=list)
-    job: asyncio.Future[list[StoredRecord | None]] | None = None
-
-
 def _on_read_only_file_system(path: Path) -> bool:
     try:
         return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
@@ -143,13 +94,10 @@ def _describe(exc: BaseException, path: Path) -> str:
     return "database error"
 
 
-def _row_to_record(row: tuple[int, str, str, str]) -> StoredRecord:
-    record_id, kind, content, created_at = row
-    return StoredRecord(id=record_id, kind=kind, content=json.loads(content), created_at=created_at)
+class SQLiteStore:
+    """The memory's collections in one SQLite file."""
 
-
-class MemoryStore:
-    """Append-only records, and agent runs by id, over one SQLite file."""
+    backend = "sqlite"
 
     def __init__(
         self,
@@ -164,11 +112,15 @@ class MemoryStore:
         self.max_runs = max_runs
         self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
         self.state = "not opened"
+        self._closed = False
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
-        # The batch new writes join; the database thread closes it when it starts on it.
-        self._open_batch: _Batch | None = None
-        self._batch_lock = threading.Lock()
+        # A batch's job queues on the database thread; until it runs, new writes join it.
+        self._group = GroupCommit(
+            lambda batch: asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, batch
+            )
+        )
 
     # ------------------------------------------------------------------ thread side
 
@@ -217,21 +169,20 @@ class MemoryStore:
                 pass
             self._connection = None
 
-    def _run_batch(self, batch: _Batch) -> list[StoredRecord | None]:
+    def _run_batch(self, batch: Batch) -> list[StoredRecord | None]:
         # Close the batch first, whatever happens next: later writes start the next one.
-        with self._batch_lock:
-            if self._open_batch is batch:
-                self._open_batch = None
-            writes = list(batch.writes)
+        writes = self._group.take(batch)
         return self._run(lambda connection: self._append_batch(connection, writes))
 
     def _append_batch(
-        self, connection: sqlite3.Connection, writes: list[_PendingWrite]
+        self, connection: sqlite3.Connection, writes: list[PendingWrite]
     ) -> list[StoredRecord | None]:
-        created_at = datetime.now(UTC).isoformat(timespec="microseconds")
         records: list[StoredRecord | None] = []
         connection.execute("BEGIN IMMEDIATE")
         try:
+            # Taken under the write lock: times grow in commit order, as ids do,
+            # whichever process (replica) writes.
+            created_at = datetime.now(UTC).isoformat(timespec="microseconds")
             for write in writes:
                 if write.abandoned:  # its caller got 503 already: never store it later
                     records.append(None)
@@ -242,7 +193,7 @@ class MemoryStore:
                 )
                 record_id = int(cursor.lastrowid or 0)
                 records.append(
-                    StoredRecord(record_id, write.kind, json.loads(write.content_json), created_at)
+                    record_from_row(record_id, write.kind, write.content_json, created_at)
                 )
             newest = max((r.id for r in records if r is not None), default=None)
             if self.max_records is not None and newest is not None:
@@ -262,7 +213,7 @@ class MemoryStore:
         row = connection.execute(
             "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        return _row_to_record(row) if row else None
+        return record_from_row(*row) if row else None
 
     @staticmethod
     def _list(
@@ -279,16 +230,7 @@ class MemoryStore:
                 " ORDER BY id DESC LIMIT ?",
                 (kind, limit),
             )
-        # A page is cut at max_bytes of content (always at least one record), so
-        # one caller cannot make the service build an answer of limit x record size.
-        records: list[StoredRecord] = []
-        size = 0
-        for row in cursor:
-            size += len(row[2])
-            if records and size > max_bytes:
-                return records, True
-            records.append(_row_to_record(row))
-        return records, False
+        return cut_page(cursor, max_bytes)
 
     @staticmethod
     def _put_run(
@@ -299,9 +241,10 @@ class MemoryStore:
         document_json: str,
         max_runs: int | None,
     ) -> tuple[StoredRun, bool]:
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
         connection.execute("BEGIN IMMEDIATE")
         try:
+            # Taken under the write lock, as a record's time is.
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
             row = connection.execute(
                 "SELECT status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
                 (run_id,),
@@ -324,7 +267,7 @@ class MemoryStore:
                 if (status, summary_json, document_json) != tuple(row[:3]):
                     raise RunFinished(f"run {run_id!r} is finished ({row[0]}) and never changes")
                 connection.execute("COMMIT")
-                return StoredRun(run_id, status, json.loads(row[1]), None, row[3], row[4]), False
+                return run_from_row(run_id, status, row[1], None, row[3], row[4]), False
             else:
                 created_at, updated_at = row[3], now
                 connection.execute(
@@ -337,7 +280,7 @@ class MemoryStore:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        stored = StoredRun(run_id, status, json.loads(summary_json), None, created_at, updated_at)
+        stored = run_from_row(run_id, status, summary_json, None, created_at, updated_at)
         return stored, row is None
 
     @staticmethod
@@ -348,7 +291,7 @@ class MemoryStore:
         ).fetchone()
         if row is None:
             return None
-        return StoredRun(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4], row[5])
+        return run_from_row(*row)
 
     @staticmethod
     def _list_runs(
@@ -361,9 +304,14 @@ class MemoryStore:
             rows = connection.execute(
                 f"{query} WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
             )
-        return [StoredRun(r[0], r[1], json.loads(r[2]), None, r[3], r[4]) for r in rows]
+        return [run_from_row(r[0], r[1], r[2], None, r[3], r[4]) for r in rows]
 
     # ------------------------------------------------------------------ async side
+
+    @property
+    def location(self) -> str:
+        """The database file."""
+        return str(self.path)
 
     async def _submit(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -371,7 +319,7 @@ class MemoryStore:
         try:
             return await asyncio.wait_for(future, self.operation_timeout_seconds)
         except TimeoutError:
-            self.state = "database did not answer in time"
+            self.state = TIMED_OUT
             raise StoreUnavailable(self.state) from None
 
     async def open(self) -> None:
@@ -384,30 +332,13 @@ class MemoryStore:
         Writes that arrive while the database thread is busy are committed
         together (group commit): one WAL sync acknowledges all of them.
         """
-        write = _PendingWrite(kind, content_json)
-        with self._batch_lock:
-            batch = self._open_batch
-            if batch is None:
-                batch = self._open_batch = _Batch()
-                loop = asyncio.get_running_loop()
-                batch.job = loop.run_in_executor(self._executor, self._run_batch, batch)
-                # Retrieve the outcome even when every writer stopped waiting.
-                batch.job.add_done_callback(lambda job: job.cancelled() or job.exception())
-            index = len(batch.writes)
-            batch.writes.append(write)
-        assert batch.job is not None
         try:
-            records = await asyncio.wait_for(
-                asyncio.shield(batch.job), self.operation_timeout_seconds
+            return await self._group.append(
+                PendingWrite(kind, content_json), self.operation_timeout_seconds
             )
-        except TimeoutError:
-            write.abandoned = True
-            self.state = "database did not answer in time"
-            raise StoreUnavailable(self.state) from None
-        record = records[index]
-        if record is None:  # abandoned just as the batch ran
-            raise StoreUnavailable("database did not answer in time")
-        return record
+        except StoreUnavailable as exc:
+            self.state = exc.reason
+            raise
 
     async def latest(self) -> StoredRecord | None:
         """The newest record, or None when there is none."""
@@ -458,7 +389,10 @@ class MemoryStore:
         return await self._submit(lambda c: self._list_runs(c, limit, status))
 
     async def close(self) -> None:
-        """Close the connection and stop the database thread."""
+        """Close the connection and stop the database thread (again: nothing to do)."""
+        if self._closed:
+            return
+        self._closed = True
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(self._executor, self._drop_connection), 5)
