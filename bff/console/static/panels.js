@@ -161,6 +161,7 @@ export function renderToolResult(answer) {
       result.seccomp_refusals
         ? badge(`seccomp refused ${result.seccomp_refusals} system call${result.seccomp_refusals === 1 ? "" : "s"}`, "bad")
         : badge("seccomp refused nothing", "plain"),
+      bySyscall(result.seccomp_denials),
       " ",
       denials === undefined
         ? el("span", { class: "muted small" }, "Other denials: not reported by this sandbox version.")
@@ -169,6 +170,13 @@ export function renderToolResult(answer) {
     textBlock(result.stdout, { id: "tool-stdout" }),
     el("h3", null, "stderr", result.stderr_truncated ? badge("cut", "warn") : ""),
     textBlock(result.stderr, { id: "tool-stderr" }));
+}
+
+/** "socket ×2, ptrace ×1" from a {syscall: count} map, or nothing. */
+function bySyscall(denials) {
+  const entries = Object.entries(denials || {});
+  if (!entries.length) return null;
+  return el("span", { class: "denials" }, ` (${entries.map(([name, count]) => `${name} ×${count}`).join(", ")})`);
 }
 
 export function renderRefusal(target, id, error) {
@@ -258,7 +266,9 @@ export function renderAudit(answer) {
       return [when(record.time), record.caller || "–", record.actor || "", record.tool || "–",
         outcome(record.decision), String(record.status ?? "–"),
         result.tool_status ? `${result.tool_status} (exit ${result.exit_code ?? "–"})` : "",
-        result.seccomp_refusals ? badge(String(result.seccomp_refusals), "bad") : "",
+        result.seccomp_refusals
+          ? el("span", null, badge(String(result.seccomp_refusals), "bad"), bySyscall(result.seccomp_denials))
+          : "",
         String(record.duration_ms ?? ""), record.reason || ""];
     }), { id: "audit-table", class: "compact" }));
 }
