@@ -9,11 +9,15 @@ the two, one at a time, each over its own keep-alive connection
 ``execute_tool`` (``print(2+2)``, warm path) for each, the ratio of the
 p50s, and how many spans (b) exported.
 
+With ``--before DIR``, a third sandbox runs from the source tree in DIR (an
+earlier version, e.g. ``git archive REV | tar -x -C DIR``), as that version
+starts by default: what the default costs against it.
+
 It also times the HTTP metrics middleware alone, which every service runs
 whatever the settings: a request through a bare ASGI app with and without
 it, in this process.
 
-Usage: .venv/bin/python bench/tracing.py [--runs 400]
+Usage: .venv/bin/python bench/tracing.py [--runs 400] [--before DIR]
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ def figures(samples: list[float], unit: str = "ms") -> str:
     )
 
 
-def start_sandbox(root: Path, keys: Path, **env: str) -> Stack:
+def start_sandbox(root: Path, keys: Path, source: Path = REPO, **env: str) -> Stack:
+    settings = {"PYTHONPATH": str(source), "LOG_LEVEL": "warning", **env}
+    policy = source / "policies" / "sandbox.toml"
     stack = Stack(
-        env=stack_env(root / "state", keys, LOG_LEVEL="warning", **env),
+        env=stack_env(root / "state", keys, PAGI_SANDBOX_POLICY=str(policy), **settings),
         services=["sandbox"],
-        cwd=REPO,
+        cwd=source,
     )
     stack.start(timeout=60)
     return stack
@@ -111,6 +117,7 @@ async def middleware_cost(requests: int) -> tuple[list[float], list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--before", type=Path, help="the source tree of an earlier version")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as folder, otlp_receiver() as receiver:
@@ -118,6 +125,7 @@ def main() -> None:
         keys = root / "keys"
         generate_keys(keys)
         token = TokenSigner.from_keys_dir(keys, "operator").sign("sandbox", ttl=3600)
+        before = start_sandbox(root / "before", keys, args.before) if args.before else None
         plain = start_sandbox(root / "plain", keys)
         traced = start_sandbox(
             root / "traced",
@@ -130,16 +138,22 @@ def main() -> None:
                 "tracing off (default)": plain.settings.url_of("sandbox"),
                 "tracing on, exporting": traced.settings.url_of("sandbox"),
             }
+            if before is not None:
+                urls["the earlier version"] = before.settings.url_of("sandbox")
             latency = asyncio.run(alternate(urls, token, args.runs))
             time.sleep(1.5)  # the last batch of spans
         finally:
-            plain.stop()
-            traced.stop()
+            for stack in (plain, traced, before):
+                if stack is not None:
+                    stack.stop()
         print(f"\nexecute_tool print(2+2), warm path, {args.runs} requests each, alternating")
         for name, samples in latency.items():
             print(f"  {name:<24} {figures(samples)}")
-        off, on = (statistics.median(samples) for samples in latency.values())
+        p50 = {name: statistics.median(samples) for name, samples in latency.items()}
+        off, on = p50["tracing off (default)"], p50["tracing on, exporting"]
         print(f"  p50 on / off: {on / off:.3f}")
+        if "the earlier version" in p50:
+            print(f"  p50 off / the earlier version: {off / p50['the earlier version']:.3f}")
         spans = [s for s in receiver.spans if s.name == "POST /api/v1/execute_tool"]
         print(f"  spans exported by the traced sandbox: {len(spans)}")
     bare, counted = asyncio.run(middleware_cost(20_000))
