@@ -234,9 +234,9 @@ def route_of(scope: Scope) -> str:
 class HttpMetricsMiddleware:
     """Pure ASGI middleware: counts and times every request by route template.
 
-    Outermost of PAGI's middleware, so that refusals made before routing
-    (413, bad request ids) are counted too; a handler cancelled because its
-    client went away counts as status 499.
+    It wraps the request-id and body-limit middleware, so that refusals
+    made before routing (a 413) are counted too; a handler cancelled
+    because its client went away counts as status 499.
     """
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
