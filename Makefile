@@ -36,6 +36,10 @@ test: $(STAMP)
 	@test -e /usr/share/i18n/locales/en_US || { \
 		echo "installing locales (a test builds a locale from its sources)"; \
 		apt-get update -qq && apt-get install -y -qq locales; }
+	@# The console's browser tests drive Debian's Chromium (no browser is downloaded).
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium (the console's browser tests drive it)"; \
+		apt-get update -qq && apt-get install -y -qq chromium; }
 	@# The memory's PostgreSQL tests start a throwaway server of their own (initdb
 	@# in a temporary directory); the package's default cluster is not needed, so
 	@# it is stopped if the install started it.

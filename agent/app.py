@@ -17,8 +17,9 @@ from agent.runs import build_runs_router
 from agent.sandbox_calls import SandboxCalls
 from agent.settings import AgentSettings
 from gateway.client import GatewayClient
+from pagi import metric_catalogue as metrics
 from pagi.app import create_app as create_service_app
-from pagi.auth import TokenSigner, TokenVerifier, TrustStore
+from pagi.auth import ACTS_FOR_PEOPLE, TokenSigner, TokenVerifier, TrustStore
 from pagi.disconnect import CancelOnDisconnect
 from pagi.http import create_service_client
 
@@ -53,6 +54,10 @@ def create_app(
                 settings.pagi_agent_max_run_document_bytes,
             ),
         )
+        runs = app.state.runs
+        metrics.AGENT.refresh_on_scrape(
+            "agent", lambda: metrics.AGENT_RUNS_IN_PROGRESS.labels().set(len(runs.active))
+        )
         try:
             yield
         finally:
@@ -62,9 +67,15 @@ def create_app(
             await model_gateway.close()
 
     app = create_service_app(
-        "agent", lifespan=lifespan, max_body_bytes=settings.pagi_agent_max_body_bytes
+        "agent",
+        lifespan=lifespan,
+        max_body_bytes=settings.pagi_agent_max_body_bytes,
+        metrics_token=settings.metrics_token(),
     )
-    app.state.verifier = TokenVerifier("agent", TrustStore.from_keys_dir(settings.keys_dir))
+    app.state.verifier = TokenVerifier(
+        "agent", TrustStore.from_keys_dir(settings.keys_dir), delegators=ACTS_FOR_PEOPLE
+    )
+    app.state.operators = settings.operators
     app.state.gateway = model_gateway
     app.state.gateway_timeout_seconds = settings.model_gateway_grpc_timeout_seconds
     app.state.wiring_timeout_seconds = settings.wiring_timeout_seconds

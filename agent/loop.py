@@ -246,6 +246,7 @@ class AgentRun:
                     "run_id": self.record.id,
                     "goal": self.record.goal,
                     "caller": self.record.caller,
+                    "actor": self.record.actor,
                     "tools": self.record.tools,
                     "tools_error": self.record.tools_error,
                     "budgets": budgets.model_dump(),

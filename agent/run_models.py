@@ -215,7 +215,10 @@ class RunRecord(BaseModel):
 
     id: str
     goal: str
-    caller: str
+    caller: str = Field(description="Who the run is for: its token's subject.")
+    actor: str | None = Field(
+        None, description="The service that started it for the caller (the bff, for a person)."
+    )
     request_id: str | None
     status: RunStatus
     reason: RunReason | None = None
@@ -257,6 +260,7 @@ class RunListItem(BaseModel):
     reason: str | None = None
     goal: str = Field(description="Its first 200 characters.")
     caller: str | None = None
+    actor: str | None = None
     answer: str | None = Field(None, description="Its first 200 characters.")
     steps: int = 0
     total_tokens: int = 0

@@ -22,6 +22,7 @@ from agent.loop import AgentRun, Decider, LoopLimits, ToolSandbox
 from agent.run_models import BudgetRequest, Budgets, RunListItem, RunRecord, RunRequest
 from agent.run_store import RunRecorder, RunStore
 from agent.settings import AgentSettings
+from pagi import metric_catalogue as metrics
 from pagi.errors import ApiError
 from pagi.logging import log_event
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
 SHUTDOWN_SECONDS = 5.0
+RUNS_SCANNED_FOR_A_CALLER = 1000
+"""A caller who sees only their own runs sees those among this many newest (memory's most)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class BudgetCeilings:
             else:
                 values[name] = value
         if problems:
+            metrics.AGENT_RUNS_REFUSED.labels("budget_above_ceiling").inc()
             raise ApiError(422, "invalid_request", problems)
         return Budgets(**values)
 
@@ -80,6 +84,7 @@ class ActiveRun:
     task: asyncio.Task[RunRecord] | None = None
     events: asyncio.Queue[tuple[int, str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
     streamed: bool = False
+    counted: bool = False
     _sequence: int = 0
 
     @property
@@ -141,10 +146,20 @@ class RunService:
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(
-        self, request: RunRequest, caller: str, request_id: str | None, streamed: bool
+        self,
+        request: RunRequest,
+        caller: str,
+        request_id: str | None,
+        streamed: bool,
+        actor: str | None = None,
     ) -> ActiveRun:
-        """Start a run (429 when too many go on, 422 when a budget is above its ceiling)."""
+        """Start a run (429 when too many go on, 422 when a budget is above its ceiling).
+
+        ``caller`` is whom the run is for; ``actor`` the service that asked for
+        them (the bff, for a console user), None when the caller asked itself.
+        """
         if len(self.active) >= self.max_concurrent:
+            metrics.AGENT_RUNS_REFUSED.labels("too_many_runs").inc()
             raise RunsBusy(
                 429,
                 "too_many_runs",
@@ -157,6 +172,7 @@ class RunService:
             id=f"run_{uuid.uuid4().hex}",
             goal=request.goal,
             caller=caller,
+            actor=actor,
             request_id=request_id,
             status="running",
             budgets=budgets,
@@ -169,7 +185,7 @@ class RunService:
             self.decider,
             self.sandbox,
             self.limits,
-            emit=lambda event, data: holder[0].emit(event, data),
+            emit=lambda event, data: self._on_event(holder[0], event, data),
             changed=recorder.changed,
         )
         active = ActiveRun(agent_run, recorder, streamed=streamed)
@@ -182,6 +198,7 @@ class RunService:
             "run_started",
             run_id=record.id,
             caller=caller,
+            actor=actor,
             streamed=streamed,
             budgets=budgets.model_dump(),
         )
@@ -209,7 +226,26 @@ class RunService:
             active.agent_run.cancelled()
             self._in_background(self._finish(active))
 
+    @staticmethod
+    def _on_event(active: ActiveRun, event: str, data: dict[str, Any]) -> None:
+        if event == "tool.result":
+            outcome = data.get("tool_status") or data.get("error_kind") or "unknown"
+            metrics.AGENT_TOOL_CALLS.labels(outcome).inc()
+        active.emit(event, data)
+
+    @staticmethod
+    def _count_end(active: ActiveRun) -> None:
+        record = active.record
+        if active.counted or record.status == "running":
+            return
+        active.counted = True
+        reason = record.reason or "unknown"
+        metrics.AGENT_RUNS.labels(record.status, reason).inc()
+        metrics.AGENT_RUN_STEPS.labels(reason).observe(record.usage.steps)
+        metrics.AGENT_RUN_DURATION.labels(record.status).observe(record.duration_ms / 1000)
+
     async def _finish(self, active: ActiveRun) -> None:
+        self._count_end(active)
         try:
             await active.recorder.finish(self.final_write_seconds)
         finally:
@@ -228,9 +264,16 @@ class RunService:
         stored = await self.store.get(run_id)
         return (stored, True) if stored is not None else None
 
-    async def recent(self, limit: int) -> list[RunListItem]:
-        """The most recently started runs."""
-        return await self.store.recent(limit)
+    async def recent(self, limit: int, caller: str | None = None) -> list[RunListItem]:
+        """The most recently started runs; with ``caller``, only the runs for that caller.
+
+        Memory lists runs of every caller: for one caller, the newest
+        :data:`RUNS_SCANNED_FOR_A_CALLER` are read and theirs kept.
+        """
+        if caller is None:
+            return await self.store.recent(limit)
+        scanned = await self.store.recent(RUNS_SCANNED_FOR_A_CALLER)
+        return [run for run in scanned if run.caller == caller][:limit]
 
     async def shutdown(self) -> None:
         """Cancel the runs going on and give their final writes a moment."""

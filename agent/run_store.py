@@ -53,6 +53,7 @@ def summary_of(run: RunRecord) -> dict[str, Any]:
     return {
         "goal": _preview(run.goal),
         "caller": run.caller,
+        "actor": run.actor,
         "reason": run.reason,
         "answer": _preview(run.answer),
         "steps": run.usage.steps,

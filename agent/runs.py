@@ -5,6 +5,11 @@ model whose budgets are bounded by that app's ceilings, so the OpenAPI
 schema states the ceilings and a budget above one is refused like any
 invalid field. (No postponed annotations here: the routes' signatures name
 that model, a value of the builder.)
+
+A run belongs to its caller (the token's subject: for a console user, the
+person the bff acts for). Reading runs, a caller sees only their own; the
+people and identities of ``PAGI_OPERATORS`` see every run. Another
+caller's run is answered ``404``, as if it did not exist.
 """
 
 import asyncio
@@ -19,6 +24,7 @@ from agent.run_models import RUN_ID_PATTERN, RunAnswer, RunList, RunRequest
 from agent.run_service import ActiveRun, RunService
 from agent.run_store import RunStoreError
 from pagi.app import Caller, RequestId, model_response, refuse_other_methods
+from pagi.auth import Claims
 from pagi.errors import ApiError, ErrorBody
 from pagi.logging import log_event
 from pagi.sse import KEEPALIVE, MEDIA_TYPE, STREAM_HEADERS, sse_event
@@ -56,6 +62,10 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run's id (r
 
 def _runs(request: Request) -> RunService:
     return request.app.state.runs
+
+
+def _sees_every_run(request: Request, caller: Claims) -> bool:
+    return caller.subject in request.app.state.operators
 
 
 def _unavailable(exc: RunStoreError) -> ApiError:
@@ -108,7 +118,9 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
 
         A client that disconnects cancels the run and the tool run in flight.
         """
-        active = _runs(request).start(body, caller.subject, request_id, streamed=False)
+        active = _runs(request).start(
+            body, caller.subject, request_id, streamed=False, actor=caller.actor
+        )
         assert active.task is not None
         try:
             record = await asyncio.shield(active.task)
@@ -141,7 +153,9 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         request_id: RequestId,
     ) -> StreamingResponse:
         """Start the run and stream its events."""
-        active = _runs(request).start(body, caller.subject, request_id, streamed=True)
+        active = _runs(request).start(
+            body, caller.subject, request_id, streamed=True, actor=caller.actor
+        )
         return RunEventStream(active)
 
     refuse_other_methods(router, "/api/v1/runs/stream", ("POST",))
@@ -150,7 +164,7 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
     @router.get(
         "/api/v1/runs",
         response_model=RunList,
-        summary="Recent runs, the most recently started first",
+        summary="Recent runs (the caller's own; every run for operators), newest first",
         responses=_MEMORY,
     )
     async def list_runs(
@@ -159,8 +173,9 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         limit: int = Query(20, ge=1, le=100, description="How many runs (1..100)."),
     ) -> RunList:
         """Summaries of the latest runs, as memory holds them."""
+        only = None if _sees_every_run(request, caller) else caller.subject
         try:
-            runs = await _runs(request).recent(limit)
+            runs = await _runs(request).recent(limit, only)
         except RunStoreError as exc:
             raise _unavailable(exc) from None
         return RunList(count=len(runs), runs=runs)
@@ -169,7 +184,10 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         "/api/v1/runs/{run_id}",
         response_model=RunAnswer,
         summary="One run: live while it goes on, else as memory recorded it",
-        responses={404: {"model": ErrorBody, "description": "No run with this id."}, **_MEMORY},
+        responses={
+            404: {"model": ErrorBody, "description": "No run with this id for this caller."},
+            **_MEMORY,
+        },
     )
     async def get_run(run_id: RunId, request: Request, caller: Caller) -> Any:
         """The run with this id."""
@@ -177,7 +195,10 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
             found = await _runs(request).get(run_id)
         except RunStoreError as exc:
             raise _unavailable(exc) from None
-        if found is None:
+        visible = found is not None and (
+            found[0].caller == caller.subject or _sees_every_run(request, caller)
+        )
+        if found is None or not visible:
             raise ApiError(404, "run_not_found", f"no run with id {run_id!r}")
         record, stored = found
         return model_response(RunAnswer(run=record, stored=stored))

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from agent.run_models import run_request_model
+from bff.console import install_console
 from bff.dashboard import router as dashboard_router
 from bff.echo import router as echo_router
 from bff.runs import build_runs_router
@@ -20,7 +21,7 @@ DOWNSTREAM_SERVICES = ("agent", "sandbox", "memory")
 
 
 def create_app(settings: BffSettings) -> FastAPI:
-    """The bff: echo and the dashboard fan-out, one HTTP client per downstream."""
+    """The bff: echo, the dashboard fan-out, agent runs and the console; one client per service."""
     signer = TokenSigner.from_keys_dir(settings.keys_dir, "bff")
 
     @asynccontextmanager
@@ -37,12 +38,14 @@ def create_app(settings: BffSettings) -> FastAPI:
             for client in app.state.clients.values():
                 await client.aclose()
 
-    app = create_service_app("bff", lifespan=lifespan)
-    app.state.verifier = TokenVerifier("bff", TrustStore.from_keys_dir(settings.keys_dir))
+    app = create_service_app("bff", lifespan=lifespan, metrics_token=settings.metrics_token())
+    trust = TrustStore.from_keys_dir(settings.keys_dir)
+    app.state.verifier = TokenVerifier("bff", trust)
     app.state.dashboard_requires_token = settings.pagi_bff_dashboard_require_token
     app.state.dashboard_prompt = settings.pagi_bff_dashboard_prompt
     app.state.timeout_seconds = settings.request_timeout_seconds
     app.include_router(echo_router)
     app.include_router(dashboard_router)
     app.include_router(build_runs_router(run_request_model(settings.run_ceilings)))
+    install_console(app, settings, signer, trust)
     return app

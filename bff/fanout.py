@@ -37,6 +37,8 @@ class DownstreamCall:
     path: str
     body: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    """Sent with the call (e.g. a token acting for a person); the client's own otherwise."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ async def _request(
     """``(body, None)`` on success, ``(None, error)`` otherwise."""
     service = call.service
     # Tell the callee how long we wait, so it can answer (degraded) in time.
-    budget = {TIMEOUT_HEADER: str(max(1, int(timeout_seconds * 1000)))}
+    budget = {TIMEOUT_HEADER: str(max(1, int(timeout_seconds * 1000))), **(call.headers or {})}
     try:
         async with asyncio.timeout(timeout_seconds):
             async with call.client.stream(

@@ -93,6 +93,54 @@ async def _relay(upstream: httpx.Response, request_id: str | None) -> AsyncItera
         )
 
 
+async def relay_run(
+    request: Request,
+    body: RunRequest,
+    request_id: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Start ``body``'s run on the agent and answer with its relayed events, or its refusal.
+
+    ``headers`` go with the call (a token acting for a person); by default it
+    goes as the bff.
+    """
+    client: httpx.AsyncClient = request.app.state.clients["agent"]
+    connect = request.app.state.timeout_seconds
+    outgoing = client.build_request(
+        "POST",
+        "/api/v1/runs/stream",
+        json=body.model_dump(mode="json", exclude_unset=True),
+        headers={"Accept": MEDIA_TYPE, **(headers or {})},
+        timeout=httpx.Timeout(connect, read=STREAM_READ_TIMEOUT_SECONDS),
+    )
+    try:
+        upstream = await client.send(outgoing, stream=True)
+    except httpx.TimeoutException:
+        raise ApiError(
+            502, "agent_unavailable", f"the agent did not answer within {connect:g}s"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ApiError(
+            502, "agent_unavailable", f"the agent is unreachable ({type(exc).__name__})"
+        ) from None
+    if upstream.status_code == 200:
+        return RelayedStream(upstream, request_id)
+    try:
+        raw = await read_capped(upstream.aiter_bytes(), MAX_REFUSAL_BYTES)
+    except httpx.HTTPError:
+        raw = None
+    finally:
+        await upstream.aclose()
+    try:
+        answer = json.loads(raw) if raw else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or upstream.status_code < 400:
+        raise ApiError(502, "agent_failed", f"the agent answered {upstream.status_code}")
+    passed = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
+    return JSONResponse(answer, status_code=upstream.status_code, headers=passed)
+
+
 def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
     """The run stream route, taking ``request_model`` (bounded by the agent's ceilings)."""
     router = APIRouter(tags=["runs"], responses=_ERRORS)
@@ -117,41 +165,7 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         request_id: RequestId,
     ) -> Response:
         """Start a run on the agent and relay its events."""
-        client: httpx.AsyncClient = request.app.state.clients["agent"]
-        connect = request.app.state.timeout_seconds
-        outgoing = client.build_request(
-            "POST",
-            "/api/v1/runs/stream",
-            json=body.model_dump(mode="json", exclude_unset=True),
-            headers={"Accept": MEDIA_TYPE},
-            timeout=httpx.Timeout(connect, read=STREAM_READ_TIMEOUT_SECONDS),
-        )
-        try:
-            upstream = await client.send(outgoing, stream=True)
-        except httpx.TimeoutException:
-            raise ApiError(
-                502, "agent_unavailable", f"the agent did not answer within {connect:g}s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                502, "agent_unavailable", f"the agent is unreachable ({type(exc).__name__})"
-            ) from None
-        if upstream.status_code == 200:
-            log_event(logger, "run_stream_relayed", caller=caller.subject)
-            return RelayedStream(upstream, request_id)
-        try:
-            raw = await read_capped(upstream.aiter_bytes(), MAX_REFUSAL_BYTES)
-        except httpx.HTTPError:
-            raw = None
-        finally:
-            await upstream.aclose()
-        try:
-            answer = json.loads(raw) if raw else None
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or upstream.status_code < 400:
-            raise ApiError(502, "agent_failed", f"the agent answered {upstream.status_code}")
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
-        return JSONResponse(answer, status_code=upstream.status_code, headers=headers)
+        log_event(logger, "run_stream_requested", caller=caller.subject)
+        return await relay_run(request, body, request_id)
 
     return router

@@ -19,6 +19,7 @@ import grpc
 from pagi.auth import AuthError, TokenVerifier, bearer_token
 from pagi.logging import log_event
 from pagi.request_id import accept_request_id, request_id_var
+from pagi.tracing import annotate_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _bound(handler: Handler, request_id: str, caller: str) -> Handler:
         # values need no reset.
         request_id_var.set(request_id)
         caller_var.set(caller)
+        annotate_request_id(request_id)
         if decode is None:
             return raw
         try:

@@ -1,10 +1,17 @@
-"""Per-backend call counts, error counts and latency, for the ``GetMetrics`` RPC."""
+"""Per-backend call counts, errors, latency and tokens: the one place the gateway counts.
+
+Each ``record_*`` call feeds both views of the same figures: the
+``GetMetrics`` RPC (counts since start, latency over a recent window) and
+the Prometheus metrics of ``/metrics`` (:mod:`pagi.metric_catalogue`).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+
+from pagi import metric_catalogue as prometheus
 
 LATENCY_WINDOW = 1024
 """Latency figures cover the most recent calls only, so memory stays bounded."""
@@ -69,22 +76,38 @@ class GatewayMetrics:
         """Make a backend appear in reports before its first call."""
         self._stats(backend, model)
 
-    def record_success(self, backend: str, model: str, latency_ms: float) -> None:
-        """A call that produced a plan."""
+    def record_success(
+        self,
+        backend: str,
+        model: str,
+        latency_ms: float,
+        rpc: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """A call that produced a plan or a decision (and the tokens it reported)."""
         stats = self._stats(backend, model)
         stats.calls += 1
         stats.latencies_ms.append(latency_ms)
+        prometheus.MODEL_CALLS.labels(backend, rpc, "ok").inc()
+        prometheus.MODEL_CALL_DURATION.labels(backend, rpc).observe(latency_ms / 1000)
+        if prompt_tokens > 0:
+            prometheus.MODEL_TOKENS.labels(backend, "prompt").inc(prompt_tokens)
+        if completion_tokens > 0:
+            prometheus.MODEL_TOKENS.labels(backend, "completion").inc(completion_tokens)
 
-    def record_error(self, backend: str, model: str, code: str) -> None:
+    def record_error(self, backend: str, model: str, code: str, rpc: str) -> None:
         """A call that reached the backend and failed with status ``code``."""
         stats = self._stats(backend, model)
         stats.calls += 1
         stats.errors += 1
         stats.errors_by_code[code] += 1
+        prometheus.MODEL_CALLS.labels(backend, rpc, code).inc()
 
     def record_rejected(self, backend: str, model: str) -> None:
         """A call refused because every upstream slot was taken."""
         self._stats(backend, model).rejected += 1
+        prometheus.MODEL_CALLS_REJECTED.labels(backend).inc()
 
     @property
     def uptime_seconds(self) -> float:

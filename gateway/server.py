@@ -13,12 +13,15 @@ from gateway.admission import Admission
 from gateway.backends.base import PlanBackend
 from gateway.backends.local import LocalPlanner
 from gateway.backends.openai import OpenAIBackend
+from gateway.grpc_metrics import MetricsInterceptor
 from gateway.interceptor import AuthInterceptor
 from gateway.metrics import GatewayMetrics
 from gateway.service import ModelGatewayService, ServiceLimits
 from gateway.settings import GatewaySettings
+from pagi import metric_catalogue as prometheus
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.logging import log_event
+from pagi.metrics import CounterFromTotal
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -95,7 +98,8 @@ async def start_server(
     backend = backend or build_backend(settings)
     verifier = TokenVerifier(audience="gateway", trust=trust)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(verifier, settings.allowed_callers)],
+        # Metrics first (outermost): calls the auth interceptor refuses are counted too.
+        interceptors=[MetricsInterceptor(), AuthInterceptor(verifier, settings.allowed_callers)],
         options=[
             ("grpc.max_receive_message_length", max_receive_bytes(settings)),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -123,6 +127,13 @@ async def start_server(
         metrics=GatewayMetrics(),
     )
     model_gateway_pb2_grpc.add_ModelGatewayServicer_to_server(service, server)
+    retries = CounterFromTotal(prometheus.MODEL_UPSTREAM_RETRIES.labels(backend.name))
+
+    def count_live_state() -> None:
+        prometheus.MODEL_CALLS_IN_FLIGHT.labels().set(service.admission.in_flight)
+        retries.set_total(backend.counters().get("upstream_retries", 0))
+
+    prometheus.GATEWAY.refresh_on_scrape("gateway", count_live_state)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -129,7 +129,9 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
     def _failed(self, failure: Failure, started: float, rpc: str, counted: bool = True) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
         if counted:
-            self.metrics.record_error(self.backend.name, self.backend.model, failure.status.name)
+            self.metrics.record_error(
+                self.backend.name, self.backend.model, failure.status.name, rpc
+            )
         log_event(
             logger,
             "plan_failed",
@@ -150,7 +152,7 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
 
     def _served(self, rpc: str, steps: int, started: float, prompt_bytes: int) -> float:
         latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.record_success(self.backend.name, self.backend.model, latency_ms)
+        self.metrics.record_success(self.backend.name, self.backend.model, latency_ms, rpc)
         log_event(
             logger,
             "plan_served",
@@ -315,7 +317,14 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
             "Decide", started, context, lambda deadline: self.backend.decide(conversation, deadline)
         )
         latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.record_success(self.backend.name, self.backend.model, latency_ms)
+        self.metrics.record_success(
+            self.backend.name,
+            self.backend.model,
+            latency_ms,
+            "Decide",
+            prompt_tokens=decision.usage.prompt_tokens,
+            completion_tokens=decision.usage.completion_tokens,
+        )
         log_event(
             logger,
             "decision_served",

@@ -43,6 +43,12 @@ class GatewaySettings(CommonSettings):
     pagi_gateway_max_retries: int = Field(3, ge=0, le=10)
     pagi_gateway_retry_base_seconds: float = Field(0.2, ge=0, le=10)
     pagi_gateway_retry_cap_seconds: float = Field(2.0, ge=0, le=60)
+    pagi_gateway_metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="HTTP port serving the gateway's /metrics (and /health); 0 turns it off.",
+    )
     pagi_gateway_allowed_callers: str = Field(
         "agent,operator", description="Comma-separated identities allowed to call the gateway."
     )

@@ -57,6 +57,7 @@ def create_app(settings: MemorySettings) -> FastAPI:
         lifespan=lifespan,
         health_extra=health_extra,
         max_body_bytes=max(2 * largest, largest + _BODY_OVERHEAD_BYTES),
+        metrics_token=settings.metrics_token(),
     )
     app.state.store = store
     app.state.max_content_bytes = max_content

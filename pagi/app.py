@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pagi import __version__
 from pagi.auth import AuthError, Claims, TokenVerifier, bearer_token
 from pagi.errors import ApiError, error_response, install_error_handlers
+from pagi.metrics import HttpMetricsMiddleware, metrics_of, metrics_router
 from pagi.request_id import RequestIdMiddleware, current_request_id
+from pagi.tracing import annotate_request_id, skip_tracing, tracing_active
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -98,15 +100,38 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     health_extra: HealthExtra | None = None,
     max_body_bytes: int | Callable[[], int] = DEFAULT_MAX_BODY_BYTES,
+    metrics_token: str | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """A FastAPI app for ``service`` with PAGI's middleware, errors and ``/health``."""
-    app = FastAPI(title=f"PAGI {service}", version=__version__, lifespan=lifespan, **fastapi_kwargs)
+    """A FastAPI app for ``service`` with PAGI's middleware, errors, ``/health`` and ``/metrics``.
+
+    ``metrics_token`` (see :meth:`pagi.settings.CommonSettings.metrics_token`)
+    makes ``/metrics`` ask for it.
+    """
+    app = FastAPI(
+        title=f"PAGI {service}",
+        version=__version__,
+        lifespan=lifespan,
+        # FastAPI's own telemetry makes the HTTP server spans when tracing is
+        # on (pagi.tracing); metrics are prometheus-client's, logs PAGI's own.
+        telemetry={
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": skip_tracing,
+        },
+        **fastapi_kwargs,
+    )
     app.state.service_name = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
-    # Added last so it wraps everything: even a 413 carries the request id.
-    app.add_middleware(RequestIdMiddleware)
+    # Added after the body limit so that it wraps it: even a 413 carries the request id.
+    app.add_middleware(
+        RequestIdMiddleware, annotate=annotate_request_id if tracing_active() else None
+    )
+    # Outermost of PAGI's middleware: every answer is counted, refusals included.
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics_of(service))
+    app.include_router(metrics_router(service, metrics_token))
 
     @app.get("/health", response_model=HealthResponse, tags=["health"])
     async def health(request: Request) -> dict[str, Any]:

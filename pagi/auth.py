@@ -13,6 +13,15 @@ variant), so the header is checked *before* python-jose sees the token:
 only ``alg: ES256`` with no key-carrying header parameters is let through,
 the key is a pre-built EC key object, and ``algorithms=["ES256"]`` is pinned
 on decode.
+
+**Acting for a person.** A service that works for a signed-in person (the
+bff, for a console user) sends a token it signs itself whose subject is the
+person and whose ``act`` claim names the service (RFC 8693):
+``iss = bff, sub = alice, act = {"sub": "bff"}``. The receiver sees both
+(:attr:`Claims.subject` is the person, :attr:`Claims.actor` the service) and
+authorizes by the person. It accepts such a token only from the issuers it
+was told may act for people (``delegators``); the subject must be a person's
+name, never a service's. Without ``act`` the subject must be the issuer.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +42,7 @@ from jose import jwk, jwt
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
-from pagi import IDENTITIES
+from pagi import IDENTITIES, SERVICES
 
 ALGORITHM = "ES256"
 SERVICE_TOKEN_MAX_TTL = 300
@@ -44,6 +54,25 @@ CLOCK_SKEW_SECONDS = 30
 VERIFIED_TOKENS_REMEMBERED = 1024
 """Tokens whose claims a verifier keeps (see :class:`TokenVerifier`)."""
 _ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
+PERSON_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+"""What a person's name looks like: lower-case, as the policy's ``[callers.NAME]`` keys."""
+
+
+SIGN_IN_AUDIENCE = "console"
+"""The audience of console sign-in links (``pagi console``): no service takes them as a
+token; the bff reads them only to open a session."""
+SIGN_IN_ISSUER = "operator"
+"""Only the operator's key signs sign-in links (for the operator, or acting for a person)."""
+DEFAULT_SIGN_IN_TTL = 120
+
+ACTS_FOR_PEOPLE = frozenset({"bff"})
+"""The services that act for signed-in people (the bff, for console users): the
+``delegators`` of the services a console reaches (agent, sandbox)."""
+
+
+def is_person(name: object) -> bool:
+    """Whether ``name`` can name a person (well-formed, and not a service's name)."""
+    return isinstance(name, str) and bool(PERSON_PATTERN.match(name)) and name not in SERVICES
 
 
 class AuthError(Exception):
@@ -56,13 +85,24 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Claims:
-    """The verified identity behind a request."""
+    """The verified identity behind a request.
+
+    ``subject`` is who the request is for, and whom to authorize; ``actor``
+    is the service that sent it on their behalf, None when the subject
+    signed the token itself.
+    """
 
     subject: str
     audience: str
     jti: str
     issued_at: int
     expires_at: int
+    actor: str | None = None
+
+    @property
+    def issuer(self) -> str:
+        """The identity whose key signed the token."""
+        return self.actor or self.subject
 
 
 # --------------------------------------------------------------------------- keys
@@ -155,13 +195,17 @@ class TokenSigner:
             ) from exc
         return cls(identity, pem)
 
-    def sign(self, audience: str, ttl: int = 60) -> str:
-        """A fresh token from this identity to ``audience``, valid ``ttl`` seconds."""
+    def sign(self, audience: str, ttl: int = 60, subject: str | None = None) -> str:
+        """A fresh token from this identity to ``audience``, valid ``ttl`` seconds.
+
+        With ``subject`` (a person), the token is this identity acting for
+        that person (``sub = subject``, ``act = {"sub": identity}``).
+        """
         limit = OPERATOR_TOKEN_MAX_TTL if self.identity == "operator" else SERVICE_TOKEN_MAX_TTL
         if not 1 <= ttl <= limit:
             raise ValueError(f"ttl must be between 1 and {limit} seconds for {self.identity}")
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.identity,
             "sub": self.identity,
             "aud": audience,
@@ -170,6 +214,11 @@ class TokenSigner:
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
         }
+        if subject is not None and subject != self.identity:
+            if not is_person(subject):
+                raise ValueError(f"{subject!r} is not a person's name")
+            claims["sub"] = subject
+            claims["act"] = {"sub": self.identity}
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
         return _with_low_s(token)
 
@@ -186,9 +235,10 @@ class ReusedToken:
     REFRESH_MARGIN_SECONDS = 30
     """Signed again this long before it expires, so no call carries an almost-dead token."""
 
-    def __init__(self, signer: TokenSigner, audience: str) -> None:
+    def __init__(self, signer: TokenSigner, audience: str, subject: str | None = None) -> None:
         self._signer = signer
         self._audience = audience
+        self._subject = subject
         self._token = ""
         self._renew_at = 0.0
 
@@ -196,7 +246,12 @@ class ReusedToken:
         """The current token (a fresh one when the last is near its expiry)."""
         now = time.monotonic()
         if now >= self._renew_at:
-            self._token = self._signer.sign(self._audience, ttl=self.TTL_SECONDS)
+            if self._subject is None:
+                self._token = self._signer.sign(self._audience, ttl=self.TTL_SECONDS)
+            else:
+                self._token = self._signer.sign(
+                    self._audience, ttl=self.TTL_SECONDS, subject=self._subject
+                )
             self._renew_at = now + self.TTL_SECONDS - self.REFRESH_MARGIN_SECONDS
         return self._token
 
@@ -280,12 +335,17 @@ class TokenVerifier:
     the signature check is most of a request's authentication cost, so the
     claims of recently verified tokens are remembered (exact token string,
     bounded, until the token's expiry). Nothing else can change a verdict:
-    the audience and the trusted keys are fixed for the verifier's life.
+    the audience, the trusted keys and the ``delegators`` (issuers whose
+    tokens may act for a person, see the module's docstring) are fixed for
+    the verifier's life.
     """
 
-    def __init__(self, audience: str, trust: TrustStore) -> None:
+    def __init__(
+        self, audience: str, trust: TrustStore, delegators: frozenset[str] = frozenset()
+    ) -> None:
         self.audience = audience
         self.trust = trust
+        self.delegators = delegators
         self._verified: dict[str, Claims] = {}
 
     def verify(self, token: str) -> Claims:
@@ -363,8 +423,7 @@ class TokenVerifier:
 
     def _check_claims(self, claims: dict[str, Any], issuer: str) -> Claims:
         subject, jti, iat, exp = (claims.get(k) for k in ("sub", "jti", "iat", "exp"))
-        if subject != issuer:
-            raise AuthError("subject does not match issuer")
+        actor = self._actor(claims, issuer, subject)
         if not isinstance(jti, str) or not jti:
             raise AuthError("token has no id")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (iat, exp)):
@@ -378,8 +437,29 @@ class TokenVerifier:
         if exp - iat > limit:
             raise AuthError("token lifetime too long")
         return Claims(
-            subject=subject, audience=self.audience, jti=jti, issued_at=iat, expires_at=exp
+            subject=subject,
+            audience=self.audience,
+            jti=jti,
+            issued_at=iat,
+            expires_at=exp,
+            actor=actor,
         )
+
+    def _actor(self, claims: dict[str, Any], issuer: str, subject: object) -> str | None:
+        """The service acting for the subject, None when the subject is the issuer."""
+        if "act" not in claims:
+            if subject != issuer:
+                raise AuthError("subject does not match issuer")
+            return None
+        act = claims["act"]
+        # Only one level, naming the issuer: a chain of actors is not accepted.
+        if not isinstance(act, dict) or set(act) != {"sub"} or act["sub"] != issuer:
+            raise AuthError("the act claim must name the issuer, and only it")
+        if issuer not in self.delegators:
+            raise AuthError(f"{issuer} may not act for others here")
+        if not is_person(subject) or subject == issuer:
+            raise AuthError("a token acting for someone must name a person as its subject")
+        return issuer
 
 
 def _describe(exc: JOSEError) -> str:

@@ -12,7 +12,14 @@ import threading
 from pathlib import Path
 
 from pagi import IDENTITIES, SERVICES
-from pagi.auth import TokenSigner, generate_keys
+from pagi.auth import (
+    DEFAULT_SIGN_IN_TTL,
+    SIGN_IN_AUDIENCE,
+    SIGN_IN_ISSUER,
+    TokenSigner,
+    generate_keys,
+    is_person,
+)
 from pagi.health import check_service
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
@@ -52,6 +59,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         for name in services:
             where = settings.gateway_target if name == "gateway" else settings.url_of(name)
             print(f"  {name:<8} {where}", flush=True)
+        if "bff" in services:
+            print(
+                f"pagi up: the console is at {settings.url_of('bff')}/console/;"
+                " `pagi console` prints a sign-in link",
+                flush=True,
+            )
         print("pagi up: Ctrl-C stops them all.", flush=True)
         while not stopping.wait(0.5):
             dead = stack.first_exited()
@@ -97,6 +110,42 @@ def cmd_token(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"pagi token: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+SIGN_IN_MAX_TTL = 600
+"""The longest-lived link ``pagi console`` makes (the bff accepts up to its own setting)."""
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Print a one-time sign-in link to the console, signed with the operator's key."""
+    settings = CommonSettings()
+    person = args.person
+    if not is_person(person):
+        print(
+            f"pagi console: {person!r} is not a person's name (lower-case letters, digits,"
+            " '.', '_', '-'; not a service's name)",
+            file=sys.stderr,
+        )
+        return 2
+    if not 10 <= args.ttl <= SIGN_IN_MAX_TTL:
+        print(f"pagi console: --ttl must be 10..{SIGN_IN_MAX_TTL} seconds", file=sys.stderr)
+        return 2
+    try:
+        signer = TokenSigner.from_keys_dir(settings.keys_dir, SIGN_IN_ISSUER)
+    except (RuntimeError, ValueError) as exc:
+        print(f"pagi console: {exc}", file=sys.stderr)
+        return 1
+    subject = None if person == SIGN_IN_ISSUER else person
+    token = signer.sign(SIGN_IN_AUDIENCE, ttl=args.ttl, subject=subject)
+    base = (args.url or settings.go_bff_url).rstrip("/")
+    # The token rides in the fragment: browsers never send it to a server, so it
+    # reaches no access log; the page takes it out of the address bar at once.
+    print(f"{base}/console/#sign-in={token}")
+    print(
+        f"pagi console: a link for {person}, good for one sign-in within {args.ttl} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -163,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--sub", default="operator", choices=IDENTITIES, help=argparse.SUPPRESS)
     token.set_defaults(func=cmd_token)
+
+    console = sub.add_parser("console", help="print a one-time sign-in link to the console")
+    console.add_argument(
+        "--as",
+        dest="person",
+        default=SIGN_IN_ISSUER,
+        help="whom the session is for (default: operator); the policy's callers and"
+        " PAGI_OPERATORS decide what they may do",
+    )
+    console.add_argument(
+        "--ttl", type=int, default=DEFAULT_SIGN_IN_TTL, help="seconds the link stays usable"
+    )
+    console.add_argument("--url", help="the bff's address as the browser reaches it")
+    console.set_defaults(func=cmd_console)
 
     keys = sub.add_parser("keys", help="key pairs")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

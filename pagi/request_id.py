@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,10 +46,15 @@ def current_request_id() -> str | None:
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware: binds the request id and echoes it on the response."""
+    """Pure ASGI middleware: binds the request id and echoes it on the response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``annotate``, when given, is told each request's id (tracing puts it on
+    the request's span).
+    """
+
+    def __init__(self, app: ASGIApp, annotate: Callable[[str], None] | None = None) -> None:
         self.app = app
+        self.annotate = annotate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,6 +68,8 @@ class RequestIdMiddleware:
         rid = accept_request_id(raw)
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
+        if self.annotate is not None:
+            self.annotate(rid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -51,11 +51,46 @@ class CommonSettings(BaseSettings):
     pagi_bind_host: str = Field("127.0.0.1", description="Address every service binds to.")
     pagi_state_dir: Path = Field(DEFAULT_STATE_DIR, description="Keys, databases, audit log.")
     pagi_keys_dir: Path | None = Field(None, description="Defaults to PAGI_STATE_DIR/keys.")
+    pagi_metrics_token_file: Path | None = Field(
+        None,
+        description="When set, GET /metrics needs `Authorization: Bearer <the file's content>`.",
+    )
+    pagi_operators: str = Field(
+        "operator",
+        description="Comma-separated people (and identities) with the operator role: they"
+        " see every agent run and may read the sandbox's audit log.",
+    )
 
     @property
     def keys_dir(self) -> Path:
         """The directory holding every identity's key pair."""
         return self.pagi_keys_dir or self.pagi_state_dir / "keys"
+
+    @property
+    def operators(self) -> frozenset[str]:
+        """The identities and people with the operator role."""
+        return frozenset(name.strip() for name in self.pagi_operators.split(",") if name.strip())
+
+    def metrics_token(self) -> str | None:
+        """The scrape token ``/metrics`` asks for, None when it is open.
+
+        Raises ``RuntimeError`` (without the token) when the file cannot be
+        read or is empty: a service told to protect ``/metrics`` does not
+        start with it open.
+        """
+        path = self.pagi_metrics_token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise RuntimeError(f"cannot read PAGI_METRICS_TOKEN_FILE {path}: {reason}") from None
+        if not token or not token.isascii() or not token.isprintable():
+            raise RuntimeError(
+                f"PAGI_METRICS_TOKEN_FILE {path} must hold one printable ASCII token"
+            )
+        return token
 
     @property
     def gateway_target(self) -> str:

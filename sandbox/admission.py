@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from pagi.metric_catalogue import ADMISSION_REFUSED, QUEUE_WAIT
+
 MAX_RETRY_AFTER_SECONDS = 60
 
 
@@ -76,8 +78,14 @@ class Admission:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a run slot for the duration of the block, or raise :class:`AdmissionRefused`."""
-        await self._acquire()
+        asked = time.monotonic()
+        try:
+            await self._acquire()
+        except AdmissionRefused:
+            ADMISSION_REFUSED.labels().inc()
+            raise
         started = time.monotonic()
+        QUEUE_WAIT.labels().observe(started - asked)
         try:
             yield
         finally:

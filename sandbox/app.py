@@ -13,32 +13,41 @@ One request goes through, in this order (each step answers its own error):
 8. a run slot (429 with Retry-After)      -- :mod:`sandbox.admission`
 9. the run                                -- the runner (jail)
 
-and every request, whatever its fate, leaves one audit record.
+and every request, whatever its fate, leaves one audit record and is
+counted in the sandbox's metrics (:mod:`pagi.metric_catalogue`).
+
+A token the bff signs for a console user (``sub`` = the person, ``act`` =
+bff) is authorized by the person: the audit record names both (``caller``
+and ``actor``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
 
+from pagi import metric_catalogue as metrics
 from pagi.app import Caller, model_response, require_caller
 from pagi.app import create_app as create_base_app
-from pagi.auth import TokenVerifier, TrustStore
+from pagi.auth import ACTS_FOR_PEOPLE, TokenVerifier, TrustStore
 from pagi.disconnect import CancelOnDisconnect
 from pagi.errors import ApiError
 from pagi.http import read_capped
 from pagi.logging import log_event
+from pagi.metrics import CounterFromTotal
 from pagi.request_id import current_request_id
 from sandbox.admission import Admission, AdmissionRefused
-from sandbox.audit import AuditLog, utc_now
+from sandbox.audit import AuditLog, last_lines, utc_now
 from sandbox.file_audit import files_in_record
 from sandbox.files_in import check_input_files, request_bytes
 from sandbox.models import (
@@ -99,6 +108,11 @@ HARD_BODY_LIMIT = (
     + BODY_MARGIN_BYTES
 )
 """No request body is read beyond this, whatever the policy (checked before routing)."""
+
+UNKNOWN_TOOL_LABEL = "unknown"
+"""The tool label of a request naming no tool of the policy (never the name it sent)."""
+WARM_PATH_STATES = ("ready", "degraded_cold_fallback", "cold_fallback")
+MAX_AUDIT_RECORDS = 500
 
 
 def _printable(value: object) -> str:
@@ -165,8 +179,10 @@ class Sandbox:
 
     async def execute(self, request: Request, record: dict[str, Any]) -> ExecuteToolResponse:
         """Authorize, admit and run one ``execute_tool`` request, filling ``record``."""
-        caller = require_caller(request).subject
+        claims = require_caller(request)
+        caller = claims.subject
         record["caller"] = caller
+        record["actor"] = claims.actor
         snapshot = self.store.current
         record["policy_version"] = snapshot.version
 
@@ -253,6 +269,21 @@ class Sandbox:
         }
         return response
 
+    def count(self, record: dict[str, Any], error: str | None) -> None:
+        """Count one finished request in the metrics (``error``: its error code, if refused)."""
+        tool = record.get("tool")
+        label = tool if tool in self.store.current.document.tools else UNKNOWN_TOOL_LABEL
+        outcome = record.get("outcome")
+        if error is not None or outcome is None:
+            metrics.TOOL_REFUSALS.labels(label, error or "internal_error").inc()
+            return
+        metrics.TOOL_RUNS.labels(label, outcome["tool_status"]).inc()
+        metrics.TOOL_RUN_DURATION.labels(label, outcome["executor"]).observe(
+            outcome["run_ms"] / 1000
+        )
+        if outcome["seccomp_refusals"]:
+            metrics.DENIALS.labels("seccomp").inc(outcome["seccomp_refusals"])
+
     async def _run(self, spec: RunSpec) -> RunResult:
         try:
             return await self.runner.run(spec)
@@ -302,6 +333,7 @@ def _new_record() -> dict[str, Any]:
         "kind": "execute_tool",
         "request_id": current_request_id(),
         "caller": None,
+        "actor": None,
         "tool": None,
         "code_sha256": None,
         "code_bytes": None,
@@ -340,9 +372,37 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inlined
 
 
+class AuditTail(BaseModel):
+    """``GET /api/v1/audit``: the newest audit records, oldest first."""
+
+    count: int
+    records: list[dict[str, Any]] = Field(
+        description="As written to the audit file: execute_tool requests (caller, actor, tool,"
+        " decision, status, outcome...), policy and service events."
+    )
+
+
+def _read_audit(path: Path, limit: int) -> list[dict[str, Any]]:
+    try:
+        lines = last_lines(path, limit)
+    except FileNotFoundError:
+        return []
+    records = []
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            record = {"kind": "unreadable", "text": raw[:200].decode("utf-8", "replace")}
+        records.append(record)
+    return records
+
+
 def build_router(sandbox: Sandbox) -> APIRouter:
     """The sandbox's routes."""
     router = APIRouter(prefix="/api/v1", tags=["sandbox"])
+    operators = sandbox.settings.operators
 
     @router.post(
         "/execute_tool",
@@ -368,17 +428,21 @@ def build_router(sandbox: Sandbox) -> APIRouter:
         """Run a tool of the policy, as the token's subject, and audit it."""
         started = time.monotonic()
         record = _new_record()
+        error: str | None = "internal_error"
         try:
             response = await sandbox.execute(request, record)
             record.update(decision="allowed", status=200)
+            error = None
             return model_response(response)
         except ApiError as exc:
             decision = "failed" if isinstance(exc, RunFailure) else "refused"
             reason = exc.detail if isinstance(exc.detail, str) else exc.error
             record.update(decision=decision, status=exc.status_code, reason=reason)
+            error = exc.error
             raise
         except asyncio.CancelledError:
             record.update(decision="failed", status=499, reason="request cancelled")
+            error = "cancelled"
             raise
         except Exception as exc:
             record.update(decision="failed", status=500, reason=repr(exc))
@@ -386,6 +450,7 @@ def build_router(sandbox: Sandbox) -> APIRouter:
         finally:
             record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             await sandbox.audit.write(record)
+            sandbox.count(record, error)
 
     @router.get("/policy", response_model=PolicyStatus)
     async def policy_status(caller: Caller) -> PolicyStatus:
@@ -404,7 +469,56 @@ def build_router(sandbox: Sandbox) -> APIRouter:
             summary=snapshot.summary(),
         )
 
+    @router.get(
+        "/audit",
+        response_model=AuditTail,
+        responses={
+            401: {"description": "missing or invalid token"},
+            403: {"description": "the caller does not have the operator role"},
+            503: {"description": "the audit file cannot be read"},
+        },
+    )
+    async def audit_tail(
+        caller: Caller,
+        limit: int = Query(50, ge=1, le=MAX_AUDIT_RECORDS, description="How many records."),
+    ) -> AuditTail:
+        """The newest audit records, for people and identities with the operator role."""
+        if caller.subject not in operators:
+            raise ApiError(
+                403,
+                "forbidden",
+                "the audit log is for operators (PAGI_OPERATORS)",
+                caller=caller.subject,
+            )
+        try:
+            records = await asyncio.to_thread(_read_audit, sandbox.audit.path, limit)
+        except OSError as exc:
+            raise ApiError(
+                503, "audit_unavailable", f"cannot read the audit file: {exc.strerror or exc}"
+            ) from None
+        return AuditTail(count=len(records), records=records)
+
     return router
+
+
+def count_live_state(sandbox: Sandbox, restarts: CounterFromTotal) -> None:
+    """Set the sandbox's gauges from its state now (run before every scrape)."""
+    stats = sandbox.admission.stats()
+    metrics.QUEUE_DEPTH.labels().set(stats["queued"])
+    metrics.RUNS_IN_PROGRESS.labels().set(stats["running"])
+    metrics.RUN_SLOTS.labels().set(stats["max_concurrent_runs"])
+    metrics.POLICY_EDIT_REFUSED.labels().set(1 if sandbox.store.last_error is not None else 0)
+    metrics.AUDIT_WRITABLE.labels().set(1 if sandbox.audit.error is None else 0)
+    report = sandbox.runner.isolation_report()
+    for layer, state in report.items():
+        if isinstance(state, dict) and isinstance(state.get("active"), bool):
+            metrics.ISOLATION_LAYER_ACTIVE.labels(layer).set(1 if state["active"] else 0)
+    warm = report.get("warm_path")
+    if isinstance(warm, dict):
+        for state in WARM_PATH_STATES:
+            metrics.WARM_PATH_STATE.labels(state).set(1 if warm.get("state") == state else 0)
+        metrics.WARM_ZYGOTES_READY.labels().set(warm.get("zygotes_ready", 0))
+        restarts.set_total(warm.get("restarts", 0))
 
 
 def default_runner(settings: SandboxSettings) -> ToolRunner:
@@ -504,9 +618,14 @@ def create_app(
         # those refusals are audited too; this one only bounds what any
         # request may make the service read.
         max_body_bytes=HARD_BODY_LIMIT,
+        metrics_token=settings.metrics_token(),
     )
-    app.state.verifier = TokenVerifier("sandbox", TrustStore.from_keys_dir(settings.keys_dir))
+    app.state.verifier = TokenVerifier(
+        "sandbox", TrustStore.from_keys_dir(settings.keys_dir), delegators=ACTS_FOR_PEOPLE
+    )
     app.state.sandbox = sandbox
+    restarts = CounterFromTotal(metrics.WARM_ZYGOTE_RESTARTS.labels())
+    metrics.SANDBOX.refresh_on_scrape("sandbox", lambda: count_live_state(sandbox, restarts))
     app.include_router(build_router(sandbox))
     app.include_router(
         build_tools_router(

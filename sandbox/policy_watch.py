@@ -27,6 +27,7 @@ from typing import Any
 from watchfiles import awatch
 
 from pagi.logging import log_event
+from pagi.metric_catalogue import POLICY_EDITS_REFUSED, POLICY_RELOADS
 from sandbox.policy import (
     PolicyContext,
     PolicyError,
@@ -119,13 +120,15 @@ class PolicyStore:
             "previous_version": previous.version,
             "tools": sorted(snapshot.document.tools),
         }
+        POLICY_RELOADS.labels().inc()
         log_event(logger, "policy_reloaded", source=str(self.path), **details)
         self._emit("policy_reloaded", **details)
         return snapshot
 
     def _record_error(self, exc: PolicyError) -> None:
         message = exc.render()
-        if message != self.last_error:
+        if message != self.last_error:  # a new refused edit, not the same one seen again
+            POLICY_EDITS_REFUSED.labels().inc()
             log_event(
                 logger,
                 "policy_rejected",

@@ -25,6 +25,7 @@ The fuzz modules that attack a live stack mark themselves; the in-process
 fuzzers stay in the fast tier.
 """
 COMPOSE_FOLDERS = frozenset({"compose"})
+BROWSER_FOLDERS = frozenset({"browser"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -39,6 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if folder in COMPOSE_FOLDERS:
             item.add_marker(pytest.mark.compose)
+        if folder in BROWSER_FOLDERS:
+            item.add_marker(pytest.mark.browser)
 
 
 def free_port() -> int:
@@ -131,6 +134,7 @@ def stack_env(state_dir: Path, keys_dir: Path, **overrides: str) -> dict[str, st
         "GO_BFF_URL": f"http://127.0.0.1:{ports['bff']}",
         "MEMORY_URL": f"http://127.0.0.1:{ports['memory']}",
         "MODEL_GATEWAY_GRPC_HOST": "127.0.0.1",
+        "PAGI_GATEWAY_METRICS_PORT": str(free_port()),
     }
     env.update(overrides)
     return env

@@ -159,6 +159,7 @@ def run_gateway(tmp_path: Path, keys_dir: Path, **env: str) -> subprocess.Comple
         "PAGI_STATE_DIR": str(tmp_path),
         "PAGI_KEYS_DIR": str(keys_dir),
         "MODEL_GATEWAY_GRPC_PORT": str(free_port()),
+        "PAGI_GATEWAY_METRICS_PORT": str(free_port()),
     }
     return subprocess.run(
         [sys.executable, "-m", "gateway"],

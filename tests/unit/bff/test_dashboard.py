@@ -16,7 +16,7 @@ from bff.app import create_app
 from bff.fanout import MAX_ANSWER_BYTES
 from bff.settings import BffSettings
 from pagi.auth import TokenVerifier, TrustStore
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url, serve
+from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 
 TIMEOUT = 0.5
 PLAN = "/api/v1/plan"
@@ -37,13 +37,6 @@ RUN_LIST = {
     ],
 }
 DASHBOARD = "/api/v1/agi/dashboard-data"
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[FakeDownstream, str]]:
-    fake = FakeDownstream()
-    with serve(fake) as url:
-        yield fake, url
 
 
 @pytest.fixture
