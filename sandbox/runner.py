@@ -46,6 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from pagi.logging import log_event
+from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_environment
+from sandbox.egress.proxy import EgressProxy, EgressSession
+from sandbox.egress.report import EgressReport
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
@@ -60,9 +63,10 @@ from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.lock_pins import LockPins
 from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
+from sandbox.jail.netns import LISTENER_MESSAGE, PROXY_PORT
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.zygote import COLD, WARM
-from sandbox.spec import LimitName, RunResult, RunSpec
+from sandbox.spec import LimitName, NetworkDenial, NetworkUsage, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +192,14 @@ class _ReportReader:
         self._socket = socket.socket(fileno=fd)
         self._socket.setblocking(False)
         self._pending = bytearray()
+        self.listener: socket.socket | None = None
+        """The egress proxy's listener the jail made in its network namespace, once sent."""
+        self.listener_arrived: asyncio.Future[None] = loop.create_future()
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
         try:
-            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _CREDENTIALS_SPACE)
+            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _ANCILLARY_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -213,6 +220,7 @@ class _ReportReader:
             ),
             None,
         )
+        self._take_fds(ancillary, chunk)
         self._pending.extend(chunk)
         while b"\n" in self._pending:
             line, _, rest = bytes(self._pending).partition(b"\n")
@@ -225,13 +233,37 @@ class _ReportReader:
             if not self.finished.done():
                 self.finished.set_result(None)
 
+    def _take_fds(self, ancillary: list[tuple[int, int, bytes]], chunk: bytes) -> None:
+        """Keep the first listener the jail sends (with its line); close any other fd."""
+        fds = [
+            fd
+            for level, kind, data in ancillary
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+            for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
+        ]
+        for fd in fds:
+            if self.listener is None and chunk.startswith(LISTENER_MESSAGE):
+                self.listener = socket.socket(fileno=fd)
+                if not self.listener_arrived.done():
+                    self.listener_arrived.set_result(None)
+            else:
+                os.close(fd)
+
+    def take_listener(self) -> socket.socket | None:
+        """The listener, now the caller's to close (None if none came)."""
+        listener, self.listener = self.listener, None
+        return listener
+
     def close(self) -> None:
-        """Stop reading and close the socket (idempotent)."""
+        """Stop reading and close the socket, and a listener nobody took (idempotent)."""
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._socket.close()
             self._fd = -1
-        for future in (self.finished, self.ended):
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for future in (self.finished, self.ended, self.listener_arrived):
             if not future.done():
                 future.cancel()
 
@@ -449,6 +481,7 @@ class Runner:
         jail_gid: int = JAIL_GID,
         warm_runs_before_recycle: int = WARM_RUNS_BEFORE_RECYCLE,
         slots: int = DEFAULT_SLOTS,
+        egress_proxy: EgressProxy | None = None,
     ) -> None:
         self.python = os.path.realpath(python_executable)
         self._python_as_named = python_executable  # as tools' argv name it (no path lookups)
@@ -479,6 +512,9 @@ class Runner:
         self._reprobes = 0
         self._pins = LockPins()
         self._package_fd = -1
+        self._own_proxy = egress_proxy is None
+        self.egress_proxy = egress_proxy
+        """Serves the runs of tools with a ``[tools.NAME.network]`` table (made at start)."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -486,6 +522,8 @@ class Runner:
         """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
+        if self.egress_proxy is None:
+            self.egress_proxy = EgressProxy()
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
@@ -537,6 +575,10 @@ class Runner:
             await asyncio.to_thread(RunCgroup({}, "", dirs=dict(self._cgroup_bases)).remove)
         self._slots = []
         self._pins.release()
+        if self.egress_proxy is not None:
+            await self.egress_proxy.close()
+            if self._own_proxy:
+                self.egress_proxy = None
         if self._package_fd >= 0:
             os.close(self._package_fd)
             self._package_fd = -1
@@ -656,6 +698,26 @@ class Runner:
             "processes": scope("pids", "user_namespace"),
         }
 
+    @property
+    def runs_egress(self) -> bool:
+        """Whether a tool with a network table can run here (see :meth:`egress_problem`)."""
+        return self.egress_problem() is None
+
+    def egress_problem(self) -> str | None:
+        """Why runs cannot reach the egress proxy here, or None when they can.
+
+        A networked run needs its own network namespace (the proxy's
+        listener lives on its loopback) and the seccomp filter that lets it
+        make TCP sockets and nothing else of the network: both must be shown
+        active by the probe.
+        """
+        if self.egress_proxy is None or not self._started:
+            return "the egress proxy is not running"
+        missing = self.missing_layers(("netns", "seccomp"))
+        if missing:
+            return f"isolation layer(s) it needs are not active: {', '.join(missing)}"
+        return None
+
     def missing_layers(self, required: Iterable[str]) -> list[str]:
         """The required layers (unknown names included) that are not active here."""
         return sorted(
@@ -679,6 +741,10 @@ class Runner:
                 f"the jail cannot be built here: {', '.join(structural)} unavailable",
                 layer=structural[0],
             )
+        if spec.egress is not None:
+            problem = self.egress_problem()
+            if problem is not None:
+                raise RunnerUnavailable(f"egress: {problem}", layer="netns")
         if spec.network and "netns" in spec.required_layers:
             raise RunnerUnavailable(
                 f"tool {spec.tool!r} has network access, so it cannot run in its own"
@@ -710,7 +776,15 @@ class Runner:
                     await self._empty(slot)
                 jail = await self._arm(spec, config, slot, cgroup, warm)
             payload = RunPayload(argv=list(spec.argv), files=dict(spec.files), python=python)
-            result = await self._collect(spec, jail, payload, cgroup, started)
+            session = await self._egress_session(spec, jail) if spec.egress is not None else None
+            try:
+                result = await self._collect(spec, jail, payload, cgroup, started)
+            finally:
+                # After the run's end or its kill: every connection of the
+                # run is cut, its listener closed.
+                egress_report = await session.close() if session is not None else None
+            if egress_report is not None:
+                result = _with_network(result, egress_report)
             if jail.via_zygote:
                 rearm = (spec, config, warm)
             return result
@@ -719,6 +793,40 @@ class Runner:
             # with a jail for the next run of the same tool built in it.
             reader = jail.reader if jail is not None and slot.spare is not jail else None
             self._in_background(self._release(slot, rearm, cgroup, reader))
+
+    async def _egress_session(self, spec: RunSpec, jail: _Jail) -> EgressSession:
+        """The proxy session of `spec`'s run, on the listener its jail made (fail closed).
+
+        The jail sends the listener while it builds itself, before its tool
+        exists; a spare built ahead holds it until its run comes. The rules
+        are the run's own (its policy version), not the spare's.
+        """
+        assert spec.egress is not None and self.egress_proxy is not None
+        reader = jail.reader
+        await asyncio.wait(
+            [reader.listener_arrived, reader.finished],
+            timeout=BACKSTOP_SECONDS * 2,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        listener = reader.take_listener()
+        if listener is None:
+            jail.withdraw()
+            failed = reader.report.failed_layer
+            reason = f"{failed[0]}: {failed[1]}" if failed else "the jail sent no listener"
+            raise RunnerUnavailable(f"egress proxy listener: {reason}", layer="netns")
+        try:
+            check_listener(listener, PROXY_PORT)
+        except ListenerError as error:
+            listener.close()
+            jail.withdraw()
+            raise RunnerUnavailable(f"egress proxy listener: {error}", layer="netns") from None
+        return self.egress_proxy.open_session(
+            listener,
+            spec.egress,
+            request_id=spec.request_id,
+            tool=spec.tool,
+            policy_version=spec.policy_version,
+        )
 
     async def _release(
         self,
@@ -787,8 +895,9 @@ class Runner:
         self._pins.pin_paths(
             [path for path in extra_read_paths if _file_larger_than(path, COPIED_FILE_BYTES)]
         )
+        egress = spec.egress is not None and not spec.network
         return JailConfig(
-            env=dict(spec.env),
+            env={**spec.env, **proxy_environment(PROXY_PORT)} if egress else dict(spec.env),
             uid=self.uid,
             gid=self.gid,
             root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
@@ -807,7 +916,10 @@ class Runner:
                 "tmp_bytes": min(limits.memory_bytes // 4, 64 * 1024 * 1024),
             },
             network=spec.network,
-            seccomp_bpf=compile_filter(spec.network, frozenset(spec.denied_syscalls), self._notify),
+            egress_port=PROXY_PORT if egress else 0,
+            seccomp_bpf=compile_filter(
+                spec.network, frozenset(spec.denied_syscalls), self._notify, egress
+            ),
             seccomp_notify=self._notify,
             landlock_abi=self._landlock_abi,
             hostname="sandbox",
@@ -1118,9 +1230,18 @@ def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
         spec.limits,
         tuple(sorted(spec.env.items())),
         spec.network,
+        spec.egress is not None,
         spec.readable_paths,
         spec.denied_syscalls,
     )
+
+
+def _with_network(result: RunResult, report: EgressReport) -> RunResult:
+    """`result` with the run's traffic through the proxy and the proxy's decisions."""
+    counts = report.summary()
+    usage = NetworkUsage(**counts, denials=[NetworkDenial(**denial) for denial in report.denials])
+    audit = [decision.audit_record() for decision in report.decisions]
+    return result.model_copy(update={"network": usage, "egress_audit": audit})
 
 
 def host_namespaces() -> dict[str, str]:
@@ -1220,6 +1341,8 @@ def _limit_hit(
 _CREDENTIALS = struct.Struct("iII")
 """struct ucred: pid, uid, gid."""
 _CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+_ANCILLARY_SPACE = _CREDENTIALS_SPACE + socket.CMSG_SPACE(4 * struct.calcsize("i"))
+"""Credentials, and room for the egress listener (more fds are truncated, never kept)."""
 
 
 def _report_channel() -> tuple[int, int]:

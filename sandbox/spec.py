@@ -6,9 +6,11 @@ admission, audit) and the runner (jail, cold and warm paths).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.egress.config import EgressPolicy
 
 LimitName = Literal[
     "wall_time", "cpu_time", "memory", "file_size", "output", "processes", "open_files"
@@ -33,7 +35,7 @@ class RunLimits(BaseModel):
 class RunSpec(BaseModel):
     """One tool run: the command, its input, its confinement."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     tool: str
     argv: tuple[str, ...]
@@ -43,6 +45,12 @@ class RunSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     limits: RunLimits = Field(default_factory=RunLimits)
     network: bool = False
+    """The host's whole network (``network = true``)."""
+    egress: EgressPolicy | None = None
+    """What the run may reach through the egress proxy (its own empty network
+    namespace, the proxy's listener on its loopback); None: no proxy."""
+    request_id: str = ""
+    """The request the run serves: the egress proxy's decisions carry it."""
     readable_paths: tuple[str, ...] = ()
     """Extra paths the tool may read/execute (Landlock); the workdir is always writable."""
     denied_syscalls: tuple[str, ...] = ()
@@ -51,6 +59,45 @@ class RunSpec(BaseModel):
     warm: bool = False
     """Run on the warm (pre-forked) path when one is available."""
     policy_version: str = ""
+
+
+class NetworkDenial(BaseModel):
+    """One request the egress proxy refused (the ``network`` layer of the run's denials)."""
+
+    layer: Literal["network"] = "network"
+    reason: str
+    """Why: ``denied``, ``host_not_allowed``, ``port_not_allowed``, ``private_address``..."""
+    method: str | None
+    host: str | None
+    port: int | None
+    rule: str | None
+    """The policy rule that decided, as written (None: no rule matched)."""
+    address: str | None
+    detail: str
+    """One line for a person."""
+
+    @property
+    def what(self) -> str:
+        """The refused destination, ``host:port`` (what a denials summary names)."""
+        return f"{self.host}:{self.port}" if self.host is not None else "(no target)"
+
+
+class NetworkUsage(BaseModel):
+    """A run's traffic through the egress proxy, and what it refused."""
+
+    connections: int
+    """Connections the run opened to the proxy."""
+    upstream_connections: int
+    """Connections the proxy opened on the run's behalf."""
+    bytes_out: int
+    bytes_in: int
+    allowed: int
+    refused: int
+    failed: int
+    """Requests allowed whose destination did not answer (no address, refused, timeout)."""
+    decisions_dropped: int = 0
+    """Decisions past the per-run record cap: counted, not listed."""
+    denials: list[NetworkDenial] = Field(default_factory=list)
 
 
 class RunResult(BaseModel):
@@ -71,3 +118,7 @@ class RunResult(BaseModel):
     supervisor_died: bool = False
     """The jail's init ended before it reported the tool's status (the output is kept)."""
     path: Literal["cold", "warm"] = "cold"
+    network: NetworkUsage | None = None
+    """Traffic through the egress proxy (None: the run had no proxy)."""
+    egress_audit: list[dict[str, Any]] = Field(default_factory=list)
+    """The egress proxy's decisions, as audit records (for the audit log, not the client)."""

@@ -31,21 +31,26 @@ namespace than the service's):
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import socket
-import struct
 import threading
 
 from sandbox.jail.libc import SYS_SETNS, syscall
+from sandbox.jail.netns import PROXY_PORT, bind_listener_here, loopback_up
 
-PROXY_PORT = 3128
-"""Where a run finds the proxy: ``http://127.0.0.1:3128`` inside its namespace."""
+__all__ = [
+    "PROXY_PORT",
+    "ListenerError",
+    "bind_listener_here",
+    "check_listener",
+    "listen_in_netns",
+    "loopback_up",
+    "proxy_environment",
+    "receive_listener",
+    "send_listener",
+]
+
 CLONE_NEWNET = 0x40000000
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
 SO_NETNS_COOKIE = 71
-_IFREQ = "16sH14x"
 _MESSAGE = b"egress-listener"
 
 
@@ -64,35 +69,6 @@ def proxy_environment(port: int = PROXY_PORT) -> dict[str, str]:
         "NO_PROXY": "",
         "no_proxy": "",
     }
-
-
-def loopback_up() -> None:
-    """Bring ``lo`` of the calling thread's network namespace up (CAP_NET_ADMIN there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack(_IFREQ, b"lo", 0)
-        flags = struct.unpack(_IFREQ, fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        if not flags & IFF_UP:
-            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
-
-
-def bind_listener_here(port: int = PROXY_PORT, backlog: int = 64) -> socket.socket:
-    """In the calling thread's namespace: ``lo`` up, a listener on ``127.0.0.1:port``.
-
-    No SO_REUSEPORT: nothing else in the namespace may bind the same port
-    and take the proxy's connections (SO_REUSEADDR lets a new run's listener
-    reuse the port past old connections in TIME_WAIT, never next to a
-    listening socket).
-    """
-    loopback_up()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def netns_cookie(sock: socket.socket) -> int | None:

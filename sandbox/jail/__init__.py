@@ -158,7 +158,12 @@ def contain(
         # that is not root cannot build them).
         if not pid1:
             _apply("pidns", pidns.unshare)
-        if "netns" in layers and not config.network and ("netns" not in prepared or not root):
+        if config.egress_port:
+            # A namespace of this run's alone, whatever the layers or the
+            # zygote prepared: its loopback carries the proxy's listener.
+            _apply("netns", netns.unshare)
+            _apply("netns", netns.pass_listener, report, config.egress_port)
+        elif "netns" in layers and not config.network and ("netns" not in prepared or not root):
             _apply("netns", netns.unshare)
         if "ipcns" in layers:
             _apply("ipcns", ipcns.unshare)
@@ -233,6 +238,7 @@ def contain(
                 [WORKDIR_IN_JAIL, "/tmp"],
                 list(mountns.DEVICES),
                 config.network,
+                config.egress_port,
             )
         _apply("privileges", privileges.check_no_capabilities)
         listener = None

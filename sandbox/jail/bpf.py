@@ -39,9 +39,23 @@ def _known(name: str) -> bool:
     return True
 
 
+SOCK_STREAM = 1
+SOCK_TYPE_MASK = 0xF
+"""The socket type's bits of ``socket()``'s second argument (the rest: CLOEXEC, NONBLOCK)."""
+IPPROTO_TCP = 6
+
+
 @lru_cache(maxsize=64)
-def compile_filter(network: bool, denied: frozenset[str], notify: bool) -> bytes:
-    """BPF for the default-deny allowlist minus `denied`; cached per distinct policy."""
+def compile_filter(
+    network: bool, denied: frozenset[str], notify: bool, egress: bool = False
+) -> bytes:
+    """BPF for the default-deny allowlist minus `denied`; cached per distinct policy.
+
+    Sockets: unix ones always; `network` (the host's network) any inet
+    socket; `egress` (the run reaches the egress proxy on its own loopback)
+    inet TCP stream sockets only: no UDP, raw, packet or netlink socket, no
+    other stream protocol (SCTP, MPTCP).
+    """
     refuse = ACT_NOTIFY if notify else pyseccomp.ERRNO(errno.EPERM)
     syscall_filter = pyseccomp.SyscallFilter(refuse)
     # Only x86_64: libseccomp's filter also sends x32 numbers (bit 30 set) here.
@@ -70,6 +84,18 @@ def compile_filter(network: bool, denied: frozenset[str], notify: bool) -> bytes
             syscall_filter.add_rule(
                 pyseccomp.ALLOW, "socket", pyseccomp.Arg(0, pyseccomp.EQ, domain)
             )
+        if egress and not network:
+            # Each argument compared as 64 bits (stricter than the kernel's
+            # 32-bit int): high bits set never pass.
+            for domain in (AF_INET, AF_INET6):
+                for protocol in (0, IPPROTO_TCP):
+                    syscall_filter.add_rule(
+                        pyseccomp.ALLOW,
+                        "socket",
+                        pyseccomp.Arg(0, pyseccomp.EQ, domain),
+                        pyseccomp.Arg(1, pyseccomp.MASKED_EQ, SOCK_TYPE_MASK, SOCK_STREAM),
+                        pyseccomp.Arg(2, pyseccomp.EQ, protocol),
+                    )
     buffer = io.BytesIO()
     _export(syscall_filter, buffer)
     refuse_code = ACT_NOTIFY if notify else ACT_ERRNO | errno.EPERM

@@ -28,6 +28,8 @@ _FIELDS: tuple[str, ...] = (
     "hidden_paths",  # list[str]: paths under read_paths replaced by an empty dir
     "limits",  # dict[str, int | float]
     "network",  # bool: keep the host network (no netns, inet sockets allowed)
+    "egress_port",  # int: 0, or the port of the proxy listener the jail makes in a fresh
+    # netns of its own and passes to the service (TCP connect to it alone)
     "seccomp_bpf",  # bytes: the compiled filter (struct sock_filter array)
     "seccomp_notify",  # bool: the filter answers refusals through a listener
     "landlock_abi",  # int: ABI to use (0 = do not use Landlock)

@@ -3,8 +3,9 @@
 Raw syscalls (444-446). Handles every access right of the running kernel's
 ABI, so anything not granted below is denied: read/execute beneath the
 read-only paths, full access beneath the working dir and /tmp, read/write
-on the device nodes; with ABI >= 4 no TCP bind or connect (unless the run
-has network); with ABI >= 6 no connection to abstract unix sockets and no
+on the device nodes; with ABI >= 4 no TCP bind, and no TCP connect but
+to the egress proxy's port for a run that has one (any, for a run given
+the host's network); with ABI >= 6 no connection to abstract unix sockets and no
 signal to processes outside the jail's Landlock domain.
 """
 
@@ -24,6 +25,7 @@ from sandbox.jail.libc import (
 
 CREATE_RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
+RULE_NET_PORT = 2  # ABI 4
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -91,8 +93,13 @@ def restrict(
     write_paths: list[str],
     device_paths: list[str],
     network: bool,
+    connect_port: int = 0,
 ) -> None:
-    """Create the ruleset for this run and restrict the calling process (needs no_new_privs)."""
+    """Create the ruleset for this run and restrict the calling process (needs no_new_privs).
+
+    `connect_port`: the one TCP port the run may connect to (its egress
+    proxy's, in its own network namespace); 0: none.
+    """
     fs_rights = handled_fs_rights(abi)
     attr = u64(fs_rights)
     if abi >= 4:
@@ -107,6 +114,10 @@ def restrict(
             _add_path_rule(ruleset, path, fs_rights)
         for path in device_paths:
             _add_path_rule(ruleset, path, (READ_FILE | WRITE_FILE | TRUNCATE) & fs_rights)
+        if abi >= 4 and connect_port and not network:
+            # struct landlock_net_port_attr: allowed_access, port (both u64).
+            rule = u64(NET_CONNECT_TCP) + u64(connect_port)
+            syscall(SYS_LANDLOCK_ADD_RULE, ruleset, RULE_NET_PORT, rule, 0)
         syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0)
     finally:
         os.close(ruleset)
