@@ -96,6 +96,14 @@ class ToolRunner(Protocol):
     async def reload(self, policy_version: str) -> None: ...
 
 
+def egress_problem(runner: ToolRunner) -> str | None:
+    """Why ``runner`` cannot give a run its egress proxy (None: it can)."""
+    problem = getattr(runner, "egress_problem", None)
+    if problem is None:
+        return "this runner has no egress proxy"
+    return problem()  # type: ignore[no-any-return]
+
+
 def body_limit(snapshot: PolicySnapshot) -> int:
     """The largest request body worth reading under ``snapshot``."""
     files = max((request_bytes(t.files) for t in snapshot.document.tools.values()), default=0)
@@ -215,16 +223,18 @@ class Sandbox:
                 "audit_unavailable",
                 "the audit log cannot be written; no tool runs until it can",
             )
-        if tool.egress is not None and not getattr(self.runner, "runs_egress", False):
+        if tool.egress is not None:
             # Fail closed: a tool given an allowlist never silently runs with
             # no network, nor with more of it.
-            raise ApiError(
-                503,
-                "egress_unavailable",
-                f"tool {name!r} reaches the network through the egress proxy, which this"
-                " runner does not provide; nothing ran",
-                tool=name,
-            )
+            problem = egress_problem(self.runner)
+            if problem is not None:
+                raise ApiError(
+                    503,
+                    "egress_unavailable",
+                    f"tool {name!r} reaches the network through the egress proxy, which"
+                    f" cannot serve it here ({problem}); nothing ran",
+                    tool=name,
+                )
         missing = self.runner.missing_layers(snapshot.required_layers)
         if missing:
             raise ApiError(
@@ -237,7 +247,9 @@ class Sandbox:
         if unusable is not None:
             raise unusable
 
-        spec = run_spec_for(snapshot, name, tool, code, self.settings.pagi_sandbox_python)
+        spec = run_spec_for(
+            snapshot, name, tool, code, self.settings.pagi_sandbox_python, record["request_id"]
+        )
         if inputs:
             # The code file first; no input file may take its name (checked).
             spec = spec.model_copy(
@@ -267,6 +279,11 @@ class Sandbox:
             "run_ms": round(result.duration_ms, 3),
             "executor": result.path,
         }
+        if result.network is not None:
+            record["outcome"]["network"] = result.network.model_dump(exclude={"denials"})
+            # One audit line per decision of the proxy, under the request's id.
+            for line in result.egress_audit:
+                await self.audit.write(line)
         return response
 
     def count(self, record: dict[str, Any], error: str | None) -> None:
@@ -283,6 +300,9 @@ class Sandbox:
         )
         if outcome["seccomp_refusals"]:
             metrics.DENIALS.labels("seccomp").inc(outcome["seccomp_refusals"])
+        refused = (outcome.get("network") or {}).get("refused", 0)
+        if refused:
+            metrics.DENIALS.labels("network").inc(refused)
 
     async def _run(self, spec: RunSpec) -> RunResult:
         try:

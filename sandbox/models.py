@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.files_out import OutputCollection
-from sandbox.spec import LimitName, RunResult
+from sandbox.spec import LimitName, NetworkUsage, RunResult
 
 ToolStatus = Literal["ok", "error", "timeout", "limit", "killed", "supervisor_died"]
 """How a run ended, in one word:
@@ -96,6 +96,12 @@ class ToolResult(BaseModel):
     executor: Literal["cold", "warm"]
     tool: str
     policy_version: str
+    network: NetworkUsage | None = Field(
+        None,
+        description="Traffic through the egress proxy: connections, bytes each way, and"
+        " each refused request (layer network: host, port, reason, the rule that decided);"
+        " null: the tool has no network table.",
+    )
     files: list[OutputFile] | None = Field(
         None, description="What the tool left under out/ (null: the run returns no files)."
     )
@@ -166,6 +172,7 @@ def response_of(
             seccomp_refusals=result.seccomp_refusals,
             seccomp_denials=result.seccomp_denials,
             executor=result.path,
+            network=result.network,
             tool=tool,
             policy_version=policy_version,
             files=output_files_of(files) if files is not None else None,

@@ -682,6 +682,12 @@ class Runner:
             "preloaded_modules": list(self.warm_modules),
         }
         report["limit_scope"] = self._limit_scope()
+        problem = self.egress_problem()
+        report["egress_proxy"] = {
+            "available": problem is None,
+            **({"reason": problem} if problem is not None else {}),
+            **(self.egress_proxy.stats() if self.egress_proxy is not None else {}),
+        }
         return report
 
     def _limit_scope(self) -> dict[str, str]:

@@ -39,9 +39,14 @@ def check_code(name: str, tool: ToolPolicy, code: bytes | None) -> None:
 
 
 def run_spec_for(
-    snapshot: PolicySnapshot, name: str, tool: ToolPolicy, code: bytes | None, python: str
+    snapshot: PolicySnapshot,
+    name: str,
+    tool: ToolPolicy,
+    code: bytes | None,
+    python: str,
+    request_id: str = "",
 ) -> RunSpec:
-    """The run of ``tool`` with ``code`` under ``snapshot``'s limits and layers."""
+    """The run of ``tool`` with ``code`` under ``snapshot``'s limits, layers and egress rules."""
     argv = [python if arg == PYTHON_PLACEHOLDER else arg for arg in tool.argv]
     stdin = b""
     files: dict[str, bytes] = {}
@@ -60,6 +65,8 @@ def run_spec_for(
         env=dict(tool.env),
         limits=snapshot.limits[name],
         network=tool.host_network,
+        egress=snapshot.egress_of(name),
+        request_id=request_id,
         readable_paths=tool.readable_paths,
         denied_syscalls=tool.denied_syscalls,
         required_layers=snapshot.required_layers,
