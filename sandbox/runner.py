@@ -242,7 +242,9 @@ class _ReportReader:
             for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
         ]
         for fd in fds:
-            if self.listener is None and chunk.startswith(LISTENER_MESSAGE):
+            # A read ends with the message that carried fds (lines written
+            # before it, by the same process, may come in the same read).
+            if self.listener is None and chunk.endswith(LISTENER_MESSAGE):
                 self.listener = socket.socket(fileno=fd)
                 if not self.listener_arrived.done():
                     self.listener_arrived.set_result(None)
