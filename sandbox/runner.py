@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import py_compile
 import secrets
 import signal
 import socket
@@ -73,6 +74,32 @@ logger = logging.getLogger(__name__)
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 """Where the jail's code is imported from: the dir holding the `sandbox` package."""
 LAUNCH_SCRIPT = "sandbox/jail/launch.py"
+
+
+def compile_jail_bytecode() -> None:
+    """(Re)write the jail's cached bytecode naming each module by its package path only.
+
+    A process that imports a module from its real path (the service does)
+    caches bytecode that embeds that path; the zygote, importing the same
+    module through its fd path, reads those bytes, and a warm tool can read
+    what its zygote freed. Compiled here with a relative name, the cache
+    holds nothing of where PAGI's code lives on the host. A read-only tree
+    (an image built ahead) keeps the cache it has.
+    """
+    root = Path(PACKAGE_ROOT)
+    for source in [
+        root / "sandbox" / "__init__.py",
+        *sorted((root / "sandbox" / "jail").glob("*.py")),
+    ]:
+        try:
+            py_compile.compile(
+                str(source),
+                dfile=str(source.relative_to(root)),
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+            )
+        except (OSError, py_compile.PyCompileError):
+            continue
 
 
 def launcher_path(package_fd: int) -> str:
@@ -529,6 +556,7 @@ class Runner:
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
+        await asyncio.to_thread(compile_jail_bytecode)
         try:
             bases = await asyncio.to_thread(discover_bases)
             self._cgroup_bases = await asyncio.to_thread(owner_groups, bases)
