@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -175,3 +176,26 @@ async def test_without_its_network_namespace_a_networked_run_does_not_start(
         single._layers["netns"] = saved
     assert not marker.exists()
     assert single.egress_problem() is None
+
+
+async def test_each_networked_run_has_a_network_namespace_of_its_own(single: Runner) -> None:
+    code = (
+        "import os; devices = [l.split(':')[0].strip() for l in open('/proc/self/net/dev')][2:];"
+        " print(os.readlink('/proc/self/ns/net'), devices)"
+    )
+    seen = set()
+    for warm in (False, True, True):
+        spec = RunSpec(
+            tool="fetch",
+            argv=(PYTHON, "-I", "-S", "-c", code),
+            egress=egress(["example.org"]),
+            readable_paths=("/proc",),
+            warm=warm,
+        )
+        result = await single.run(spec)
+        assert result.exit_code == 0, result.stderr
+        namespace, devices = result.stdout.split(" ", 1)
+        assert devices.strip() == "['lo']", result
+        seen.add(namespace)
+    host = os.readlink("/proc/self/ns/net")
+    assert host not in seen and len(seen) == 3  # never the host's, never shared between runs
