@@ -40,7 +40,8 @@ TOOL_RUN_DURATION = SANDBOX.histogram(
 )
 DENIALS = SANDBOX.counter(
     "pagi_sandbox_denials_total",
-    "What the isolation layers refused tools, by layer (seccomp: refused system calls).",
+    "What the isolation layers refused tools, by layer (seccomp: refused system calls;"
+    " network: requests the egress proxy refused).",
     ("layer",),
 )
 QUEUE_DEPTH = SANDBOX.gauge("pagi_sandbox_queue_depth", "Requests waiting for a run slot.")

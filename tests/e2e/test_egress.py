@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
@@ -174,6 +175,16 @@ class Sandbox:
             time.sleep(0.05)
         raise AssertionError(f"the policy edit never went live: {status}")
 
+    def network_denials_counted(self) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "pagi_sandbox_denials_total" and sample.labels == {
+                    "layer": "network"
+                }:
+                    return sample.value
+        return 0.0
+
     def audit_of(self, request_id: str, kind: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 5
         while True:
@@ -307,6 +318,7 @@ def test_every_other_destination_is_refused_with_its_reason(sandbox: Sandbox, to
     servers = sandbox.servers
     http, other = servers.http.port, servers.other.port
     seen_before = len(servers.other.seen)
+    counted_before = sandbox.network_denials_counted()
     request_id = uuid.uuid4().hex
     cases = [
         # (url, reason, host and port the denial names)
@@ -332,6 +344,7 @@ def test_every_other_destination_is_refused_with_its_reason(sandbox: Sandbox, to
     audited = sandbox.audit_of(request_id, "egress")
     assert sorted(r["reason"] for r in audited) == sorted(reason for _, reason, _ in cases)
     assert all(r["tool"] == tool and r["outcome"] == "refused" for r in audited)
+    assert sandbox.network_denials_counted() == counted_before + len(cases)
 
 
 def test_a_name_resolving_to_a_private_address_needs_allow_private(sandbox: Sandbox) -> None:
