@@ -122,6 +122,9 @@ CPU_POLL_SECONDS = 0.05
 about this much per CPU the service's runs may use."""
 BACKSTOP_SECONDS = 3.0
 """How long a killed run's pipes, or an ended run's init, may take to close."""
+LISTENER_WAIT_SECONDS = 30.0
+"""How long a networked run's jail may take to send its proxy listener (it does so
+early in its build, before any tool code): past it the run fails closed."""
 WARM_RUNS_BEFORE_RECYCLE = 2000
 PROBE_WALL_SECONDS = 30
 """Generous: the probe must not fail for a machine busy at start-up."""
@@ -841,7 +844,7 @@ class Runner:
         reader = jail.reader
         await asyncio.wait(
             [reader.listener_arrived, reader.finished],
-            timeout=BACKSTOP_SECONDS * 2,
+            timeout=LISTENER_WAIT_SECONDS,
             return_when=asyncio.FIRST_COMPLETED,
         )
         listener = reader.take_listener()
