@@ -8,8 +8,14 @@ run's five fds to the slot's zygote, which forks a child that jails itself
 and runs the code in its preloaded interpreter (warm) or execs the tool's
 command, a fresh interpreter for Python code (cold). The
 service never forks a jail itself (it has threads, and fork cost grows with
-its memory); only when a zygote is down, or a tool has network, does it
-spawn the launcher (vfork + exec) and move it into the slot's cgroup.
+its memory); only when a zygote is down, or a tool has the host's network,
+does it spawn the launcher (vfork + exec) and move it into the slot's cgroup.
+
+A tool with a network table reaches the network through the egress proxy
+(:mod:`sandbox.egress`): its jail makes a network namespace of its own
+(on both paths), puts the proxy's listener on its loopback and sends it
+here before the tool exists; the run's proxy session serves it under the
+run's rules and is closed when the run ends or is killed.
 
 A jail is built before its request: the config pipe first carries the
 :class:`~sandbox.jail.config.JailConfig`, and only later the request's
