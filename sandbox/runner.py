@@ -743,11 +743,6 @@ class Runner:
             "processes": scope("pids", "user_namespace"),
         }
 
-    @property
-    def runs_egress(self) -> bool:
-        """Whether a tool with a network table can run here (see :meth:`egress_problem`)."""
-        return self.egress_problem() is None
-
     def egress_problem(self) -> str | None:
         """Why runs cannot reach the egress proxy here, or None when they can.
 
