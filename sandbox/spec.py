@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sandbox.egress.config import EgressPolicy
 
@@ -76,10 +76,14 @@ class NetworkDenial(BaseModel):
     detail: str
     """One line for a person."""
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def what(self) -> str:
-        """The refused destination, ``host:port`` (what a denials summary names)."""
-        return f"{self.host}:{self.port}" if self.host is not None else "(no target)"
+        """The refused destination, ``host:port`` (``[v6]:port``), as a denials list names it."""
+        if self.host is None:
+            return "(no target)"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port is not None else host
 
 
 class NetworkUsage(BaseModel):

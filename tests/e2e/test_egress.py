@@ -338,6 +338,7 @@ def test_every_other_destination_is_refused_with_its_reason(sandbox: Sandbox, to
         denial = denial_of(body, host, port)
         assert denial["reason"] == reason
     assert denial_of(body, "localhost", http)["rule"] == "localhost"
+    assert denial_of(body, "::1", http)["what"] == f"[::1]:{http}"
     assert len(servers.other.seen) == seen_before  # nothing reached the other server
     network = body["result"]["network"]
     assert network["refused"] == len(cases) and network["upstream_connections"] == 0
