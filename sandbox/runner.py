@@ -151,6 +151,9 @@ SYSTEM_READ_PATHS: tuple[str, ...] = (
     "/etc/localtime",
 )
 """Always visible read-only in the jail (besides the interpreter prefix and policy paths)."""
+EGRESS_READ_PATHS: tuple[str, ...] = ("/etc/ssl/certs",)
+"""Also visible to a tool with a network table: the system's public CA certificates, so
+that TLS clients (urllib, curl) verify the hosts they reach (never /etc/ssl/private)."""
 
 
 OTHER_SYSCALLS = "(other syscalls)"
@@ -926,16 +929,17 @@ class Runner:
     ) -> JailConfig:
         limits = spec.limits
         base = self._base_read_paths()
+        egress = spec.egress is not None and not spec.network
+        readable = [*spec.readable_paths, *(_existing(EGRESS_READ_PATHS) if egress else [])]
         extra_read_paths = [
             path
-            for path in outermost([os.path.realpath(p) for p in spec.readable_paths])
+            for path in outermost([os.path.realpath(p) for p in readable])
             if not beneath(path, base)  # already visible through the shared root
         ]
         # A file too large to copy per run is the host's own inode in the jail.
         self._pins.pin_paths(
             [path for path in extra_read_paths if _file_larger_than(path, COPIED_FILE_BYTES)]
         )
-        egress = spec.egress is not None and not spec.network
         return JailConfig(
             env={**spec.env, **proxy_environment(PROXY_PORT)} if egress else dict(spec.env),
             uid=self.uid,
@@ -1290,6 +1294,10 @@ def host_namespaces() -> dict[str, str]:
         name: os.readlink(f"/proc/self/ns/{name}")
         for name in ("user", "pid", "net", "mnt", "ipc", "uts")
     }
+
+
+def _existing(paths: Iterable[str]) -> list[str]:
+    return [path for path in paths if os.path.exists(path)]
 
 
 def _file_larger_than(path: str, size: int) -> bool:

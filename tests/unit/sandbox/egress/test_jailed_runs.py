@@ -179,12 +179,21 @@ async def test_without_its_network_namespace_a_networked_run_does_not_start(
 
 
 async def test_each_networked_run_has_a_network_namespace_of_its_own(single: Runner) -> None:
+    """Never the host's, nor the empty one the slot's zygote shares with its other runs."""
     code = (
         "import os; devices = [l.split(':')[0].strip() for l in open('/proc/self/net/dev')][2:];"
         " print(os.readlink('/proc/self/ns/net'), devices)"
     )
-    seen = set()
+    host = os.readlink("/proc/self/ns/net")
     for warm in (False, True, True):
+        zygote = single._slots[0].zygote
+        assert zygote is not None and zygote.pid is not None
+        shared = os.readlink(f"/proc/{zygote.pid}/ns/net")
+        plain = await single.run(
+            RunSpec(tool="plain", argv=(PYTHON, "-I", "-S", "-c", code), readable_paths=("/proc",))
+        )
+        if os.geteuid() == 0:  # a root zygote's runs share its namespace: the contrast
+            assert plain.stdout.split(" ", 1)[0] == shared
         spec = RunSpec(
             tool="fetch",
             argv=(PYTHON, "-I", "-S", "-c", code),
@@ -196,6 +205,22 @@ async def test_each_networked_run_has_a_network_namespace_of_its_own(single: Run
         assert result.exit_code == 0, result.stderr
         namespace, devices = result.stdout.split(" ", 1)
         assert devices.strip() == "['lo']", result
-        seen.add(namespace)
-    host = os.readlink("/proc/self/ns/net")
-    assert host not in seen and len(seen) == 3  # never the host's, never shared between runs
+        assert namespace not in (host, shared), (namespace, host, shared)
+
+
+@pytest.mark.skipif(not os.path.isdir("/etc/ssl/certs"), reason="no system CA certificates here")
+async def test_a_networked_run_verifies_tls_with_the_systems_ca_certificates(
+    single: Runner,
+) -> None:
+    code = (
+        "import os, ssl; print(ssl.create_default_context().cert_store_stats()['x509_ca'],"
+        " os.path.exists('/etc/ssl/private'))"
+    )
+    networked = RunSpec(
+        tool="fetch", argv=(PYTHON, "-I", "-S", "-c", code), egress=egress(["example.org"])
+    )
+    with_network = await single.run(networked)
+    without = await single.run(networked.model_copy(update={"egress": None}))
+    certificates, private = with_network.stdout.split()
+    assert int(certificates) > 0 and private == "False", with_network
+    assert without.stdout.split() == ["0", "False"], without
