@@ -88,7 +88,7 @@ def sign_in_link(stack: Stack) -> Callable[..., str]:
 
     def make(person: str = "operator") -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "pagi", "console", "--as", person],
+            [sys.executable, "-m", "cli", "console", "--as", person],
             env=stack.env,
             cwd=REPO,
             capture_output=True,

@@ -190,7 +190,7 @@ def test_service_without_keys_exits_with_a_message(tmp_path: Path, service: str)
 def test_cli_token_without_keys_is_a_clear_message(tmp_path: Path):
     env = {**os.environ, "PAGI_KEYS_DIR": str(tmp_path / "no-keys")}
     result = subprocess.run(
-        [sys.executable, "-m", "pagi", "token", "--aud", "sandbox"],
+        [sys.executable, "-m", "cli", "token", "--aud", "sandbox"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

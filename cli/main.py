@@ -162,7 +162,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a sandbox policy file."""
-    from sandbox.policy import check_command
+    from cli.policy import check_command
 
     return check_command(Path(args.file))
 
@@ -183,7 +183,7 @@ def cmd_env_status(args: argparse.Namespace) -> int:
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Show the newest sandbox audit records."""
-    from sandbox.audit import tail_command
+    from cli.audit import tail_command
 
     return tail_command(Path(args.file) if args.file else None, args.lines, args.follow)
 
