@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
 from pagi.stack import Stack
-from tests.conftest import REPO, launch_stack, stack_env
+from testing.stack import REPO, launch_stack, stack_env
 
 CHROMIUM = Path(os.environ.get("PAGI_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [

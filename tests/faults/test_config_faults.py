@@ -22,8 +22,8 @@ import pytest
 from pagi import SERVICES
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
-from tests.conftest import REPO, stack_env
-from tests.fuzz.live import recent_logs, start_live_stack, wait_until
+from testing.live import recent_logs, start_live_stack, wait_until
+from testing.stack import REPO, stack_env
 
 POLICY_POLL_SECONDS = 5.0
 """The sandbox notices a change within about a second; polling covers missed events."""

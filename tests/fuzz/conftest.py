@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pagi.stack import Stack
-from tests.fuzz.live import start_live_stack
+from testing.live import start_live_stack
 
 HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pagi.request_id import accept_request_id
 from pagi.stack import Stack
+from testing.live import assert_serving, raw_answer_problem, raw_exchange, recent_logs
 from tests.fuzz.conftest import HTTP_SERVICES
 from tests.fuzz.hostile_http import (
     Route,
@@ -27,7 +28,6 @@ from tests.fuzz.hostile_http import (
     routes_from_openapi,
     send,
 )
-from tests.fuzz.live import assert_serving, raw_answer_problem, raw_exchange, recent_logs
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 from agent.app import create_app
 from agent.gateway_calls import PlanSource
 from agent.settings import AgentSettings
+from testing.fake_downstream import Behaviour, FakeDownstream, serve
 from tests.unit.agent.fake_gateway import FakeGateway
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, serve
 
 ECHO = "/api/v1/echo"
 MEMORY = "/api/v1/memory"

@@ -16,6 +16,7 @@ from agent.models import BLANK_CHARACTERS, PlanRequest
 from agent.settings import AgentSettings
 from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
+from testing.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 from tests.unit.agent.conftest import (
     ECHO,
     GATEWAY_TIMEOUT,
@@ -24,7 +25,6 @@ from tests.unit.agent.conftest import (
     agent_client,
 )
 from tests.unit.agent.fake_gateway import DEFAULT_STEPS, FakeGateway
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 
 PLAN = "/api/v1/plan"
 

@@ -155,6 +155,23 @@ def test_cli_is_not_in_the_core():
     assert "cli" in FIRST_PARTY and set(SERVICES) <= FIRST_PARTY
 
 
+def test_bench_and_testing_import_no_test_module():
+    """bench/ and tests/ share their fakes and stacks through testing/, not each other."""
+    problems = [
+        f"{found.importer}:{found.line} imports {found.module}"
+        for folder in ("bench", "testing")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for found in imports_of(path)
+        if found.top == "tests"
+    ] + [
+        f"{found.importer}:{found.line} imports {found.module}"
+        for path in sorted((REPO / "tests").rglob("*.py"))
+        for found in imports_of(path)
+        if found.top == "bench"
+    ]
+    assert problems == []
+
+
 def test_the_jail_imports_only_the_stdlib_and_itself():
     closure = import_closure(JAIL_ENTRIES)
     # The walk really reached the layers: an empty closure would pass anything.

@@ -22,7 +22,7 @@ import httpx
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import launch_stack, stack_env
+from testing.stack import launch_stack, stack_env
 
 JSON_TYPES = ("application/json", "application/problem+json")
 
