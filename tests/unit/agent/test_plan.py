@@ -12,10 +12,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agent.models import BLANK_CHARACTERS, PlanRequest
+from agent.models import PlanRequest
 from agent.settings import AgentSettings
 from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
+from pagi.blank import BLANK_CHARACTERS
 from testing.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 from tests.unit.agent.conftest import (
     ECHO,

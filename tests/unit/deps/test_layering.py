@@ -149,6 +149,35 @@ def test_the_core_imports_no_service():
     assert core_problems() == []
 
 
+CLIENT_LIBRARIES = frozenset({"gateway.client", "gateway.conversation"})
+"""The gateway's gRPC client and its message types: what a caller of the gateway imports."""
+
+
+def test_no_service_imports_another():
+    """Shared wire models live in the core; a service reaches another only over the wire."""
+    problems = [
+        f"{found.importer}:{found.line} imports {found.module}"
+        for service in SERVICES
+        for path in sorted((REPO / service).rglob("*.py"))
+        for found in imports_of(path)
+        if found.top in SERVICES and found.top != service and found.module not in CLIENT_LIBRARIES
+    ]
+    assert problems == []
+
+
+def test_the_client_libraries_import_no_service_code():
+    """What a caller takes from the gateway is its client: proto, the core, and itself."""
+    problems = [
+        f"{found.importer}:{found.line} imports {found.module}"
+        for name in sorted(CLIENT_LIBRARIES)
+        for found in imports_of(module_file(name))
+        if found.top in FIRST_PARTY
+        and found.module not in CLIENT_LIBRARIES
+        and found.top not in CORE_MAY_IMPORT
+    ]
+    assert problems == []
+
+
 def test_cli_is_not_in_the_core():
     assert not (REPO / "pagi" / "cli.py").exists()
     assert not (REPO / "pagi" / "__main__.py").exists()
