@@ -138,7 +138,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 1
     subject = None if person == SIGN_IN_ISSUER else person
     token = signer.sign(SIGN_IN_AUDIENCE, ttl=args.ttl, subject=subject)
-    base = (args.url or settings.go_bff_url).rstrip("/")
+    base = (args.url or settings.bff_url).rstrip("/")
     # The token rides in the fragment: browsers never send it to a server, so it
     # reaches no access log; the page takes it out of the address bar at once.
     print(f"{base}/console/#sign-in={token}")

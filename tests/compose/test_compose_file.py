@@ -150,7 +150,7 @@ def test_every_environment_variable_is_a_setting_of_the_service(services: dict, 
     module_name, class_name = SETTINGS_CLASSES[name].split(":")
     settings_class = getattr(importlib.import_module(module_name), class_name)
     assert issubclass(settings_class, CommonSettings)
-    known = {field.upper() for field in settings_class.model_fields}
+    known = set(settings_class.environment_variables().values())
     unknown = set(services[name]["environment"]) - known
     assert not unknown, f"{name} gets variables it does not read: {sorted(unknown)}"
 
