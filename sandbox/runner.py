@@ -476,7 +476,6 @@ class Runner:
         self._policy_version = ""
         self._started = False
         self._reprobe: asyncio.Task[None] | None = None
-        self._reprobes = 0
         self._pins = LockPins()
         self._package_fd = -1
 
@@ -1053,7 +1052,6 @@ class Runner:
             while self.missing_layers(set(LAYERS) - OPTIONAL_LAYERS):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPROBE_MAX_SECONDS)
-                self._reprobes += 1
                 await self._probe_once()
         finally:
             self._reprobe = None

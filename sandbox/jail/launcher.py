@@ -35,10 +35,6 @@ from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
 
 CONFIG_FD = 3
 REPORT_FD = 4
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
-"""What the service and a zygote exec for a cold run."""
-PREPARED = "--prepared="
-"""Third argument from a zygote: the layers it already put in place (see :func:`contain`)."""
 
 
 def run_one(
@@ -78,7 +74,7 @@ def run_one(
 
 
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; or zygote:
+    """Cold: ``CONFIG_FD REPORT_FD``; or zygote:
     ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
     CGROUPS: comma-separated fds open on cgroup.procs files, or ``-``. ROOT:
@@ -92,8 +88,6 @@ def main() -> None:
 
         serve(sys.argv[2:])
         return
-    if len(sys.argv) in (3, 4):
-        extra = sys.argv[3] if len(sys.argv) == 4 else ""
-        prepared = extra.removeprefix(PREPARED).split(",") if extra.startswith(PREPARED) else []
-        run_one(int(sys.argv[1]), int(sys.argv[2]), frozenset(prepared))
+    if len(sys.argv) == 3:
+        run_one(int(sys.argv[1]), int(sys.argv[2]))
     run_one(CONFIG_FD, REPORT_FD)
