@@ -24,6 +24,9 @@ from pagi import SERVICES
 from pagi.stack import Stack
 from testing.stack import launch_stack, stack_env
 
+HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
+"""The services that answer HTTP (the gateway speaks gRPC)."""
+
 JSON_TYPES = ("application/json", "application/problem+json")
 
 

@@ -10,8 +10,6 @@ import pytest
 from pagi.stack import Stack
 from testing.live import start_live_stack
 
-HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
-
 # Short downstream deadlines: a fuzzed request that makes a service wait on
 # another must still be answered quickly.
 FUZZ_ENV = {"REQUEST_TIMEOUT_SECONDS": "2", "MODEL_GATEWAY_GRPC_TIMEOUT_SECONDS": "3"}

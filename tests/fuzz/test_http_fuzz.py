@@ -19,8 +19,13 @@ from hypothesis import strategies as st
 
 from pagi.request_id import accept_request_id
 from pagi.stack import Stack
-from testing.live import assert_serving, raw_answer_problem, raw_exchange, recent_logs
-from tests.fuzz.conftest import HTTP_SERVICES
+from testing.live import (
+    HTTP_SERVICES,
+    assert_serving,
+    raw_answer_problem,
+    raw_exchange,
+    recent_logs,
+)
 from tests.fuzz.hostile_http import (
     Route,
     answer_problem,

@@ -18,7 +18,7 @@ from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.blank import BLANK_CHARACTERS
 from testing.fake_downstream import Behaviour, FakeDownstream, closed_port_url
-from tests.unit.agent.conftest import (
+from tests.unit.agent.agent_app import (
     ECHO,
     GATEWAY_TIMEOUT,
     MEMORY,
