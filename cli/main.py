@@ -169,14 +169,14 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_env_build(args: argparse.Namespace) -> int:
     """Build the sandbox's package environments."""
-    from sandbox.package_envs import build_command
+    from cli.envs import build_command
 
     return build_command(args.names, args.force, Path(args.policy) if args.policy else None)
 
 
 def cmd_env_status(args: argparse.Namespace) -> int:
     """Check the sandbox's package environments."""
-    from sandbox.package_envs import status_command
+    from cli.envs import status_command
 
     return status_command(args.names, args.json, Path(args.policy) if args.policy else None)
 

@@ -178,6 +178,25 @@ def test_the_client_libraries_import_no_service_code():
     assert problems == []
 
 
+PRINTS_FOR_A_TOOL = frozenset({"sandbox.jail.inprocess"})
+"""A warm tool's ``sys.exit("message")`` prints the message, as a fresh interpreter would."""
+
+
+def test_services_leave_printing_to_the_cli():
+    """A service logs; what a person reads on a terminal is the ``pagi`` command's (cli/)."""
+    printing = sorted(
+        f"{module_name(path)}:{node.lineno}"
+        for service in SERVICES
+        for path in (REPO / service).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_bytes()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
+        and module_name(path) not in PRINTS_FOR_A_TOOL
+    )
+    assert printing == []
+
+
 def test_cli_is_not_in_the_core():
     assert not (REPO / "pagi" / "cli.py").exists()
     assert not (REPO / "pagi" / "__main__.py").exists()
