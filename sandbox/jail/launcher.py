@@ -22,17 +22,15 @@ from __future__ import annotations
 import os
 import sys
 
+from sandbox.jail import JailConfig, contain, receive
+from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame
+from sandbox.jail.env import tool_environment
+from sandbox.jail.inprocess import prepare as prepare_python
+from sandbox.jail.inprocess import run as run_python
+from sandbox.jail.inprocess import set_repo_prefixes
+
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _PACKAGE_ROOT not in sys.path:
-    sys.path.insert(0, _PACKAGE_ROOT)
-
-from sandbox.jail import JailConfig, contain, receive  # noqa: E402
-from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame  # noqa: E402
-from sandbox.jail.env import tool_environment  # noqa: E402
-from sandbox.jail.inprocess import prepare as prepare_python  # noqa: E402
-from sandbox.jail.inprocess import run as run_python  # noqa: E402
-from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
-
+"""The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""
 CONFIG_FD = 3
 REPORT_FD = 4
 
