@@ -17,6 +17,7 @@ COPY requirements/runtime.txt /tmp/runtime.txt
 RUN /opt/pagi/bin/pip install -q --require-hashes --only-binary :all: -r /tmp/runtime.txt
 COPY pyproject.toml README.md ./
 COPY pagi ./pagi
+COPY cli ./cli
 COPY proto ./proto
 COPY sandbox ./sandbox
 COPY gateway ./gateway

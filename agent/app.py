@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from agent.gateway_calls import ModelGateway
 from agent.loop import ToolSandbox
 from agent.plans import router as plans_router
-from agent.run_models import run_request_model
 from agent.run_service import RunService
 from agent.run_store import RunStore
 from agent.runs import build_runs_router
@@ -22,6 +21,7 @@ from pagi.app import create_app as create_service_app
 from pagi.auth import ACTS_FOR_PEOPLE, TokenSigner, TokenVerifier, TrustStore
 from pagi.disconnect import CancelOnDisconnect
 from pagi.http import create_service_client
+from pagi.run_request import run_request_model
 
 
 def create_app(

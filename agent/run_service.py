@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.loop import AgentRun, Decider, LoopLimits, ToolSandbox
-from agent.run_models import BudgetRequest, Budgets, RunListItem, RunRecord, RunRequest
+from agent.run_models import RunListItem, RunRecord
 from agent.run_store import RunRecorder, RunStore
 from agent.settings import AgentSettings
 from pagi import metric_catalogue as metrics
 from pagi.errors import ApiError
 from pagi.logging import log_event
+from pagi.run_request import BudgetRequest, Budgets, RunRequest
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class BudgetCeilings:
         """The budgets of a run: each asked for (within its ceiling) or the default.
 
         Requests through the API are checked against the ceilings already
-        (:func:`agent.run_models.run_request_model`); this holds for any caller.
+        (:func:`pagi.run_request.run_request_model`); this holds for any caller.
         """
         values: dict[str, Any] = {}
         problems = []

@@ -20,19 +20,19 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from agent.run_models import RUN_ID_PATTERN, RunAnswer, RunList, RunRequest
+from agent.run_models import RunAnswer, RunList
 from agent.run_service import ActiveRun, RunService
 from agent.run_store import RunStoreError
 from pagi.app import Caller, RequestId, model_response, refuse_other_methods
 from pagi.auth import Claims
 from pagi.errors import ApiError, ErrorBody
 from pagi.logging import log_event
+from pagi.run_request import RUN_ID_PATTERN, SSE_RUN_EVENT_SCHEMA, RunRequest
 from pagi.sse import KEEPALIVE, MEDIA_TYPE, STREAM_HEADERS, sse_event
 
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
-EVENT_TYPES = ("run.started", "model.message", "tool.call", "tool.result", "run.completed")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
@@ -45,16 +45,6 @@ _BUSY: dict[int | str, dict[str, Any]] = {
 }
 _MEMORY: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Memory cannot read runs now; see Retry-After."},
-}
-
-SSE_RUN_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "1, 2, 3, ... in the order of the run."},
-        "event": {"type": "string", "enum": list(EVENT_TYPES)},
-        "data": {"type": "string", "description": "One line of JSON."},
-    },
-    "required": ["id", "event", "data"],
 }
 
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run's id (run_<32 hex>).")]
@@ -99,7 +89,7 @@ async def _events(active: ActiveRun):  # noqa: ANN202 - an async generator of by
 
 
 def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
-    """The run routes, taking ``request_model`` (see :func:`agent.run_models.run_request_model`)."""
+    """The run routes, taking ``request_model`` (see :func:`pagi.run_request.run_request_model`)."""
     router = APIRouter(tags=["runs"], responses=_ERRORS)
 
     @router.post(

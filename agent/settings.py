@@ -4,35 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from agent.run_models import Budgets
-from pagi.settings import CommonSettings
+from pagi.run_request import Budgets, RunCeilingSettings
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-class RunCeilingSettings(CommonSettings):
-    """The most a run request may ask of each budget.
-
-    Read by the agent, which enforces them, and by the bff, which checks a
-    run request the same way before passing it on: both take them from the
-    same variables.
-    """
-
-    pagi_agent_run_steps_ceiling: int = Field(50, ge=1, le=1000)
-    pagi_agent_run_deadline_seconds_ceiling: float = Field(600.0, gt=0, le=3600)
-    pagi_agent_run_model_tokens_ceiling: int = Field(1_000_000, ge=1, le=100_000_000)
-    pagi_agent_run_tool_output_bytes_ceiling: int = Field(4 * MIB, ge=0, le=1024 * MIB)
-
-    @property
-    def run_ceilings(self) -> Budgets:
-        """The four ceilings as budgets."""
-        return Budgets(
-            max_steps=self.pagi_agent_run_steps_ceiling,
-            deadline_seconds=self.pagi_agent_run_deadline_seconds_ceiling,
-            max_model_tokens=self.pagi_agent_run_model_tokens_ceiling,
-            max_tool_output_bytes=self.pagi_agent_run_tool_output_bytes_ceiling,
-        )
 
 
 class AgentSettings(RunCeilingSettings):

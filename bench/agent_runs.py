@@ -39,7 +39,7 @@ from gateway.client import GatewayClient  # noqa: E402
 from gateway.conversation import ChatMessage, Conversation, ToolSpec  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
-from tests.conftest import stack_env  # noqa: E402
+from testing.stack import stack_env  # noqa: E402
 
 CONCURRENCY = 8
 PYTHON_TOOL = ToolSpec(

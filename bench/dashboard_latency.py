@@ -36,8 +36,8 @@ import httpx  # noqa: E402
 from pagi import SERVICES  # noqa: E402
 from pagi.auth import generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
-from tests.conftest import free_port, stack_env  # noqa: E402
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, serve  # noqa: E402
+from testing.fake_downstream import Behaviour, FakeDownstream, serve  # noqa: E402
+from testing.stack import free_port, stack_env  # noqa: E402
 
 DASHBOARD = "/api/v1/agi/dashboard-data"
 KEYS = ("python_agent", "rust_sandbox", "memory")

@@ -15,11 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.backends.openai import OpenAIBackend
-from gateway.client import GatewayClient
-from pagi.auth import TokenSigner, generate_keys
-from tests.unit.gateway.conftest import serve_gateway
-from tests.unit.gateway.fake_openai import FakeOpenAI
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # testing/ is not installed: it is found in the repository
+
+from gateway.backends.openai import OpenAIBackend  # noqa: E402
+from gateway.client import GatewayClient  # noqa: E402
+from pagi.auth import TokenSigner, generate_keys  # noqa: E402
+from testing.fake_openai import FakeOpenAI  # noqa: E402
+from testing.gateway import serve_gateway  # noqa: E402
 
 PROMPT = "Write a Python script that parses nginx logs, then plot the errors per hour"
 

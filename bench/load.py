@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
-from tests.fuzz.live import service_pid, start_live_stack  # noqa: E402
-from tests.load.driver import (  # noqa: E402
+from testing.live import service_pid, start_live_stack  # noqa: E402
+from testing.load_driver import (  # noqa: E402
     PeakSampler,
     ProcessSnapshot,
     burst,

@@ -63,7 +63,7 @@ from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
 from sandbox.runner import Runner  # noqa: E402
 from sandbox.spec import RunSpec  # noqa: E402
-from tests.conftest import stack_env  # noqa: E402
+from testing.stack import stack_env  # noqa: E402
 
 BASE_PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
 VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
-from tests.conftest import stack_env  # noqa: E402
+from testing.stack import stack_env  # noqa: E402
 
 DEFAULT_POLICY = (REPO / "policies" / "sandbox.toml").read_text()
 

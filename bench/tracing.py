@@ -39,8 +39,8 @@ from bench.keepalive import KeepAliveConnection  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.metrics import HttpMetricsMiddleware, metrics_of  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
-from tests.conftest import stack_env  # noqa: E402
-from tests.otlp_receiver import otlp_receiver  # noqa: E402
+from testing.otlp_receiver import otlp_receiver  # noqa: E402
+from testing.stack import stack_env  # noqa: E402
 
 BODY = json.dumps({"tool_name": "python", "code": "print(2+2)"}).encode()
 

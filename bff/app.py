@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from agent.run_models import run_request_model
 from bff.console import install_console
 from bff.dashboard import router as dashboard_router
 from bff.echo import router as echo_router
@@ -16,6 +15,7 @@ from bff.settings import BffSettings
 from pagi.app import create_app as create_service_app
 from pagi.auth import TokenSigner, TokenVerifier, TrustStore
 from pagi.http import create_service_client
+from pagi.run_request import run_request_model
 
 DOWNSTREAM_SERVICES = ("agent", "sandbox", "memory")
 

@@ -22,12 +22,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from agent.run_models import RunRequest
-from agent.runs import SSE_RUN_EVENT_SCHEMA
 from pagi.app import Caller, RequestId
 from pagi.errors import ApiError, ErrorBody
 from pagi.http import read_capped
 from pagi.logging import log_event
+from pagi.run_request import SSE_RUN_EVENT_SCHEMA, RunRequest
 from pagi.sse import MEDIA_TYPE, STREAM_HEADERS, sse_event
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.settings import RunCeilingSettings
+from pagi.run_request import RunCeilingSettings
 
 DEFAULT_DASHBOARD_PROMPT = "Plan a health review of the PAGI stack for the operations dashboard"
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import grpc
 
@@ -29,7 +28,6 @@ from proto import model_gateway_pb2, model_gateway_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -166,18 +164,21 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         )
         return latency_ms
 
-    async def _unary(
-        self,
-        rpc: str,
-        started: float,
-        context: grpc.aio.ServicerContext,
-        call: Callable[[Deadline], Awaitable[T]],
-    ) -> T:
-        """``call`` the backend within the deadline and an admission slot, or abort the RPC."""
+    @asynccontextmanager
+    async def _admitted(
+        self, rpc: str, started: float, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Deadline]:
+        """An admission slot and the backend's deadline; any failure in the block aborts the RPC.
+
+        The one place a backend call's failure becomes a status: busy gives
+        RESOURCE_EXHAUSTED with a retry pushback, a backend error its own
+        code, a bug INTERNAL (never a traceback); each is counted and logged.
+        """
         deadline = self._deadline(context)
         try:
             async with self.admission.slot():
-                return await call(deadline)
+                yield deadline
+            return
         except GatewayBusy as exc:
             await context.abort(
                 *_parts(self._busy(exc, started, rpc)), trailing_metadata=_pushback(exc)
@@ -209,12 +210,8 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked
-        steps = await self._unary(
-            "GetPlan",
-            started,
-            context,
-            lambda deadline: self.backend.plan(request.prompt, max_steps, deadline),
-        )
+        async with self._admitted("GetPlan", started, context) as deadline:
+            steps = await self.backend.plan(request.prompt, max_steps, deadline)
         steps = steps[:max_steps]
         if not steps:
             failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
@@ -239,41 +236,25 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         if isinstance(checked, Failure):
             await context.abort(checked.status, checked.message)
         max_steps = checked
-        deadline = self._deadline(context)
         request_id = current_request_id() or ""
         common = {"model": self.backend.model, "backend": self.backend.name}
         count = 0
-        failure: Failure | None = None
-        try:
-            async with self.admission.slot():
-                stream = self.backend.stream(request.prompt, max_steps, deadline)
-                async with aclosing(stream) as steps:
-                    async for text in steps:
-                        count += 1
-                        yield model_gateway_pb2.PlanChunk(
-                            index=count - 1,
-                            step=f"{count}. {text}",
-                            done=False,
-                            request_id=request_id,
-                            **common,
-                        )
-                        if count >= max_steps:
-                            break
-            if count == 0:
-                failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
-        except GatewayBusy as exc:
-            await context.abort(
-                *_parts(self._busy(exc, started, "StreamPlan")), trailing_metadata=_pushback(exc)
-            )
-        except BackendError as exc:
-            failure = Failure(STATUS_OF[exc.code], exc.message)
-        except asyncio.CancelledError:
-            failure = Failure(grpc.StatusCode.CANCELLED, "call cancelled")
-            self._failed(failure, started, "StreamPlan")
-            raise
-        except Exception:  # noqa: BLE001 - a bug must give INTERNAL, never a traceback
-            failure = self._unexpected("StreamPlan")
-        if failure is not None:
+        async with self._admitted("StreamPlan", started, context) as deadline:
+            stream = self.backend.stream(request.prompt, max_steps, deadline)
+            async with aclosing(stream) as steps:
+                async for text in steps:
+                    count += 1
+                    yield model_gateway_pb2.PlanChunk(
+                        index=count - 1,
+                        step=f"{count}. {text}",
+                        done=False,
+                        request_id=request_id,
+                        **common,
+                    )
+                    if count >= max_steps:
+                        break
+        if count == 0:
+            failure = Failure(grpc.StatusCode.INTERNAL, "the backend produced no steps")
             self._failed(failure, started, "StreamPlan")
             await context.abort(failure.status, failure.message)
         prompt_bytes = len(request.prompt.encode("utf-8", "surrogatepass"))
@@ -313,9 +294,8 @@ class ModelGatewayService(model_gateway_pb2_grpc.ModelGatewayServicer):
         conversation = self._conversation(request)
         if isinstance(conversation, Failure):
             await context.abort(conversation.status, conversation.message)
-        decision = await self._unary(
-            "Decide", started, context, lambda deadline: self.backend.decide(conversation, deadline)
-        )
+        async with self._admitted("Decide", started, context) as deadline:
+            decision = await self.backend.decide(conversation, deadline)
         latency_ms = (time.perf_counter() - started) * 1000
         self.metrics.record_success(
             self.backend.name,

@@ -1,4 +1,4 @@
-"""PAGI's shared core: settings, logging, request ids, JWT auth, HTTP client, CLI."""
+"""PAGI's shared core: settings, logging, request ids, JWT auth, HTTP client."""
 
 __version__ = "0.1.0"
 

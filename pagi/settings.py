@@ -1,10 +1,12 @@
 """Settings shared by every service.
 
 Each service defines one ``pydantic-settings`` class that subclasses
-:class:`CommonSettings`. Field names map to the contract's environment
-variables (``PY_AGENT_PORT``, ``RUST_SANDBOX_URL``, ...); a ``.env`` file in
-the working directory is read when present and real environment variables
-win over it.
+:class:`CommonSettings`. A field's environment variable is its name in upper
+case, except where the contract's names describe the services differently
+(``PY_AGENT_PORT``, ``RUST_SANDBOX_URL``, ...): those fields are named for
+the service and read only the contract's variable (its ``validation_alias``).
+A ``.env`` file in the working directory is read when present and real
+environment variables win over it.
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ class CommonSettings(BaseSettings):
         case_sensitive=False,
     )
 
-    # Ports each service listens on (contract names).
-    py_agent_port: int = Field(8000, ge=1, le=65535)
-    rust_sandbox_port: int = Field(8001, ge=1, le=65535)
-    go_bff_port: int = Field(8002, ge=1, le=65535)
-    memory_mock_port: int = Field(8003, ge=1, le=65535)
+    # Ports each service listens on. The contract's variables keep the names of
+    # an earlier design (a Rust sandbox, a Go bff, a memory mock): only they are
+    # read, never the field's own name (Kubernetes sets SANDBOX_PORT and the like
+    # itself where service links are on).
+    agent_port: int = Field(8000, ge=1, le=65535, validation_alias="PY_AGENT_PORT")
+    sandbox_port: int = Field(8001, ge=1, le=65535, validation_alias="RUST_SANDBOX_PORT")
+    bff_port: int = Field(8002, ge=1, le=65535, validation_alias="GO_BFF_PORT")
+    memory_port: int = Field(8003, ge=1, le=65535, validation_alias="MEMORY_MOCK_PORT")
     model_gateway_grpc_port: int = Field(50051, ge=1, le=65535)
 
-    # Where each service is reached (contract names).
-    py_agent_url: str = "http://127.0.0.1:8000"
-    rust_sandbox_url: str = "http://127.0.0.1:8001"
-    go_bff_url: str = "http://127.0.0.1:8002"
+    # Where each service is reached.
+    agent_url: str = Field("http://127.0.0.1:8000", validation_alias="PY_AGENT_URL")
+    sandbox_url: str = Field("http://127.0.0.1:8001", validation_alias="RUST_SANDBOX_URL")
+    bff_url: str = Field("http://127.0.0.1:8002", validation_alias="GO_BFF_URL")
     memory_url: str = "http://127.0.0.1:8003"
     model_gateway_grpc_host: str = "127.0.0.1"
 
@@ -60,6 +65,16 @@ class CommonSettings(BaseSettings):
         description="Comma-separated people (and identities) with the operator role: they"
         " see every agent run and may read the sandbox's audit log.",
     )
+
+    @classmethod
+    def environment_variables(cls) -> dict[str, str]:
+        """Each field's environment variable, by field name (its alias, else its name)."""
+        return {
+            name: (
+                field.validation_alias if isinstance(field.validation_alias, str) else name
+            ).upper()
+            for name, field in cls.model_fields.items()
+        }
 
     @property
     def keys_dir(self) -> Path:
@@ -103,19 +118,19 @@ class CommonSettings(BaseSettings):
     def port_of(self, service: str) -> int:
         """The port a service listens on, by service name."""
         return {
-            "agent": self.py_agent_port,
-            "sandbox": self.rust_sandbox_port,
-            "bff": self.go_bff_port,
-            "memory": self.memory_mock_port,
+            "agent": self.agent_port,
+            "sandbox": self.sandbox_port,
+            "bff": self.bff_port,
+            "memory": self.memory_port,
             "gateway": self.model_gateway_grpc_port,
         }[service]
 
     def url_of(self, service: str) -> str:
         """The base URL of an HTTP service, by service name."""
         return {
-            "agent": self.py_agent_url,
-            "sandbox": self.rust_sandbox_url,
-            "bff": self.go_bff_url,
+            "agent": self.agent_url,
+            "sandbox": self.sandbox_url,
+            "bff": self.bff_url,
             "memory": self.memory_url,
         }[service].rstrip("/")
 

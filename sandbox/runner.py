@@ -550,7 +550,6 @@ class Runner:
         self._policy_version = ""
         self._started = False
         self._reprobe: asyncio.Task[None] | None = None
-        self._reprobes = 0
         self._pins = LockPins()
         self._package_fd = -1
         self._own_proxy = egress_proxy is None
@@ -1209,7 +1208,6 @@ class Runner:
             while self.missing_layers(set(LAYERS) - OPTIONAL_LAYERS):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPROBE_MAX_SECONDS)
-                self._reprobes += 1
                 await self._probe_once()
         finally:
             self._reprobe = None

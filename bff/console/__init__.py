@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from agent.run_models import run_request_model
 from bff.console.api import build_console_router, read_metrics
 from bff.console.charts import ChartHistory
 from bff.console.headers import ConsoleHeadersMiddleware
@@ -21,6 +20,7 @@ from bff.settings import BffSettings
 from pagi.auth import SIGN_IN_AUDIENCE, SIGN_IN_ISSUER, TokenSigner, TokenVerifier, TrustStore
 from pagi.disconnect import CancelOnDisconnect
 from pagi.metric_catalogue import BFF, CONSOLE_SESSIONS
+from pagi.run_request import run_request_model
 
 
 def install_console(

@@ -16,7 +16,6 @@ import httpx
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent.run_models import RUN_ID_PATTERN, RunRequest
 from bff.console.charts import ChartHistory, ChartSeries
 from bff.console.guard import (
     ConsoleChange,
@@ -46,6 +45,7 @@ from pagi.health import check_service
 from pagi.logging import log_event
 from pagi.metric_catalogue import CONSOLE_SIGN_INS
 from pagi.request_id import current_request_id
+from pagi.run_request import RUN_ID_PATTERN, RunRequest
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,23 +264,14 @@ class OpenAIBackend(PlanBackend):
     async def _read_body(self, response: httpx.Response, deadline: Deadline) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(deadline.remaining()):
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_REPLY_BYTES:
-                        raise BackendError(
-                            ErrorCode.INTERNAL, f"the model's reply exceeds {MAX_REPLY_BYTES} bytes"
-                        )
-                    chunks.append(chunk)
-        except (TimeoutError, httpx.TimeoutException):
-            raise self._deadline_error() from None
-        except httpx.TransportError as exc:
-            raise BackendError(
-                ErrorCode.UNAVAILABLE,
-                f"model server at {self.where} closed the connection mid-reply "
-                f"({type(exc).__name__})",
-            ) from None
+        async with self._reading(deadline, "mid-reply"):
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    raise BackendError(
+                        ErrorCode.INTERNAL, f"the model's reply exceeds {MAX_REPLY_BYTES} bytes"
+                    )
+                chunks.append(chunk)
         return b"".join(chunks)
 
     async def _events(self, response: httpx.Response, deadline: Deadline) -> AsyncIterator[str]:
@@ -287,21 +279,12 @@ class OpenAIBackend(PlanBackend):
         lines = response.aiter_lines().__aiter__()
         size = 0
         while True:
-            try:
-                # The timeout wraps each read only: an async generator must not
-                # hold a timeout scope across its yields.
-                async with asyncio.timeout(deadline.remaining()):
-                    line = await lines.__anext__()
-            except StopAsyncIteration:
+            # The timeout wraps each read only: an async generator must not
+            # hold a timeout scope across its yields.
+            async with self._reading(deadline, "mid-stream"):
+                line = await anext(lines, None)
+            if line is None:
                 return
-            except (TimeoutError, httpx.TimeoutException):
-                raise self._deadline_error() from None
-            except httpx.TransportError as exc:
-                raise BackendError(
-                    ErrorCode.UNAVAILABLE,
-                    f"model server at {self.where} closed the connection mid-stream "
-                    f"({type(exc).__name__})",
-                ) from None
             size += len(line)
             if size > MAX_REPLY_BYTES or len(line) > MAX_LINE_CHARS:
                 raise BackendError(
@@ -311,6 +294,21 @@ class OpenAIBackend(PlanBackend):
                 yield line[5:].strip()
 
     # ------------------------------------------------------------------ errors
+
+    @asynccontextmanager
+    async def _reading(self, deadline: Deadline, when: str) -> AsyncIterator[None]:
+        """Reading a reply within the deadline: a timeout, or a connection dropped ``when``,
+        becomes the backend's error."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                yield
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._deadline_error() from None
+        except httpx.TransportError as exc:
+            raise BackendError(
+                ErrorCode.UNAVAILABLE,
+                f"model server at {self.where} closed the connection {when} ({type(exc).__name__})",
+            ) from None
 
     def _deadline_error(self) -> BackendError:
         return BackendError(

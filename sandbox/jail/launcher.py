@@ -22,23 +22,17 @@ from __future__ import annotations
 import os
 import sys
 
+from sandbox.jail import JailConfig, contain, receive
+from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame
+from sandbox.jail.env import tool_environment
+from sandbox.jail.inprocess import prepare as prepare_python
+from sandbox.jail.inprocess import run as run_python
+from sandbox.jail.inprocess import set_repo_prefixes
+
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _PACKAGE_ROOT not in sys.path:
-    sys.path.insert(0, _PACKAGE_ROOT)
-
-from sandbox.jail import JailConfig, contain, receive  # noqa: E402
-from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame  # noqa: E402
-from sandbox.jail.env import tool_environment  # noqa: E402
-from sandbox.jail.inprocess import prepare as prepare_python  # noqa: E402
-from sandbox.jail.inprocess import run as run_python  # noqa: E402
-from sandbox.jail.inprocess import set_repo_prefixes  # noqa: E402
-
+"""The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""
 CONFIG_FD = 3
 REPORT_FD = 4
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
-"""What the service and a zygote exec for a cold run."""
-PREPARED = "--prepared="
-"""Third argument from a zygote: the layers it already put in place (see :func:`contain`)."""
 
 
 def run_one(
@@ -78,7 +72,7 @@ def run_one(
 
 
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD [--prepared=L,...]``; or zygote:
+    """Cold: ``CONFIG_FD REPORT_FD``; or zygote:
     ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
     CGROUPS: comma-separated fds open on cgroup.procs files, or ``-``. ROOT:
@@ -92,8 +86,6 @@ def main() -> None:
 
         serve(sys.argv[2:])
         return
-    if len(sys.argv) in (3, 4):
-        extra = sys.argv[3] if len(sys.argv) == 4 else ""
-        prepared = extra.removeprefix(PREPARED).split(",") if extra.startswith(PREPARED) else []
-        run_one(int(sys.argv[1]), int(sys.argv[2]), frozenset(prepared))
+    if len(sys.argv) == 3:
+        run_one(int(sys.argv[1]), int(sys.argv[2]))
     run_one(CONFIG_FD, REPORT_FD)

@@ -21,7 +21,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
 from pagi.stack import Stack
-from tests.conftest import REPO, launch_stack, stack_env
+from testing.stack import REPO, launch_stack, stack_env
+from tests.browser.payloads import POLICY_PAYLOAD
 
 CHROMIUM = Path(os.environ.get("PAGI_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
@@ -35,9 +36,6 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = Path(os.environ.get("PAGI_TEST_ARTIFACTS", REPO / ".pagi" / "test-artifacts"))
 POLICY = REPO / "policies" / "sandbox.toml"
-
-# Markup that would run or restyle the page if it were ever parsed as HTML.
-POLICY_PAYLOAD = "<img src=x onerror=\"window.__pwned='policy'\"><style>body{display:none}</style>"
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -88,7 +86,7 @@ def sign_in_link(stack: Stack) -> Callable[..., str]:
 
     def make(person: str = "operator") -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "pagi", "console", "--as", person],
+            [sys.executable, "-m", "cli", "console", "--as", person],
             env=stack.env,
             cwd=REPO,
             capture_output=True,

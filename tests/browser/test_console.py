@@ -19,7 +19,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from pagi.stack import Stack
-from tests.browser.conftest import POLICY_PAYLOAD
+from tests.browser.payloads import POLICY_PAYLOAD
 
 WAIT_MS = 20_000
 OUTPUT_PAYLOAD = "<img src=x onerror=\"window.__pwned='output'\"><b>bold</b>"

@@ -590,7 +590,7 @@ def check_image_installs_the_lock(image: str) -> str:
     """The image holds exactly requirements/runtime.txt's versions, and PAGI."""
     from packaging.utils import canonicalize_name
 
-    from tests.lockfile import RUNTIME_LOCK, read_lock
+    from testing.lockfile import RUNTIME_LOCK, read_lock
 
     output = podman(
         "run", "--rm", "--entrypoint", "/opt/pagi/bin/python", image, "-c", INSTALLED_DISTRIBUTIONS

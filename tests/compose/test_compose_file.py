@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pagi import SERVICES
+from pagi.run_request import RunCeilingSettings
 from pagi.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +151,7 @@ def test_every_environment_variable_is_a_setting_of_the_service(services: dict, 
     module_name, class_name = SETTINGS_CLASSES[name].split(":")
     settings_class = getattr(importlib.import_module(module_name), class_name)
     assert issubclass(settings_class, CommonSettings)
-    known = {field.upper() for field in settings_class.model_fields}
+    known = set(settings_class.environment_variables().values())
     unknown = set(services[name]["environment"]) - known
     assert not unknown, f"{name} gets variables it does not read: {sorted(unknown)}"
 
@@ -252,3 +253,15 @@ def test_writable_scratch_space_is_tmpfs(services: dict) -> None:
         assert any(t.startswith("/tmp:") for t in services[name]["tmpfs"])
     work_root = services["sandbox"]["environment"]["PAGI_SANDBOX_WORK_ROOT"]
     assert any(t.startswith(f"{work_root}:") for t in services["sandbox"]["tmpfs"])
+
+
+def test_the_agent_and_the_bff_get_the_same_run_ceilings(services: dict) -> None:
+    """The bff refuses a run request exactly as the agent would: same ceilings, or both defaults."""
+    ceilings = set(RunCeilingSettings.environment_variables().values()) - set(
+        CommonSettings.environment_variables().values()
+    )
+    assert ceilings, "the run ceilings have environment variables"
+    agent, bff = (services[name]["environment"] for name in ("agent", "bff"))
+    assert {name: agent.get(name) for name in ceilings} == {
+        name: bff.get(name) for name in ceilings
+    }

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifests import KUBERNETES, OVERLAYS, Rendered, render, with_components
-
-VARIANTS = (*OVERLAYS, "evaluation+options", "production+kata")
+from tests.deploy.manifests import (
+    KUBERNETES,
+    OVERLAYS,
+    Rendered,
+    render,
+    with_components,
+)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ COMPONENTS = (
     "sandbox-gvisor",
     "sandbox-kata",
 )
+VARIANTS = (*OVERLAYS, "evaluation+options", "production+kata")
+"""What the checks render: each overlay, and each with its optional components."""
 SERVICES = ("gateway", "agent", "bff", "memory", "sandbox")
 CONTRACT_PORTS = {"agent": 8000, "sandbox": 8001, "bff": 8002, "memory": 8003, "gateway": 50051}
 

@@ -22,7 +22,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import VARIANTS
 from tests.deploy.manifests import (
     COMPONENTS,
     CONTRACT_PORTS,
@@ -30,6 +29,7 @@ from tests.deploy.manifests import (
     KUBERNETES,
     REPO,
     SERVICES,
+    VARIANTS,
     Rendered,
     containers,
     pod_spec,

@@ -39,7 +39,7 @@ from pagi.stack import Stack
 from sandbox.jail.config import OPTIONAL_LAYERS
 from sandbox.jail.layer import LAYERS
 from sandbox.policy import DEFAULT_REQUIRED_LAYERS
-from tests.conftest import REPO, LogCollector, in_private_mount_namespace, stack_env
+from testing.stack import REPO, LogCollector, in_private_mount_namespace, stack_env
 from tests.deploy.manifests import KUBERNETES
 from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, give_to_unprivileged
 
@@ -333,7 +333,7 @@ def test_ready_judges_the_layers_the_policy_requires(
 
 
 def test_ready_fails_when_health_does_not_answer(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+    from testing.stack import free_port
 
     probe = subprocess.run(
         [sys.executable, "-I", str(READY_SCRIPT)],

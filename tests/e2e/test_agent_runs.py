@@ -1,7 +1,7 @@
 """Agent runs against the real stack: gateway, sandbox, memory, agent and bff as processes.
 
 The model is an OpenAI-compatible server on loopback that scripts tool calls
-(:mod:`tests.e2e.scripted_model`); tools really run in the sandbox's jail.
+(:mod:`testing.scripted_model`); tools really run in the sandbox's jail.
 A second stack uses the built-in local backend, and a third has no sandbox.
 """
 
@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.conftest import StackFactory, launch_stack, stack_env
-from tests.e2e.scripted_model import SLOW_SECONDS, ScriptedModel, goal_for
+from testing.scripted_model import SLOW_SECONDS, ScriptedModel, goal_for
+from testing.stack import StackFactory, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, free_port, launch_stack, stack_env
+from testing.stack import REPO, LogCollector, free_port, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

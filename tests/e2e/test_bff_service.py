@@ -14,7 +14,7 @@ import pytest
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import free_port, launch_stack, stack_env
+from testing.stack import free_port, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

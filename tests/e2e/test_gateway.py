@@ -19,8 +19,8 @@ from pagi.auth import TokenSigner
 from pagi.health import check_service
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
-from tests.conftest import REPO, closed_port, free_port
-from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
+from testing.fake_openai import PLAN_STEPS, FakeOpenAI
+from testing.stack import REPO, closed_port, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ import pytest
 from pagi.health import check_service
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
-from tests.conftest import REPO, in_private_mount_namespace, launch_stack, stack_env
-from tests.memory_backends import BACKENDS, Backend, make_backend
+from testing.memory_backends import BACKENDS, Backend, make_backend
+from testing.stack import REPO, in_private_mount_namespace, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import launch_stack, stack_env
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
+from testing.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
+from testing.stack import launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

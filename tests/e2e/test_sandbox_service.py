@@ -23,7 +23,7 @@ import pytest
 from pagi.stack import Stack
 from sandbox.app import body_limit
 from sandbox.policy import parse_policy
-from tests.conftest import REPO, LogCollector, launch_stack, stack_env
+from testing.stack import REPO, LogCollector, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pagi.settings import CommonSettings
 from pagi.stack import Stack
-from tests.conftest import launch_stack, stack_env
+from testing.stack import launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e
 

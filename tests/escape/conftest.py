@@ -29,7 +29,7 @@ from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
 from sandbox.policy import load_policy
 from sandbox.settings import base_python_executable
-from tests.conftest import REPO, LogCollector, stack_env
+from testing.stack import REPO, LogCollector, stack_env
 from tests.escape.harness import HostFiles, HostListeners, SandboxUnderTest
 from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, give_to_unprivileged
 

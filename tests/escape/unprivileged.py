@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from pagi.stack import Stack
-from tests.conftest import REPO, in_private_mount_namespace
+from testing.stack import REPO, in_private_mount_namespace
 
 UID = 10001
 GID = 10001

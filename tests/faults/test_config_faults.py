@@ -22,8 +22,8 @@ import pytest
 from pagi import SERVICES
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
-from tests.conftest import REPO, stack_env
-from tests.fuzz.live import recent_logs, start_live_stack, wait_until
+from testing.live import recent_logs, start_live_stack, wait_until
+from testing.stack import REPO, stack_env
 
 POLICY_POLL_SECONDS = 5.0
 """The sandbox notices a change within about a second; polling covers missed events."""
@@ -190,7 +190,7 @@ def test_service_without_keys_exits_with_a_message(tmp_path: Path, service: str)
 def test_cli_token_without_keys_is_a_clear_message(tmp_path: Path):
     env = {**os.environ, "PAGI_KEYS_DIR": str(tmp_path / "no-keys")}
     result = subprocess.run(
-        [sys.executable, "-m", "pagi", "token", "--aud", "sandbox"],
+        [sys.executable, "-m", "cli", "token", "--aud", "sandbox"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -31,9 +31,9 @@ import psycopg
 import pytest
 
 from pagi.stack import Stack
-from tests.fuzz.live import recent_logs, service_pid, start_live_stack
-from tests.memory_backends import BACKENDS, Backend, make_backend
-from tests.postgres_server import PostgresServer
+from testing.live import recent_logs, service_pid, start_live_stack
+from testing.memory_backends import BACKENDS, Backend, make_backend
+from testing.postgres_server import PostgresServer
 
 WRITERS = 8
 MAX_WRITES = 900

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from tests.fuzz.live import recent_logs, service_pid, start_live_stack
+from testing.live import recent_logs, service_pid, start_live_stack
 
 REQUEST_TIMEOUT = 1.0
 GRPC_TIMEOUT = 1.0

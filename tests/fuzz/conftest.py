@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from pagi.stack import Stack
-from tests.fuzz.live import start_live_stack
-
-HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
+from testing.live import start_live_stack
 
 # Short downstream deadlines: a fuzzed request that makes a service wait on
 # another must still be answered quickly.

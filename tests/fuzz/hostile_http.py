@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pagi.http import TIMEOUT_HEADER
 from pagi.request_id import accept_request_id
-from tests.fuzz.live import json_error_problem
+from testing.live import json_error_problem
 
 # What an HTTP/1.1 client may put in a header value (h11 refuses the rest
 # before it leaves the client; raw-socket tests cover those bytes).

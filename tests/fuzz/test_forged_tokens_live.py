@@ -18,7 +18,7 @@ import pytest
 
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
-from tests.fuzz.forged_tokens import (
+from testing.forged_tokens import (
     AttackerKeys,
     Forgery,
     byte_mutations,

@@ -24,13 +24,14 @@ import grpc
 import httpx
 import pytest
 
-from tests.fuzz.live import (
+from testing.live import (
     assert_grpc_answer,
     grpc_answer,
     grpc_answer_problem,
     raw_answer_problem,
     raw_exchange,
 )
+from testing.load_driver import ProcessSnapshot
 from tests.fuzz.tool_runs import (
     RunProof,
     compile_verdict,
@@ -39,7 +40,6 @@ from tests.fuzz.tool_runs import (
     survivors,
     with_prelude,
 )
-from tests.load.driver import ProcessSnapshot
 
 OK = grpc.StatusCode.OK
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT

@@ -19,7 +19,7 @@ from gateway.server import max_receive_bytes
 from gateway.settings import GatewaySettings
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
-from tests.fuzz.live import assert_grpc_answer
+from testing.live import assert_grpc_answer
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from pagi.request_id import accept_request_id
 from pagi.stack import Stack
-from tests.fuzz.conftest import HTTP_SERVICES
+from testing.live import (
+    HTTP_SERVICES,
+    assert_serving,
+    raw_answer_problem,
+    raw_exchange,
+    recent_logs,
+)
 from tests.fuzz.hostile_http import (
     Route,
     answer_problem,
@@ -27,7 +33,6 @@ from tests.fuzz.hostile_http import (
     routes_from_openapi,
     send,
 )
-from tests.fuzz.live import assert_serving, raw_answer_problem, raw_exchange, recent_logs
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.openapi.loaders import from_url
 
 from pagi.stack import Stack
-from tests.fuzz.conftest import HTTP_SERVICES
+from testing.live import HTTP_SERVICES
 
 pytestmark = pytest.mark.slow
 

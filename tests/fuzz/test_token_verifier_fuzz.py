@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pagi.auth import AuthError, TokenSigner, TokenVerifier, TrustStore
-from tests.fuzz.forged_tokens import (
+from testing.forged_tokens import (
     AttackerKeys,
     assemble,
     b64url,

@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pagi.stack import Stack
-from tests.conftest import REPO
-from tests.fuzz.live import service_pid, start_live_stack
+from testing.live import service_pid, start_live_stack
+from testing.load_driver import ProcessSnapshot, fds_of_new_jails, jails_built_ahead, settle
+from testing.stack import REPO
 from tests.fuzz.tool_runs import (
     check_run,
     compile_verdict,
@@ -38,7 +39,6 @@ from tests.fuzz.tool_runs import (
     survivors,
     with_prelude,
 )
-from tests.load.driver import ProcessSnapshot, fds_of_new_jails, jails_built_ahead, settle
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.fuzz.live import all_pids, wait_until
-from tests.load.driver import ProcessSnapshot
-from tests.load.driver import leftovers as service_leftovers
+from testing.live import all_pids, wait_until
+from testing.load_driver import ProcessSnapshot
+from testing.load_driver import leftovers as service_leftovers
 
 TOOL_STATUSES = {"ok", "error", "timeout", "limit", "killed"}
 RESULT_FIELDS = {"stdout", "stderr", "exit_code", "duration_ms", "stdout_truncated"}

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.conftest import REPO
-from tests.unit.gateway.fake_openai import PLAN_TEXT, FakeOpenAI
+from testing.fake_openai import PLAN_TEXT, FakeOpenAI
+from testing.stack import REPO
 
 
 class TimedModelServer(FakeOpenAI):

@@ -24,8 +24,8 @@ import pytest
 from gateway.service import RETRY_PUSHBACK_KEY
 from pagi.stack import Stack
 from proto import model_gateway_pb2, model_gateway_pb2_grpc
-from tests.fuzz.live import fd_count, service_pid, start_live_stack, wait_until
-from tests.load.driver import capacity_problems, percentile_ms
+from testing.live import fd_count, service_pid, start_live_stack, wait_until
+from testing.load_driver import capacity_problems, percentile_ms
 from tests.load.model_server import timed_model_server
 
 CALLS = 600

@@ -25,15 +25,14 @@ import pytest
 from pagi.stack import Stack
 from sandbox.app import body_limit
 from sandbox.policy import load_policy
-from tests.conftest import REPO
-from tests.fuzz.live import (
+from testing.live import (
     http_response_complete,
     recent_logs,
     rss_bytes,
     service_pid,
     start_live_stack,
 )
-from tests.load.driver import (
+from testing.load_driver import (
     PeakSampler,
     ProcessSnapshot,
     burst,
@@ -43,6 +42,7 @@ from tests.load.driver import (
     settle,
     slow_clients,
 )
+from testing.stack import REPO
 
 BURST_REQUESTS = 300
 BURST_CONCURRENCY = 100

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from agent.app import create_app
-from agent.gateway_calls import PlanSource
-from agent.settings import AgentSettings
+from testing.fake_downstream import Behaviour, FakeDownstream, serve
+from tests.unit.agent.agent_app import ECHO, MEMORY, agent_client
 from tests.unit.agent.fake_gateway import FakeGateway
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, serve
-
-ECHO = "/api/v1/echo"
-MEMORY = "/api/v1/memory"
-REQUEST_TIMEOUT = 0.5
-GATEWAY_TIMEOUT = 0.3
 
 
 @pytest.fixture(scope="package")
@@ -47,24 +38,6 @@ def downstream(downstream_server: tuple[FakeDownstream, str]) -> FakeDownstream:
         ),
     }
     return fake
-
-
-@asynccontextmanager
-async def agent_client(
-    keys_dir: Path, gateway: PlanSource | None, **fields: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = AgentSettings(
-        _env_file=None,
-        pagi_keys_dir=keys_dir,
-        request_timeout_seconds=REQUEST_TIMEOUT,
-        model_gateway_grpc_timeout_seconds=GATEWAY_TIMEOUT,
-        **fields,
-    )
-    app = create_app(settings, gateway=gateway)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
-            yield http
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.loop import AgentRun, LoopLimits
-from agent.run_models import Budgets, RunRecord
+from agent.run_models import RunRecord
 from agent.sandbox_calls import SandboxTool, ToolListUnavailable, ToolOutcome
 from gateway.client import GatewayError
 from gateway.conversation import Conversation, Decision, DecisionResult, ToolCall, Usage
+from pagi.run_request import Budgets
 
 PYTHON = SandboxTool("python", "Runs Python.", takes_code=True, max_code_bytes=65536)
 DEMO = SandboxTool("demo", "Says hello.", takes_code=False, max_code_bytes=0)

@@ -12,11 +12,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agent.models import BLANK_CHARACTERS, PlanRequest
+from agent.models import PlanRequest
 from agent.settings import AgentSettings
 from gateway.client import GatewayError
 from pagi.auth import TokenVerifier, TrustStore
-from tests.unit.agent.conftest import (
+from pagi.blank import BLANK_CHARACTERS
+from testing.fake_downstream import Behaviour, FakeDownstream, closed_port_url
+from tests.unit.agent.agent_app import (
     ECHO,
     GATEWAY_TIMEOUT,
     MEMORY,
@@ -24,7 +26,6 @@ from tests.unit.agent.conftest import (
     agent_client,
 )
 from tests.unit.agent.fake_gateway import DEFAULT_STEPS, FakeGateway
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 
 PLAN = "/api/v1/plan"
 

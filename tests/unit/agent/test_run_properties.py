@@ -23,7 +23,7 @@ from agent.app import create_app
 from agent.run_models import RunReason, RunStatus
 from agent.settings import AgentSettings
 from gateway.conversation import Decision, ToolCall, Usage, conversation_to_proto
-from tests.conftest import free_port
+from testing.stack import free_port
 from tests.unit.agent.fake_gateway import FakeGateway
 from tests.unit.agent.loop_fakes import FakeSandbox, ScriptedDecider, make_run
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from agent import loop
-from agent.run_models import BudgetRequest, RunRequest
 from agent.run_service import RunService
 from agent.run_store import RunStore
 from agent.settings import AgentSettings
 from pagi.errors import ApiError
+from pagi.run_request import BudgetRequest, RunRequest
 from tests.unit.agent.loop_fakes import FakeSandbox, ScriptedDecider, answer, calls
 
 

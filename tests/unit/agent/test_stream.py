@@ -8,7 +8,7 @@ import time
 import httpx
 
 from gateway.client import GatewayError
-from tests.unit.agent.conftest import GATEWAY_TIMEOUT
+from tests.unit.agent.agent_app import GATEWAY_TIMEOUT
 from tests.unit.agent.fake_gateway import DEFAULT_STEPS, FakeGateway
 
 STREAM = "/api/v1/plan/stream"

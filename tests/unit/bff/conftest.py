@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.unit.bff.fake_downstream import FakeDownstream, serve
+from testing.fake_downstream import FakeDownstream, serve
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from pagi.auth import (
     TrustStore,
     private_key_path,
 )
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream
+from testing.fake_downstream import Behaviour, FakeDownstream
 
 BASE = "http://bff.test"
 SAME_ORIGIN = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}

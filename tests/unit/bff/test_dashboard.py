@@ -16,7 +16,7 @@ from bff.app import create_app
 from bff.fanout import MAX_ANSWER_BYTES
 from bff.settings import BffSettings
 from pagi.auth import TokenVerifier, TrustStore
-from tests.unit.bff.fake_downstream import Behaviour, FakeDownstream, closed_port_url
+from testing.fake_downstream import Behaviour, FakeDownstream, closed_port_url
 
 TIMEOUT = 0.5
 PLAN = "/api/v1/plan"

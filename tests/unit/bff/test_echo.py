@@ -10,7 +10,7 @@ import pytest
 
 from bff.app import create_app
 from bff.settings import BffSettings
-from tests.unit.bff.fake_downstream import FakeDownstream, serve
+from testing.fake_downstream import FakeDownstream, serve
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from bff.app import create_app
 from bff.settings import BffSettings
 from pagi.auth import TokenVerifier, TrustStore
 from pagi.sse import sse_event
-from tests.conftest import free_port
-from tests.unit.bff.fake_downstream import closed_port_url, serve
+from testing.fake_downstream import closed_port_url, serve
+from testing.stack import free_port
 
 STREAM = "/api/v1/agi/runs/stream"
 

@@ -9,7 +9,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.lockfile import DEV_LOCK, REPO, RUNTIME_LOCK, Pin, read_lock
+from testing.lockfile import DEV_LOCK, REPO, RUNTIME_LOCK, Pin, read_lock
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME = [Requirement(text) for text in PYPROJECT["project"]["dependencies"]]

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
-from gateway.backends.base import PlanBackend
-from gateway.server import GatewayServer, start_server
-from gateway.settings import GatewaySettings
 from pagi.logging import JsonFormatter
-from proto import model_gateway_pb2_grpc
-from tests.unit.gateway.fake_openai import FakeOpenAI
+from testing.fake_openai import FakeOpenAI
+from testing.gateway import RunningGateway, serve_gateway
 
 
 @pytest.fixture
@@ -58,61 +52,8 @@ def json_logs() -> Iterator[JsonLogLines]:
         root.setLevel(saved_level)
 
 
-# ---------------------------------------------------------------------- a gateway in-process
-
-
-@dataclass
-class RunningGateway:
-    """A gateway serving on a free loopback port, with a channel to it."""
-
-    server: GatewayServer
-    channel: grpc.aio.Channel
-    stub: model_gateway_pb2_grpc.ModelGatewayStub
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-
-def gateway_settings(keys_dir: Path, **overrides: object) -> GatewaySettings:
-    """Settings for a test gateway; the process environment cannot change them."""
-    values: dict[str, object] = {
-        "pagi_keys_dir": keys_dir,
-        "pagi_bind_host": "127.0.0.1",
-        "model_backend": "local",
-        "model_name": None,
-        "model_api_key": None,
-        "model_api_key_file": None,
-    }
-    values.update(overrides)
-    return GatewaySettings(_env_file=None, **values)  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def serve_gateway(
-    keys_dir: Path, backend: PlanBackend | None = None, port: int = 0, **overrides: object
-) -> AsyncIterator[RunningGateway]:
-    """Start a gateway (on a free port by default) and stop it afterwards."""
-    settings = gateway_settings(keys_dir, **overrides)
-    server = await start_server(settings, backend=backend, port=port)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    try:
-        yield RunningGateway(server, channel, model_gateway_pb2_grpc.ModelGatewayStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(grace=0)
-
-
 @pytest.fixture
 async def gateway(keys_dir: Path) -> AsyncIterator[RunningGateway]:
     """A gateway with the local planner."""
     async with serve_gateway(keys_dir) as running:
         yield running
-
-
-def auth(token: str, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata carrying a bearer token (and a request id)."""
-    metadata = [("authorization", f"Bearer {token}")]
-    if request_id:
-        metadata.append(("x-request-id", request_id))
-    return tuple(metadata)

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.client import GatewayClient, GatewayError, PlanChunk, PlanResult
 from pagi.auth import TokenSigner
 from pagi.request_id import request_id_var
-from tests.conftest import free_port
-from tests.unit.gateway.conftest import RunningGateway, serve_gateway
+from testing.gateway import RunningGateway, serve_gateway
+from testing.stack import free_port
 from tests.unit.gateway.fake_backends import BlockingBackend
 
 PROMPT = "Analyze sales.csv and find the trends"

@@ -26,9 +26,9 @@ from gateway.conversation import (
 )
 from pagi.auth import TokenSigner
 from proto import model_gateway_pb2
-from tests.e2e.scripted_model import ScriptedModel, goal_for
-from tests.unit.gateway.conftest import RunningGateway, auth, serve_gateway
-from tests.unit.gateway.fake_openai import PLAN_TEXT, FakeOpenAI
+from testing.fake_openai import PLAN_TEXT, FakeOpenAI
+from testing.gateway import RunningGateway, auth, serve_gateway
+from testing.scripted_model import ScriptedModel, goal_for
 
 PYTHON = ToolSpec(
     "python",

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.backends.base import BackendError, Deadline, ErrorCode
 from gateway.backends.openai import OpenAIBackend
-from tests.conftest import closed_port
-from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
+from testing.fake_openai import PLAN_STEPS, FakeOpenAI
+from testing.stack import closed_port
 
 API_KEY = "sk-test-7f3a9c1e-DO-NOT-LEAK"
 

@@ -16,8 +16,8 @@ from gateway.conversation import ChatMessage, Conversation, conversation_to_prot
 from gateway.main import start_metrics_server
 from pagi.metric_catalogue import GATEWAY
 from proto import model_gateway_pb2
-from tests.conftest import free_port
-from tests.unit.gateway.conftest import RunningGateway, auth, gateway_settings
+from testing.gateway import RunningGateway, auth, gateway_settings
+from testing.stack import free_port
 
 DECIDE = "/pagi.gateway.v1.ModelGateway/Decide"
 GET_PLAN = "/pagi.gateway.v1.ModelGateway/GetPlan"

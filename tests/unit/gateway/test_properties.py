@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.backends.local import plan_steps
 from gateway.backends.parsing import MAX_STEP_CHARS, StepParser, parse_steps
 from proto import model_gateway_pb2
-from tests.unit.gateway.conftest import RunningGateway, auth
+from testing.gateway import RunningGateway, auth
 
 
 @settings(max_examples=300, deadline=None)

@@ -15,10 +15,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
 from gateway.backends.openai import OpenAIBackend
 from proto import model_gateway_pb2
-from tests.fuzz.forged_tokens import AttackerKeys, forged_tokens
-from tests.unit.gateway.conftest import RunningGateway, auth, serve_gateway
+from testing.fake_openai import PLAN_STEPS, FakeOpenAI
+from testing.forged_tokens import AttackerKeys, forged_tokens
+from testing.gateway import RunningGateway, auth, serve_gateway
 from tests.unit.gateway.fake_backends import BlockingBackend, BrokenBackend
-from tests.unit.gateway.fake_openai import PLAN_STEPS, FakeOpenAI
 
 GET_PLAN = "/pagi.gateway.v1.ModelGateway/GetPlan"
 PROMPT = "Write a Python script that parses nginx logs"

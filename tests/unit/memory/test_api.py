@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from memory.app import create_app
 from memory.settings import MemorySettings
 from pagi.settings import describe_invalid_settings
-from tests.conftest import free_port
-from tests.memory_backends import BACKENDS, Backend, make_backend
-from tests.postgres_server import shared_server
+from testing.memory_backends import BACKENDS, Backend, make_backend
+from testing.postgres_server import shared_server
+from testing.stack import free_port
 
 MAX_CONTENT = 2048
 

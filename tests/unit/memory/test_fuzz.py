@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from memory.app import create_app
 from memory.settings import MemorySettings
-from tests.memory_backends import BACKENDS, make_backend
+from testing.memory_backends import BACKENDS, make_backend
 
 MAX_CONTENT = 4096
 

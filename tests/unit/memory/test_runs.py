@@ -16,7 +16,7 @@ import pytest
 from memory.app import create_app
 from memory.settings import MemorySettings
 from memory.store import RunFinished
-from tests.memory_backends import BACKENDS, Backend, make_backend
+from testing.memory_backends import BACKENDS, Backend, make_backend
 
 MAX_RUN = 8192
 

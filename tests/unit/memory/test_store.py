@@ -21,8 +21,8 @@ import pytest
 
 from memory.store import MemoryStore, PostgresStore, SQLiteStore, StoreUnavailable
 from memory.store.postgres import MIGRATIONS, SCHEMA_TABLE
-from tests.memory_backends import BACKENDS, Backend, make_backend
-from tests.postgres_server import shared_server
+from testing.memory_backends import BACKENDS, Backend, make_backend
+from testing.postgres_server import shared_server
 
 
 @pytest.fixture(params=BACKENDS)
@@ -348,7 +348,7 @@ async def test_postgres_unreachable_or_refusing_is_a_clear_reason_fast(
     server = shared_server()
     url = server.url("postgres")
     if change == "port":
-        from tests.conftest import free_port
+        from testing.stack import free_port
 
         url = url.replace(f":{server.port}/", f":{free_port()}/")
     elif change == "password":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from pagi.auth import SIGN_IN_AUDIENCE, TokenVerifier, TrustStore
-from pagi.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], monkeypatch, keys_dir: Path, *args: str):

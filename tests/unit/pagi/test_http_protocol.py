@@ -14,7 +14,7 @@ import uvicorn
 from pagi import http_protocol
 from pagi.app import create_app
 from pagi.http_protocol import PagiH11Protocol
-from tests.conftest import free_port
+from testing.stack import free_port
 
 
 @pytest.fixture

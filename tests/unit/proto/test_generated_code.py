@@ -9,7 +9,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from proto import generate, model_gateway_pb2
-from tests.lockfile import DEV_LOCK, RUNTIME_LOCK, read_lock
+from testing.lockfile import DEV_LOCK, RUNTIME_LOCK, read_lock
 
 # The generator is locked: proto/ is what exactly this grpcio-tools release makes.
 LOCKED_GENERATOR = read_lock(DEV_LOCK)["grpcio-tools"].version

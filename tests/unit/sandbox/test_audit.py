@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pagi.cli import main as pagi_main
-from sandbox.audit import AuditLog, last_lines, tail_command
+from cli.audit import tail_command
+from cli.main import main as pagi_main
+from sandbox.audit import AuditLog, last_lines
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -166,7 +167,7 @@ def test_pagi_audit_tail_follow_prints_new_records(tmp_path):
     path = tmp_path / "audit.jsonl"
     write_records(path, 1)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "pagi", "audit", "tail", "-f", "-n", "1", "--file", str(path)],
+        [sys.executable, "-m", "cli", "audit", "tail", "-f", "-n", "1", "--file", str(path)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

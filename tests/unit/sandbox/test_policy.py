@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pagi.cli import main as pagi_main
+from cli.main import main as pagi_main
+from cli.policy import check_command
 from sandbox.policy import (
     DEFAULT_REQUIRED_LAYERS,
     HARD_CEILINGS,
@@ -16,7 +17,6 @@ from sandbox.policy import (
     MIB,
     PolicyContext,
     PolicyError,
-    check_command,
     load_policy,
     parse_policy,
 )

@@ -22,7 +22,7 @@ import uvicorn
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
-from tests.conftest import free_port
+from testing.stack import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -221,7 +221,7 @@ def test_an_inline_table_works_like_a_table():
 
 
 def test_policy_check_prints_the_rules_and_warns_about_host_network(tmp_path, capsys):
-    from sandbox.policy import check_command
+    from cli.policy import check_command
 
     path = tmp_path / "sandbox.toml"
     path.write_text(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import in_private_mount_namespace
+from testing.stack import in_private_mount_namespace
 
 
 def run_with_tmpfs_at(directory: Path, program: str) -> subprocess.CompletedProcess[str]:

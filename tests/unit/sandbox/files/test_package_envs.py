@@ -314,7 +314,7 @@ def pagi(tmp_path: Path, policy: Path, *arguments: str) -> subprocess.CompletedP
         "PAGI_SANDBOX_POLICY": str(policy),
     }
     return subprocess.run(
-        [sys.executable, "-m", "pagi", "env", *arguments],
+        [sys.executable, "-m", "cli", "env", *arguments],
         capture_output=True,
         text=True,
         env=env,
@@ -372,7 +372,7 @@ async def test_a_policy_edit_rechecks_an_environment_only_when_its_definition_ch
 
 
 def test_policy_check_prints_each_tools_files_and_the_environments(tmp_path, capsys):
-    from sandbox.policy import check_command
+    from cli.policy import check_command
 
     policy = tmp_path / "sandbox.toml"
     policy.write_text(TINY_POLICY + "\n[tools.plain.files]\ninput_files = 0\n")

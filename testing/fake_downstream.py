@@ -19,7 +19,7 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.conftest import closed_port
+from testing.stack import closed_port
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
+from testing import REPO
+
 DEV_LOCK = REPO / "requirements" / "dev.txt"
 RUNTIME_LOCK = REPO / "requirements" / "runtime.txt"
 

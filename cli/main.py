@@ -138,7 +138,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 1
     subject = None if person == SIGN_IN_ISSUER else person
     token = signer.sign(SIGN_IN_AUDIENCE, ttl=args.ttl, subject=subject)
-    base = (args.url or settings.go_bff_url).rstrip("/")
+    base = (args.url or settings.bff_url).rstrip("/")
     # The token rides in the fragment: browsers never send it to a server, so it
     # reaches no access log; the page takes it out of the address bar at once.
     print(f"{base}/console/#sign-in={token}")
@@ -162,28 +162,28 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a sandbox policy file."""
-    from sandbox.policy import check_command
+    from cli.policy import check_command
 
     return check_command(Path(args.file))
 
 
 def cmd_env_build(args: argparse.Namespace) -> int:
     """Build the sandbox's package environments."""
-    from sandbox.package_envs import build_command
+    from cli.envs import build_command
 
     return build_command(args.names, args.force, Path(args.policy) if args.policy else None)
 
 
 def cmd_env_status(args: argparse.Namespace) -> int:
     """Check the sandbox's package environments."""
-    from sandbox.package_envs import status_command
+    from cli.envs import status_command
 
     return status_command(args.names, args.json, Path(args.policy) if args.policy else None)
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
     """Show the newest sandbox audit records."""
-    from sandbox.audit import tail_command
+    from cli.audit import tail_command
 
     return tail_command(Path(args.file) if args.file else None, args.lines, args.follow)
 

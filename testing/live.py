@@ -22,7 +22,10 @@ import httpx
 
 from pagi import SERVICES
 from pagi.stack import Stack
-from tests.conftest import launch_stack, stack_env
+from testing.stack import launch_stack, stack_env
+
+HTTP_SERVICES = ("agent", "sandbox", "bff", "memory")
+"""The services that answer HTTP (the gateway speaks gRPC)."""
 
 JSON_TYPES = ("application/json", "application/problem+json")
 

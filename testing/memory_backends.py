@@ -3,7 +3,7 @@
 :data:`BACKENDS` names them; :func:`backend_fixture` gives a
 :class:`Backend` per name: a fresh, empty database each time (a SQLite file
 in the test's directory, or a new database on the session's throwaway
-PostgreSQL server, tests/postgres_server.py), the settings that point the
+PostgreSQL server, testing/postgres_server.py), the settings that point the
 memory service at it, and the few faults that are made differently on each
 (another session holding a lock, a record that is not JSON, a read-only
 database).
@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from memory.store import MemoryStore, PostgresStore, SQLiteStore
-from tests.postgres_server import PostgresServer, shared_server
+from testing.postgres_server import PostgresServer, shared_server
 
 BACKENDS = ("sqlite", "postgresql")
 

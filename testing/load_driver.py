@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.fuzz.live import (
+from testing.live import (
     descendants,
     fd_count,
     json_error_problem,

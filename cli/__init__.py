@@ -1,0 +1,1 @@
+"""The ``pagi`` command: it may use every service; no service imports it."""

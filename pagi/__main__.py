@@ -1,3 +1,0 @@
-from pagi.cli import main
-
-main()
