@@ -58,6 +58,7 @@ from _signal import SIG_DFL, SIGINT, SIGKILL, default_int_handler, signal
 
 from sandbox.jail import (
     fds,
+    files,
     ipcns,
     landlock,
     limits,
@@ -278,7 +279,9 @@ def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:
         os._exit(LAYER_FAILED_EXIT)
     os.write(started, b"s")
     try:
-        mountns.write_files(WORKDIR_IN_JAIL, payload.files, (config.uid, config.gid))
+        # As the tool's own user, every layer in force: nothing already in
+        # the working dir is followed (see sandbox.jail.files).
+        files.write_input_files(WORKDIR_IN_JAIL, payload.files)
         if "rlimits" in config.layers:
             limits.apply_file_size(config.limits)
     except OSError as error:

@@ -61,6 +61,7 @@ async def test_input_files_are_in_the_working_dir_before_the_tool_starts(
         "raw.bin": bytes(range(256)),
     }
     assert all(v["mine"] for v in seen.values())
+    assert {v["mode"] for v in seen.values()} == {"0o600"}  # the jail's writer's, not the umask's
 
 
 IN_THE_ENVIRONMENT = """
