@@ -48,7 +48,7 @@ from pagi.metrics import CounterFromTotal
 from pagi.request_id import current_request_id
 from sandbox.admission import Admission, AdmissionRefused
 from sandbox.audit import AuditLog, last_lines, utc_now
-from sandbox.file_audit import files_in_record
+from sandbox.file_audit import files_in_record, files_out_record
 from sandbox.files_in import check_input_files, request_bytes
 from sandbox.models import (
     ExecuteToolRequest,
@@ -254,7 +254,8 @@ class Sandbox:
                 headers={"Retry-After": str(exc.retry_after)},
                 retry_after=exc.retry_after,
             ) from None
-        response = response_of(result, name, snapshot.version)
+        response = response_of(result, name, snapshot.version, result.files)
+        record["files_out"] = files_out_record(result.files)
         record["outcome"] = {
             "tool_status": response.tool_status,
             "exit_code": result.exit_code,

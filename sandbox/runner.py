@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from pagi.logging import log_event
+from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
@@ -141,6 +142,8 @@ class _Report:
         """Refusals per syscall number (-1: syscalls beyond those init names)."""
         self.wall_timeout = False
         self.ran_cold = False
+        self.workdir_fd: int | None = None
+        """The run's working dir, from init (see :meth:`_ReportReader.take_workdir`)."""
 
     def feed(self, line: str, sender: int | None) -> None:
         """Take one line; `sender`: the pid (as the service sees it) of its writer."""
@@ -192,11 +195,12 @@ class _ReportReader:
 
     def _readable(self) -> None:
         try:
-            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _CREDENTIALS_SPACE)
+            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _ANCILLARY_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             chunk, ancillary = b"", []
+        self._keep_workdir(ancillary)
         if not chunk or len(self._pending) > 1 << 16:
             self._loop.remove_reader(self._fd)
             for future in (self.finished, self.ended):
@@ -225,8 +229,28 @@ class _ReportReader:
             if not self.finished.done():
                 self.finished.set_result(None)
 
+    def _keep_workdir(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """Keep the first descriptor the jail sent (its working dir); close any other."""
+        for level, kind, data in ancillary:
+            if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+                continue
+            usable = len(data) - len(data) % _FD.size
+            for (fd,) in _FD.iter_unpack(data[:usable]):
+                if self.report.workdir_fd is None and self._fd >= 0:
+                    self.report.workdir_fd = fd
+                else:
+                    os.close(fd)
+
+    def take_workdir(self) -> int | None:
+        """The run's working dir (the caller closes it); None if the jail sent none."""
+        fd, self.report.workdir_fd = self.report.workdir_fd, None
+        return fd
+
     def close(self) -> None:
-        """Stop reading and close the socket (idempotent)."""
+        """Stop reading and close the socket and an untaken working dir (idempotent)."""
+        workdir = self.take_workdir()
+        if workdir is not None:
+            os.close(workdir)
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._socket.close()
@@ -986,6 +1010,7 @@ class Runner:
         if report.failed_layer is not None:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
+        files = await _output_files(spec, jail.reader)
         stdout, stdout_truncated = _output_of(stdout_task)
         stderr, stderr_truncated = _output_of(stderr_task)
         ended_normally = report.exit_code is not None or report.signal is not None
@@ -1025,6 +1050,7 @@ class Runner:
             seccomp_denials=denials,
             supervisor_died=supervisor_died,
             path="warm" if jail.warm and not report.ran_cold else "cold",
+            files=files,
         )
 
     # ----------------------------------------------------------------- probing
@@ -1146,6 +1172,39 @@ def _check_file_name(name: str) -> None:
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
 
 
+async def _output_files(spec: RunSpec, reader: _ReportReader) -> OutputCollection | None:
+    """What the tool left under ``out/``, read through the descriptor init sent (see
+    :func:`sandbox.jail.contain`): the run's own tmpfs, never a path, never a link."""
+    workdir = reader.take_workdir()
+    if workdir is None:
+        return None
+    if spec.outputs is None:
+        os.close(workdir)
+        return None
+    try:
+        os.stat(OUTPUT_DIR, dir_fd=workdir, follow_symlinks=False)
+    except FileNotFoundError:
+        os.close(workdir)
+        return None  # the usual case: no out/ at all, and no thread to start
+    except OSError:
+        pass  # the collector says what it is
+    caps = spec.outputs
+    collection = await asyncio.to_thread(_collect_closing, workdir, caps.files, caps.bytes)
+    if collection is None or not (collection.files or collection.unlisted):
+        return None
+    return collection
+
+
+def _collect_closing(workdir: int, max_files: int, max_bytes: int) -> OutputCollection | None:
+    """Collect, then close `workdir`: this thread owns it, even when its caller is cancelled."""
+    try:
+        return collect_output_files(workdir, max_files, max_bytes)
+    except OSError:
+        return None
+    finally:
+        os.close(workdir)
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -1219,7 +1278,9 @@ def _limit_hit(
 
 _CREDENTIALS = struct.Struct("iII")
 """struct ucred: pid, uid, gid."""
-_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+_FD = struct.Struct("i")
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4 * _FD.size)
+"""Room for the sender's credentials and a few descriptors (one is expected)."""
 
 
 def _report_channel() -> tuple[int, int]:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.files_out import OutputCollection
+
 LimitName = Literal[
     "wall_time", "cpu_time", "memory", "file_size", "output", "processes", "open_files"
 ]
@@ -28,6 +30,15 @@ class RunLimits(BaseModel):
     processes: int = Field(16, ge=1)
     output_bytes: int = Field(64 * 1024, ge=1024)
     stack_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
+
+
+class OutputCaps(BaseModel):
+    """What of the files a tool leaves under ``out/`` is returned with content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    files: int = Field(16, ge=0)
+    bytes: int = Field(1024 * 1024, ge=0)
 
 
 class RunSpec(BaseModel):
@@ -50,6 +61,8 @@ class RunSpec(BaseModel):
     required_layers: frozenset[str] = frozenset()
     warm: bool = False
     """Run on the warm (pre-forked) path when one is available."""
+    outputs: OutputCaps | None = None
+    """Collect what the tool leaves under ``out/``, within these caps (None: nothing)."""
     policy_version: str = ""
 
 
@@ -71,3 +84,5 @@ class RunResult(BaseModel):
     supervisor_died: bool = False
     """The jail's init ended before it reported the tool's status (the output is kept)."""
     path: Literal["cold", "warm"] = "cold"
+    files: OutputCollection | None = None
+    """What the tool left under ``out/`` (None: nothing there, or nothing collected)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pagi.errors import ApiError
 from sandbox.policy import PYTHON_PLACEHOLDER, PolicySnapshot, ToolPolicy
-from sandbox.spec import RunSpec
+from sandbox.spec import OutputCaps, RunSpec
 
 
 def encode_code(code: str | None) -> bytes | None:
@@ -64,5 +64,6 @@ def run_spec_for(
         denied_syscalls=tool.denied_syscalls,
         required_layers=snapshot.required_layers,
         warm=tool.executor == "warm",
+        outputs=OutputCaps(files=tool.files.output_files, bytes=tool.files.output_bytes),
         policy_version=snapshot.version,
     )
