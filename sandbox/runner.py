@@ -60,7 +60,7 @@ from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.lock_pins import LockPins
-from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
+from sandbox.jail.mountns import COPIED_FILE_BYTES, JAIL_OWN_PATHS, beneath, outermost
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import LimitName, RunResult, RunSpec
@@ -271,8 +271,11 @@ class _Zygote:
         template: tuple[str, list[str], list[str]],
         runs_root: Path,
         package_fd: int,
+        package_env: str | None = None,
     ) -> None:
         self.package_fd = package_fd
+        self.package_env = package_env
+        """A package environment's directory: `python` is its interpreter, run with ``site``."""
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
@@ -296,7 +299,9 @@ class _Zygote:
                 [
                     self.python,
                     "-I",
-                    "-S",
+                    # An environment's packages are found through site (its tools' commands
+                    # run without -S): its zygote imports it too.
+                    *(() if self.package_env is not None else ("-S",)),
                     launcher_path(self.package_fd),
                     "--zygote",
                     str(child_end.fileno()),
@@ -315,7 +320,11 @@ class _Zygote:
                 # tools run under: a warm run starts the way a fresh interpreter
                 # would only under the locale its zygote started in (see
                 # inprocess.prepare). The tool's own environment replaces this one.
-                env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
+                env={
+                    "LD_BIND_NOW": "1",
+                    "LANG": DEFAULT_ENV["LANG"],
+                    **(PACKAGE_ENV_ZYGOTE_ENV if self.package_env is not None else {}),
+                },
                 # Run roots are named relative to it: the state dir's path stays out
                 # of the zygote's memory.
                 cwd=self.runs_root,
@@ -351,6 +360,21 @@ class _Zygote:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+PACKAGE_ENV_CONFIG_DIR = "package-env-config"
+"""In the runs root, root's alone: where a package environment's zygote lets its preloaded
+modules keep their caches (matplotlib's font list), named relative to the zygote's working dir."""
+PACKAGE_ENV_ZYGOTE_ENV = {
+    # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": f"{PACKAGE_ENV_CONFIG_DIR}/matplotlib",
+}
+"""What a package environment's zygote imports its preload modules under (then emptied)."""
 
 
 class _Jail:
@@ -394,6 +418,8 @@ class _Slot:
         self.cgroup = cgroup
         self.root_dir = root_dir  # mountpoint of each run's root, in the run's own ns
         self.zygote: _Zygote | None = None
+        self.env_zygotes: dict[str, _Zygote] = {}
+        """One per package environment a run of this slot used (started on its first run)."""
         self.restarting = False
         self.spare: _Jail | None = None
         self.spare_shape: tuple[object, ...] | None = None
@@ -421,9 +447,11 @@ class _Slot:
             self.dirty = True
 
     def zygote_pid(self) -> frozenset[int]:
-        zygote = self.zygote
-        pid = zygote.pid if zygote is not None and zygote.alive() else None
-        return frozenset() if pid is None else frozenset({pid})
+        """The slot's zygotes' pids (the processes its cgroup keeps between runs)."""
+        zygotes = [self.zygote, *self.env_zygotes.values()]
+        return frozenset(
+            z.pid for z in zygotes if z is not None and z.pid is not None and z.alive()
+        )
 
 
 class _SlotPool:
@@ -510,6 +538,7 @@ class Runner:
         """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
+        (self.runs_root / PACKAGE_ENV_CONFIG_DIR).mkdir(mode=0o700, exist_ok=True)
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
@@ -552,9 +581,11 @@ class Runner:
             await asyncio.wait(list(self._background), timeout=10)
         for slot in self._slots:
             slot.withdraw_spare()
-            zygote, slot.zygote = slot.zygote, None
-            if zygote is not None:
-                await asyncio.to_thread(zygote.stop)
+            zygotes = [slot.zygote, *slot.env_zygotes.values()]
+            slot.zygote, slot.env_zygotes = None, {}
+            for zygote in zygotes:
+                if zygote is not None:
+                    await asyncio.to_thread(zygote.stop)
             if slot.cgroup is not None:
                 await asyncio.to_thread(slot.cgroup.remove)
         if self._cgroup_bases:
@@ -573,6 +604,8 @@ class Runner:
         self._policy_version = policy_version
         for slot in self._slots:
             self._recycle_zygote(slot)
+            for env in list(slot.env_zygotes):
+                self._drop_env_zygote(slot, env)  # started again by the next run that needs it
 
     def _inspect_interpreter(self) -> None:
         output = subprocess.run(
@@ -597,6 +630,11 @@ class Runner:
         """What every run may read: the interpreter's prefix and the system paths."""
         return [self._interpreter_prefix, *SYSTEM_READ_PATHS]
 
+    def _template_read_paths(self, package_env: str | None) -> list[str]:
+        """What every run of a zygote may read: the base paths, and its package environment."""
+        base = self._base_read_paths()
+        return base if package_env is None else [*base, os.path.realpath(package_env)]
+
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
         template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
@@ -614,6 +652,58 @@ class Runner:
             slot.zygote = None
             return
         slot.zygote = zygote
+
+    def _env_zygote(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+        """The slot's zygote for `spec`'s package environment, started on its first run.
+
+        Its interpreter is the environment's (``argv[0]``), with ``site``,
+        and it preloads the environment's modules; it lives in the slot's
+        cgroup beside the slot's own zygote (the run's limits come on top
+        of both, see :meth:`RunCgroup.prepare_run`).
+        """
+        env = spec.package_env
+        assert env is not None
+        zygote = slot.env_zygotes.get(env)
+        if zygote is not None and zygote.alive():
+            if zygote.runs < self.warm_runs_before_recycle:
+                return zygote
+            self._drop_env_zygote(slot, env)
+        elif zygote is not None:
+            self._drop_env_zygote(slot, env)
+            self._zygote_restarts += 1
+        cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
+        template = (slot.root_dir.name, self._template_read_paths(env), self._hidden_paths)
+        zygote = _Zygote(
+            spec.argv[0],
+            spec.preload,
+            cgroup_files,
+            template,
+            self.runs_root,
+            self._package_fd,
+            package_env=env,
+        )
+        try:
+            zygote.start()
+        except OSError:
+            return None
+        slot.env_zygotes[env] = zygote
+        return zygote
+
+    def _drop_env_zygote(self, slot: _Slot, env: str) -> None:
+        """Stop the slot's zygote of `env` (in the background), and the slot's spare."""
+        zygote = slot.env_zygotes.pop(env, None)
+        if slot.spare_shape is not None and env in slot.spare_shape:
+            slot.withdraw_spare()
+        if zygote is not None:
+            self._in_background(asyncio.to_thread(zygote.stop))
+
+    def _zygote_for(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+        """The zygote that forks `spec`'s jail in `slot`; None: the service spawns a launcher."""
+        if spec.network:
+            return None  # it must not inherit a zygote's empty network namespace
+        if spec.package_env is not None:
+            return self._env_zygote(slot, spec)
+        return slot.zygote if self._zygote_ready(slot) else None
 
     def _recycle_zygote(self, slot: _Slot) -> None:
         """Replace the slot's zygote (old one stopped in the background), and its spare."""
@@ -662,6 +752,15 @@ class Runner:
             # Warm runs whose tool's locale needed a fresh interpreter (inprocess.prepare).
             "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
+            # Started in a slot by the first run there of a tool with that environment.
+            "package_env_zygotes": {
+                env: sum(
+                    1
+                    for slot in self._slots
+                    if env in slot.env_zygotes and slot.env_zygotes[env].alive()
+                )
+                for env in sorted({env for slot in self._slots for env in slot.env_zygotes})
+            },
         }
         report["limit_scope"] = self._limit_scope()
         return report
@@ -679,6 +778,22 @@ class Runner:
             "memory_bytes": scope("memory", "process"),
             "processes": scope("pids", "user_namespace"),
         }
+
+    def package_env_mount_problem(self, path: str) -> str | None:
+        """Why the package environment at `path` cannot be shown to a tool; None if it can.
+
+        It is mounted read-only at its own path, so it must be an absolute,
+        existing directory outside the jail's own mounts (its /tmp, /proc,
+        /dev, working dir) and outside the service's run roots.
+        """
+        real = os.path.realpath(path) if path else ""
+        if not real.startswith("/") or not os.path.isdir(real):
+            return f"{path!r} is not a directory"
+        if beneath(real, list(JAIL_OWN_PATHS)):
+            return f"{real} is under a path the jail mounts itself ({', '.join(JAIL_OWN_PATHS)})"
+        if beneath(real, [str(self.runs_root)]) or beneath(str(self.runs_root), [real]):
+            return f"{real} overlaps the sandbox's run roots ({self.runs_root})"
+        return None
 
     def missing_layers(self, required: Iterable[str]) -> list[str]:
         """The required layers (unknown names included) that are not active here."""
@@ -715,7 +830,10 @@ class Runner:
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         started = time.perf_counter()
         assert self._free_slots is not None
-        python = parse_python_argv(list(spec.argv), self._python_as_named)
+        if spec.package_env is None:
+            python = parse_python_argv(list(spec.argv), self._python_as_named)
+        else:
+            python = parse_python_argv(list(spec.argv), spec.argv[0], site=True)
         warm = spec.warm and python is not None
         shape = _shape(spec, warm)
         slot = await self._free_slots.take(shape)
@@ -766,7 +884,7 @@ class Runner:
             await self._empty(slot)
             if slot.cgroup is not None:
                 slot.cgroup.reset_counters()  # off the next run's critical path
-            if rearm is not None and self._started and self._zygote_ready(slot):
+            if rearm is not None and self._started and self._zygote_for(slot, rearm[0]):
                 spec, config, warm = rearm
                 slot.spare = await self._arm(spec, config, slot, cgroup, warm)
                 slot.spare.key = (warm, config)
@@ -801,7 +919,7 @@ class Runner:
         layers: list[str],
     ) -> JailConfig:
         limits = spec.limits
-        base = self._base_read_paths()
+        base = self._template_read_paths(spec.package_env)
         extra_read_paths = [
             path
             for path in outermost([os.path.realpath(p) for p in spec.readable_paths])
@@ -816,7 +934,7 @@ class Runner:
             uid=self.uid,
             gid=self.gid,
             root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
-            read_paths=[*self._base_read_paths(), *extra_read_paths],
+            read_paths=[*base, *extra_read_paths],
             extra_read_paths=extra_read_paths,
             hidden_paths=self._hidden_paths,
             limits={
@@ -895,14 +1013,17 @@ class Runner:
         # inherit the zygote's empty network namespace: the service spawns
         # its launcher itself.
         try:
-            if not spec.network and self._zygote_ready(slot):
+            zygote = self._zygote_for(slot, spec)
+            if zygote is not None:
                 try:
-                    assert slot.zygote is not None
-                    slot.zygote.submit(child_ends, warm)
+                    zygote.submit(child_ends, warm)
                     jail.via_zygote = True
                     jail.warm = warm
-                except (OSError, AssertionError):
-                    self._schedule_zygote_restart(slot)
+                except OSError:
+                    if spec.package_env is not None:
+                        self._drop_env_zygote(slot, spec.package_env)
+                    else:
+                        self._schedule_zygote_restart(slot)
             if not jail.via_zygote:
                 launch = launcher_path(self._package_fd)
                 jail.process = subprocess.Popen(
@@ -1146,6 +1267,7 @@ def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
         spec.network,
         spec.readable_paths,
         spec.denied_syscalls,
+        spec.package_env,
     )
 
 

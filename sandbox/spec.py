@@ -61,6 +61,10 @@ class RunSpec(BaseModel):
     required_layers: frozenset[str] = frozenset()
     warm: bool = False
     """Run on the warm (pre-forked) path when one is available."""
+    package_env: str | None = None
+    """A package environment's directory: read-only at its own path in the jail, and the
+    warm path's interpreter is its ``bin/python`` (``argv[0]``), with `preload` imported."""
+    preload: tuple[str, ...] = ()
     outputs: OutputCaps | None = None
     """Collect what the tool leaves under ``out/``, within these caps (None: nothing)."""
     policy_version: str = ""

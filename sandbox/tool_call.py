@@ -39,9 +39,21 @@ def check_code(name: str, tool: ToolPolicy, code: bytes | None) -> None:
 
 
 def run_spec_for(
-    snapshot: PolicySnapshot, name: str, tool: ToolPolicy, code: bytes | None, python: str
+    snapshot: PolicySnapshot,
+    name: str,
+    tool: ToolPolicy,
+    code: bytes | None,
+    python: str,
+    package_env: str | None = None,
+    preload: tuple[str, ...] = (),
 ) -> RunSpec:
-    """The run of ``tool`` with ``code`` under ``snapshot``'s limits and layers."""
+    """The run of ``tool`` with ``code`` under ``snapshot``'s limits and layers.
+
+    ``python``: what ``{python}`` stands for, the environment's interpreter
+    when the tool has one; ``package_env``: that environment's directory,
+    shown read-only in the jail at its own path; ``preload``: its modules
+    the warm path imports ahead.
+    """
     argv = [python if arg == PYTHON_PLACEHOLDER else arg for arg in tool.argv]
     stdin = b""
     files: dict[str, bytes] = {}
@@ -64,6 +76,8 @@ def run_spec_for(
         denied_syscalls=tool.denied_syscalls,
         required_layers=snapshot.required_layers,
         warm=tool.executor == "warm",
+        package_env=package_env,
+        preload=preload if package_env else (),
         outputs=OutputCaps(files=tool.files.output_files, bytes=tool.files.output_bytes),
         policy_version=snapshot.version,
     )

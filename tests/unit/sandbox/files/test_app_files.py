@@ -26,7 +26,8 @@ def b64(data: bytes) -> str:
 class MountingRunner(FakeRunner):
     """A stand-in for a runner that can mount package environments."""
 
-    mounts_package_envs = True
+    def package_env_mount_problem(self, path: str) -> str | None:
+        return None
 
 
 async def test_input_files_reach_the_run_after_the_code_file(make_service, token_for):
@@ -201,7 +202,7 @@ async def test_a_ready_environment_runs_only_with_a_runner_that_mounts_it(
         await svc.sandbox.envs.refresh()
         assert (await svc.client.get("/health")).json()["package_envs"]["tiny"]["state"] == "ready"
         refused = await svc.execute(token_for("sandbox"), tool_name="tiny", code="1")
-        assert refused.status_code == 503 and "cannot mount" in refused.json()["detail"]
+        assert refused.status_code == 503 and "cannot be mounted" in refused.json()["detail"]
     async with make_service(TINY_POLICY, runner=MountingRunner()) as svc:
         await svc.sandbox.envs.refresh()
         ran = await svc.execute(token_for("sandbox"), tool_name="tiny", code="1")
