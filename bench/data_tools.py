@@ -76,7 +76,7 @@ SALES = [(REGIONS[index % 4], index) for index in range(1000)]
 CSV = b"region,amount\n" + "".join(f"{r},{a}\n" for r, a in SALES).encode()
 CSV_EXPECTED = str({region: sum(a for r, a in SALES if r == region) for region in sorted(REGIONS)})
 KINDS = {
-    "a": "(a) bare cold python -I -c 'import pandas...'",
+    "a": "(a) bare cold python -I -c 'import pandas'",
     "b": "(b) execute_tool python-data, HTTP+JWT    ",
     "c": "(c) bare cold CSV in, PNG out             ",
     "d": "(d) execute_tool CSV in, PNG out, HTTP    ",
@@ -185,7 +185,7 @@ async def measure(url: str, token: str, bare: Bare, runs: int) -> None:
                     )
     print(f"{runs} interleaved runs of each:")
     for kind, label in KINDS.items():
-        print(f"  {label}  {figures(samples[kind])}")
+        print(f"  {label:<44}  {figures(samples[kind])}")
     for isolated, baseline, what in (("b", "a", "import pandas"), ("d", "c", "CSV in, PNG out")):
         ratio = statistics.median(samples[isolated]) / statistics.median(samples[baseline])
         verdict = "meets" if ratio <= TARGET else "misses"
