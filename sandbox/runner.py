@@ -35,10 +35,12 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -272,9 +274,12 @@ class _Zygote:
         runs_root: Path,
         package_fd: int,
         package_env: str | None = None,
+        cache_dir: str = "",
     ) -> None:
         self.package_fd = package_fd
         self.package_env = package_env
+        self.cache_dir = cache_dir
+        """Where an environment's preloaded modules keep caches (matplotlib's font list)."""
         """A package environment's directory: `python` is its interpreter, run with ``site``."""
         self.python = python
         self.modules = list(modules)
@@ -323,7 +328,11 @@ class _Zygote:
                 env={
                     "LD_BIND_NOW": "1",
                     "LANG": DEFAULT_ENV["LANG"],
-                    **(PACKAGE_ENV_ZYGOTE_ENV if self.package_env is not None else {}),
+                    **(
+                        {**PACKAGE_ENV_ZYGOTE_ENV, "MPLCONFIGDIR": f"{self.cache_dir}/matplotlib"}
+                        if self.package_env is not None
+                        else {}
+                    ),
                 },
                 # Run roots are named relative to it: the state dir's path stays out
                 # of the zygote's memory.
@@ -362,9 +371,6 @@ class _Zygote:
             self.process = None
 
 
-PACKAGE_ENV_CONFIG_DIR = "package-env-config"
-"""In the runs root, root's alone: where a package environment's zygote lets its preloaded
-modules keep their caches (matplotlib's font list), named relative to the zygote's working dir."""
 PACKAGE_ENV_ZYGOTE_ENV = {
     # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.
     "OPENBLAS_NUM_THREADS": "1",
@@ -372,9 +378,9 @@ PACKAGE_ENV_ZYGOTE_ENV = {
     "MKL_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
     "MPLBACKEND": "Agg",
-    "MPLCONFIGDIR": f"{PACKAGE_ENV_CONFIG_DIR}/matplotlib",
 }
-"""What a package environment's zygote imports its preload modules under (then emptied)."""
+"""What a package environment's zygote imports its preload modules under (then emptied),
+with ``MPLCONFIGDIR``: a directory of the runner's own (see :meth:`Runner.start`)."""
 
 
 class _Jail:
@@ -531,6 +537,7 @@ class Runner:
         self._reprobes = 0
         self._pins = LockPins()
         self._package_fd = -1
+        self._package_env_cache = ""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -538,7 +545,11 @@ class Runner:
         """Find the stdlib, make the run slots, probe every layer with a real jailed run."""
         self.runs_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.runs_root, 0o700)
-        (self.runs_root / PACKAGE_ENV_CONFIG_DIR).mkdir(mode=0o700, exist_ok=True)
+        if not self._package_env_cache:
+            # Absolute, and naming nothing of the service's state: the modules a zygote
+            # preloads keep the path in memory every warm run of it inherits (a
+            # relative one they make absolute, with the zygote's working dir).
+            self._package_env_cache = tempfile.mkdtemp(prefix="pagi-package-envs-")
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
@@ -595,6 +606,9 @@ class Runner:
         if self._package_fd >= 0:
             os.close(self._package_fd)
             self._package_fd = -1
+        if self._package_env_cache:
+            await asyncio.to_thread(shutil.rmtree, self._package_env_cache, True)
+            self._package_env_cache = ""
         self._started = False
 
     async def reload(self, policy_version: str) -> None:
@@ -681,6 +695,7 @@ class Runner:
             self.runs_root,
             self._package_fd,
             package_env=env,
+            cache_dir=self._package_env_cache,
         )
         try:
             zygote.start()
