@@ -40,7 +40,7 @@ from agent.run_models import (
     ToolCallRecord,
     ToolResult,
 )
-from agent.sandbox_calls import SandboxTool, ToolListUnavailable, ToolOutcome
+from agent.sandbox_calls import InputFile, SandboxTool, ToolListUnavailable, ToolOutcome
 from gateway.client import GatewayError
 from gateway.conversation import (
     TOOL_NAME,
@@ -101,7 +101,13 @@ class ToolSandbox(Protocol):
         """The tools the agent may run."""
         ...
 
-    async def run(self, tool: str, code: str | None, timeout_seconds: float) -> ToolOutcome:
+    async def run(
+        self,
+        tool: str,
+        code: str | None,
+        timeout_seconds: float,
+        files: tuple[InputFile, ...] = (),
+    ) -> ToolOutcome:
         """Run one tool; never raises but when cancelled."""
         ...
 
@@ -117,6 +123,8 @@ class LoopLimits:
     observation_bytes: int
     max_calls_per_step: int
     max_conversation_bytes: int
+    file_bytes: int = 8 * 1024 * 1024
+    """File contents a run keeps with its record, all calls together."""
 
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -135,7 +143,7 @@ class Ending:
 
 
 def tool_spec(tool: SandboxTool) -> ToolSpec:
-    """How a sandbox tool is offered to the model."""
+    """How a sandbox tool is offered to the model (with what it takes and returns as files)."""
     if tool.takes_code:
         parameters: dict[str, Any] = {
             "type": "object",
@@ -148,10 +156,30 @@ def tool_spec(tool: SandboxTool) -> ToolSpec:
             "required": ["code"],
             "additionalProperties": False,
         }
+        if tool.input_files:
+            parameters["properties"]["files"] = {
+                "type": "array",
+                "maxItems": tool.input_files,
+                "description": "Text files written into the program's working dir before it"
+                f" starts (relative paths; at most {tool.input_bytes} bytes in all).",
+                "items": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
+                    "required": ["path", "text"],
+                    "additionalProperties": False,
+                },
+            }
     else:
         parameters = {"type": "object", "properties": {}, "additionalProperties": False}
-    description = tool.description or f"The {tool.name} tool."
-    return ToolSpec(tool.name, description[:MAX_TOOL_DESCRIPTION_CHARS], parameters)
+    description = (tool.description or f"The {tool.name} tool.")[:MAX_TOOL_DESCRIPTION_CHARS]
+    if tool.takes_code and tool.input_files:
+        description += f" Takes up to {tool.input_files} input files (`files`)."
+    if tool.output_files:
+        description += (
+            f" Files it writes under out/ in its working dir come back with the result"
+            f" (up to {tool.output_files}; you see their names and sizes)."
+        )
+    return ToolSpec(tool.name, description, parameters)
 
 
 def _now() -> str:
@@ -192,12 +220,36 @@ def code_of(call: ToolCall, tool: SandboxTool) -> str | None | ToolResult:
         return refusal(
             f'{tool.name} needs {{"code": "<program>"}} with a non-empty string', "bad_arguments"
         )
-    extra = sorted(str(key) for key in arguments if key != "code")
+    accepted = ("code", "files") if tool.input_files else ("code",)
+    extra = sorted(str(key) for key in arguments if key not in accepted)
     if extra:
+        takes = "code and files" if tool.input_files else "only code"
         return refusal(
-            f"{tool.name} takes only code; unexpected: {', '.join(extra[:5])}", "bad_arguments"
+            f"{tool.name} takes {takes}; unexpected: {', '.join(extra[:5])}", "bad_arguments"
         )
     return code
+
+
+def files_of_call(call: ToolCall) -> tuple[InputFile, ...] | ToolResult:
+    """The input files a call passes (``files``: path and text), or its refusal.
+
+    Called once :func:`code_of` accepted the call's arguments (a JSON object
+    whose ``files`` the tool takes); the sandbox checks paths and sizes.
+    """
+    text = call.arguments.strip()
+    entries = json.loads(text).get("files", []) if text else []
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("path"), str)
+        and isinstance(e.get("text"), str)
+        and set(e) == {"path", "text"}
+        for e in entries
+    ):
+        return refusal(
+            'files must be a list of {"path": "<relative path>", "text": "<content>"}',
+            "bad_arguments",
+        )
+    return tuple(InputFile(e["path"], e["text"].encode("utf-8", "surrogatepass")) for e in entries)
 
 
 class AgentRun:
@@ -220,6 +272,7 @@ class AgentRun:
         self._changed = changed
         self._messages: list[ChatMessage] = []
         self._offered: dict[str, SandboxTool] = {}
+        self._file_bytes_kept = 0
         self._specs: tuple[ToolSpec, ...] = ()
         self._repeats: Counter[str] = Counter()
         self._conversation_bytes = 0
@@ -390,9 +443,20 @@ class AgentRun:
         code = code_of(call, tool)
         if isinstance(code, ToolResult):
             return code
+        files: tuple[InputFile, ...] | ToolResult = ()
+        if tool.input_files and code is not None:
+            files = files_of_call(call)
+            if isinstance(files, ToolResult):
+                return files
         timeout = min(self._limits.tool_timeout_seconds, left)
-        outcome = await self._sandbox.run(tool.name, code, timeout)
-        return result_of(outcome, self._limits.observation_bytes)
+        if files:
+            outcome = await self._sandbox.run(tool.name, code, timeout, files)
+        else:
+            outcome = await self._sandbox.run(tool.name, code, timeout)
+        room = max(self._limits.file_bytes - self._file_bytes_kept, 0)
+        result = result_of(outcome, self._limits.observation_bytes, room)
+        self._file_bytes_kept += sum(f.size for f in result.files if f.content is not None)
+        return result
 
     async def _decide(
         self, choice: ToolChoice, deadline: float

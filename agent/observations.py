@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.run_models import ToolResult
+from agent.run_models import RunFile, ToolResult
 from agent.sandbox_calls import ToolOutcome
 
 HEAD_SHARE = 0.75
@@ -56,8 +56,40 @@ def refusal(error: str, kind: str) -> ToolResult:
     return ToolResult(executed=False, error=error, error_kind=kind)
 
 
-def result_of(outcome: ToolOutcome, cap_bytes: int) -> ToolResult:
-    """The capped result of a sandbox call."""
+MAX_FILES = 1024
+"""Files of one result kept in the run's record (the sandbox lists at most as many)."""
+
+
+def files_of(run: dict[str, Any], room: int) -> list[RunFile]:
+    """The result's files; contents kept while they fit in `room` bytes (decoded), the rest
+    listed as truncated."""
+    entries = run.get("files")
+    if not isinstance(entries, list):
+        return []
+    kept: list[RunFile] = []
+    for entry in entries[:MAX_FILES]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue
+        content = entry.get("content")
+        size = _int(entry.get("size")) or 0
+        fits = isinstance(content, str) and size <= room
+        if fits:
+            room -= size
+        kept.append(
+            RunFile(
+                path=entry["path"][:4096],
+                size=size,
+                sha256=_short(entry.get("sha256")),
+                content=content if fits else None,
+                truncated=bool(entry.get("truncated")) or (isinstance(content, str) and not fits),
+                skipped=_short(entry.get("skipped")),
+            )
+        )
+    return kept
+
+
+def result_of(outcome: ToolOutcome, cap_bytes: int, file_bytes: int = 0) -> ToolResult:
+    """The capped result of a sandbox call (`file_bytes`: room for its files' contents)."""
     if outcome.error is not None:
         return ToolResult(
             executed=False,
@@ -88,6 +120,7 @@ def result_of(outcome: ToolOutcome, cap_bytes: int) -> ToolResult:
         seccomp_refusals=_int(run.get("seccomp_refusals")) or 0,
         output_bytes=size,
         duration_ms=outcome.round_trip_ms,
+        files=files_of(run, file_bytes),
     )
 
 
@@ -141,6 +174,17 @@ def observation(tool: str, call_id: str, result: ToolResult) -> str:
             shown["denials"] = result.denials
         if result.seccomp_refusals:
             shown["seccomp_refusals"] = result.seccomp_refusals
+        if result.files:
+            # Names and sizes: the contents are kept with the run, for its caller.
+            shown["files"] = [
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    **({"truncated": True} if f.truncated else {}),
+                    **({"skipped": f.skipped} if f.skipped else {}),
+                }
+                for f in result.files
+            ]
     return _valid(json.dumps(shown, ensure_ascii=False))
 
 

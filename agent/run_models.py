@@ -34,6 +34,25 @@ class TokenCount(BaseModel):
     total_tokens: int = 0
 
 
+class RunFile(BaseModel):
+    """A file a tool call returned (what it wrote under ``out/``), kept with the run."""
+
+    path: str
+    size: int = Field(description="Its size in the run, in bytes.")
+    sha256: str | None = None
+    content: str | None = Field(
+        None,
+        description="Base64; null when it was not returned (truncated, skipped) or the"
+        " run's file budget (PAGI_AGENT_RUN_FILE_BYTES) was spent.",
+    )
+    truncated: bool = Field(
+        False, description="Listed without content: over the sandbox's or the run's caps."
+    )
+    skipped: str | None = Field(
+        None, description="Why the sandbox never returns it (symlink, fifo, hard_link...)."
+    )
+
+
 class ToolResult(BaseModel):
     """What one tool call gave, as the model saw it (outputs capped)."""
 
@@ -58,6 +77,10 @@ class ToolResult(BaseModel):
         " timeout, budget or deadline.",
     )
     duration_ms: float = Field(0.0, description="The sandbox call's round trip.")
+    files: list[RunFile] = Field(
+        default_factory=list,
+        description="The files the call returned (the model sees their names and sizes).",
+    )
 
 
 class ToolCallRecord(BaseModel):

@@ -139,6 +139,7 @@ class RunService:
             observation_bytes=settings.pagi_agent_observation_bytes,
             max_calls_per_step=settings.pagi_agent_max_calls_per_step,
             max_conversation_bytes=settings.pagi_agent_max_conversation_bytes,
+            file_bytes=settings.pagi_agent_run_file_bytes,
         )
         self.max_concurrent = settings.pagi_agent_max_concurrent_runs
         # How long a run's end waits for memory to store it (retrying meanwhile).

@@ -76,6 +76,10 @@ def fit_document(run: RunRecord, max_bytes: int) -> dict[str, Any]:
     if _size(document) <= max_bytes:
         return document
     for step in steps:
+        _drop_file_contents(step)  # the names, sizes and hashes stay
+    if _size(document) <= max_bytes:
+        return document
+    for step in steps:
         _cut_step(step)
     if _size(document) <= max_bytes:
         return document
@@ -85,6 +89,14 @@ def fit_document(run: RunRecord, max_bytes: int) -> dict[str, Any]:
         if isinstance(document.get(key), str):
             document[key] = document[key][: max_bytes // 8]
     return document
+
+
+def _drop_file_contents(step: dict[str, Any]) -> None:
+    for call in step["calls"]:
+        for entry in call["result"].get("files") or []:
+            if entry.get("content") is not None:
+                entry["content"] = None
+                entry["truncated"] = True
 
 
 def _cut_step(step: dict[str, Any]) -> None:

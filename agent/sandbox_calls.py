@@ -10,6 +10,7 @@ then sees as the call's result.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -36,6 +37,19 @@ class SandboxTool:
     description: str
     takes_code: bool
     max_code_bytes: int
+    input_files: int = 0
+    """Files a call may carry into the run's working dir (0: none)."""
+    input_bytes: int = 0
+    output_files: int = 0
+    """Files under out/ the sandbox returns with their content (0: none)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file a call brings into the run's working dir."""
+
+    path: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -109,18 +123,32 @@ class SandboxCalls:
                         description=str(entry.get("description") or ""),
                         takes_code=bool(entry["takes_code"]),
                         max_code_bytes=int(entry.get("max_code_bytes") or 0),
+                        input_files=int(entry.get("input_files") or 0),
+                        input_bytes=int(entry.get("input_bytes") or 0),
+                        output_files=int(entry.get("output_files") or 0),
                     )
                 )
             except (KeyError, TypeError, ValueError):
                 log_event(logger, "tool_entry_skipped", logging.WARNING, entry=str(entry)[:200])
         return tools
 
-    async def run(self, tool: str, code: str | None, timeout_seconds: float) -> ToolOutcome:
-        """Run ``tool`` (with ``code``) in the sandbox; never raises but when cancelled."""
+    async def run(
+        self,
+        tool: str,
+        code: str | None,
+        timeout_seconds: float,
+        files: tuple[InputFile, ...] = (),
+    ) -> ToolOutcome:
+        """Run ``tool`` (with ``code`` and ``files``) in the sandbox; never raises but when
+        cancelled."""
         started = time.perf_counter()
         body: dict[str, Any] = {"tool_name": tool}
         if code is not None:
             body["code"] = code
+        if files:
+            body["files"] = [
+                {"path": f.path, "content": base64.b64encode(f.data).decode("ascii")} for f in files
+            ]
         try:
             async with asyncio.timeout(timeout_seconds):
                 async with self.client.stream(

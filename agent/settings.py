@@ -64,6 +64,13 @@ class AgentSettings(RunCeilingSettings):
         le=300,
         description="Time kept, within a run's deadline, for the last call asking for a summary.",
     )
+    pagi_agent_run_file_bytes: int = Field(
+        8 * MIB,
+        ge=0,
+        le=256 * MIB,
+        description="Bytes of the files a run's tools returned kept with the run's record;"
+        " files beyond are listed without content.",
+    )
     pagi_agent_max_conversation_bytes: int = Field(
         480 * KIB,
         ge=16 * KIB,

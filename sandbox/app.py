@@ -48,7 +48,7 @@ from pagi.metrics import CounterFromTotal
 from pagi.request_id import current_request_id
 from sandbox.admission import Admission, AdmissionRefused
 from sandbox.audit import AuditLog, last_lines, utc_now
-from sandbox.file_audit import files_in_record
+from sandbox.file_audit import files_in_record, files_out_record
 from sandbox.files_in import check_input_files, request_bytes
 from sandbox.models import (
     ExecuteToolRequest,
@@ -93,6 +93,7 @@ class ToolRunner(Protocol):
     async def run(self, spec: RunSpec) -> RunResult: ...
     def isolation_report(self) -> dict[str, Any]: ...
     def missing_layers(self, required: Iterable[str]) -> list[str]: ...
+    def package_env_mount_problem(self, path: str) -> str | None: ...
     async def reload(self, policy_version: str) -> None: ...
 
 
@@ -173,12 +174,18 @@ class Sandbox:
                 package_env=env,
                 state=status,
             )
-        if not getattr(self.runner, "mounts_package_envs", False):
+        check = getattr(self.runner, "package_env_mount_problem", None)
+        problem = (
+            "this sandbox's runner does not mount package environments"
+            if check is None
+            else check(state.path or "")
+        )
+        if problem is not None:
             return ApiError(
                 503,
                 "package_env_unavailable",
-                f"tool {name!r} needs package environment {env!r}, which this sandbox's"
-                " runner cannot mount into a jail",
+                f"tool {name!r} needs package environment {env!r}, which cannot be mounted"
+                f" into a jail: {problem}",
                 tool=name,
                 package_env=env,
                 state=state.status,
@@ -247,8 +254,13 @@ class Sandbox:
         if unusable is not None:
             raise unusable
 
+        # Ready (checked above): its interpreter, its directory to mount.
+        env = self.envs.state(tool.package_env) if tool.package_env is not None else None
+        python = env.python if env is not None and env.python else self.settings.pagi_sandbox_python
+        env_path = env.path if env is not None else None
+        preload = env.preload if env is not None else ()
         spec = run_spec_for(
-            snapshot, name, tool, code, self.settings.pagi_sandbox_python, record["request_id"]
+            snapshot, name, tool, code, python, env_path, preload, request_id=record["request_id"]
         )
         if inputs:
             # The code file first; no input file may take its name (checked).
@@ -266,7 +278,8 @@ class Sandbox:
                 headers={"Retry-After": str(exc.retry_after)},
                 retry_after=exc.retry_after,
             ) from None
-        response = response_of(result, name, snapshot.version)
+        response = response_of(result, name, snapshot.version, result.files)
+        record["files_out"] = files_out_record(result.files)
         record["outcome"] = {
             "tool_status": response.tool_status,
             "exit_code": result.exit_code,

@@ -42,10 +42,12 @@ import logging
 import os
 import py_compile
 import secrets
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +58,7 @@ from pagi.logging import log_event
 from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_environment
 from sandbox.egress.proxy import EgressProxy, EgressSession
 from sandbox.egress.report import EgressReport
+from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
@@ -69,7 +72,7 @@ from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.lock_pins import LockPins
-from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
+from sandbox.jail.mountns import COPIED_FILE_BYTES, JAIL_OWN_PATHS, beneath, outermost
 from sandbox.jail.netns import LISTENER_MESSAGE, PROXY_PORT
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.zygote import COLD, WARM
@@ -184,6 +187,8 @@ class _Report:
         """Refusals per syscall number (-1: syscalls beyond those init names)."""
         self.wall_timeout = False
         self.ran_cold = False
+        self.workdir_fd: int | None = None
+        """The run's working dir, from init (see :meth:`_ReportReader.take_workdir`)."""
 
     def feed(self, line: str, sender: int | None) -> None:
         """Take one line; `sender`: the pid (as the service sees it) of its writer."""
@@ -243,6 +248,7 @@ class _ReportReader:
             return
         except OSError:
             chunk, ancillary = b"", []
+        self._take_fds(ancillary, chunk)
         if not chunk or len(self._pending) > 1 << 16:
             self._loop.remove_reader(self._fd)
             for future in (self.finished, self.ended):
@@ -259,7 +265,6 @@ class _ReportReader:
             ),
             None,
         )
-        self._take_fds(ancillary, chunk)
         self._pending.extend(chunk)
         while b"\n" in self._pending:
             line, _, rest = bytes(self._pending).partition(b"\n")
@@ -273,20 +278,30 @@ class _ReportReader:
                 self.finished.set_result(None)
 
     def _take_fds(self, ancillary: list[tuple[int, int, bytes]], chunk: bytes) -> None:
-        """Keep the first listener the jail sends (with its line); close any other fd."""
+        """Keep the descriptors init sends with their lines; close any other.
+
+        A read ends with the message that carried descriptors (lines written
+        before it, by the same process, may come in the same read), so the
+        read's last line says what they are: the egress proxy's listener, or
+        the run's working dir. Only the first of each is kept.
+        """
         fds = [
             fd
             for level, kind, data in ancillary
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
+            for (fd,) in _FD.iter_unpack(data[: len(data) - len(data) % _FD.size])
         ]
         for fd in fds:
-            # A read ends with the message that carried fds (lines written
-            # before it, by the same process, may come in the same read).
             if self.listener is None and chunk.endswith(LISTENER_MESSAGE):
                 self.listener = socket.socket(fileno=fd)
                 if not self.listener_arrived.done():
                     self.listener_arrived.set_result(None)
+            elif (
+                self.report.workdir_fd is None
+                and self._fd >= 0
+                and chunk.endswith(_WORKDIR_MESSAGE)
+            ):
+                self.report.workdir_fd = fd
             else:
                 os.close(fd)
 
@@ -295,8 +310,16 @@ class _ReportReader:
         listener, self.listener = self.listener, None
         return listener
 
+    def take_workdir(self) -> int | None:
+        """The run's working dir (the caller closes it); None if the jail sent none."""
+        fd, self.report.workdir_fd = self.report.workdir_fd, None
+        return fd
+
     def close(self) -> None:
-        """Stop reading and close the socket, and a listener nobody took (idempotent)."""
+        """Stop reading; close the socket, and a listener or working dir nobody took (idempotent)."""
+        workdir = self.take_workdir()
+        if workdir is not None:
+            os.close(workdir)
         if self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._socket.close()
@@ -320,8 +343,14 @@ class _Zygote:
         template: tuple[str, list[str], list[str]],
         runs_root: Path,
         package_fd: int,
+        package_env: str | None = None,
+        cache_dir: str = "",
     ) -> None:
         self.package_fd = package_fd
+        self.package_env = package_env
+        self.cache_dir = cache_dir
+        """Where an environment's preloaded modules keep caches (matplotlib's font list)."""
+        """A package environment's directory: `python` is its interpreter, run with ``site``."""
         self.python = python
         self.modules = list(modules)
         self.cgroup_files = cgroup_files
@@ -345,7 +374,9 @@ class _Zygote:
                 [
                     self.python,
                     "-I",
-                    "-S",
+                    # An environment's packages are found through site (its tools' commands
+                    # run without -S): its zygote imports it too.
+                    *(() if self.package_env is not None else ("-S",)),
                     launcher_path(self.package_fd),
                     "--zygote",
                     str(child_end.fileno()),
@@ -364,7 +395,15 @@ class _Zygote:
                 # tools run under: a warm run starts the way a fresh interpreter
                 # would only under the locale its zygote started in (see
                 # inprocess.prepare). The tool's own environment replaces this one.
-                env={"LD_BIND_NOW": "1", "LANG": DEFAULT_ENV["LANG"]},
+                env={
+                    "LD_BIND_NOW": "1",
+                    "LANG": DEFAULT_ENV["LANG"],
+                    **(
+                        {**PACKAGE_ENV_ZYGOTE_ENV, "MPLCONFIGDIR": f"{self.cache_dir}/matplotlib"}
+                        if self.package_env is not None
+                        else {}
+                    ),
+                },
                 # Run roots are named relative to it: the state dir's path stays out
                 # of the zygote's memory.
                 cwd=self.runs_root,
@@ -400,6 +439,18 @@ class _Zygote:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+PACKAGE_ENV_ZYGOTE_ENV = {
+    # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+}
+"""What a package environment's zygote imports its preload modules under (then emptied),
+with ``MPLCONFIGDIR``: a directory of the runner's own (see :meth:`Runner.start`)."""
 
 
 class _Jail:
@@ -443,6 +494,8 @@ class _Slot:
         self.cgroup = cgroup
         self.root_dir = root_dir  # mountpoint of each run's root, in the run's own ns
         self.zygote: _Zygote | None = None
+        self.env_zygotes: dict[str, _Zygote] = {}
+        """One per package environment a run of this slot used (started on its first run)."""
         self.restarting = False
         self.spare: _Jail | None = None
         self.spare_shape: tuple[object, ...] | None = None
@@ -470,9 +523,11 @@ class _Slot:
             self.dirty = True
 
     def zygote_pid(self) -> frozenset[int]:
-        zygote = self.zygote
-        pid = zygote.pid if zygote is not None and zygote.alive() else None
-        return frozenset() if pid is None else frozenset({pid})
+        """The slot's zygotes' pids (the processes its cgroup keeps between runs)."""
+        zygotes = [self.zygote, *self.env_zygotes.values()]
+        return frozenset(
+            z.pid for z in zygotes if z is not None and z.pid is not None and z.alive()
+        )
 
 
 class _SlotPool:
@@ -555,6 +610,7 @@ class Runner:
         self._own_proxy = egress_proxy is None
         self.egress_proxy = egress_proxy
         """Serves the runs of tools with a ``[tools.NAME.network]`` table (made at start)."""
+        self._package_env_cache = ""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -564,6 +620,11 @@ class Runner:
         os.chmod(self.runs_root, 0o700)
         if self.egress_proxy is None:
             self.egress_proxy = EgressProxy()
+        if not self._package_env_cache:
+            # Absolute, and naming nothing of the service's state: the modules a zygote
+            # preloads keep the path in memory every warm run of it inherits (a
+            # relative one they make absolute, with the zygote's working dir).
+            self._package_env_cache = tempfile.mkdtemp(prefix="pagi-package-envs-")
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         await asyncio.to_thread(self._inspect_interpreter)
@@ -607,9 +668,11 @@ class Runner:
             await asyncio.wait(list(self._background), timeout=10)
         for slot in self._slots:
             slot.withdraw_spare()
-            zygote, slot.zygote = slot.zygote, None
-            if zygote is not None:
-                await asyncio.to_thread(zygote.stop)
+            zygotes = [slot.zygote, *slot.env_zygotes.values()]
+            slot.zygote, slot.env_zygotes = None, {}
+            for zygote in zygotes:
+                if zygote is not None:
+                    await asyncio.to_thread(zygote.stop)
             if slot.cgroup is not None:
                 await asyncio.to_thread(slot.cgroup.remove)
         if self._cgroup_bases:
@@ -623,6 +686,9 @@ class Runner:
         if self._package_fd >= 0:
             os.close(self._package_fd)
             self._package_fd = -1
+        if self._package_env_cache:
+            await asyncio.to_thread(shutil.rmtree, self._package_env_cache, True)
+            self._package_env_cache = ""
         self._started = False
 
     async def reload(self, policy_version: str) -> None:
@@ -632,6 +698,8 @@ class Runner:
         self._policy_version = policy_version
         for slot in self._slots:
             self._recycle_zygote(slot)
+            for env in list(slot.env_zygotes):
+                self._drop_env_zygote(slot, env)  # started again by the next run that needs it
 
     def _inspect_interpreter(self) -> None:
         output = subprocess.run(
@@ -656,6 +724,11 @@ class Runner:
         """What every run may read: the interpreter's prefix and the system paths."""
         return [self._interpreter_prefix, *SYSTEM_READ_PATHS]
 
+    def _template_read_paths(self, package_env: str | None) -> list[str]:
+        """What every run of a zygote may read: the base paths, and its package environment."""
+        base = self._base_read_paths()
+        return base if package_env is None else [*base, os.path.realpath(package_env)]
+
     def _start_zygote(self, slot: _Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
         template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
@@ -673,6 +746,59 @@ class Runner:
             slot.zygote = None
             return
         slot.zygote = zygote
+
+    def _env_zygote(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+        """The slot's zygote for `spec`'s package environment, started on its first run.
+
+        Its interpreter is the environment's (``argv[0]``), with ``site``,
+        and it preloads the environment's modules; it lives in the slot's
+        cgroup beside the slot's own zygote (the run's limits come on top
+        of both, see :meth:`RunCgroup.prepare_run`).
+        """
+        env = spec.package_env
+        assert env is not None
+        zygote = slot.env_zygotes.get(env)
+        if zygote is not None and zygote.alive():
+            if zygote.runs < self.warm_runs_before_recycle:
+                return zygote
+            self._drop_env_zygote(slot, env)
+        elif zygote is not None:
+            self._drop_env_zygote(slot, env)
+            self._zygote_restarts += 1
+        cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
+        template = (slot.root_dir.name, self._template_read_paths(env), self._hidden_paths)
+        zygote = _Zygote(
+            spec.argv[0],
+            spec.preload,
+            cgroup_files,
+            template,
+            self.runs_root,
+            self._package_fd,
+            package_env=env,
+            cache_dir=self._package_env_cache,
+        )
+        try:
+            zygote.start()
+        except OSError:
+            return None
+        slot.env_zygotes[env] = zygote
+        return zygote
+
+    def _drop_env_zygote(self, slot: _Slot, env: str) -> None:
+        """Stop the slot's zygote of `env` (in the background), and the slot's spare."""
+        zygote = slot.env_zygotes.pop(env, None)
+        if slot.spare_shape is not None and env in slot.spare_shape:
+            slot.withdraw_spare()
+        if zygote is not None:
+            self._in_background(asyncio.to_thread(zygote.stop))
+
+    def _zygote_for(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+        """The zygote that forks `spec`'s jail in `slot`; None: the service spawns a launcher."""
+        if spec.network:
+            return None  # it must not inherit a zygote's empty network namespace
+        if spec.package_env is not None:
+            return self._env_zygote(slot, spec)
+        return slot.zygote if self._zygote_ready(slot) else None
 
     def _recycle_zygote(self, slot: _Slot) -> None:
         """Replace the slot's zygote (old one stopped in the background), and its spare."""
@@ -721,6 +847,15 @@ class Runner:
             # Warm runs whose tool's locale needed a fresh interpreter (inprocess.prepare).
             "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
+            # Started in a slot by the first run there of a tool with that environment.
+            "package_env_zygotes": {
+                env: sum(
+                    1
+                    for slot in self._slots
+                    if env in slot.env_zygotes and slot.env_zygotes[env].alive()
+                )
+                for env in sorted({env for slot in self._slots for env in slot.env_zygotes})
+            },
         }
         report["limit_scope"] = self._limit_scope()
         problem = self.egress_problem()
@@ -758,6 +893,22 @@ class Runner:
         missing = self.missing_layers(("netns", "seccomp"))
         if missing:
             return f"isolation layer(s) it needs are not active: {', '.join(missing)}"
+        return None
+
+    def package_env_mount_problem(self, path: str) -> str | None:
+        """Why the package environment at `path` cannot be shown to a tool; None if it can.
+
+        It is mounted read-only at its own path, so it must be an absolute,
+        existing directory outside the jail's own mounts (its /tmp, /proc,
+        /dev, working dir) and outside the service's run roots.
+        """
+        real = os.path.realpath(path) if path else ""
+        if not real.startswith("/") or not os.path.isdir(real):
+            return f"{path!r} is not a directory"
+        if beneath(real, list(JAIL_OWN_PATHS)):
+            return f"{real} is under a path the jail mounts itself ({', '.join(JAIL_OWN_PATHS)})"
+        if beneath(real, [str(self.runs_root)]) or beneath(str(self.runs_root), [real]):
+            return f"{real} overlaps the sandbox's run roots ({self.runs_root})"
         return None
 
     def missing_layers(self, required: Iterable[str]) -> list[str]:
@@ -799,7 +950,10 @@ class Runner:
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         started = time.perf_counter()
         assert self._free_slots is not None
-        python = parse_python_argv(list(spec.argv), self._python_as_named)
+        if spec.package_env is None:
+            python = parse_python_argv(list(spec.argv), self._python_as_named)
+        else:
+            python = parse_python_argv(list(spec.argv), spec.argv[0], site=True)
         warm = spec.warm and python is not None
         shape = _shape(spec, warm)
         slot = await self._free_slots.take(shape)
@@ -892,7 +1046,7 @@ class Runner:
             await self._empty(slot)
             if slot.cgroup is not None:
                 slot.cgroup.reset_counters()  # off the next run's critical path
-            if rearm is not None and self._started and self._zygote_ready(slot):
+            if rearm is not None and self._started and self._zygote_for(slot, rearm[0]):
                 spec, config, warm = rearm
                 slot.spare = await self._arm(spec, config, slot, cgroup, warm)
                 slot.spare.key = (warm, config)
@@ -927,7 +1081,7 @@ class Runner:
         layers: list[str],
     ) -> JailConfig:
         limits = spec.limits
-        base = self._base_read_paths()
+        base = self._template_read_paths(spec.package_env)
         egress = spec.egress is not None and not spec.network
         readable = [*spec.readable_paths, *(_existing(EGRESS_READ_PATHS) if egress else [])]
         extra_read_paths = [
@@ -944,7 +1098,7 @@ class Runner:
             uid=self.uid,
             gid=self.gid,
             root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
-            read_paths=[*self._base_read_paths(), *extra_read_paths],
+            read_paths=[*base, *extra_read_paths],
             extra_read_paths=extra_read_paths,
             hidden_paths=self._hidden_paths,
             limits={
@@ -1026,14 +1180,17 @@ class Runner:
         # inherit the zygote's empty network namespace: the service spawns
         # its launcher itself.
         try:
-            if not spec.network and self._zygote_ready(slot):
+            zygote = self._zygote_for(slot, spec)
+            if zygote is not None:
                 try:
-                    assert slot.zygote is not None
-                    slot.zygote.submit(child_ends, warm)
+                    zygote.submit(child_ends, warm)
                     jail.via_zygote = True
                     jail.warm = warm
-                except (OSError, AssertionError):
-                    self._schedule_zygote_restart(slot)
+                except OSError:
+                    if spec.package_env is not None:
+                        self._drop_env_zygote(slot, spec.package_env)
+                    else:
+                        self._schedule_zygote_restart(slot)
             if not jail.via_zygote:
                 launch = launcher_path(self._package_fd)
                 jail.process = subprocess.Popen(
@@ -1141,6 +1298,7 @@ class Runner:
         if report.failed_layer is not None:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
+        files = await _output_files(spec, jail.reader)
         stdout, stdout_truncated = _output_of(stdout_task)
         stderr, stderr_truncated = _output_of(stderr_task)
         ended_normally = report.exit_code is not None or report.signal is not None
@@ -1180,6 +1338,7 @@ class Runner:
             seccomp_denials=denials,
             supervisor_died=supervisor_died,
             path="warm" if jail.warm and not report.ran_cold else "cold",
+            files=files,
         )
 
     # ----------------------------------------------------------------- probing
@@ -1275,6 +1434,7 @@ def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
         spec.egress is not None,
         spec.readable_paths,
         spec.denied_syscalls,
+        spec.package_env,
     )
 
 
@@ -1311,6 +1471,39 @@ def _check_file_name(name: str) -> None:
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
     if "\0" in name or len(name) > 255:
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
+
+
+async def _output_files(spec: RunSpec, reader: _ReportReader) -> OutputCollection | None:
+    """What the tool left under ``out/``, read through the descriptor init sent (see
+    :func:`sandbox.jail.contain`): the run's own tmpfs, never a path, never a link."""
+    workdir = reader.take_workdir()
+    if workdir is None:
+        return None
+    if spec.outputs is None:
+        os.close(workdir)
+        return None
+    try:
+        os.stat(OUTPUT_DIR, dir_fd=workdir, follow_symlinks=False)
+    except FileNotFoundError:
+        os.close(workdir)
+        return None  # the usual case: no out/ at all, and no thread to start
+    except OSError:
+        pass  # the collector says what it is
+    caps = spec.outputs
+    collection = await asyncio.to_thread(_collect_closing, workdir, caps.files, caps.bytes)
+    if collection is None or not (collection.files or collection.unlisted):
+        return None
+    return collection
+
+
+def _collect_closing(workdir: int, max_files: int, max_bytes: int) -> OutputCollection | None:
+    """Collect, then close `workdir`: this thread owns it, even when its caller is cancelled."""
+    try:
+        return collect_output_files(workdir, max_files, max_bytes)
+    except OSError:
+        return None
+    finally:
+        os.close(workdir)
 
 
 def _kill(pid: int) -> None:
@@ -1386,9 +1579,12 @@ def _limit_hit(
 
 _CREDENTIALS = struct.Struct("iII")
 """struct ucred: pid, uid, gid."""
+_FD = struct.Struct("i")
 _CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
-_ANCILLARY_SPACE = _CREDENTIALS_SPACE + socket.CMSG_SPACE(4 * struct.calcsize("i"))
-"""Credentials, and room for the egress listener (more fds are truncated, never kept)."""
+_ANCILLARY_SPACE = _CREDENTIALS_SPACE + socket.CMSG_SPACE(4 * _FD.size)
+"""Credentials, and room for a few descriptors (one is expected; more are closed)."""
+_WORKDIR_MESSAGE = b"workdir\n"
+"""The report line that carries the run's working dir (SCM_RIGHTS)."""
 
 
 def _report_channel() -> tuple[int, int]:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sandbox.egress.config import EgressPolicy
 
+from sandbox.files_out import OutputCollection
+
 LimitName = Literal[
     "wall_time", "cpu_time", "memory", "file_size", "output", "processes", "open_files"
 ]
@@ -30,6 +32,15 @@ class RunLimits(BaseModel):
     processes: int = Field(16, ge=1)
     output_bytes: int = Field(64 * 1024, ge=1024)
     stack_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
+
+
+class OutputCaps(BaseModel):
+    """What of the files a tool leaves under ``out/`` is returned with content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    files: int = Field(16, ge=0)
+    bytes: int = Field(1024 * 1024, ge=0)
 
 
 class RunSpec(BaseModel):
@@ -58,6 +69,12 @@ class RunSpec(BaseModel):
     required_layers: frozenset[str] = frozenset()
     warm: bool = False
     """Run on the warm (pre-forked) path when one is available."""
+    package_env: str | None = None
+    """A package environment's directory: read-only at its own path in the jail, and the
+    warm path's interpreter is its ``bin/python`` (``argv[0]``), with `preload` imported."""
+    preload: tuple[str, ...] = ()
+    outputs: OutputCaps | None = None
+    """Collect what the tool leaves under ``out/``, within these caps (None: nothing)."""
     policy_version: str = ""
 
 
@@ -126,3 +143,5 @@ class RunResult(BaseModel):
     """Traffic through the egress proxy (None: the run had no proxy)."""
     egress_audit: list[dict[str, Any]] = Field(default_factory=list)
     """The egress proxy's decisions, as audit records (for the audit log, not the client)."""
+    files: OutputCollection | None = None
+    """What the tool left under ``out/`` (None: nothing there, or nothing collected)."""

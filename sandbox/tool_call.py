@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pagi.errors import ApiError
 from sandbox.policy import PYTHON_PLACEHOLDER, PolicySnapshot, ToolPolicy
-from sandbox.spec import RunSpec
+from sandbox.spec import OutputCaps, RunSpec
 
 
 def encode_code(code: str | None) -> bytes | None:
@@ -44,9 +44,17 @@ def run_spec_for(
     tool: ToolPolicy,
     code: bytes | None,
     python: str,
+    package_env: str | None = None,
+    preload: tuple[str, ...] = (),
     request_id: str = "",
 ) -> RunSpec:
-    """The run of ``tool`` with ``code`` under ``snapshot``'s limits, layers and egress rules."""
+    """The run of ``tool`` with ``code`` under ``snapshot``'s limits, layers and egress rules.
+
+    ``python``: what ``{python}`` stands for, the environment's interpreter
+    when the tool has one; ``package_env``: that environment's directory,
+    shown read-only in the jail at its own path; ``preload``: its modules
+    the warm path imports ahead.
+    """
     argv = [python if arg == PYTHON_PLACEHOLDER else arg for arg in tool.argv]
     stdin = b""
     files: dict[str, bytes] = {}
@@ -71,5 +79,8 @@ def run_spec_for(
         denied_syscalls=tool.denied_syscalls,
         required_layers=snapshot.required_layers,
         warm=tool.executor == "warm",
+        package_env=package_env,
+        preload=preload if package_env else (),
+        outputs=OutputCaps(files=tool.files.output_files, bytes=tool.files.output_bytes),
         policy_version=snapshot.version,
     )

@@ -34,6 +34,14 @@ class ToolInfo(BaseModel):
         default_factory=list,
         description="The hosts it may reach through the egress proxy (its policy's allow rules).",
     )
+    input_files: int = Field(
+        0, description="Files a call may carry (`files`), written into its working dir; 0: none."
+    )
+    input_bytes: int = Field(0, description="Their decoded size, all together.")
+    output_files: int = Field(
+        0, description="Files it writes under out/ returned with their content (more are listed)."
+    )
+    output_file_bytes: int = Field(0, description="Their size, all together.")
 
 
 class ToolList(BaseModel):
@@ -76,6 +84,10 @@ def build_tools_router(
                     output_bytes=limits.output_bytes,
                     network=tool.network is not False,
                     egress_allow=list(tool.egress.allow) if tool.egress else [],
+                    input_files=tool.files.input_files,
+                    input_bytes=tool.files.input_bytes if tool.files.input_files else 0,
+                    output_files=tool.files.output_files,
+                    output_file_bytes=tool.files.output_bytes if tool.files.output_files else 0,
                 )
             )
         return ToolList(caller=caller.subject, policy_version=snapshot.version, tools=tools)

@@ -41,7 +41,9 @@ write to it): ``jail`` (first, from the process to kill to end the run: the
 service learns its pid from the socket's credentials, so no host pid is
 ever written or held in the jail's memory; a launcher that forks init says
 it first, then init, which is the one to kill once it is up),
-``layer_failed LAYER REASON``, ``cold`` (a warm jail execs a fresh
+``layer_failed LAYER REASON``, ``workdir`` (from init, before the tool
+exists, with a descriptor of the run's working dir: see
+:func:`_send_workdir`), ``cold`` (a warm jail execs a fresh
 interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
 ``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number), then
 ``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
@@ -54,10 +56,12 @@ from __future__ import annotations
 # pays every import on each run (typing, or signal with its enums, cost
 # more than all the layers together). Hence `_signal`, and no typing.
 import os
+import sys
 from _signal import SIG_DFL, SIGINT, SIGKILL, default_int_handler, signal
 
 from sandbox.jail import (
     fds,
+    files,
     ipcns,
     landlock,
     limits,
@@ -87,6 +91,29 @@ def _apply(layer: str, step: object, *arguments: object) -> object:
 
 def _report(report: int, line: str) -> None:
     os.write(report, (line.replace("\n", " ") + "\n").encode())
+
+
+_WORKDIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _send_workdir(report: int, workdir: int) -> None:
+    """In init: hand the service a descriptor of the run's working dir (``workdir`` line).
+
+    The service reads the files the tool left under ``out/`` through it once
+    the tool has ended, and holding it keeps that tmpfs alive until then,
+    whatever became of the jail. Sent with the line (SCM_RIGHTS), then closed here.
+    """
+    import _socket  # preloaded in a zygote; a launcher the service started pays it
+
+    channel = _socket.socket(fileno=report)
+    try:
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, workdir.to_bytes(4, sys.byteorder))]
+        channel.sendmsg([b"workdir\n"], rights)
+    except OSError:
+        pass  # the service is gone: nobody to collect for
+    finally:
+        channel.detach()  # the report fd stays open
+        os.close(workdir)
 
 
 def _fail(report: int, error: LayerError) -> None:
@@ -207,10 +234,14 @@ def contain(
             _apply("utsns", utsns.set_hostname, config.hostname)
         _apply("privileges", privileges.set_non_dumpable)
         _apply("privileges", privileges.drop_capabilities)
+        # Opened before the tool exists, so it is the run's own tmpfs, whatever
+        # the tool does later: the service collects out/ through it.
+        workdir = _apply("mountns", os.open, WORKDIR_IN_JAIL, _WORKDIR_FLAGS)
     except LayerError as error:
         _fail(report, error)
     tool_pid = os.fork()
     if tool_pid:
+        _send_workdir(report, workdir)
         os.close(up_write)
         os.close(down_read)
         os.close(source)  # the payload is the tool's alone
@@ -219,6 +250,7 @@ def contain(
         _init(tool_pid, (up_read, down_write), started_read, wall_seconds, report)
 
     # Pid 2: the tool.
+    os.close(workdir)
     signal(SIGINT, default_int_handler)  # as in any Python (an exec resets it to the default)
     try:
         _die_with_parent(1)
@@ -284,7 +316,9 @@ def receive(config: JailConfig, channel: tuple[int, int, int]) -> RunPayload:
         os._exit(LAYER_FAILED_EXIT)
     os.write(started, b"s")
     try:
-        mountns.write_files(WORKDIR_IN_JAIL, payload.files, (config.uid, config.gid))
+        # As the tool's own user, every layer in force: nothing already in
+        # the working dir is followed (see sandbox.jail.files).
+        files.write_input_files(WORKDIR_IN_JAIL, payload.files)
         if "rlimits" in config.layers:
             limits.apply_file_size(config.limits)
     except OSError as error:

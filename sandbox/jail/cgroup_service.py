@@ -200,10 +200,10 @@ class RunCgroup:
     def prepare_run(self, memory_bytes: int, processes: int) -> None:
         """Limits for the next run: `memory_bytes` and `processes` on top of the zygote.
 
-        What is there is the slot's zygote (and its shared pages), which the
-        run's processes fork from, and page cache earlier runs left: that
-        cache is not counted as the zygote's, so it cannot shrink the run's
-        room (the kernel reclaims it as the run needs). The limits are
+        What is there is the slot's zygotes (and their shared pages), which the
+        run's processes fork from, and page cache earlier runs left: file
+        pages are not counted as the zygotes', so they cannot shrink the run's
+        room (the kernel reclaims them as the run needs), nor widen it. The limits are
         written only when they moved; the counters are normally reset
         already, right after the previous run (:meth:`reset_counters`).
         """
@@ -220,21 +220,26 @@ class RunCgroup:
         self._counters_fresh = False
 
     def _resident_bytes(self) -> int:
-        """What the group holds now, less the page cache no process maps (reclaimable)."""
+        """What the group holds now, less its file pages (page cache, mapped or not).
+
+        The kernel reclaims file pages, those the zygotes map too (their
+        shared libraries: 100 MiB and more for a package environment's),
+        when a run needs room: counted as resident, the run could hold that
+        much more than its own limit once they are reclaimed.
+        """
         if "memory" in self.dirs:
             usage = int(self._read("memory", "memory.usage_in_bytes"))
             stat = self._read("memory", "memory.stat")
             file_pages = _stat_value(stat, "total_active_file") + _stat_value(
                 stat, "total_inactive_file"
             )
-            unmapped = file_pages - _stat_value(stat, "total_mapped_file")
         elif "v2" in self.dirs:
             usage = int(self._read("v2", "memory.current"))
             stat = self._read("v2", "memory.stat")
-            unmapped = _stat_value(stat, "file") - _stat_value(stat, "file_mapped")
+            file_pages = _stat_value(stat, "file")
         else:
             return 0
-        return max(usage - max(unmapped, 0), 0)
+        return max(usage - max(file_pages, 0), 0)
 
     def _set_limits(self, memory_limit: int, processes: int) -> None:
         resident = len(self.pids())

@@ -29,17 +29,26 @@ _NEUTRAL_FLAGS = frozenset("sEPq")
 """Options that change nothing once -I is given (-s, -E, -P) or outside a terminal (-q)."""
 
 
-def parse_python_argv(argv: list[str], interpreter: str) -> dict[str, object] | None:
+def parse_python_argv(
+    argv: list[str], interpreter: str, site: bool = False
+) -> dict[str, object] | None:
     """If `argv` runs `interpreter` on code in a way we can reproduce, describe it.
 
     Returns ``{"code": str | None, "path": str | None, "argv": [...]}`` (code
     read from stdin when both are None), or None (exec the command instead):
     only a command started exactly as the warm interpreter was (``-I -S``,
-    nothing that sets another of ``sys.flags``) can run in it.
+    nothing that sets another of ``sys.flags``) can run in it. With `site`
+    the warm interpreter is a package environment's, started with ``-I``
+    and the ``site`` module: `argv[0]` must name it as given (a virtual
+    environment is known by the name its interpreter is started by), and
+    ``-S`` is not reproducible.
     """
     if not argv:
         return None
-    if argv[0] != interpreter and os.path.realpath(argv[0]) != os.path.realpath(interpreter):
+    if site:
+        if argv[0] != interpreter:
+            return None
+    elif argv[0] != interpreter and os.path.realpath(argv[0]) != os.path.realpath(interpreter):
         return None
     flags: set[str] = set()
     index = 1
@@ -61,6 +70,8 @@ def parse_python_argv(argv: list[str], interpreter: str) -> dict[str, object] | 
             described = {"code": None, "path": None, "argv": rest}
         else:
             described = {"code": None, "path": argv[index], "argv": argv[index:]}
+    if site:
+        return described if "I" in flags and "S" not in flags else None
     return described if _ZYGOTE_FLAGS <= flags else None
 
 

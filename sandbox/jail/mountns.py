@@ -330,26 +330,6 @@ def _make_devices(root: str, own_nodes: bool) -> None:
         )
 
 
-def write_files(workdir: str, files: dict[str, bytes], owner: tuple[int, int]) -> None:
-    """The run's input files, owned by the jail user (names checked by the service)."""
-    for name, content in files.items():
-        if name.startswith("/") or ".." in name.split("/"):
-            raise ValueError(f"invalid file name {name!r}")
-        target = os.path.join(workdir, name)
-        parent = os.path.dirname(target)
-        if parent != workdir and not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700)
-            relative = os.path.relpath(parent, workdir).split("/")
-            for depth in range(1, len(relative) + 1):
-                os.chown(os.path.join(workdir, *relative[:depth]), *owner)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, content)
-            os.fchown(fd, *owner)
-        finally:
-            os.close(fd)
-
-
 def build_template(
     root: str, read_paths: list[str], hidden_paths: list[str], as_real_root: bool = True
 ) -> None:

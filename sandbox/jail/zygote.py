@@ -68,7 +68,8 @@ def warm_up() -> None:
 
 KEPT_ARGUMENTS = ("python", "-I", "-S", "/proc/self/fd/N/sandbox/jail/launch.py", "--zygote")
 """What a zygote's command line still shows once it is up (the rest is blanked): the
-launch script is named through an fd, not by its host path."""
+launch script is named through an fd, not by its host path (a package environment's
+zygote: the same without ``-S``)."""
 
 
 def blank_command_line(keep: int) -> None:
@@ -171,7 +172,8 @@ def serve(arguments: list[str]) -> None:
     # Every child runs under this frame, and warm tools' code in this
     # interpreter: nothing here may name the host paths given at start.
     del cgroup_fds, template, modules
-    blank_command_line(keep=len(KEPT_ARGUMENTS))
+    # A package environment's zygote runs without -S: one argument fewer before --zygote.
+    blank_command_line(keep=sys.orig_argv.index("--zygote") + 1)
     for_every_run = frozenset(prepared)
     with_own_pid_namespace = for_every_run | {"pidns"}
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these

@@ -7,6 +7,7 @@ through ``GET /api/v1/policy`` and the default is restored afterwards).
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -142,6 +143,43 @@ def test_python_prints_four(sandbox: Sandbox, operator: str) -> None:
     assert body["tool_status"] == "ok"
     assert body["result"]["stdout"] == "4\n"
     assert body["result"]["stderr"] == ""
+
+
+def test_a_csv_in_comes_back_as_a_file_out_and_the_audit_names_both(
+    sandbox: Sandbox, operator: str
+) -> None:
+    code = (
+        "import csv, os\n"
+        "rows = list(csv.reader(open('data/sales.csv')))\n"
+        "os.makedirs('out/charts')\n"
+        "open('out/charts/total.txt', 'w').write(str(sum(int(r[1]) for r in rows[1:])))\n"
+        "os.symlink('/etc/passwd', 'out/passwd')\n"
+    )
+    csv_data = b"region,amount\nnorth,10\nsouth,5\n"
+    response = sandbox.execute(
+        operator,
+        tool_name="python",
+        code=code,
+        files=[{"path": "data/sales.csv", "content": base64.b64encode(csv_data).decode()}],
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["exit_code"] == 0, result
+    assert [(f["path"], f["content"], f["skipped"]) for f in result["files"]] == [
+        ("out/charts/total.txt", base64.b64encode(b"15").decode(), None),
+        ("out/passwd", None, "symlink"),
+    ]
+    record = [
+        r for r in map(json.loads, sandbox.audit.read_text().splitlines()) if r.get("files_in")
+    ][-1]
+    assert record["files_in"]["files"] == [
+        {
+            "path": "data/sales.csv",
+            "size": len(csv_data),
+            "sha256": hashlib.sha256(csv_data).hexdigest(),
+        }
+    ]
+    assert record["files_out"]["returned"] == 1 and record["files_out"]["count"] == 2
 
 
 def test_python_failure_and_timeout(sandbox: Sandbox, operator: str) -> None:

@@ -3,7 +3,10 @@
 Modes: ``root`` (the service runs as root, as on this test machine) and
 ``unprivileged`` (the service runs as uid 10001 with no capability, as in
 the hardened container; see :mod:`tests.escape.unprivileged`). Every test
-runs against each of the four.
+runs against each of the four, and against the ``python-data`` tool (warm,
+root: its package environment mounted, its runs forked from a zygote with
+numpy, pandas and matplotlib loaded; the environment is built into the
+tests' cache, ``PAGI_TEST_ENVS_DIR``, when missing).
 
 Everything an attack may go after lives in a world-readable area under /tmp,
 so that only the jail's layers (not file modes) can stand in the way: the
@@ -18,6 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +31,7 @@ import pytest
 from pagi import SERVICES
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
+from sandbox.package_envs import build, definitions
 from sandbox.policy import load_policy
 from sandbox.settings import base_python_executable
 from testing.stack import REPO, LogCollector, stack_env
@@ -35,7 +40,9 @@ from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, g
 
 EXECUTION_PATHS = ("cold", "warm")
 JAIL_MODES = ("root", "unprivileged")
-SANDBOXES = [(path, mode) for mode in JAIL_MODES for path in EXECUTION_PATHS]
+SANDBOXES = [(path, mode, "python") for mode in JAIL_MODES for path in EXECUTION_PATHS]
+SANDBOXES.append(("warm", "root", "python-data"))
+ENVS_DIR = Path(os.environ.get("PAGI_TEST_ENVS_DIR", Path.home() / ".cache" / "pagi" / "test-envs"))
 POLICY_SOURCE = REPO / "policies" / "sandbox.toml"
 
 LAYER_LOG: list[tuple[str, str, str, str]] = []
@@ -53,6 +60,16 @@ def policy_with_executor(source: Path, executor: str) -> str:
     else:
         body = body.replace("[tools.python]\n", f'[tools.python]\nexecutor = "{executor}"\n', 1)
     return text[: section.start()] + body + text[section.end() :]
+
+
+def wait_for_env(client: httpx.Client, url: str) -> None:
+    """Until the sandbox has checked the data environment and found it ready."""
+    for _ in range(600):
+        envs = client.get(f"{url}/health").json()["package_envs"]
+        if envs["data"]["state"] == "ready":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the data environment is not ready: {envs['data']}")
 
 
 def writable_cgroups() -> bool:
@@ -97,7 +114,11 @@ def host_listeners(escape_area: Path) -> Iterator[HostListeners]:
     listeners.close()
 
 
-@pytest.fixture(scope="session", params=SANDBOXES, ids=[f"{p}-{m}" for p, m in SANDBOXES])
+@pytest.fixture(
+    scope="session",
+    params=SANDBOXES,
+    ids=[f"{p}-{m}" if t == "python" else f"{t}-{p}-{m}" for p, m, t in SANDBOXES],
+)
 def sandbox(
     request: pytest.FixtureRequest,
     escape_area: Path,
@@ -106,12 +127,19 @@ def sandbox(
     host_listeners: HostListeners,
 ) -> Iterator[SandboxUnderTest]:
     """A running sandbox service: cold or warm python executor, root or unprivileged jail."""
-    path, mode = request.param
-    area = escape_area / f"{path}-{mode}"
+    path, mode, tool = request.param
+    area = escape_area / f"{tool}-{path}-{mode}"
     (area / "policy").mkdir(parents=True)
     policy = area / "policy" / "sandbox.toml"
     policy.write_text(policy_with_executor(POLICY_SOURCE, path))
+    shutil.copytree(POLICY_SOURCE.parent / "envs", area / "policy" / "envs")
     env = stack_env(area / "state", escape_keys, PAGI_SANDBOX_POLICY=str(policy))
+    interpreter = env.get("PAGI_SANDBOX_PYTHON") or base_python_executable()
+    if tool != "python":
+        definition = definitions(load_policy(policy))["data"]
+        built = build(definition, ENVS_DIR, interpreter, quiet=True, echo=lambda _: None)
+        assert built.ready, built.reason
+        env["PAGI_SANDBOX_ENVS_DIR"] = str(ENVS_DIR)
     logs = LogCollector()
     launcher: UnprivilegedLauncher | None = None
     if mode == "unprivileged":
@@ -130,7 +158,7 @@ def sandbox(
             path=path,
             url=settings.url_of("sandbox"),
             token=lambda: signer.sign("sandbox", ttl=300),
-            limits=load_policy(policy).limits["python"],
+            limits=load_policy(policy).limits[tool],
             keys_dir=escape_keys,
             state_dir=area / "state",
             policy_path=policy,
@@ -144,11 +172,12 @@ def sandbox(
             stack=stack,
             logs=logs,
             mode=mode,
-            interpreter=os.path.realpath(
-                env.get("PAGI_SANDBOX_PYTHON") or base_python_executable()
-            ),
+            interpreter=os.path.realpath(interpreter),
+            tool=tool,
             cgroup_delegated=bool(launcher.cgroups) if launcher else writable_cgroups(),
         )
+        if tool != "python":
+            wait_for_env(client, under_test.url)
         idle = under_test.run('print("idle")')
         under_test.baseline_refusals = idle.refusals
         under_test.baseline_denials = idle.denials

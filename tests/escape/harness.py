@@ -298,6 +298,8 @@ class SandboxUnderTest:
     """How the jail is built: "root" (service as root) or "unprivileged" (uid 10001)."""
     interpreter: str = ""
     """The python tool's interpreter (the real path a jail's sys.executable shows)."""
+    tool: str = "python"
+    """The tool the attacks are sent to (``python-data``: with its package environment)."""
     cgroup_delegated: bool = False
     """The suite gave the service a cgroup hierarchy it may write (the layer must be active)."""
 
@@ -371,7 +373,7 @@ class SandboxUnderTest:
 
     def execute(self, code: str) -> httpx.Response:
         """One raw execute_tool call with an operator token."""
-        body: dict[str, Any] = {"tool_name": "python", "code": code}
+        body: dict[str, Any] = {"tool_name": self.tool, "code": code}
         return self.client.post(
             f"{self.url}/api/v1/execute_tool",
             json=body,

@@ -524,6 +524,8 @@ report("half", ok=True)
 def test_memory_verdicts_are_each_runs_own(sandbox: SandboxUnderTest) -> None:
     """Runs that fill the page cache, beside and before runs that use half their memory:
     none of them is reported as having hit the memory limit."""
+    if sandbox.tool != "python":
+        pytest.skip("reads twice the memory limit from /usr: 2 GiB for python-data, past its wall")
     for _ in range(2):
         with ThreadPoolExecutor(4) as pool:
             readers = [pool.submit(sandbox.run, READ_MANY_FILES) for _ in range(2)]

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.loop import AgentRun, LoopLimits
 from agent.run_models import RunRecord
-from agent.sandbox_calls import SandboxTool, ToolListUnavailable, ToolOutcome
+from agent.sandbox_calls import InputFile, SandboxTool, ToolListUnavailable, ToolOutcome
 from gateway.client import GatewayError
 from gateway.conversation import Conversation, Decision, DecisionResult, ToolCall, Usage
 from pagi.run_request import Budgets
@@ -80,14 +80,22 @@ class FakeSandbox:
     runs: list[tuple[str, str | None]] = field(default_factory=list)
     cancelled: list[tuple[str, str | None]] = field(default_factory=list)
     timeouts: list[float] = field(default_factory=list)
+    files: list[tuple[InputFile, ...]] = field(default_factory=list)
 
     async def list_tools(self, timeout_seconds: float) -> list[SandboxTool]:
         if self.list_error is not None:
             raise ToolListUnavailable(self.list_error)
         return list(self.tools)
 
-    async def run(self, tool: str, code: str | None, timeout_seconds: float) -> ToolOutcome:
+    async def run(
+        self,
+        tool: str,
+        code: str | None,
+        timeout_seconds: float,
+        files: tuple[InputFile, ...] = (),
+    ) -> ToolOutcome:
         self.runs.append((tool, code))
+        self.files.append(files)
         self.timeouts.append(timeout_seconds)
         try:
             await asyncio.sleep(self.delay)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from agent.observations import cap_text
-from agent.sandbox_calls import SandboxCalls, ToolListUnavailable
+from agent.sandbox_calls import InputFile, SandboxCalls, ToolListUnavailable
 
 RESULT = {
     "tool_status": "ok",
@@ -116,3 +116,22 @@ def test_cap_text_keeps_head_and_tail_within_the_limit() -> None:
     capped, cut = cap_text(text, 512)
     assert cut and len(capped.encode()) <= 512
     assert capped.startswith("hhh") and capped.endswith("ttt") and "bytes cut" in capped
+
+
+async def test_input_files_go_as_base64_and_the_tool_list_says_what_takes_files() -> None:
+    sent: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/tools":
+            tool = {"name": "python-data", "takes_code": True, "max_code_bytes": 10}
+            tool |= {"input_files": 4, "input_bytes": 2048, "output_files": 16}
+            return httpx.Response(200, json={"tools": [tool]})
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=RESULT)
+
+    sandbox = calls_answering(handler)
+    [tool] = await sandbox.list_tools(1.0)
+    assert (tool.input_files, tool.input_bytes, tool.output_files) == (4, 2048, 16)
+    outcome = await sandbox.run("python-data", "x", 1.0, (InputFile("d/a.csv", b"a,b\n"),))
+    assert outcome.error is None
+    assert sent[0]["files"] == [{"path": "d/a.csv", "content": "YSxiCg=="}]

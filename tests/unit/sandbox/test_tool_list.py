@@ -40,6 +40,13 @@ max_code_bytes = "32 KiB"
 [tools.python.limits]
 wall_seconds = 7
 output_bytes = "16 KiB"
+[tools.python.files]
+input_files = 3
+input_bytes = "2 KiB"
+output_files = 0
+
+[tools.demo.files]
+input_files = 0
 
 [tools.secret]
 argv = ["/bin/true"]
@@ -142,8 +149,14 @@ async def test_each_caller_sees_the_tools_its_entry_names(
             "output_bytes": 64 * 1024,
             "network": False,
             "egress_allow": [],
+            "input_files": 0,
+            "input_bytes": 0,
+            "output_files": 16,
+            "output_file_bytes": 1024 * 1024,
         }
         assert python["takes_code"] is True and python["code"] == "file"
+        assert (python["input_files"], python["input_bytes"]) == (3, 2048)
+        assert (python["output_files"], python["output_file_bytes"]) == (0, 0)
         assert python["max_code_bytes"] == 32 * 1024
         assert python["wall_seconds"] == 7 and python["output_bytes"] == 16 * 1024
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from sandbox.files_out import CollectedFile, OutputCollection
 from sandbox.package_envs import definitions
+from sandbox.spec import RunResult
 from tests.unit.sandbox.files.envs import TINY_POLICY, build_tiny
 from tests.unit.sandbox.test_app import FakeRunner
 
@@ -26,7 +29,8 @@ def b64(data: bytes) -> str:
 class MountingRunner(FakeRunner):
     """A stand-in for a runner that can mount package environments."""
 
-    mounts_package_envs = True
+    def package_env_mount_problem(self, path: str) -> str | None:
+        return None
 
 
 async def test_input_files_reach_the_run_after_the_code_file(make_service, token_for):
@@ -201,7 +205,7 @@ async def test_a_ready_environment_runs_only_with_a_runner_that_mounts_it(
         await svc.sandbox.envs.refresh()
         assert (await svc.client.get("/health")).json()["package_envs"]["tiny"]["state"] == "ready"
         refused = await svc.execute(token_for("sandbox"), tool_name="tiny", code="1")
-        assert refused.status_code == 503 and "cannot mount" in refused.json()["detail"]
+        assert refused.status_code == 503 and "cannot be mounted" in refused.json()["detail"]
     async with make_service(TINY_POLICY, runner=MountingRunner()) as svc:
         await svc.sandbox.envs.refresh()
         ran = await svc.execute(token_for("sandbox"), tool_name="tiny", code="1")
@@ -230,3 +234,32 @@ async def test_the_service_notices_an_environment_built_or_removed_while_it_runs
         assert envs.state("tiny").status == "missing"
         [definition] = definitions(svc.store.current).values()
         assert definition.requirements == policy_dir / "envs" / "tiny.txt"
+
+
+async def test_the_files_a_run_left_are_in_the_answer_and_named_in_the_audit(
+    make_service, token_for
+):
+    collected = OutputCollection(
+        (
+            CollectedFile("out/plot.png", 4, b"\x89PNG", hashlib.sha256(b"\x89PNG").hexdigest()),
+            CollectedFile("out/big.csv", 10_000_000, truncated=True),
+            CollectedFile("out/link", 11, skipped="symlink"),
+        )
+    )
+    async with make_service() as svc:
+        svc.runner.result = RunResult(
+            stdout="", stderr="", exit_code=0, duration_ms=1.0, files=collected
+        )
+        answer = await svc.execute(token_for("sandbox", sub="agent"), tool_name="python", code="1")
+        assert answer.status_code == 200, answer.text
+        [spec] = svc.runner.specs
+        assert spec.outputs is not None and spec.outputs.files == 16
+        files = answer.json()["result"]["files"]
+        assert [(f["path"], f["content"], f["truncated"], f["skipped"]) for f in files] == [
+            ("out/plot.png", b64(b"\x89PNG"), False, None),
+            ("out/big.csv", None, True, None),
+            ("out/link", None, False, "symlink"),
+        ]
+        [record] = svc.audit_records()
+        assert record["files_out"]["returned"] == 1 and record["files_out"]["count"] == 3
+        assert "iVBO" not in json.dumps(record) and b64(b"\x89PNG") not in json.dumps(record)

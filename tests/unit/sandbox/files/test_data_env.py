@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from sandbox.package_envs import EnvState, build, definitions, inspect
 from sandbox.policy import load_policy
 from sandbox.runner import Runner
-from sandbox.spec import RunSpec
+from sandbox.tool_call import run_spec_for
 from tests.unit.sandbox.files.envs import PYTHON
 
 REPO = Path(__file__).resolve().parents[4]
@@ -94,31 +94,40 @@ print(json.dumps({"backend": matplotlib.get_backend(), "sum": summary.to_dict(),
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", ["cold", "warm"])
 async def test_csv_in_png_out_in_the_jail_with_the_tools_limits(
-    data_env: EnvState, tmp_path: Path
+    data_env: EnvState, tmp_path: Path, path: str
 ) -> None:
     tool = POLICY.document.tools["python-data"]
+    assert tool.executor == "warm"
     csv = b"region,amount\nnorth,10\nsouth,5\nnorth,7\n"
     runner = Runner(python_executable=PYTHON, state_dir=tmp_path)
     await runner.start()
     try:
-        spec = RunSpec(
-            tool="python-data",
-            argv=(data_env.python or "", *tool.argv[1:]),
-            files={"main.py": CSV_TO_PNG.encode(), "data/sales.csv": csv},
-            env=dict(tool.env),
-            limits=POLICY.limits["python-data"],
-            readable_paths=(data_env.path or "",),
-            required_layers=POLICY.required_layers,
-        )
-        result = await runner.run(spec)
+        spec = run_spec_for(
+            POLICY,
+            "python-data",
+            tool,
+            CSV_TO_PNG.encode(),
+            data_env.python or "",
+            data_env.path,
+            DATA.preload,
+        ).model_copy(update={"warm": path == "warm"})
+        spec = spec.model_copy(update={"files": {**spec.files, "data/sales.csv": csv}})
+        results = [await runner.run(spec) for _ in range(2)]
     finally:
         await runner.close()
-    assert result.exit_code == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    assert report["backend"].lower() == "agg"
-    assert report["sum"] == {"north": 17, "south": 5}
-    assert report["png"] == "89504e470d0a1a0a" and report["png_bytes"] > 1000
+    for result in results:
+        assert result.exit_code == 0, result.stderr[-2000:]
+        assert result.path == path
+        report = json.loads(result.stdout)
+        assert report["backend"].lower() == "agg"
+        assert report["sum"] == {"north": 17, "south": 5}
+        assert report["png"] == "89504e470d0a1a0a" and report["png_bytes"] > 1000
+        assert result.files is not None
+        [plot] = result.files.files
+        assert plot.path == "out/plot.png" and plot.size == report["png_bytes"]
+        assert plot.data is not None and plot.data.startswith(b"\x89PNG")
 
 
 @pytest.mark.slow

@@ -61,6 +61,7 @@ async def test_input_files_are_in_the_working_dir_before_the_tool_starts(
         "raw.bin": bytes(range(256)),
     }
     assert all(v["mine"] for v in seen.values())
+    assert {v["mode"] for v in seen.values()} == {"0o600"}  # the jail's writer's, not the umask's
 
 
 IN_THE_ENVIRONMENT = """
@@ -108,3 +109,55 @@ async def test_a_package_environment_mounted_read_only_works_in_the_jail(
     assert report["write"] in (13, 30)  # EACCES (Landlock) or EROFS: read-only
     assert not (Path(state.path) / "planted.py").exists()
     assert not any("site-packages" in p and not p.startswith(state.path) for p in report["path"])
+
+
+WARM_IN_THE_ENVIRONMENT = """
+import json, sys
+preloaded = "csv" in sys.modules and "decimal" in sys.modules
+import csv
+left = getattr(csv, "planted_by_an_earlier_run", None)
+csv.planted_by_an_earlier_run = "yes"
+print(json.dumps({"preloaded": preloaded, "left": left, "prefix": sys.prefix,
+                  "executable": sys.executable, "flags": [sys.flags.isolated, sys.flags.no_site]}))
+"""
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_package_environment_has_a_zygote_of_its_own_with_its_modules_preloaded(
+    runner: Runner, beside_tmp: Path, path: str
+) -> None:
+    state = build_tiny(beside_tmp / "policy", beside_tmp / "envs")
+    assert state.ready and state.python and state.path
+    spec = RunSpec(
+        tool="tiny",
+        argv=(state.python, "-I", "main.py"),
+        files={"main.py": WARM_IN_THE_ENVIRONMENT.encode()},
+        package_env=state.path,
+        preload=("csv", "decimal"),
+        warm=path == "warm",
+    )
+    reports = []
+    for _ in range(3):
+        result = await runner.run(spec)
+        assert result.exit_code == 0, result.stderr
+        assert result.path == path
+        reports.append(json.loads(result.stdout))
+    for report in reports:
+        assert report["prefix"] == state.path and report["executable"] == state.python
+        assert report["flags"] == [1, 0]
+        assert report["left"] is None  # nothing of one run is seen by the next
+        # Only the warm path runs in the environment's zygote, which preloaded them.
+        assert report["preloaded"] is (path == "warm")
+    zygotes = runner.isolation_report()["warm_path"]["package_env_zygotes"]
+    assert zygotes.get(state.path, 0) >= 1
+
+
+async def test_an_environment_under_the_jails_own_tmp_cannot_be_mounted(
+    runner: Runner, beside_tmp: Path, tmp_path: Path
+) -> None:
+    assert runner.package_env_mount_problem(str(beside_tmp)) is None
+    assert "under a path the jail mounts itself" in (
+        runner.package_env_mount_problem(str(tmp_path)) or ""
+    )
+    assert runner.package_env_mount_problem(str(runner.runs_root)) is not None
+    assert "not a directory" in (runner.package_env_mount_problem("relative/dir") or "")
