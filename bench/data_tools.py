@@ -53,7 +53,7 @@ from pagi.stack import Stack  # noqa: E402
 from sandbox.package_envs import build, definitions  # noqa: E402
 from sandbox.policy import load_policy  # noqa: E402
 from sandbox.settings import base_python_executable  # noqa: E402
-from tests.conftest import stack_env  # noqa: E402
+from testing.stack import stack_env  # noqa: E402
 
 POLICY = REPO / "policies" / "sandbox.toml"
 EXECUTE = "/api/v1/execute_tool"

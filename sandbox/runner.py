@@ -316,7 +316,7 @@ class _ReportReader:
         return fd
 
     def close(self) -> None:
-        """Stop reading; close the socket, and a listener or working dir nobody took (idempotent)."""
+        """Stop reading; close the socket and a listener or working dir not taken (idempotent)."""
         workdir = self.take_workdir()
         if workdir is not None:
             os.close(workdir)

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sandbox.egress.config import EgressPolicy
-
 from sandbox.files_out import OutputCollection
 
 LimitName = Literal[

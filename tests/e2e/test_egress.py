@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pagi.auth import TokenSigner, generate_keys
 from pagi.stack import Stack
-from tests.conftest import REPO, LogCollector, stack_env
+from testing.stack import REPO, LogCollector, stack_env
 from tests.escape.unprivileged import UnprivilegedLauncher, UnprivilegedStack, give_to_unprivileged
 from tests.unit.sandbox.egress.origin import Origin, make_certificate, origin_server
 
