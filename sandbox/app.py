@@ -262,6 +262,7 @@ class Sandbox:
             "limit_hit": result.limit_hit,
             "seccomp_refusals": result.seccomp_refusals,
             "seccomp_denials": result.seccomp_denials,
+            "denials": [denial.model_dump() for denial in result.denials],
             "stdout_truncated": result.stdout_truncated,
             "stderr_truncated": result.stderr_truncated,
             "run_ms": round(result.duration_ms, 3),
@@ -283,6 +284,9 @@ class Sandbox:
         )
         if outcome["seccomp_refusals"]:
             metrics.DENIALS.labels("seccomp").inc(outcome["seccomp_refusals"])
+        for denial in outcome["denials"]:
+            if denial["layer"] != "seccomp":  # counted above, kills by the filter included
+                metrics.DENIALS.labels(denial["layer"]).inc(denial["count"])
 
     async def _run(self, spec: RunSpec) -> RunResult:
         try:

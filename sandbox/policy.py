@@ -380,6 +380,12 @@ class ToolPolicy(PolicyModel):
     files: FileLimits = FileLimits()
     package_env: ToolName | None = None
     """A ``[package_envs]`` entry: ``{python}`` is then that environment's interpreter."""
+    explain_denials: bool = True
+    """Append one ``pagi-sandbox: refused ...`` line per denial to the run's stderr
+    (the result's ``denials`` list them either way)."""
+    allow_exec_written: bool = False
+    """Let the tool execute, map executable or load as a library the files it writes
+    (in its working dir or /tmp): for a compiler tool. Off: written files never run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ToolPolicy:
@@ -605,6 +611,8 @@ class PolicySnapshot:
                     "limits": self.limits[name].model_dump(mode="json"),
                     "files": tool.files.model_dump(mode="json"),
                     "package_env": tool.package_env,
+                    "explain_denials": tool.explain_denials,
+                    "allow_exec_written": tool.allow_exec_written,
                 }
                 for name, tool in sorted(doc.tools.items())
             },
@@ -891,6 +899,10 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
             f" ({files['input_bytes'] // KIB}KiB, depth {files['input_depth']})"
             f" out={files['output_files']} ({files['output_bytes'] // KIB}KiB)"
             + (f" package_env={tool['package_env']}" if tool["package_env"] else "")
+        )
+        out.append(
+            f"  {'':<12} denials on stderr={'yes' if tool['explain_denials'] else 'no'}"
+            f" written files run={'yes' if tool['allow_exec_written'] else 'no'}"
         )
         egress = tool["egress"]
         if egress:

@@ -65,4 +65,6 @@ def run_spec_for(
         required_layers=snapshot.required_layers,
         warm=tool.executor == "warm",
         policy_version=snapshot.version,
+        explain_denials=tool.explain_denials,
+        allow_exec_written=tool.allow_exec_written,
     )
