@@ -137,6 +137,13 @@ _SECCOMP_OPERATIONS = {
     3: "SECCOMP_GET_NOTIF_SIZES",
 }
 _PRCTL_OPTIONS = {22: "PR_SET_SECCOMP"}
+_MEMFD_FLAGS = {
+    0x1: "MFD_CLOEXEC",
+    0x2: "MFD_ALLOW_SEALING",
+    0x4: "MFD_HUGETLB",
+    0x8: "MFD_NOEXEC_SEAL",
+    0x10: "MFD_EXEC",
+}
 _FCNTL_COMMANDS = {1024: "F_SETLEASE", 1026: "F_NOTIFY"}
 _PRIORITY_WHICH = {0: "PRIO_PROCESS", 1: "PRIO_PGRP", 2: "PRIO_USER"}
 _SETNS_TYPES = {0: "any namespace", **_NAMESPACE_FLAGS}
@@ -228,6 +235,8 @@ def describe_call(number: int, arguments: tuple[int, ...]) -> tuple[str, str]:
         return name, name
     if name == "socket" and len(arguments) == 2:
         arguments = (arguments[0], arguments[1] & _SOCKET_TYPE_MASK)
+    if name == "memfd_create":
+        return name, f"memfd_create({_flags(arguments[0], _MEMFD_FLAGS)})"
     if name in ("unshare", "clone"):
         flags = arguments[0] & (CLONE_NAMESPACE_FLAGS if name == "clone" else ~0)
         return name, f"{name}({_flags(flags, _UNSHARE_FLAGS)})"
@@ -247,6 +256,11 @@ def _seccomp_hint(name: str, arguments: tuple[int, ...], spec: RunSpec) -> str:
             return f"this tool has no network (tools.{spec.tool}.network)"
         family = _ADDRESS_FAMILIES.get(arguments[0], f"address family {arguments[0]}")
         return f"only unix and IP sockets exist in the jail: {NOTHING_ALLOWS} ({family})"
+    if name == "memfd_create":
+        return (
+            "a memory file that could be executed (only MFD_NOEXEC_SEAL ones): written"
+            f" files never run (tools.{spec.tool}.allow_exec_written)"
+        )
     for names, family in _FAMILIES:
         if name in names:
             return f"{family} is always refused: {NOTHING_ALLOWS}"

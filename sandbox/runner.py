@@ -850,7 +850,12 @@ class Runner:
                 "tmp_bytes": min(limits.memory_bytes // 4, 64 * 1024 * 1024),
             },
             network=spec.network,
-            seccomp_bpf=compile_filter(spec.network, frozenset(spec.denied_syscalls), self._notify),
+            seccomp_bpf=compile_filter(
+                spec.network,
+                frozenset(spec.denied_syscalls),
+                self._notify,
+                spec.allow_exec_written,
+            ),
             seccomp_notify=self._notify,
             landlock_abi=self._landlock_abi,
             exec_written=spec.allow_exec_written,

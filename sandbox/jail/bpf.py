@@ -23,6 +23,7 @@ from sandbox.jail.seccomp import (
     ARGUMENT_REFUSALS,
     AUDIT_ARCH_X86_64,
     CLONE_NAMESPACE_FLAGS,
+    MFD_NOEXEC_SEAL,
     PERSONALITY_QUERY,
     X32_SYSCALL_BIT,
 )
@@ -41,8 +42,15 @@ def _known(name: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def compile_filter(network: bool, denied: frozenset[str], notify: bool) -> bytes:
-    """BPF for the default-deny allowlist minus `denied`; cached per distinct policy."""
+def compile_filter(
+    network: bool, denied: frozenset[str], notify: bool, exec_written: bool = False
+) -> bytes:
+    """BPF for the default-deny allowlist minus `denied`; cached per distinct policy.
+
+    Without `exec_written`, ``memfd_create`` only with ``MFD_NOEXEC_SEAL``: a
+    memory file the run writes could otherwise be executed (Landlock does
+    not see such files, and no mount of theirs is noexec).
+    """
     refuse = ACT_NOTIFY if notify else pyseccomp.ERRNO(errno.EPERM)
     syscall_filter = pyseccomp.SyscallFilter(refuse)
     # Only x86_64: libseccomp's filter also sends x32 numbers (bit 30 set) here.
@@ -51,8 +59,16 @@ def compile_filter(network: bool, denied: frozenset[str], notify: bool) -> bytes
     # A binary tree over syscall numbers instead of a linear scan: every
     # syscall of the tool pays this filter.
     syscall_filter.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
+    sealed_memfd = not exec_written and "memfd_create" not in denied
     for name in ALLOWED:
         if name in denied or name in ALWAYS_REFUSED or not _known(name):
+            continue
+        if name == "memfd_create" and sealed_memfd:
+            syscall_filter.add_rule(
+                pyseccomp.ALLOW,
+                name,
+                pyseccomp.Arg(1, pyseccomp.MASKED_EQ, MFD_NOEXEC_SEAL, MFD_NOEXEC_SEAL),
+            )
             continue
         syscall_filter.add_rule(pyseccomp.ALLOW, name)
     if "clone" not in denied:

@@ -39,6 +39,7 @@ AF_UNIX = 1
 AF_INET = 2
 AF_INET6 = 10
 PERSONALITY_QUERY = 0xFFFFFFFF
+MFD_NOEXEC_SEAL = 0x0008
 
 ALWAYS_REFUSED: frozenset[str] = frozenset(
     {
@@ -465,6 +466,7 @@ DECISIVE_ARGUMENTS: dict[int, tuple[int, ...]] = {
     302: (0,),  # prlimit64: pid
     308: (1,),  # setns: namespace type
     317: (0,),  # seccomp: operation
+    319: (1,),  # memfd_create: flags
     321: (0,),  # bpf: command
     434: (0,),  # pidfd_open: pid
 }

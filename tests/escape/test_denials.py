@@ -216,3 +216,15 @@ def test_no_stderr_line_when_the_tool_turns_them_off(
     assert result["stdout"].split() == ["-1", "1"]
     assert any(entry["what"] == "unshare(CLONE_NEWUSER)" for entry in result["denials"])
     assert not re.search("pagi-sandbox:", result["stderr"]), result["stderr"]
+
+
+def test_a_memory_file_that_could_run_is_refused_and_named(sandbox: SandboxUnderTest) -> None:
+    code = (
+        "import os\nprint('trying', flush=True)\n"
+        "try:\n    os.memfd_create('x')\nexcept OSError as e:\n    print(-1, e.errno)\n"
+    )
+    result = result_of(sandbox, code)
+    assert result["stdout"] == "trying\n-1 1\n", result
+    (entry,) = [e for e in result["denials"] if e["what"].startswith("memfd_create")]
+    assert entry["what"] == "memfd_create(MFD_CLOEXEC)"
+    assert entry["hint"].endswith("written files never run (tools.python.allow_exec_written)")

@@ -359,3 +359,27 @@ async def test_this_host_says_which_denials_it_observes(runner: Runner) -> None:
         "landlock": False,
         "mount": False,
     }
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_written_memory_file_cannot_be_executed(runner: Runner, path: str) -> None:
+    code = (
+        "import os\nprint('trying', flush=True)\n"
+        "try:\n    os.memfd_create('x')\nexcept OSError as e:\n    print('memfd', e.errno, flush=True)\n"
+        "fd = os.memfd_create('x', os.MFD_NOEXEC_SEAL if hasattr(os, 'MFD_NOEXEC_SEAL') else 8)\n"
+        "os.write(fd, open('/bin/true', 'rb').read())\n"
+        "if os.fork() == 0:\n"
+        "    try:\n        os.execve(fd, ['true'], {})\n"
+        "    except OSError as e:\n        print('refused', e.errno, flush=True)\n"
+        "    os._exit(3)\n"
+        "print(os.waitstatus_to_exitcode(os.wait()[1]))\n"
+    )
+    result = await runner.run(python(code, path))
+    assert result.stdout == "trying\nmemfd 1\nrefused 13\n3\n", result.stderr
+    denial = the_denial(result, "memfd_create(MFD_CLOEXEC)")
+    assert denial.hint == (
+        "a memory file that could be executed (only MFD_NOEXEC_SEAL ones): written"
+        " files never run (tools.python.allow_exec_written)"
+    )
+    allowed = await runner.run(python(code, path, allow_exec_written=True))
+    assert allowed.stdout == "trying\nrefused 13\n3\n", allowed.stderr  # sealed: noexec
