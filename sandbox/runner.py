@@ -1061,12 +1061,12 @@ class Runner:
             cgroup,
         )
         explained = _denials_of(report, spec, limit_hit)
-        stderr_text = stderr.decode("utf-8", "replace")
         if explained and spec.explain_denials:
-            stderr_text += stderr_lines(explained)
+            stderr, cut = _with_lines(stderr, stderr_lines(explained), spec.limits.output_bytes)
+            stderr_truncated = stderr_truncated or cut
         return RunResult(
             stdout=stdout.decode("utf-8", "replace"),
-            stderr=stderr_text,
+            stderr=stderr.decode("utf-8", "replace"),
             exit_code=report.exit_code if report.signal is None else None,
             signal=report.signal
             if report.signal is not None
@@ -1246,6 +1246,18 @@ def _output_of(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[bytes, bool]:
     if task.cancelled() or task.exception() is not None:
         return b"", False
     return task.result()
+
+
+def _with_lines(stderr: bytes, lines: str, cap: int) -> tuple[bytes, bool]:
+    """The tool's stderr with the sandbox's lines after it, within the cap; whether it was cut.
+
+    The lines go last and whole: the tool's own output gives way to them.
+    """
+    added = lines.encode()[:cap]
+    room = cap - len(added)
+    if len(stderr) <= room:
+        return stderr + added, False
+    return stderr[:room] + added, True
 
 
 def _denials_of(report: _Report, spec: RunSpec, limit_hit: LimitName | None) -> list[Denial]:

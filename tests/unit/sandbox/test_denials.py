@@ -236,7 +236,9 @@ async def test_output_limit_is_named_with_its_value(runner: Runner, path: str) -
     result = await runner.run(python(code, path, limits=RunLimits(output_bytes=4096)))
     assert result.limit_hit == "output"
     assert the_denial(result, "output_bytes = 4 KiB").layer == "limit"
-    assert result.stderr.startswith("x" * 4096 + "pagi-sandbox: stopped at limit output_bytes")
+    hint = "this tool's limit (tools.python.limits.output_bytes, within PAGI's ceiling)"
+    assert len(result.stderr) == 4096  # the line takes the place of the tool's last bytes
+    assert result.stderr.endswith(f"pagi-sandbox: stopped at limit output_bytes = 4 KiB: {hint}\n")
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -383,3 +385,16 @@ async def test_a_written_memory_file_cannot_be_executed(runner: Runner, path: st
     )
     allowed = await runner.run(python(code, path, allow_exec_written=True))
     assert allowed.stdout == "trying\nrefused 13\n3\n", allowed.stderr  # sealed: noexec
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_stderr_lines_stay_within_the_output_cap(runner: Runner, path: str) -> None:
+    code = (
+        "import socket, sys\n"
+        "try:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\nexcept OSError:\n    pass\n"
+        "sys.stderr.write('y' * 4000)\n"
+    )
+    result = await runner.run(python(code, path, limits=RunLimits(output_bytes=4096)))
+    line = f"pagi-sandbox: refused socket(AF_INET, SOCK_STREAM): {NO_NETWORK}\n"
+    assert len(result.stderr) == 4096 and result.stderr_truncated
+    assert result.stderr == "y" * (4096 - len(line)) + line
