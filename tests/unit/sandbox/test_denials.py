@@ -367,7 +367,8 @@ async def test_this_host_says_which_denials_it_observes(runner: Runner) -> None:
 async def test_a_written_memory_file_cannot_be_executed(runner: Runner, path: str) -> None:
     code = (
         "import os\nprint('trying', flush=True)\n"
-        "try:\n    os.memfd_create('x')\nexcept OSError as e:\n    print('memfd', e.errno, flush=True)\n"
+        "try:\n    os.memfd_create('x')\n"
+        "except OSError as e:\n    print('memfd', e.errno, flush=True)\n"
         "fd = os.memfd_create('x', os.MFD_NOEXEC_SEAL if hasattr(os, 'MFD_NOEXEC_SEAL') else 8)\n"
         "os.write(fd, open('/bin/true', 'rb').read())\n"
         "if os.fork() == 0:\n"
