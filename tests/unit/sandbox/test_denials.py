@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
 from sandbox.runner import Runner
 from sandbox.spec import Denial, RunLimits, RunResult
-from tests.unit.sandbox.jailed import PATHS, python
+from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -110,6 +111,9 @@ SECCOMP_FAMILIES = [
         f"the jail's supervisor (pid 1) is out of the tool's reach: {NEVER}",
     ),
 ]
+
+
+FAMILIES_BY_NAME = {family: code for family, code, _, _ in SECCOMP_FAMILIES}
 
 
 def seccomp_entries(result: RunResult) -> list[Denial]:
@@ -399,3 +403,41 @@ async def test_the_stderr_lines_stay_within_the_output_cap(runner: Runner, path:
     line = f"pagi-sandbox: refused socket(AF_INET, SOCK_STREAM): {NO_NETWORK}\n"
     assert len(result.stderr) == 4096 and result.stderr_truncated
     assert result.stderr == "y" * (4096 - len(line)) + line
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_kill_for_an_i386_syscall_names_it(runner: Runner, path: str) -> None:
+    code = (
+        "import ctypes, mmap\n"
+        "page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "page.write(b'\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3')\n"  # mov eax, 20; int 0x80; ret
+        "function = ctypes.CFUNCTYPE(ctypes.c_long)(\n"
+        "    ctypes.addressof(ctypes.c_char.from_buffer(page)))\n"
+        "print('trying', flush=True)\n"
+        "function()\n"
+        "print('survived')"
+    )
+    result = await runner.run(python(code, path))
+    assert (result.stdout, result.signal) == ("trying\n", signal.SIGSYS), result.stderr
+    assert the_denial(result, "i386 syscall 20 (getpid)").layer == "seccomp"
+
+
+async def test_without_user_notification_nothing_is_guessed(tmp_path: Path) -> None:
+    """Refusals answered by the filter itself are unseen; a foreign-ABI kill is still named so."""
+    quiet = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
+    await quiet.start()
+    quiet._notify = False  # as on a kernel without seccomp user notification
+    try:
+        refused = await quiet.run(python(FAMILIES_BY_NAME["network socket"], "cold"))
+        killed = await quiet.run(
+            python("import ctypes\nctypes.CDLL(None).syscall(0x40000027)", "cold")
+        )
+        observable = quiet.isolation_report()["denials_observable"]["seccomp"]
+    finally:
+        await quiet.close()
+    assert refused.stdout.split()[-1] == "1" and refused.denials == []
+    assert killed.signal == signal.SIGSYS
+    assert [d.what for d in killed.denials] == [
+        "a syscall of another architecture (i386 int 0x80 or x32)"
+    ]
+    assert observable["observed"] is False
