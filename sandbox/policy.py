@@ -12,6 +12,7 @@ isolation layer required except ``cgroup``, and no caller allowed anything.
 A tool reaches the network only through the egress proxy, by the hosts its
 ``[tools.NAME.network]`` table allows; the host's whole network
 (``network = true``) needs ``[sandbox] dangerously_allow_host_network``.
+Files a run writes never run unless its tool sets ``allow_exec_written``.
 """
 
 from __future__ import annotations
