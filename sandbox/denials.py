@@ -183,7 +183,7 @@ _FAMILIES: tuple[tuple[frozenset[str], str], ...] = (
         "mounting",
     ),
     (frozenset({"unshare", "setns", "clone"}), "a new or another namespace"),
-    (frozenset({"keyctl", "add_key", "request_key"}), "the kernel's keyrings"),
+    (frozenset({"keyctl", "add_key", "request_key"}), "use of the kernel's keyrings"),
     (frozenset({"bpf"}), "BPF"),
     (frozenset({"perf_event_open"}), "performance monitoring"),
     (frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"}), "io_uring"),

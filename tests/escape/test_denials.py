@@ -54,7 +54,7 @@ FAMILIES = [
         "keyrings",
         LIBC + "print(libc.syscall(248, b'user', b'k', b'v', 1, -2), ctypes.get_errno())",
         "add_key",
-        f"the kernel's keyrings is always refused: {NEVER}",
+        f"use of the kernel's keyrings is always refused: {NEVER}",
     ),
     (
         "bpf",

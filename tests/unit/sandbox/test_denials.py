@@ -81,7 +81,7 @@ SECCOMP_FAMILIES = [
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "print(libc.syscall(250, 0, -3, 0, 0, 0), ctypes.get_errno())",  # keyctl
         "keyctl(KEYCTL_GET_KEYRING_ID)",
-        f"the kernel's keyrings is always refused: {NEVER}",
+        f"use of the kernel's keyrings is always refused: {NEVER}",
     ),
     (
         "bpf",
