@@ -76,8 +76,11 @@ async def alternate(
     for connection in connections.values():
         await connection.__aenter__()
     try:
+        turns = list(connections.items())
         for round_number in range(runs + 20):
-            for name, connection in connections.items():
+            # Who goes first rotates each round: no sandbox always follows the other.
+            shift = round_number % len(turns)
+            for name, connection in turns[shift:] + turns[:shift]:
                 started = time.perf_counter()
                 status, _ = await connection.request("POST", "/api/v1/execute_tool", body)
                 elapsed = (time.perf_counter() - started) * 1000
