@@ -129,8 +129,8 @@ MAX_DENIALS = 50
 
 def _capped_denials(value: object, cap_bytes: int) -> Any:
     """What the sandbox denied, as it said it, within the cap (a count beyond it)."""
-    if value is None:
-        return None
+    if value is None or value == []:
+        return None  # nothing refused: nothing to say
     if isinstance(value, list) and len(value) > MAX_DENIALS:
         value = value[:MAX_DENIALS]
     try:

@@ -66,18 +66,23 @@ def start_sandbox(root: Path, keys: Path, source: Path = REPO, **env: str) -> St
     return stack
 
 
-async def alternate(urls: dict[str, str], token: str, runs: int) -> dict[str, list[float]]:
-    """Latencies (ms) of ``runs`` requests to each sandbox, sent in turn, one at a time."""
+async def alternate(
+    urls: dict[str, str], token: str, runs: int, body: bytes = BODY
+) -> dict[str, list[float]]:
+    """Latencies (ms) of ``runs`` requests (`body`) to each sandbox, in turn, one at a time."""
     headers = {"authorization": f"Bearer {token}"}
     latency: dict[str, list[float]] = {name: [] for name in urls}
     connections = {name: KeepAliveConnection(url, headers) for name, url in urls.items()}
     for connection in connections.values():
         await connection.__aenter__()
     try:
+        turns = list(connections.items())
         for round_number in range(runs + 20):
-            for name, connection in connections.items():
+            # Who goes first rotates each round: no sandbox always follows the other.
+            shift = round_number % len(turns)
+            for name, connection in turns[shift:] + turns[:shift]:
                 started = time.perf_counter()
-                status, _ = await connection.request("POST", "/api/v1/execute_tool", BODY)
+                status, _ = await connection.request("POST", "/api/v1/execute_tool", body)
                 elapsed = (time.perf_counter() - started) * 1000
                 assert status == 200, status
                 if round_number >= 20:  # warm-up left out

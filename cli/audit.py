@@ -39,6 +39,8 @@ def _describe(record: dict[str, Any]) -> str:
             parts.append(f"limit={outcome['limit_hit']}")
         if outcome.get("seccomp_refusals"):
             parts.append(f"seccomp_refusals={outcome['seccomp_refusals']}")
+        if outcome.get("denials"):
+            parts.append(f"denials={_denials_text(outcome['denials'])!r}")
     if record.get("reason"):
         parts.append(f"reason={record['reason']!r}")
     if record.get("code_bytes") is not None:
@@ -47,6 +49,19 @@ def _describe(record: dict[str, Any]) -> str:
     parts.append(f"{record.get('duration_ms', '?')}ms")
     parts.append(f"rid={record.get('request_id') or '-'}")
     return " ".join(parts)
+
+
+def _denials_text(denials: object) -> str:
+    """``layer:what xCOUNT; ...`` for a record's denials (as the service wrote them)."""
+    if not isinstance(denials, list):
+        return str(denials)
+    return "; ".join(
+        f"{entry.get('layer')}:{entry.get('what')}"
+        + (f" x{entry['count']}" if entry.get("count", 1) != 1 else "")
+        if isinstance(entry, dict)
+        else str(entry)
+        for entry in denials
+    )
 
 
 def _print_line(raw: bytes, out: TextIO) -> None:

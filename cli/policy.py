@@ -42,6 +42,10 @@ def _format_summary(snapshot: PolicySnapshot) -> str:
             f" out={files['output_files']} ({files['output_bytes'] // KIB}KiB)"
             + (f" package_env={tool['package_env']}" if tool["package_env"] else "")
         )
+        out.append(
+            f"  {'':<12} denials on stderr={'yes' if tool['explain_denials'] else 'no'}"
+            f" written files run={'yes' if tool['allow_exec_written'] else 'no'}"
+        )
         egress = tool["egress"]
         if egress:
             out.append(f"  {'':<12} allow: {', '.join(egress['allow'])}")

@@ -287,6 +287,7 @@ class Sandbox:
             "limit_hit": result.limit_hit,
             "seccomp_refusals": result.seccomp_refusals,
             "seccomp_denials": result.seccomp_denials,
+            "denials": [denial.model_dump() for denial in result.denials],
             "stdout_truncated": result.stdout_truncated,
             "stderr_truncated": result.stderr_truncated,
             "run_ms": round(result.duration_ms, 3),
@@ -313,6 +314,10 @@ class Sandbox:
         )
         if outcome["seccomp_refusals"]:
             metrics.DENIALS.labels("seccomp").inc(outcome["seccomp_refusals"])
+        for denial in outcome["denials"]:
+            # seccomp is counted above (kills by the filter included), network below.
+            if denial["layer"] not in ("seccomp", "network"):
+                metrics.DENIALS.labels(denial["layer"]).inc(denial["count"])
         refused = (outcome.get("network") or {}).get("refused", 0)
         if refused:
             metrics.DENIALS.labels("network").inc(refused)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.files_out import OutputCollection
-from sandbox.spec import LimitName, NetworkUsage, RunResult
+from sandbox.spec import Denial, LimitName, NetworkUsage, RunResult
 
 ToolStatus = Literal["ok", "error", "timeout", "limit", "killed", "supervisor_died"]
 """How a run ended, in one word:
@@ -93,6 +93,12 @@ class ToolResult(BaseModel):
         description="Those refusals by syscall name (the first 64 distinct ones of the run;"
         " the rest under '(other syscalls)').",
     )
+    denials: list[Denial] = Field(
+        default_factory=list,
+        description="What the jail refused, in words, with the policy key that would allow"
+        " it (or that nothing can); reported by the jail's supervisor, never by the tool."
+        " Empty when nothing was refused.",
+    )
     executor: Literal["cold", "warm"]
     tool: str
     policy_version: str
@@ -171,6 +177,7 @@ def response_of(
             limit_hit=result.limit_hit,
             seccomp_refusals=result.seccomp_refusals,
             seccomp_denials=result.seccomp_denials,
+            denials=result.denials,
             executor=result.path,
             network=result.network,
             tool=tool,

@@ -12,6 +12,7 @@ isolation layer required except ``cgroup``, and no caller allowed anything.
 A tool reaches the network only through the egress proxy, by the hosts its
 ``[tools.NAME.network]`` table allows; the host's whole network
 (``network = true``) needs ``[sandbox] dangerously_allow_host_network``.
+Files a run writes never run unless its tool sets ``allow_exec_written``.
 """
 
 from __future__ import annotations
@@ -380,6 +381,12 @@ class ToolPolicy(PolicyModel):
     files: FileLimits = FileLimits()
     package_env: ToolName | None = None
     """A ``[package_envs]`` entry: ``{python}`` is then that environment's interpreter."""
+    explain_denials: bool = True
+    """Append one ``pagi-sandbox: refused ...`` line per denial to the run's stderr
+    (the result's ``denials`` list them either way)."""
+    allow_exec_written: bool = False
+    """Let the tool execute, map executable or load as a library the files it writes
+    (in its working dir or /tmp): for a compiler tool. Off: written files never run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ToolPolicy:
@@ -605,6 +612,8 @@ class PolicySnapshot:
                     "limits": self.limits[name].model_dump(mode="json"),
                     "files": tool.files.model_dump(mode="json"),
                     "package_env": tool.package_env,
+                    "explain_denials": tool.explain_denials,
+                    "allow_exec_written": tool.allow_exec_written,
                 }
                 for name, tool in sorted(doc.tools.items())
             },

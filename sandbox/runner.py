@@ -59,6 +59,13 @@ from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_e
 from sandbox.egress.proxy import EgressProxy, EgressSession
 from sandbox.egress.report import EgressReport
 from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
+from sandbox.denials import (
+    bounded,
+    foreign_syscall_kill,
+    limit_denial,
+    seccomp_denials,
+    stderr_lines,
+)
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
@@ -75,8 +82,9 @@ from sandbox.jail.lock_pins import LockPins
 from sandbox.jail.mountns import COPIED_FILE_BYTES, JAIL_OWN_PATHS, beneath, outermost
 from sandbox.jail.netns import LISTENER_MESSAGE, PROXY_PORT
 from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
+from sandbox.jail.seccomp import FOREIGN
 from sandbox.jail.zygote import COLD, WARM
-from sandbox.spec import LimitName, NetworkDenial, NetworkUsage, RunResult, RunSpec
+from sandbox.spec import Denial, LimitName, NetworkDenial, NetworkUsage, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +193,8 @@ class _Report:
         self.refusals = 0
         self.refused: dict[int, int] = {}
         """Refusals per syscall number (-1: syscalls beyond those init names)."""
+        self.calls: dict[tuple[int, ...], int] = {}
+        """Refused calls (syscall number, decisive arguments) -> count."""
         self.wall_timeout = False
         self.ran_cold = False
         self.workdir_fd: int | None = None
@@ -208,6 +218,11 @@ class _Report:
             for item in counts:
                 number, _, count = item.partition(":")
                 self.refused[int(number)] = int(count)
+        elif word == "refused":
+            for item in rest.split():
+                call, _, count = item.partition(":")
+                key = tuple(int(part) for part in call.split(","))
+                self.calls[key] = self.calls.get(key, 0) + int(count)
         elif word == "wall_timeout":
             self.wall_timeout = True
         elif word == "cold":
@@ -864,7 +879,35 @@ class Runner:
             **({"reason": problem} if problem is not None else {}),
             **(self.egress_proxy.stats() if self.egress_proxy is not None else {}),
         }
+        report["denials_observable"] = self._observable_denials()
         return report
+
+    def _observable_denials(self) -> dict[str, dict[str, Any]]:
+        """Which kinds of refusal a result's ``denials`` can name on this host, and why not."""
+        seccomp = (
+            "each refused syscall, with its decisive arguments, from the jail's init"
+            " (seccomp user notification)"
+            if self._notify
+            else "no seccomp user notification here: refused syscalls answer EPERM unseen"
+        )
+        return {
+            "seccomp": {"observed": self._notify, "how": seccomp},
+            "limit": {
+                "observed": True,
+                "how": "the limit that stopped the run, seen by the service (memory and"
+                " processes only through the run's cgroup; see limit_scope)",
+            },
+            "landlock": {
+                "observed": False,
+                "how": "the kernel answers EACCES inside the syscall; its audit records"
+                " (Landlock ABI 7) are not read, so nothing is reported rather than guessed",
+            },
+            "mount": {
+                "observed": False,
+                "how": "a write to a read-only mount (EROFS) or an exec from a noexec one"
+                " (EACCES) is answered inside the syscall, where no supervisor sees it",
+            },
+        }
 
     def _limit_scope(self) -> dict[str, str]:
         """What each limit bounds here: the whole run (a cgroup) or each process (an rlimit)."""
@@ -1115,10 +1158,15 @@ class Runner:
             network=spec.network,
             egress_port=PROXY_PORT if egress else 0,
             seccomp_bpf=compile_filter(
-                spec.network, frozenset(spec.denied_syscalls), self._notify, egress
+                spec.network,
+                frozenset(spec.denied_syscalls),
+                self._notify,
+                egress,
+                spec.allow_exec_written,
             ),
             seccomp_notify=self._notify,
             landlock_abi=self._landlock_abi,
+            exec_written=spec.allow_exec_written,
             hostname="sandbox",
             layers=layers,
         )
@@ -1317,6 +1365,17 @@ class Runner:
             denials[FOREIGN_ABI] = 1
         if jail.warm and report.ran_cold:
             self._warm_runs_started_cold += 1
+        limit_hit = _limit_hit(
+            report,
+            stopped[0] if stopped else None,
+            stdout_truncated or stderr_truncated,
+            out_of_memory,
+            cgroup,
+        )
+        explained = _denials_of(report, spec, limit_hit)
+        if explained and spec.explain_denials:
+            stderr, cut = _with_lines(stderr, stderr_lines(explained), spec.limits.output_bytes)
+            stderr_truncated = stderr_truncated or cut
         return RunResult(
             stdout=stdout.decode("utf-8", "replace"),
             stderr=stderr.decode("utf-8", "replace"),
@@ -1327,15 +1386,10 @@ class Runner:
             duration_ms=(time.perf_counter() - started) * 1000,
             stdout_truncated=stdout_truncated,
             stderr_truncated=stderr_truncated,
-            limit_hit=_limit_hit(
-                report,
-                stopped[0] if stopped else None,
-                stdout_truncated or stderr_truncated,
-                out_of_memory,
-                cgroup,
-            ),
+            limit_hit=limit_hit,
             seccomp_refusals=refusals,
             seccomp_denials=denials,
+            denials=explained,
             supervisor_died=supervisor_died,
             path="warm" if jail.warm and not report.ran_cold else "cold",
             files=files,
@@ -1551,6 +1605,31 @@ def _output_of(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[bytes, bool]:
     if task.cancelled() or task.exception() is not None:
         return b"", False
     return task.result()
+
+
+def _with_lines(stderr: bytes, lines: str, cap: int) -> tuple[bytes, bool]:
+    """The tool's stderr with the sandbox's lines after it, within the cap; whether it was cut.
+
+    The lines go last and whole: the tool's own output gives way to them.
+    """
+    added = lines.encode()[:cap]
+    room = cap - len(added)
+    if len(stderr) <= room:
+        return stderr + added, False
+    return stderr[:room] + added, True
+
+
+def _denials_of(report: _Report, spec: RunSpec, limit_hit: LimitName | None) -> list[Denial]:
+    """What the jail refused, as the supervisor reported it (never from the tool's output)."""
+    killed = report.signal == signal.SIGSYS
+    if not report.calls and not report.refusals and not killed and limit_hit is None:
+        return []
+    found = seccomp_denials(report.calls, report.refusals, spec)
+    if killed and not any(call[0] == FOREIGN for call in report.calls):
+        found.append(foreign_syscall_kill())  # killed by the filter itself: unnamed
+    if limit_hit is not None:
+        found.append(limit_denial(limit_hit, spec.limits, spec.tool))
+    return bounded(found)
 
 
 def _limit_hit(

@@ -18,6 +18,30 @@ LimitName = Literal[
 ]
 
 
+DenialLayer = Literal["seccomp", "landlock", "mount", "limit", "network"]
+
+
+class Denial(BaseModel):
+    """One kind of thing the jail refused a run, in words, with the policy key that governs it.
+
+    Made by the service from what the jail's supervisor (outside the tool's
+    reach) reported, never from the tool's output: a tool cannot add one.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    layer: DenialLayer = Field(description="The isolation layer that refused it.")
+    what: str = Field(
+        description="What was refused: a syscall with its decisive arguments"
+        " (`socket(AF_INET, SOCK_STREAM)`), a path and access, or a limit and its value."
+    )
+    count: int = Field(ge=1, description="How many times, in this run.")
+    hint: str = Field(
+        description="Why, and the policy key that would allow it, or that nothing in the"
+        " policy can."
+    )
+
+
 class RunLimits(BaseModel):
     """Resource limits of one run (already clamped to the policy's ceilings)."""
 
@@ -75,6 +99,10 @@ class RunSpec(BaseModel):
     outputs: OutputCaps | None = None
     """Collect what the tool leaves under ``out/``, within these caps (None: nothing)."""
     policy_version: str = ""
+    explain_denials: bool = True
+    """Append one ``pagi-sandbox: refused ...`` line per denial to the run's stderr."""
+    allow_exec_written: bool = False
+    """Files the run writes may be executed, mapped executable or loaded as libraries."""
 
 
 class NetworkDenial(BaseModel):
@@ -135,6 +163,8 @@ class RunResult(BaseModel):
     seccomp_refusals: int = 0
     seccomp_denials: dict[str, int] = Field(default_factory=dict)
     """The refusals by syscall name."""
+    denials: list[Denial] = Field(default_factory=list)
+    """What the jail refused, aggregated and bounded (see :mod:`sandbox.denials`)."""
     supervisor_died: bool = False
     """The jail's init ended before it reported the tool's status (the output is kept)."""
     path: Literal["cold", "warm"] = "cold"

@@ -83,4 +83,6 @@ def run_spec_for(
         preload=preload if package_env else (),
         outputs=OutputCaps(files=tool.files.output_files, bytes=tool.files.output_bytes),
         policy_version=snapshot.version,
+        explain_denials=tool.explain_denials,
+        allow_exec_written=tool.allow_exec_written,
     )

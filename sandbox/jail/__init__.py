@@ -45,7 +45,8 @@ it first, then init, which is the one to kill once it is up),
 exists, with a descriptor of the run's working dir: see
 :func:`_send_workdir`), ``cold`` (a warm jail execs a fresh
 interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
-``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number), then
+``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number),
+``refused NR[,ARG...]:COUNT ...`` (the refused calls with their decisive arguments), then
 ``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
 when init has exited.
 """
@@ -166,6 +167,7 @@ def contain(
             config.hidden_paths,
             int(config.limits["tmp_bytes"]),
             (config.uid, config.gid),
+            config.exec_written,
         )
         if root:
             # Root mode: as real root, outside any namespace, the run's root is
@@ -271,6 +273,7 @@ def contain(
                 list(mountns.DEVICES),
                 config.network,
                 config.egress_port,
+                config.exec_written,
             )
         _apply("privileges", privileges.check_no_capabilities)
         listener = None
@@ -368,11 +371,17 @@ def _init(
     os.close(up_read)
     os.close(down_write)
     pidns.exit_status_words(0)  # faulted in now, not once the tool has exited
-    status, refusals, timed_out = pidns.wait_for_tool(tool_pid, listener, started, wall_seconds)
+    calls: dict[tuple[int, ...], int] = {}
+    status, refusals, timed_out = pidns.wait_for_tool(
+        tool_pid, listener, started, wall_seconds, calls
+    )
     # One write: the service answers as soon as it reads the status.
     lines = "wall_timeout\n" if timed_out else ""
     if listener is not None:
         counts = " ".join(f"{number}:{count}" for number, count in refusals.items())
         lines += f"refusals {sum(refusals.values())} {counts}\n"
+    if calls:
+        named = " ".join(f"{','.join(map(str, call))}:{count}" for call, count in calls.items())
+        lines += f"refused {named}\n"
     os.write(report, f"{lines}{pidns.exit_status_words(status)}\n".encode())
     os._exit(0)

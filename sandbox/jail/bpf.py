@@ -21,13 +21,15 @@ from sandbox.jail.seccomp import (
     ALLOWED,
     ALWAYS_REFUSED,
     ARGUMENT_REFUSALS,
+    AUDIT_ARCH_X86_64,
     CLONE_NAMESPACE_FLAGS,
+    MFD_NOEXEC_SEAL,
     PERSONALITY_QUERY,
+    X32_SYSCALL_BIT,
 )
 
 ACT_NOTIFY = 0x7FC00000
 ACT_ERRNO = 0x00050000
-AUDIT_ARCH_X86_64 = 0xC000003E
 _ATTR_ACT_BADARCH = pyseccomp.Attr.ACT_BADARCH
 
 
@@ -47,7 +49,11 @@ IPPROTO_TCP = 6
 
 @lru_cache(maxsize=64)
 def compile_filter(
-    network: bool, denied: frozenset[str], notify: bool, egress: bool = False
+    network: bool,
+    denied: frozenset[str],
+    notify: bool,
+    egress: bool = False,
+    exec_written: bool = False,
 ) -> bytes:
     """BPF for the default-deny allowlist minus `denied`; cached per distinct policy.
 
@@ -55,6 +61,10 @@ def compile_filter(
     socket; `egress` (the run reaches the egress proxy on its own loopback)
     inet TCP stream sockets only: no UDP, raw, packet or netlink socket, no
     other stream protocol (SCTP, MPTCP).
+
+    Without `exec_written`, ``memfd_create`` only with ``MFD_NOEXEC_SEAL``: a
+    memory file the run writes could otherwise be executed (Landlock does
+    not see such files, and no mount of theirs is noexec).
     """
     refuse = ACT_NOTIFY if notify else pyseccomp.ERRNO(errno.EPERM)
     syscall_filter = pyseccomp.SyscallFilter(refuse)
@@ -64,8 +74,16 @@ def compile_filter(
     # A binary tree over syscall numbers instead of a linear scan: every
     # syscall of the tool pays this filter.
     syscall_filter.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
+    sealed_memfd = not exec_written and "memfd_create" not in denied
     for name in ALLOWED:
         if name in denied or name in ALWAYS_REFUSED or not _known(name):
+            continue
+        if name == "memfd_create" and sealed_memfd:
+            syscall_filter.add_rule(
+                pyseccomp.ALLOW,
+                name,
+                pyseccomp.Arg(1, pyseccomp.MASKED_EQ, MFD_NOEXEC_SEAL, MFD_NOEXEC_SEAL),
+            )
             continue
         syscall_filter.add_rule(pyseccomp.ALLOW, name)
     if "clone" not in denied:
@@ -107,6 +125,7 @@ def compile_filter(
 # low 32 bits of an argument are at that offset).
 _LD_ABS = 0x20
 _JEQ = 0x15
+_JGE = 0x35
 _JA = 0x05
 _RET = 0x06
 _MAX_JUMP = 255
@@ -119,16 +138,24 @@ def argument_refusals(refuse: int, denied: frozenset[str] = frozenset()) -> byte
     argument and rule, while the kernel reads a pid or a command as 32 bits:
     (1 << 32) | 1 passes a 64-bit "not 1" and still names pid 1. This
     prefix compares the low 32 bits exactly; what it does not refuse falls
-    through to the main program (which also refuses foreign architectures).
+    through to the main program. A syscall of another architecture (i386, or
+    x32: bit 30 of the number) goes to the jail's init when `refuse` is a
+    notification (init names it, then kills its caller with SIGSYS: see
+    :func:`sandbox.jail.seccomp.refuse_notification`); otherwise to the main
+    program, which kills its caller.
     """
+    notify = refuse == ACT_NOTIFY
+    foreign = "refuse" if notify else "pass"
     numbers = {name: _number(name) for name in ARGUMENT_REFUSALS if name not in denied}
     rules = [(numbers[name], ARGUMENT_REFUSALS[name]) for name in sorted(numbers)]
     # Instructions with symbolic jump targets: ("label", name) marks a place.
     program: list[tuple[object, ...]] = [
         (_LD_ABS, 0, 0, 4),
-        (_JEQ, None, "pass", AUDIT_ARCH_X86_64),
+        (_JEQ, None, foreign, AUDIT_ARCH_X86_64),
         (_LD_ABS, 0, 0, 0),
     ]
+    if notify:
+        program.append((_JGE, "refuse", None, X32_SYSCALL_BIT))
     for number, _ in rules:
         program.append((_JEQ, f"check-{number}", None, number))
     program.append((_JA, 0, 0, "pass"))
@@ -191,6 +218,26 @@ def syscall_name(number: int) -> str:
     except Exception:  # noqa: BLE001 - libseccomp raises various errors for unknown numbers
         return f"syscall_{number}"
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+AUDIT_ARCH_I386 = 0x40000003
+
+
+@lru_cache(maxsize=256)
+def foreign_syscall_name(arch: int, number: int) -> str:
+    """A syscall of another architecture in words: ``i386 syscall 20 (getpid)``."""
+    if arch == AUDIT_ARCH_I386:
+        abi, table = "i386", pyseccomp.Arch.X86
+    elif arch == AUDIT_ARCH_X86_64 and number & X32_SYSCALL_BIT:
+        abi, table = "x32", pyseccomp.Arch.X32
+    else:
+        return f"syscall {number} of architecture {arch:#x}"
+    try:
+        name = pyseccomp.resolve_syscall(table, number)
+    except Exception:  # noqa: BLE001 - libseccomp raises various errors for unknown numbers
+        return f"{abi} syscall {number & ~X32_SYSCALL_BIT}"
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return f"{abi} syscall {number & ~X32_SYSCALL_BIT} ({name})"
 
 
 def _export(syscall_filter: pyseccomp.SyscallFilter, buffer: io.BytesIO) -> None:

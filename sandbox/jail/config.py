@@ -33,6 +33,7 @@ _FIELDS: tuple[str, ...] = (
     "seccomp_bpf",  # bytes: the compiled filter (struct sock_filter array)
     "seccomp_notify",  # bool: the filter answers refusals through a listener
     "landlock_abi",  # int: ABI to use (0 = do not use Landlock)
+    "exec_written",  # bool: files the run writes may be executed (no noexec, Landlock EXECUTE)
     "hostname",  # str
     "layers",  # list[str]: the optional layers to apply (see OPTIONAL_LAYERS)
 )

@@ -2,7 +2,7 @@
 
 Raw syscalls (444-446). Handles every access right of the running kernel's
 ABI, so anything not granted below is denied: read/execute beneath the
-read-only paths, full access beneath the working dir and /tmp, read/write
+read-only paths, all but execute beneath the working dir and /tmp, read/write
 on the device nodes; with ABI >= 4 no TCP bind, and no TCP connect but
 to the egress proxy's port for a run that has one (any, for a run given
 the host's network); with ABI >= 6 no connection to abstract unix sockets and no
@@ -94,11 +94,14 @@ def restrict(
     device_paths: list[str],
     network: bool,
     connect_port: int = 0,
+    exec_written: bool = False,
 ) -> None:
     """Create the ruleset for this run and restrict the calling process (needs no_new_privs).
 
     `connect_port`: the one TCP port the run may connect to (its egress
-    proxy's, in its own network namespace); 0: none.
+    proxy's, in its own network namespace); 0: none. Beneath `write_paths`
+    every right but EXECUTE (unless `exec_written`): what the run writes
+    cannot be executed, whatever the mount says.
     """
     fs_rights = handled_fs_rights(abi)
     attr = u64(fs_rights)
@@ -110,8 +113,9 @@ def restrict(
     try:
         for path in read_paths:
             _add_path_rule(ruleset, path, READ_EXECUTE & fs_rights)
+        written = fs_rights if exec_written else fs_rights & ~EXECUTE
         for path in write_paths:
-            _add_path_rule(ruleset, path, fs_rights)
+            _add_path_rule(ruleset, path, written)
         for path in device_paths:
             _add_path_rule(ruleset, path, (READ_FILE | WRITE_FILE | TRUNCATE) & fs_rights)
         if abi >= 4 and connect_port and not network:

@@ -373,14 +373,18 @@ def enter_root(
     extra_read_paths: list[str],
     tmp_bytes: int,
     owner: tuple[int, int],
+    exec_written: bool = False,
 ) -> None:
     """As real root, in the run's own mount namespace: finish the root at `root`, pivot into it.
 
     Adds the run's extra read-only paths, a fresh /tmp and an empty /workdir
     (tmpfs, owned by the jail user; the run's files come with its payload),
     pivots, detaches the host's tree, makes / read-only, and leaves the
-    caller in /workdir.
+    caller in /workdir. /tmp and /workdir are the only places the tool can
+    write: they are noexec (nothing written there can be executed, mapped
+    executable or loaded as a library) unless `exec_written`.
     """
+    written = MS_NOSUID | MS_NODEV | (0 if exec_written else MS_NOEXEC)
     if extra_read_paths:
         stage = _stage(root)
         try:
@@ -394,7 +398,7 @@ def enter_root(
         "tmpfs",
         root + "/tmp",
         "tmpfs",
-        MS_NOSUID | MS_NODEV,
+        written,
         f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=1777",
     )
     workdir = root + WORKDIR_IN_JAIL
@@ -403,7 +407,7 @@ def enter_root(
         "tmpfs",
         workdir,
         "tmpfs",
-        MS_NOSUID | MS_NODEV,
+        written,
         f"size={tmp_bytes},nr_inodes={TMPFS_INODES},mode=0700,uid={uid},gid={gid}",
     )
     syscall(SYS_PIVOT_ROOT, root.encode() + b"\0", f"{root}/{_OLD_ROOT}".encode() + b"\0")
@@ -427,6 +431,7 @@ def build_root(
     hidden_paths: list[str],
     tmp_bytes: int,
     owner: tuple[int, int],
+    exec_written: bool,
     template_ready: bool,
     as_real_root: bool,
     own_proc: bool = False,
@@ -445,6 +450,7 @@ def build_root(
     :func:`build_template`). With `own_proc` (real root only, as pid 1 of
     the run's pid namespace), the /proc of that namespace is mounted over
     the template's at once, and :func:`mount_proc` is not needed.
+    `exec_written`: see :func:`enter_root`.
     """
     if template_ready:
         unshare()
@@ -454,7 +460,7 @@ def build_root(
         build_template(root, shared, hidden_paths, as_real_root=as_real_root)
     if own_proc:
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    enter_root(root, extra_read_paths, tmp_bytes, owner)
+    enter_root(root, extra_read_paths, tmp_bytes, owner, exec_written)
 
 
 def mount_proc() -> None:

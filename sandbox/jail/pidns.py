@@ -53,11 +53,17 @@ def exit_status_words(status: int) -> str:
 
 
 NAMED_REFUSALS = 64
-"""Distinct syscalls counted by number; refusals of any further ones are counted as -1."""
+"""Distinct syscalls counted by number; refusals of any further ones are counted as -1.
+As many distinct refused calls (a syscall with its decisive arguments) are
+kept; further ones are counted by syscall only."""
 
 
 def wait_for_tool(
-    tool_pid: int, listener_fd: int | None, started: int, wall_seconds: float
+    tool_pid: int,
+    listener_fd: int | None,
+    started: int,
+    wall_seconds: float,
+    calls: dict[tuple[int, ...], int],
 ) -> tuple[int, dict[int, int], bool]:
     """Init's loop: answer seccomp refusals (EPERM, counted per syscall) until the tool exits.
 
@@ -65,7 +71,9 @@ def wait_for_tool(
     on it has `wall_seconds`, after which every process of the namespace
     but init is killed. Returns the tool's wait status, the refusals
     answered (syscall number -> count; -1 holds syscalls beyond the first
-    :data:`NAMED_REFUSALS`) and whether the wall clock ran out. Orphans
+    :data:`NAMED_REFUSALS`) and whether the wall clock ran out; `calls`
+    receives the refused calls with their decisive arguments (see
+    :func:`~sandbox.jail.seccomp.refuse_notification`) -> count. Orphans
     re-parented to init stay zombies until init exits, bounded by the pids
     limit; the kernel kills and reaps them all when init exits.
     """
@@ -101,8 +109,13 @@ def wait_for_tool(
                 continue
             if listener_fd is None:
                 continue
-            number = seccomp.refuse_notification(listener_fd)
-            if number is not None:
+            call = seccomp.refuse_notification(listener_fd)
+            if call is not None:
+                if call in calls or len(calls) < NAMED_REFUSALS:
+                    calls[call] = calls.get(call, 0) + 1
+                number = call[0]
+                if number == seccomp.FOREIGN:
+                    continue  # a kill (SIGSYS), not a refusal: the service counts it so
                 if number not in refusals and len(refusals) >= NAMED_REFUSALS:
                     number = -1
                 refusals[number] = refusals.get(number, 0) + 1

@@ -107,6 +107,9 @@ def test_an_operator_uses_every_panel_against_the_live_stack(
     expect(page.locator("#tool-stdout")).to_contain_text("refused: Operation not permitted")
     expect(page.locator("#tool-denials")).to_contain_text("seccomp refused 1 system call")
     expect(page.locator("#tool-denials")).to_contain_text("socket ×1")  # which call, by name
+    expect(page.locator("#tool-denials")).to_contain_text(
+        "seccomp: socket(AF_INET, SOCK_STREAM) — this tool has no network (tools.python.network)"
+    )
 
     # Watch a run: its steps appear while the tool still runs, then the end.
     page.fill(

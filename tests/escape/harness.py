@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from pagi.stack import Stack
+from sandbox.denials import limit_denial
 from sandbox.jail.bpf import syscall_name
 from sandbox.spec import RunLimits
 from tests.escape.prelude import PRELUDE
@@ -397,7 +398,17 @@ class SandboxUnderTest:
         outcome = Outcome(response.status_code, payload, marker, self, before, elapsed)
         assert response.status_code == 200, f"execute_tool refused the run: {outcome.describe()}"
         self.assert_path(outcome)
+        self.assert_limit_named(outcome)
         return outcome
+
+    def assert_limit_named(self, outcome: Outcome) -> None:
+        """A run a limit stopped has exactly that limit, with its value, among its denials."""
+        limit_hit = outcome.result.get("limit_hit")
+        named = [d for d in outcome.result.get("denials") or [] if d.get("layer") == "limit"]
+        expected = (
+            [limit_denial(limit_hit, self.limits, "python").model_dump()] if limit_hit else []
+        )
+        assert named == expected, f"limit {limit_hit} named as {named}: {outcome.describe()}"
 
     def assert_path(self, outcome: Outcome) -> None:
         """The run really took the execution path this suite instance is testing."""

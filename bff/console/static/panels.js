@@ -157,7 +157,7 @@ export function renderToolResult(answer) {
       ` exit ${result.exit_code ?? "–"}${result.signal ? `, signal ${result.signal}` : ""}`,
       ` · ${result.duration_ms} ms · ${result.executor} · policy ${result.policy_version}`,
       result.limit_hit ? badge(`limit: ${result.limit_hit}`, "warn") : ""),
-    el("p", { id: "tool-denials" },
+    el("div", { id: "tool-denials" },
       result.seccomp_refusals
         ? badge(`seccomp refused ${result.seccomp_refusals} system call${result.seccomp_refusals === 1 ? "" : "s"}`, "bad")
         : badge("seccomp refused nothing", "plain"),
@@ -165,11 +165,21 @@ export function renderToolResult(answer) {
       " ",
       denials === undefined
         ? el("span", { class: "muted small" }, "Other denials: not reported by this sandbox version.")
-        : el("span", null, `Denials: ${typeof denials === "string" ? denials : JSON.stringify(denials)}`)),
+        : deniedInWords(denials)),
     el("h3", null, "stdout", result.stdout_truncated ? badge("cut", "warn") : ""),
     textBlock(result.stdout, { id: "tool-stdout" }),
     el("h3", null, "stderr", result.stderr_truncated ? badge("cut", "warn") : ""),
     textBlock(result.stderr, { id: "tool-stderr" }));
+}
+
+/** Each denial as the sandbox words it: what, how often, and the policy key behind it. */
+function deniedInWords(denials) {
+  if (!Array.isArray(denials)) {
+    return el("span", null, `Denials: ${typeof denials === "string" ? denials : JSON.stringify(denials)}`);
+  }
+  if (!denials.length) return el("span", { class: "muted small" }, "No denials.");
+  return el("ul", { class: "denial-list" }, ...denials.map((denial) => el("li", null,
+    `${denial.layer}: ${denial.what}${denial.count > 1 ? ` ×${denial.count}` : ""} — ${denial.hint}`)));
 }
 
 /** "socket ×2, ptrace ×1" from a {syscall: count} map, or nothing. */

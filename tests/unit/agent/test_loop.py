@@ -315,3 +315,19 @@ async def test_an_oversized_conversation_ends_the_run() -> None:
 def test_stored_arguments_are_the_models_text() -> None:
     decision = calls(("python", {"code": "print('é')"}))
     assert json.loads(decision.tool_calls[0].arguments) == {"code": "print('é')"}
+
+
+async def test_an_empty_denials_list_says_nothing_to_the_model() -> None:
+    sandbox = FakeSandbox(
+        outcome=lambda tool, code: ToolOutcome(
+            200,
+            {
+                "tool_status": "ok",
+                "result": {"stdout": "1\n", "stderr": "", "exit_code": 0, "denials": []},
+            },
+        )
+    )
+    decider = ScriptedDecider(first_then(calls(("python", {"code": "x"})), answer("ok")))
+    await make_run(decider, sandbox).run.run()
+    [seen] = tool_messages(decider.seen[1])
+    assert "denials" not in seen and seen["stdout"] == "1\n"

@@ -23,7 +23,7 @@ from sandbox.app import HARD_BODY_LIMIT, Sandbox, body_limit, create_app
 from sandbox.policy_watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
-from sandbox.spec import RunResult, RunSpec
+from sandbox.spec import Denial, RunResult, RunSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_POLICY = REPO / "policies" / "sandbox.toml"
@@ -721,3 +721,42 @@ async def test_network_true_without_the_opt_in_is_refused_on_reload(make_service
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_runs_denials_reach_its_result_audit_record_and_metrics(make_service, token_for):
+    denial = Denial(
+        layer="seccomp",
+        what="socket(AF_INET, SOCK_STREAM)",
+        count=2,
+        hint="this tool has no network (tools.demo.network)",
+    )
+    limit = Denial(layer="limit", what="wall_seconds = 5 s", count=1, hint="h")
+    async with make_service() as svc:
+        svc.runner.result = RunResult(
+            stdout="",
+            stderr="",
+            exit_code=None,
+            signal=9,
+            limit_hit="wall_time",
+            duration_ms=2.0,
+            seccomp_refusals=2,
+            seccomp_denials={"socket": 2},
+            denials=[denial, limit],
+        )
+        response = await svc.execute(token_for("sandbox"), tool_name="demo")
+        assert response.status_code == 200
+        expected = [denial.model_dump(), limit.model_dump()]
+        assert response.json()["result"]["denials"] == expected
+        (record,) = svc.audit_records()
+        assert record["outcome"]["denials"] == expected
+        metrics = (await svc.client.get("/metrics")).text
+        assert 'pagi_sandbox_denials_total{layer="limit"} 1.0' in metrics
+
+
+async def test_the_policy_status_shows_each_tools_denial_settings(make_service, token_for):
+    async with make_service() as svc:
+        response = await svc.client.get(
+            "/api/v1/policy", headers={"Authorization": f"Bearer {token_for('sandbox')}"}
+        )
+        python = response.json()["summary"]["tools"]["python"]
+        assert (python["explain_denials"], python["allow_exec_written"]) == (True, False)

@@ -214,3 +214,16 @@ def test_tail_describes_service_and_policy_records(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("t1 sandbox_started") and "policy_version=v1" in out[0]
     assert "policy_rejected" in out[1] and "error='f:3: x: bad'" in out[1]
+
+
+def test_tail_shows_a_runs_denials(tmp_path, capsys):
+    path = tmp_path / "audit.jsonl"
+    denials = [
+        {"layer": "seccomp", "what": "socket(AF_INET, SOCK_STREAM)", "count": 3, "hint": "h"},
+        {"layer": "limit", "what": "wall_seconds = 5 s", "count": 1, "hint": "h"},
+    ]
+    outcome = {"tool_status": "timeout", "exit_code": None, "denials": denials}
+    path.write_text(json.dumps(record(1, outcome=outcome)) + "\n")
+    assert tail_command(path, 1, follow=False) == 0
+    line = capsys.readouterr().out
+    assert "denials='seccomp:socket(AF_INET, SOCK_STREAM) x3; limit:wall_seconds = 5 s'" in line

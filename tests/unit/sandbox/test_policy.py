@@ -20,6 +20,7 @@ from sandbox.policy import (
     load_policy,
     parse_policy,
 )
+from sandbox.tool_call import run_spec_for
 
 REPO = Path(__file__).resolve().parents[3]
 SOURCE = Path("/etc/pagi/sandbox.toml")
@@ -439,3 +440,38 @@ def test_a_fifo_at_the_policy_path_is_refused_without_hanging(tmp_path):
 def test_a_device_at_the_policy_path_is_refused():
     with pytest.raises(PolicyError, match="not a regular file"):
         load_policy(Path("/dev/zero"))
+
+
+# --------------------------------------------------------------------------- denials, W^X
+
+
+def test_denials_are_explained_and_written_files_never_run_by_default(capsys):
+    snapshot = parse(MINIMAL)
+    tool = snapshot.tool("demo")
+    assert tool is not None and (tool.explain_denials, tool.allow_exec_written) == (True, False)
+    spec = run_spec_for(snapshot, "demo", tool, None, "/usr/bin/python3")
+    assert (spec.explain_denials, spec.allow_exec_written) == (True, False)
+    summary = snapshot.summary()["tools"]["demo"]
+    assert (summary["explain_denials"], summary["allow_exec_written"]) == (True, False)
+
+
+def test_a_tool_can_go_quiet_and_run_what_it_writes(tmp_path, capsys):
+    text = MINIMAL.replace(
+        "[tools.demo]\n", "[tools.demo]\nexplain_denials = false\nallow_exec_written = true\n"
+    )
+    snapshot = parse(text)
+    tool = snapshot.tool("demo")
+    assert tool is not None
+    spec = run_spec_for(snapshot, "demo", tool, None, "/usr/bin/python3")
+    assert (spec.explain_denials, spec.allow_exec_written) == (False, True)
+    path = tmp_path / "sandbox.toml"
+    path.write_text(text)
+    assert check_command(path) == 0
+    assert "denials on stderr=no written files run=yes" in capsys.readouterr().out
+
+
+def test_the_denial_keys_are_booleans():
+    key, _, message = only_problem(
+        MINIMAL.replace("[tools.demo]\n", '[tools.demo]\nallow_exec_written = "yes"\n')
+    )
+    assert key == "tools.demo.allow_exec_written"

@@ -1,0 +1,84 @@
+"""What naming denials costs execute_tool: this version against an earlier one.
+
+Starts a sandbox from this tree and one from the source tree in ``--before
+DIR`` (an earlier version, e.g. ``git archive REV | tar -x -C DIR``), each
+on its own default policy, and sends requests to them in turn, one at a
+time, each over its own keep-alive connection (:mod:`bench.keepalive`):
+first a program that is refused nothing (``print(2+2)``, warm path: the
+figure that must not move), then one refused a socket five times (what a
+denial costs, stderr lines included). Prints p50 / p99 / mean of each, and
+the p50 ratios. Without ``--before`` only this version is measured.
+
+Usage: .venv/bin/python bench/denials.py --before DIR [--runs 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.tracing import alternate, figures, start_sandbox  # noqa: E402
+from pagi.auth import TokenSigner, generate_keys  # noqa: E402
+
+PROGRAMS = {
+    "no denial, print(2+2)": "print(2+2)",
+    "5 refused sockets": (
+        "import socket\nfor _ in range(5):\n    try:\n"
+        "        socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "    except OSError:\n        pass\n"
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--before", type=Path, help="the source tree of an earlier version")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        keys = root / "keys"
+        generate_keys(keys)
+        token = TokenSigner.from_keys_dir(keys, "operator").sign("sandbox", ttl=3600)
+        stacks = {"this version": start_sandbox(root / "now", keys)}
+        if args.before:
+            stacks["the earlier version"] = start_sandbox(root / "before", keys, args.before)
+        urls = {name: stack.settings.url_of("sandbox") for name, stack in stacks.items()}
+        try:
+            results = {
+                label: asyncio.run(
+                    alternate(
+                        urls,
+                        token,
+                        args.runs,
+                        json.dumps({"tool_name": "python", "code": code}).encode(),
+                    )
+                )
+                for label, code in PROGRAMS.items()
+            }
+        finally:
+            for stack in stacks.values():
+                stack.stop()
+    for label, latency in results.items():
+        print(f"\nexecute_tool {label}, warm path, {args.runs} requests each, alternating")
+        for name, samples in latency.items():
+            print(f"  {name:<20} {figures(samples)}")
+        if "the earlier version" in latency:
+            now = statistics.median(latency["this version"])
+            then = statistics.median(latency["the earlier version"])
+            print(f"  p50 this / earlier: {now / then:.3f}")
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
