@@ -55,10 +55,6 @@ from pathlib import Path
 from typing import Any
 
 from pagi.logging import log_event
-from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_environment
-from sandbox.egress.proxy import EgressProxy, EgressSession
-from sandbox.egress.report import EgressReport
-from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
 from sandbox.denials import (
     bounded,
     foreign_syscall_kill,
@@ -66,6 +62,10 @@ from sandbox.denials import (
     seccomp_denials,
     stderr_lines,
 )
+from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_environment
+from sandbox.egress.proxy import EgressProxy, EgressSession
+from sandbox.egress.report import EgressReport
+from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
 from sandbox.jail import LAYERS
 from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
 from sandbox.jail.cgroup_service import (
