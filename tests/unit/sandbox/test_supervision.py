@@ -243,8 +243,10 @@ async def test_without_the_argument_rules_the_same_run_reaches_init(
     """The check above on a build whose filter lacks its argument rules: it must fail."""
     compile_whole = runner_module.compile_filter
 
-    def without_argument_rules(network: bool, denied: frozenset[str], notify: bool) -> bytes:
-        whole = compile_whole(network, denied, notify)
+    def without_argument_rules(
+        network: bool, denied: frozenset[str], notify: bool, egress: bool = False
+    ) -> bytes:
+        whole = compile_whole(network, denied, notify, egress)
         refuse = bpf.ACT_NOTIFY if notify else bpf.ACT_ERRNO | errno.EPERM
         prefix = bpf.argument_refusals(refuse, denied)
         assert whole.startswith(prefix)
