@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from sandbox import runner as runner_module
+from sandbox.jail.netns import LISTENER_MESSAGE
 from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.spec import RunLimits, RunSpec
 from tests.unit.sandbox.egress.conftest import egress
@@ -224,3 +226,30 @@ async def test_a_networked_run_verifies_tls_with_the_systems_ca_certificates(
     certificates, private = with_network.stdout.split()
     assert int(certificates) > 0 and private == "False", with_network
     assert without.stdout.split() == ["0", "False"], without
+
+
+async def test_the_listener_is_taken_from_the_report_whatever_lines_share_its_read() -> None:
+    """The jail's lines before the listener may arrive in the same read; other fds are closed."""
+    loop = asyncio.get_running_loop()
+    read_end, write_end = runner_module._report_channel()
+    reader = runner_module._ReportReader(loop, read_end)
+    writer = socket.socket(fileno=write_end)
+    listener = socket.socket()
+    stray = socket.socket()
+    try:
+        writer.sendall(b"jail\n")
+        socket.send_fds(writer, [LISTENER_MESSAGE], [listener.fileno()])
+        socket.send_fds(writer, [LISTENER_MESSAGE], [stray.fileno()])  # a second one
+        await asyncio.wait_for(reader.listener_arrived, 5)
+        await asyncio.sleep(0.1)
+        taken = reader.take_listener()
+        assert taken is not None
+        assert os.path.samestat(os.fstat(taken.fileno()), os.fstat(listener.fileno()))
+        assert reader.take_listener() is None
+        assert reader.report.jail_pid == os.getpid()
+        taken.close()
+    finally:
+        reader.close()
+        writer.close()
+        listener.close()
+        stray.close()
