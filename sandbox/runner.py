@@ -1023,7 +1023,7 @@ class Runner:
                 # run is cut, its listener closed.
                 egress_report = await session.close() if session is not None else None
             if egress_report is not None:
-                result = _with_network(result, egress_report)
+                result = _with_network(result, egress_report, spec.tool)
             if jail.via_zygote:
                 rearm = (spec, config, warm)
             return result
@@ -1492,12 +1492,32 @@ def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
     )
 
 
-def _with_network(result: RunResult, report: EgressReport) -> RunResult:
-    """`result` with the run's traffic through the proxy and the proxy's decisions."""
+def _with_network(result: RunResult, report: EgressReport, tool: str) -> RunResult:
+    """`result` with the run's traffic through the proxy and the proxy's decisions.
+
+    The proxy's refusals join the run's ``denials`` (layer ``network``), with
+    the policy table that governs them; the tool itself was told by the
+    proxy's 403, so no stderr line is added for them.
+    """
     counts = report.summary()
-    usage = NetworkUsage(**counts, denials=[NetworkDenial(**denial) for denial in report.denials])
+    refused = [NetworkDenial(**denial) for denial in report.denials]
+    usage = NetworkUsage(**counts, denials=refused)
     audit = [decision.audit_record() for decision in report.decisions]
-    return result.model_copy(update={"network": usage, "egress_audit": audit})
+    explained = bounded(
+        [
+            *result.denials,
+            *(
+                Denial(
+                    layer="network",
+                    what=f"{denial.method} {denial.what}" if denial.method else denial.what,
+                    count=1,
+                    hint=f"{denial.reason}: {denial.detail} (tools.{tool}.network)",
+                )
+                for denial in refused
+            ),
+        ]
+    )
+    return result.model_copy(update={"network": usage, "egress_audit": audit, "denials": explained})
 
 
 def host_namespaces() -> dict[str, str]:

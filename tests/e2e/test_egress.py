@@ -275,6 +275,10 @@ def denial_of(body: dict[str, Any], host: str, port: int) -> dict[str, Any]:
     found = [d for d in network["denials"] if (d["host"], d["port"]) == (host, port)]
     assert found, network
     assert found[0]["layer"] == "network"
+    # The same refusal in the run's denials, with the table that governs it.
+    named = [d for d in body["result"]["denials"] if d["layer"] == "network"]
+    assert any(d["what"].endswith(found[0]["what"]) for d in named), body["result"]["denials"]
+    assert all(d["hint"].endswith(".network)") for d in named)
     return found[0]
 
 
