@@ -41,8 +41,19 @@ TOOL_RUN_DURATION = SANDBOX.histogram(
 DENIALS = SANDBOX.counter(
     "pagi_sandbox_denials_total",
     "What the isolation layers refused tools, by layer (seccomp: refused system calls;"
-    " network: requests the egress proxy refused).",
+    " limit: runs stopped by a limit; network: requests the egress proxy refused).",
     ("layer",),
+)
+EGRESS_DECISIONS = SANDBOX.counter(
+    "pagi_sandbox_egress_decisions_total",
+    "Requests of networked runs through the egress proxy, by outcome (allowed, refused,"
+    " failed: allowed but the destination could not be reached).",
+    ("outcome",),
+)
+EGRESS_BYTES = SANDBOX.counter(
+    "pagi_sandbox_egress_bytes_total",
+    "Bytes networked runs moved through the egress proxy, by direction (in, out).",
+    ("direction",),
 )
 QUEUE_DEPTH = SANDBOX.gauge("pagi_sandbox_queue_depth", "Requests waiting for a run slot.")
 RUNS_IN_PROGRESS = SANDBOX.gauge("pagi_sandbox_runs_in_progress", "Runs holding a slot now.")

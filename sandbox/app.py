@@ -318,9 +318,15 @@ class Sandbox:
             # seccomp is counted above (kills by the filter included), network below.
             if denial["layer"] not in ("seccomp", "network"):
                 metrics.DENIALS.labels(denial["layer"]).inc(denial["count"])
-        refused = (outcome.get("network") or {}).get("refused", 0)
-        if refused:
-            metrics.DENIALS.labels("network").inc(refused)
+        network = outcome.get("network")
+        if network:
+            if network["refused"]:
+                metrics.DENIALS.labels("network").inc(network["refused"])
+            for decision in ("allowed", "refused", "failed"):
+                if network[decision]:
+                    metrics.EGRESS_DECISIONS.labels(decision).inc(network[decision])
+            metrics.EGRESS_BYTES.labels("in").inc(network["bytes_in"])
+            metrics.EGRESS_BYTES.labels("out").inc(network["bytes_out"])
 
     async def _run(self, spec: RunSpec) -> RunResult:
         try:

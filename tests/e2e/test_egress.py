@@ -175,15 +175,17 @@ class Sandbox:
             time.sleep(0.05)
         raise AssertionError(f"the policy edit never went live: {status}")
 
-    def network_denials_counted(self) -> float:
+    def counted(self, name: str, **labels: str) -> float:
+        """The value of one sample of the sandbox's /metrics (0 when not there yet)."""
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "pagi_sandbox_denials_total" and sample.labels == {
-                    "layer": "network"
-                }:
+                if sample.name == name and sample.labels == labels:
                     return sample.value
         return 0.0
+
+    def network_denials_counted(self) -> float:
+        return self.counted("pagi_sandbox_denials_total", layer="network")
 
     def audit_of(self, request_id: str, kind: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 5
@@ -288,6 +290,8 @@ def denial_of(body: dict[str, Any], host: str, port: int) -> dict[str, Any]:
 @pytest.mark.parametrize("tool", TOOLS)
 def test_allowed_hosts_answer_through_urllib(sandbox: Sandbox, tool: str) -> None:
     servers = sandbox.servers
+    bytes_in_before = sandbox.counted("pagi_sandbox_egress_bytes_total", direction="in")
+    allowed_before = sandbox.counted("pagi_sandbox_egress_decisions_total", outcome="allowed")
     request_id = uuid.uuid4().hex
     body = sandbox.fetch(
         tool,
@@ -305,6 +309,12 @@ def test_allowed_hosts_answer_through_urllib(sandbox: Sandbox, tool: str) -> Non
     assert network["allowed"] == 2 and network["refused"] == 0 and network["denials"] == []
     assert network["upstream_connections"] == 2
     assert network["bytes_in"] > 0 and network["bytes_out"] > 0
+    assert sandbox.counted("pagi_sandbox_egress_bytes_total", direction="in") == (
+        bytes_in_before + network["bytes_in"]
+    )
+    assert sandbox.counted("pagi_sandbox_egress_decisions_total", outcome="allowed") == (
+        allowed_before + 2
+    )
     audited = sandbox.audit_of(request_id, "egress")
     assert {(r["outcome"], r["host"], r["port"]) for r in audited} == {
         ("allowed", "127.0.0.1", servers.http.port),
@@ -323,6 +333,7 @@ def test_every_other_destination_is_refused_with_its_reason(sandbox: Sandbox, to
     http, other = servers.http.port, servers.other.port
     seen_before = len(servers.other.seen)
     counted_before = sandbox.network_denials_counted()
+    decisions_before = sandbox.counted("pagi_sandbox_egress_decisions_total", outcome="refused")
     request_id = uuid.uuid4().hex
     cases = [
         # (url, reason, host and port the denial names)
@@ -350,6 +361,9 @@ def test_every_other_destination_is_refused_with_its_reason(sandbox: Sandbox, to
     assert sorted(r["reason"] for r in audited) == sorted(reason for _, reason, _ in cases)
     assert all(r["tool"] == tool and r["outcome"] == "refused" for r in audited)
     assert sandbox.network_denials_counted() == counted_before + len(cases)
+    assert sandbox.counted("pagi_sandbox_egress_decisions_total", outcome="refused") == (
+        decisions_before + len(cases)
+    )
 
 
 def test_a_name_resolving_to_a_private_address_needs_allow_private(sandbox: Sandbox) -> None:
