@@ -67,7 +67,7 @@ from sandbox.policy import (
     ToolPolicy,
     deployment_context,
 )
-from sandbox.policy_watch import PolicyStore
+from sandbox.policy.watch import PolicyStore
 from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from pagi.app import Caller
 from sandbox.policy import CodeMode, ToolPolicy
-from sandbox.policy_watch import PolicyStore
+from sandbox.policy.watch import PolicyStore
 
 
 class ToolInfo(BaseModel):

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from sandbox.app import HARD_BODY_LIMIT, Sandbox, body_limit, create_app
-from sandbox.policy_watch import PolicyStore
+from sandbox.policy.watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import Denial, RunResult, RunSpec

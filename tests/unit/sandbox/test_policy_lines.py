@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.policy_lines import key_lines, line_of
+from sandbox.policy.lines import key_lines, line_of
 
 TEXT = """# comment = not a key
 [sandbox]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.policy import PolicyError, PolicySnapshot
-from sandbox.policy_watch import PolicyStore
+from sandbox.policy.watch import PolicyStore
 
 GOOD = """
 [tools.demo]

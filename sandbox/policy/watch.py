@@ -1,6 +1,6 @@
 """The live policy: the last good snapshot, swapped atomically when the file changes.
 
-:class:`PolicyStore` holds one immutable :class:`~sandbox.policy.PolicySnapshot`
+:class:`PolicyStore` holds one immutable :class:`~sandbox.policy.snapshot.PolicySnapshot`
 at a time. A request reads ``store.current`` once and keeps that object to the
 end, so a run finishes under the version it was admitted with while the next
 request already sees a new one. An edit that does not validate, a deleted or
@@ -28,14 +28,9 @@ from watchfiles import awatch
 
 from pagi.logging import log_event
 from pagi.metric_catalogue import POLICY_EDITS_REFUSED, POLICY_RELOADS
-from sandbox.policy import (
-    PolicyContext,
-    PolicyError,
-    PolicySnapshot,
-    load_policy,
-    parse_policy,
-    read_policy_bytes,
-)
+from sandbox.policy.errors import PolicyError
+from sandbox.policy.load import load_policy, parse_policy, read_policy_bytes
+from sandbox.policy.snapshot import PolicyContext, PolicySnapshot
 
 logger = logging.getLogger(__name__)
 
