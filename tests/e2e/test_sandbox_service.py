@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from sandbox.app import body_limit
 from sandbox.policy import parse_policy
+from sandbox.service import body_limit
 from testing.stack import REPO, LogCollector, launch_stack, stack_env
 
 pytestmark = pytest.mark.e2e

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from pagi.stack import Stack
-from sandbox.app import body_limit
 from sandbox.policy import load_policy
+from sandbox.service import body_limit
 from testing.live import (
     http_response_complete,
     recent_logs,

@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.app import HARD_BODY_LIMIT, Sandbox, body_limit, create_app
+from sandbox.app import create_app
 from sandbox.policy.watch import PolicyStore
 from sandbox.runner import RunnerUnavailable
+from sandbox.service import HARD_BODY_LIMIT, Sandbox, body_limit
 from sandbox.settings import SandboxSettings
 from sandbox.spec import Denial, RunResult, RunSpec
 
