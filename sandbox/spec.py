@@ -6,7 +6,9 @@ admission, audit) and the runner (jail, cold and warm paths).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -42,19 +44,55 @@ class Denial(BaseModel):
     )
 
 
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+class LimitRange(NamedTuple):
+    """One resource limit of a run: the only place its floor, default and ceiling are set."""
+
+    floor: float
+    """The least a run can start with; no policy may set less."""
+    default: float
+    """What a tool gets when the policy sets nothing (``[defaults]`` omitted)."""
+    ceiling: float
+    """A constant of the code: no policy may set more."""
+
+
+LIMIT_RANGES: Mapping[str, LimitRange] = MappingProxyType(
+    {
+        "wall_seconds": LimitRange(0.1, 5.0, 60.0),
+        "cpu_seconds": LimitRange(1, 5, 60),
+        "memory_bytes": LimitRange(16 * MIB, 256 * MIB, 2 * GIB),
+        "file_size_bytes": LimitRange(0, 16 * MIB, 256 * MIB),
+        "open_files": LimitRange(8, 64, 1024),
+        "processes": LimitRange(1, 16, 256),
+        "output_bytes": LimitRange(1 * KIB, 64 * KIB, 8 * MIB),
+        "stack_bytes": LimitRange(1 * MIB, 8 * MIB, 64 * MIB),
+    }
+)
+"""Each field of :class:`RunLimits`, by name."""
+
+
+def _limit(name: str) -> Any:
+    bounds = LIMIT_RANGES[name]
+    return Field(bounds.default, ge=bounds.floor, le=bounds.ceiling)
+
+
 class RunLimits(BaseModel):
     """Resource limits of one run (already clamped to the policy's ceilings)."""
 
     model_config = ConfigDict(frozen=True)
 
-    wall_seconds: float = Field(5.0, gt=0)
-    cpu_seconds: int = Field(5, ge=1)
-    memory_bytes: int = Field(256 * 1024 * 1024, ge=16 * 1024 * 1024)
-    file_size_bytes: int = Field(16 * 1024 * 1024, ge=0)
-    open_files: int = Field(64, ge=8)
-    processes: int = Field(16, ge=1)
-    output_bytes: int = Field(64 * 1024, ge=1024)
-    stack_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
+    wall_seconds: float = _limit("wall_seconds")
+    cpu_seconds: int = _limit("cpu_seconds")
+    memory_bytes: int = _limit("memory_bytes")
+    file_size_bytes: int = _limit("file_size_bytes")
+    open_files: int = _limit("open_files")
+    processes: int = _limit("processes")
+    output_bytes: int = _limit("output_bytes")
+    stack_bytes: int = _limit("stack_bytes")
 
 
 class OutputCaps(BaseModel):

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from sandbox.jail.layer import LAYERS
 from sandbox.policy.errors import PolicyError, PolicyProblem
-from sandbox.policy.fields import GIB, KIB, MIB, CodeMode, Executor, LayerName, PolicyModel
+from sandbox.policy.fields import CodeMode, Executor, LayerName, PolicyModel
 from sandbox.policy.limits import (
     HARD_CEILINGS,
     INPUT_BYTES_CEILING,
     INPUT_DEPTH_CEILING,
     INPUT_FILES_CEILING,
+    LIMIT_DEFAULTS,
     LIMIT_FLOORS,
     MAX_ARGV_CODE_BYTES,
     MAX_CODE_BYTES_CEILING,
@@ -59,6 +60,7 @@ from sandbox.policy.schema import (
     ToolPolicy,
 )
 from sandbox.policy.snapshot import PolicyContext, PolicySnapshot
+from sandbox.spec import GIB, KIB, MIB
 
 __all__ = [
     "ALL_TOOLS",
@@ -75,6 +77,7 @@ __all__ = [
     "INPUT_FILES_CEILING",
     "KIB",
     "LAYERS",
+    "LIMIT_DEFAULTS",
     "LIMIT_FLOORS",
     "LayerName",
     "MAX_ARGV_CODE_BYTES",

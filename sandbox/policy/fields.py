@@ -12,10 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from sandbox.jail.layer import LAYERS
-
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
+from sandbox.spec import GIB, KIB, MIB
 
 LayerName = Literal[LAYERS]  # type: ignore[valid-type]
 CodeMode = Literal["none", "stdin", "file", "argv"]

@@ -1,7 +1,7 @@
 """The resource limits a policy sets, and the bounds no policy can move.
 
-:data:`HARD_CEILINGS` and :data:`LIMIT_FLOORS` are constants of the code; the
-``[defaults]`` table's defaults are the limits of a tool that sets none.
+:data:`HARD_CEILINGS`, :data:`LIMIT_FLOORS` and :data:`LIMIT_DEFAULTS` come
+from :data:`sandbox.spec.LIMIT_RANGES`, where each run limit's three are set.
 """
 
 from __future__ import annotations
@@ -10,32 +10,17 @@ from typing import Annotated
 
 from pydantic import Field
 
-from sandbox.policy.fields import GIB, KIB, MIB, PolicyModel, bounded_size
-from sandbox.spec import RunLimits
+from sandbox.policy.fields import PolicyModel, bounded_size
+from sandbox.spec import KIB, LIMIT_RANGES, MIB, RunLimits
 
-HARD_CEILINGS = RunLimits(
-    wall_seconds=60.0,
-    cpu_seconds=60,
-    memory_bytes=2 * GIB,
-    file_size_bytes=256 * MIB,
-    open_files=1024,
-    processes=256,
-    output_bytes=8 * MIB,
-    stack_bytes=64 * MIB,
-)
+HARD_CEILINGS = RunLimits(**{name: limit.ceiling for name, limit in LIMIT_RANGES.items()})
 """No policy may set a limit above these."""
 
-LIMIT_FLOORS = RunLimits(
-    wall_seconds=0.1,
-    cpu_seconds=1,
-    memory_bytes=16 * MIB,
-    file_size_bytes=0,
-    open_files=8,
-    processes=1,
-    output_bytes=1 * KIB,
-    stack_bytes=1 * MIB,
-)
+LIMIT_FLOORS = RunLimits(**{name: limit.floor for name, limit in LIMIT_RANGES.items()})
 """No policy may set a limit below these (a run could not even start)."""
+
+LIMIT_DEFAULTS = RunLimits()
+"""The limits of a tool when the policy sets none."""
 
 MAX_CODE_BYTES_CEILING = 1 * MIB
 MAX_ARGV_CODE_BYTES = 128 * KIB - 1
@@ -71,14 +56,14 @@ CodeBytes = bounded_size(0, MAX_CODE_BYTES_CEILING)
 class DefaultLimits(PolicyModel):
     """``[defaults]``: the limits of every tool that does not override them."""
 
-    wall_seconds: WallSeconds = 5.0
-    cpu_seconds: CpuSeconds = 5
-    memory_bytes: MemoryBytes = 256 * MIB
-    file_size_bytes: FileSizeBytes = 16 * MIB
-    open_files: OpenFiles = 64
-    processes: Processes = 16
-    output_bytes: OutputBytes = 64 * KIB
-    stack_bytes: StackBytes = 8 * MIB
+    wall_seconds: WallSeconds = LIMIT_DEFAULTS.wall_seconds
+    cpu_seconds: CpuSeconds = LIMIT_DEFAULTS.cpu_seconds
+    memory_bytes: MemoryBytes = LIMIT_DEFAULTS.memory_bytes
+    file_size_bytes: FileSizeBytes = LIMIT_DEFAULTS.file_size_bytes
+    open_files: OpenFiles = LIMIT_DEFAULTS.open_files
+    processes: Processes = LIMIT_DEFAULTS.processes
+    output_bytes: OutputBytes = LIMIT_DEFAULTS.output_bytes
+    stack_bytes: StackBytes = LIMIT_DEFAULTS.stack_bytes
 
 
 class ToolLimits(PolicyModel):

@@ -14,7 +14,6 @@ from pydantic import Field, StringConstraints, model_validator
 
 from sandbox.jail.layer import LAYERS
 from sandbox.policy.fields import (
-    KIB,
     AbsolutePath,
     Argument,
     CodeMode,
@@ -44,6 +43,7 @@ from sandbox.policy.limits import (
     ToolLimits,
 )
 from sandbox.policy.network import NetworkPolicy, NetworkSetting
+from sandbox.spec import KIB
 
 DEFAULT_REQUIRED_LAYERS = tuple(layer for layer in LAYERS if layer != "cgroup")
 PYTHON_PLACEHOLDER = "{python}"

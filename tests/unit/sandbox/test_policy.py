@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cli.main import main as pagi_main
 from cli.policy import check_command
@@ -20,6 +21,7 @@ from sandbox.policy import (
     load_policy,
     parse_policy,
 )
+from sandbox.spec import LIMIT_RANGES, RunLimits
 from sandbox.tool_call import run_spec_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -218,6 +220,19 @@ def test_limits_above_the_hard_ceiling_are_refused(field, value):
     """)
     assert key == f"tools.demo.limits.{field}" and line == 4
     assert "less than or equal" in message
+
+
+@pytest.mark.parametrize("field", sorted(LIMIT_RANGES))
+def test_a_run_takes_the_same_range_and_default_as_the_policy(field):
+    bounds = LIMIT_RANGES[field]
+    assert getattr(parse(MINIMAL).limits["demo"], field) == bounds.default
+    assert getattr(RunLimits(), field) == bounds.default
+    RunLimits(**{field: bounds.floor})
+    RunLimits(**{field: bounds.ceiling})
+    below = bounds.floor - 1 if isinstance(bounds.floor, int) else bounds.floor / 2
+    for value in (below, bounds.ceiling + 1):
+        with pytest.raises(ValidationError):
+            RunLimits(**{field: value})
 
 
 def test_size_string_above_ceiling_and_garbage_size():
