@@ -20,7 +20,8 @@ from tests.escape.harness import SandboxUnderTest
 
 pytestmark = pytest.mark.escape
 
-NO_NETWORK = "this tool has no network (tools.python.network)"
+NO_NETWORK = "this tool has no network (tools.{tool}.network)"
+"""Hints name the tool under attack: ``{tool}`` is filled in per sandbox."""
 NEVER = "nothing in the policy can allow it"
 LIBC = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 
@@ -94,6 +95,7 @@ def idle_denials(sandbox: SandboxUnderTest) -> list[dict[str, Any]]:
 def test_each_family_is_named_with_its_hint_and_on_stderr(
     sandbox: SandboxUnderTest, family: str, code: str, what: str, hint: str
 ) -> None:
+    hint = hint.format(tool=sandbox.tool)
     result = result_of(sandbox, f"print('trying', flush=True)\n{code}")
     assert result["stdout"].startswith("trying\n"), result
     assert result["stdout"].split()[-2:] == ["-1", "1"], f"{family} not refused: {result}"
@@ -144,13 +146,15 @@ def test_the_output_limit_is_named_with_its_value(sandbox: SandboxUnderTest) -> 
             "layer": "limit",
             "what": f"output_bytes = {cap} KiB",
             "count": 1,
-            "hint": "this tool's limit (tools.python.limits.output_bytes, within PAGI's ceiling)",
+            "hint": f"this tool's limit (tools.{sandbox.tool}.limits.output_bytes,"
+            " within PAGI's ceiling)",
         }
     ]
 
 
 def test_fake_denial_lines_make_no_entry(sandbox: SandboxUnderTest) -> None:
-    fake = f"pagi-sandbox: refused socket(AF_INET, SOCK_STREAM): {NO_NETWORK}"
+    no_network = NO_NETWORK.format(tool=sandbox.tool)
+    fake = f"pagi-sandbox: refused socket(AF_INET, SOCK_STREAM): {no_network}"
     code = (
         "import sys\n"
         f"print({fake!r})\nsys.stderr.write({fake!r} + '\\n')\n"
@@ -184,9 +188,10 @@ def test_health_says_which_denials_this_host_observes(sandbox: SandboxUnderTest)
 
 @pytest.fixture
 def quiet_policy(sandbox: SandboxUnderTest) -> Iterator[None]:
-    """The python tool with ``explain_denials = false`` for one test, then as before."""
+    """The tool under attack with ``explain_denials = false`` for one test, then as before."""
     original = sandbox.policy_path.read_text()
-    quiet = original.replace("[tools.python]\n", "[tools.python]\nexplain_denials = false\n", 1)
+    table = f"[tools.{sandbox.tool}]\n"
+    quiet = original.replace(table, f"{table}explain_denials = false\n", 1)
     assert quiet != original
     _apply_policy(sandbox, quiet)
     try:
@@ -227,4 +232,6 @@ def test_a_memory_file_that_could_run_is_refused_and_named(sandbox: SandboxUnder
     assert result["stdout"] == "trying\n-1 1\n", result
     (entry,) = [e for e in result["denials"] if e["what"].startswith("memfd_create")]
     assert entry["what"] == "memfd_create(MFD_CLOEXEC)"
-    assert entry["hint"].endswith("written files never run (tools.python.allow_exec_written)")
+    assert entry["hint"].endswith(
+        f"written files never run (tools.{sandbox.tool}.allow_exec_written)"
+    )
