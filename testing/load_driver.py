@@ -264,8 +264,9 @@ def leftovers(before: ProcessSnapshot, after: ProcessSnapshot, kept_fds: int) ->
     return problems
 
 
-FDS_PER_JAIL_BUILT_AHEAD = 5
-"""The service's ends of a waiting jail's pipes: stdin, stdout, stderr, config, report."""
+FDS_PER_JAIL_BUILT_AHEAD = 6
+"""The service's ends of a waiting jail's pipes (stdin, stdout, stderr, config, report) and
+the descriptor of its working dir its init sent (for the files the run will leave in out/)."""
 
 
 def jails_built_ahead(base_url: str) -> int:
