@@ -38,7 +38,6 @@ written with loop readers/writers, never with a blocking call.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import py_compile
@@ -130,31 +129,6 @@ def launcher_path(package_fd: int) -> str:
     return f"/proc/self/fd/{package_fd}/{LAUNCH_SCRIPT}"
 
 
-def compile_jail_code(package_fd: int) -> None:
-    """(Re)write the bytecode of the code a zygote imports, naming it through `package_fd`.
-
-    A module's cached bytecode holds the path it was compiled from: compiled
-    by the service (or a test) that imported it from the repository, the
-    file a zygote reads holds the host path of PAGI's code, and the buffer
-    it read it into stays in the memory every warm run inherits, freed or
-    not. Compiled here under the name the jail imports it by, it holds no
-    host path. A read-only tree is left as it is.
-    """
-    root = Path(PACKAGE_ROOT)
-    for source in [root / "sandbox" / "__init__.py", *sorted((root / JAIL_DIR).glob("*.py"))]:
-        relative = source.relative_to(root)
-        try:
-            py_compile.compile(
-                str(source),
-                cfile=importlib.util.cache_from_source(str(source)),
-                dfile=f"/proc/self/fd/{package_fd}/{relative}",
-                doraise=True,
-            )
-        except (OSError, py_compile.PyCompileError):
-            return
-
-
-JAIL_DIR = "sandbox/jail"
 JAIL_UID = 65534
 JAIL_GID = 65534
 WALL_GRACE_SECONDS = 0.5
@@ -668,7 +642,6 @@ class Runner:
             self._package_env_cache = tempfile.mkdtemp(prefix="pagi-package-envs-")
         if self._package_fd < 0:
             self._package_fd = os.open(PACKAGE_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        await asyncio.to_thread(compile_jail_code, self._package_fd)
         await asyncio.to_thread(self._inspect_interpreter)
         await asyncio.to_thread(compile_jail_bytecode)
         try:
