@@ -1511,7 +1511,9 @@ def _with_network(result: RunResult, report: EgressReport, tool: str) -> RunResu
                     layer="network",
                     what=f"{denial.method} {denial.what}" if denial.method else denial.what,
                     count=1,
-                    hint=f"{denial.reason}: {denial.detail} (tools.{tool}.network)",
+                    hint=f"{denial.reason}: {denial.detail}"
+                    + (f", rule {denial.rule!r}" if denial.rule else "")
+                    + f" (tools.{tool}.network)",
                 )
                 for denial in refused
             ),

@@ -281,6 +281,8 @@ def denial_of(body: dict[str, Any], host: str, port: int) -> dict[str, Any]:
     named = [d for d in body["result"]["denials"] if d["layer"] == "network"]
     assert any(d["what"].endswith(found[0]["what"]) for d in named), body["result"]["denials"]
     assert all(d["hint"].endswith(".network)") for d in named)
+    if found[0]["rule"]:
+        assert any(f"rule {found[0]['rule']!r}" in d["hint"] for d in named), named
     return found[0]
 
 
