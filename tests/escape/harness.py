@@ -406,7 +406,7 @@ class SandboxUnderTest:
         limit_hit = outcome.result.get("limit_hit")
         named = [d for d in outcome.result.get("denials") or [] if d.get("layer") == "limit"]
         expected = (
-            [limit_denial(limit_hit, self.limits, "python").model_dump()] if limit_hit else []
+            [limit_denial(limit_hit, self.limits, self.tool).model_dump()] if limit_hit else []
         )
         assert named == expected, f"limit {limit_hit} named as {named}: {outcome.describe()}"
 
