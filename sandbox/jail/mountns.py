@@ -36,7 +36,7 @@ tree, except that its /proc is a bind of the service's own, and that the
 host paths are reached as the service's uid. A container engine that masks
 parts of /proc (podman and Docker by default) makes that /proc not fully
 visible, and the jail's init cannot mount its own: the run fails closed in
-the mountns layer (see the README's Containers section).
+the mountns layer (see docs/containers.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The run cgroups (the memory and pids limits of a whole run) need a cgroup
 subtree the service may write: like a container engine or systemd
 delegating one, the wrapper (still root) makes a group under the test's
 own, hands it to that uid and moves itself in; without it the cgroup
-layer would be inactive (as in the hardened container, see the README).
+layer would be inactive (as in the hardened container, see docs/containers.md).
 
 That uid must reach the interpreter, the venv and the repository. Where a
 host directory on the way has no search permission for others (pyenv's
