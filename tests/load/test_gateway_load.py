@@ -31,6 +31,8 @@ from tests.load.model_server import timed_model_server
 CALLS = 600
 CONCURRENCY = 150
 CANCELLED_STREAMS = 100
+BUSY_RETRIES = 20
+"""Busy answers a stream may get before it counts as never served (a leaked slot)."""
 UPSTREAM_SECONDS = 0.05
 """How long the fake model server takes per call: 8 slots serve at most 160 calls/s."""
 MIN_SERVED_SHARE = 0.26
@@ -114,24 +116,45 @@ async def _flood(target: str, token: str) -> Flood:
 
 
 async def _cancel_streams(target: str, token: str) -> int:
-    """Open streams and cancel each after its first message; return how many got one."""
+    """Open streams and cancel each after its first message; return how many got one.
+
+    A cancelled stream gives its upstream slot back once the gateway sees the
+    cancellation, which a loaded machine may delay past the next stream's
+    queue wait: a busy answer is then retried after the gateway's pushback,
+    as a client does. A slot that never came back would leave every later
+    stream busy until its retries run out.
+    """
     metadata = (("authorization", f"Bearer {token}"),)
     got_first = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = model_gateway_pb2_grpc.ModelGatewayStub(channel)
         for number in range(CANCELLED_STREAMS):
-            call = stub.StreamPlan(
-                model_gateway_pb2.PlanRequest(prompt=f"stream {number}", max_steps=20),
-                metadata=metadata,
-                timeout=20,
-            )
-            try:
-                async for _ in call:
-                    got_first += 1
-                    break
-            finally:
-                call.cancel()
+            request = model_gateway_pb2.PlanRequest(prompt=f"stream {number}", max_steps=20)
+            if await _first_step(stub, request, metadata):
+                got_first += 1
     return got_first
+
+
+async def _first_step(
+    stub: model_gateway_pb2_grpc.ModelGatewayStub,
+    request: model_gateway_pb2.PlanRequest,
+    metadata: tuple[tuple[str, str], ...],
+) -> bool:
+    """Whether a stream of ``request`` yields a step (then cancelled), busy answers retried."""
+    for _ in range(BUSY_RETRIES):
+        call = stub.StreamPlan(request, metadata=metadata, timeout=20)
+        try:
+            async for _ in call:
+                return True
+            return False
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            pushback = dict(error.trailing_metadata() or ()).get(RETRY_PUSHBACK_KEY)
+            await asyncio.sleep(float(pushback or 100) / 1000)
+        finally:
+            call.cancel()
+    return False
 
 
 # --------------------------------------------------------------------------- built-in planner
