@@ -66,22 +66,22 @@ from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_e
 from sandbox.egress.proxy import EgressProxy, EgressSession
 from sandbox.egress.report import EgressReport
 from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
-from sandbox.jail import LAYERS
-from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
-from sandbox.jail.cgroup_service import (
+from sandbox.host.bpf import allowlist_size, compile_filter, syscall_name
+from sandbox.host.cgroup_service import (
     CgroupUnavailable,
     RunCgroup,
     discover_bases,
     owner_groups,
 )
+from sandbox.host.lock_pins import LockPins
+from sandbox.host.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
+from sandbox.jail import LAYERS
 from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
 from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
-from sandbox.jail.lock_pins import LockPins
 from sandbox.jail.mountns import COPIED_FILE_BYTES, JAIL_OWN_PATHS, beneath, outermost
 from sandbox.jail.netns import LISTENER_MESSAGE, PROXY_PORT
-from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.jail.seccomp import FOREIGN
 from sandbox.jail.zygote import COLD, WARM
 from sandbox.spec import Denial, LimitName, NetworkDenial, NetworkUsage, RunResult, RunSpec
@@ -843,7 +843,7 @@ class Runner:
         report["landlock"]["abi"] = self._landlock_abi
         # Host inodes a run reaches (the probe's host_inodes, and those any
         # process does): pinned with shared locks, so no lock there carries
-        # anything from one run to another (see sandbox.jail.lock_pins).
+        # anything from one run to another (see sandbox.host.lock_pins).
         report["mountns"]["lock_pins"] = {
             "pinned": self._pins.pinned,
             "failed": dict(self._pins.failed),

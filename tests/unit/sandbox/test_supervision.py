@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import runner as runner_module
-from sandbox.jail import bpf
-from sandbox.jail.lock_pins import LockPins
+from sandbox.host import bpf
+from sandbox.host.lock_pins import LockPins
 from sandbox.models import tool_status_of
 from sandbox.runner import WALL_GRACE_SECONDS, Runner
 from sandbox.spec import RunLimits
