@@ -13,7 +13,18 @@ import os
 import socket
 import struct
 
-from sandbox.jail.netns import LISTENER_MESSAGE
+from sandbox.jail.protocol import (
+    EXIT,
+    JAIL,
+    LAYER_FAILED,
+    LISTENER_MESSAGE,
+    RAN_COLD,
+    REFUSALS,
+    REFUSED,
+    SIGNAL,
+    WALL_TIMEOUT,
+    WORKDIR_MESSAGE,
+)
 
 _CREDENTIALS = struct.Struct("iII")
 """struct ucred: pid, uid, gid."""
@@ -21,8 +32,6 @@ _FD = struct.Struct("i")
 _CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 _ANCILLARY_SPACE = _CREDENTIALS_SPACE + socket.CMSG_SPACE(4 * _FD.size)
 """Credentials, and room for a few descriptors (one is expected; more are closed)."""
-_WORKDIR_MESSAGE = b"workdir\n"
-"""The report line that carries the run's working dir (SCM_RIGHTS)."""
 
 
 def report_channel() -> tuple[int, int]:
@@ -61,29 +70,29 @@ class Report:
     def feed(self, line: str, sender: int | None) -> None:
         """Take one line; `sender`: the pid (as the service sees it) of its writer."""
         word, _, rest = line.partition(" ")
-        if word == "jail":
+        if word == JAIL:
             self.jail_pid = sender  # the launcher, then init once it is up
-        elif word == "layer_failed" and self.failed_layer is None:
+        elif word == LAYER_FAILED and self.failed_layer is None:
             layer, _, reason = rest.partition(" ")
             self.failed_layer = (layer, reason)
-        elif word == "exit":
+        elif word == EXIT:
             self.exit_code = int(rest)
-        elif word == "signal":
+        elif word == SIGNAL:
             self.signal = int(rest)
-        elif word == "refusals":
+        elif word == REFUSALS:
             total, *counts = rest.split()
             self.refusals = int(total)
             for item in counts:
                 number, _, count = item.partition(":")
                 self.refused[int(number)] = int(count)
-        elif word == "refused":
+        elif word == REFUSED:
             for item in rest.split():
                 call, _, count = item.partition(":")
                 key = tuple(int(part) for part in call.split(","))
                 self.calls[key] = self.calls.get(key, 0) + int(count)
-        elif word == "wall_timeout":
+        elif word == WALL_TIMEOUT:
             self.wall_timeout = True
-        elif word == "cold":
+        elif word == RAN_COLD:
             self.ran_cold = True
 
 
@@ -170,9 +179,7 @@ class ReportReader:
                 if not self.listener_arrived.done():
                     self.listener_arrived.set_result(None)
             elif (
-                self.report.workdir_fd is None
-                and self._fd >= 0
-                and chunk.endswith(_WORKDIR_MESSAGE)
+                self.report.workdir_fd is None and self._fd >= 0 and chunk.endswith(WORKDIR_MESSAGE)
             ):
                 self.report.workdir_fd = fd
             else:

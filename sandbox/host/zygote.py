@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sandbox.host.bytecode import launcher_path
 from sandbox.jail.env import DEFAULT_ENV
-from sandbox.jail.zygote import COLD, WARM
+from sandbox.jail.protocol import COLD, WARM
 
 PACKAGE_ENV_ZYGOTE_ENV = {
     # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.

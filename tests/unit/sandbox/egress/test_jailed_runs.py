@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from sandbox.host.report import ReportReader, report_channel
 from sandbox.host.runner import Runner, RunnerUnavailable
-from sandbox.jail.netns import LISTENER_MESSAGE
+from sandbox.jail.protocol import LISTENER_MESSAGE
 from sandbox.spec import RunLimits, RunSpec
 from tests.unit.sandbox.egress.conftest import egress
 from tests.unit.sandbox.egress.origin import Origin, origin_server
