@@ -9,8 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from dataclasses import dataclass
 
-from sandbox.denials import bounded, foreign_syscall_kill, limit_denial, seccomp_denials
+from sandbox.denials import (
+    bounded,
+    foreign_syscall_kill,
+    limit_denial,
+    seccomp_denials,
+    stderr_lines,
+)
 from sandbox.egress.report import EgressReport
 from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
 from sandbox.host.bpf import syscall_name
@@ -23,6 +30,61 @@ OTHER_SYSCALLS = "(other syscalls)"
 """Refusals of syscalls beyond the first 64 distinct ones of a run."""
 FOREIGN_ABI = "(foreign ABI: process killed)"
 """A syscall of another architecture (i386, x32): the filter kills the process."""
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What the service itself gathered of a finished run, besides the jail's report."""
+
+    stdout: bytes
+    stdout_truncated: bool
+    stderr: bytes
+    stderr_truncated: bool
+    stopped: bool
+    """The service ended the run itself (a limit, or pipes held past the tool's status)."""
+    stopped_for: LimitName | None
+    """The limit it stopped the run for (None: none, or not stopped)."""
+    out_of_memory: bool
+    files: OutputCollection | None
+    duration_ms: float
+
+
+def run_result(
+    spec: RunSpec, report: Report, output: RunOutput, cgroup: RunCgroup | None, *, warm: bool
+) -> RunResult:
+    """The finished run as its caller sees it: status, output, the limit hit, denials explained."""
+    ended_normally = report.exit_code is not None or report.signal is not None
+    refusals, counts = seccomp_counts(report)
+    limit_hit = limit_hit_of(
+        report,
+        output.stopped_for,
+        output.stdout_truncated or output.stderr_truncated,
+        output.out_of_memory,
+        cgroup,
+    )
+    explained = denials_of(report, spec, limit_hit)
+    stderr, stderr_truncated = output.stderr, output.stderr_truncated
+    if explained and spec.explain_denials:
+        stderr, cut = with_stderr_lines(stderr, stderr_lines(explained), spec.limits.output_bytes)
+        stderr_truncated = stderr_truncated or cut
+    return RunResult(
+        stdout=output.stdout.decode("utf-8", "replace"),
+        stderr=stderr.decode("utf-8", "replace"),
+        exit_code=report.exit_code if report.signal is None else None,
+        signal=report.signal
+        if report.signal is not None
+        else (signal.SIGKILL if report.exit_code is None else None),
+        duration_ms=output.duration_ms,
+        stdout_truncated=output.stdout_truncated,
+        stderr_truncated=stderr_truncated,
+        limit_hit=limit_hit,
+        seccomp_refusals=refusals,
+        seccomp_denials=counts,
+        denials=explained,
+        supervisor_died=not ended_normally and not output.stopped and not output.out_of_memory,
+        path="warm" if warm and not report.ran_cold else "cold",
+        files=output.files,
+    )
 
 
 def seccomp_counts(report: Report) -> tuple[int, dict[str, int]]:

@@ -42,7 +42,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -51,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 from pagi.logging import log_event
-from sandbox.denials import stderr_lines
 from sandbox.egress.netns_listener import ListenerError, check_listener
 from sandbox.egress.proxy import EgressProxy, EgressSession
 from sandbox.host.bpf import allowlist_size, compile_filter
@@ -67,14 +65,7 @@ from sandbox.host.lock_pins import LockPins
 from sandbox.host.pipes import output_of, read_capped, write_all, write_now
 from sandbox.host.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
 from sandbox.host.report import ReportReader, report_channel
-from sandbox.host.results import (
-    denials_of,
-    limit_hit_of,
-    output_files,
-    seccomp_counts,
-    with_network,
-    with_stderr_lines,
-)
+from sandbox.host.results import RunOutput, output_files, run_result, with_network
 from sandbox.host.slots import RunPipes, Slot, SlotPool, run_shape
 from sandbox.host.supervision import kill, reap, watch_cpu
 from sandbox.host.zygote import Zygote
@@ -861,49 +852,23 @@ class Runner:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
         files = await output_files(spec, jail.reader)
-        stdout, stdout_truncated = output_of(stdout_task)
-        stderr, stderr_truncated = output_of(stderr_task)
-        ended_normally = report.exit_code is not None or report.signal is not None
-        out_of_memory = cgroup is not None and cgroup.memory_limit_hit()
-        supervisor_died = not ended_normally and not stopped and not out_of_memory
-        if supervisor_died:
+        gathered = RunOutput(
+            *output_of(stdout_task),
+            *output_of(stderr_task),
+            stopped=bool(stopped),
+            stopped_for=stopped[0] if stopped else None,
+            out_of_memory=cgroup is not None and cgroup.memory_limit_hit(),
+            files=files,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        result = run_result(spec, report, gathered, cgroup, warm=jail.warm)
+        if result.supervisor_died:
             # The OOM killer aside, init dies only by a fault of its own: the
             # tool's processes went with it (the kernel ends the namespace).
             log_event(logger, "jail_supervisor_died", logging.WARNING, tool=spec.tool)
-        refusals, denials = seccomp_counts(report)
         if jail.warm and report.ran_cold:
             self._warm_runs_started_cold += 1
-        limit_hit = limit_hit_of(
-            report,
-            stopped[0] if stopped else None,
-            stdout_truncated or stderr_truncated,
-            out_of_memory,
-            cgroup,
-        )
-        explained = denials_of(report, spec, limit_hit)
-        if explained and spec.explain_denials:
-            stderr, cut = with_stderr_lines(
-                stderr, stderr_lines(explained), spec.limits.output_bytes
-            )
-            stderr_truncated = stderr_truncated or cut
-        return RunResult(
-            stdout=stdout.decode("utf-8", "replace"),
-            stderr=stderr.decode("utf-8", "replace"),
-            exit_code=report.exit_code if report.signal is None else None,
-            signal=report.signal
-            if report.signal is not None
-            else (signal.SIGKILL if report.exit_code is None else None),
-            duration_ms=(time.perf_counter() - started) * 1000,
-            stdout_truncated=stdout_truncated,
-            stderr_truncated=stderr_truncated,
-            limit_hit=limit_hit,
-            seccomp_refusals=refusals,
-            seccomp_denials=denials,
-            denials=explained,
-            supervisor_died=supervisor_died,
-            path="warm" if jail.warm and not report.ran_cold else "cold",
-            files=files,
-        )
+        return result
 
     # ----------------------------------------------------------------- probing
 
