@@ -61,7 +61,7 @@ from bff.settings import DEFAULT_DASHBOARD_PROMPT  # noqa: E402
 from pagi import SERVICES  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
-from sandbox.runner import Runner  # noqa: E402
+from sandbox.host.runner import Runner  # noqa: E402
 from sandbox.spec import RunSpec  # noqa: E402
 from testing.stack import stack_env  # noqa: E402
 

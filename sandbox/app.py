@@ -22,6 +22,7 @@ from pagi.logging import log_event
 from pagi.metrics import CounterFromTotal
 from sandbox.admission import Admission
 from sandbox.audit import AuditLog, utc_now
+from sandbox.host.runner import Runner
 from sandbox.package_envs import EnvRegistry
 from sandbox.policy import MAX_CONCURRENT_RUNS_CEILING, deployment_context
 from sandbox.policy.watch import PolicyStore
@@ -29,7 +30,6 @@ from sandbox.routes.audit import build_audit_router
 from sandbox.routes.execute import build_execute_router
 from sandbox.routes.policy import build_policy_router
 from sandbox.routes.tools import build_tools_router
-from sandbox.runner import Runner
 from sandbox.service import HARD_BODY_LIMIT, Sandbox, ToolRunner
 from sandbox.settings import SandboxSettings
 

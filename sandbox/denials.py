@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sandbox.jail.bpf import foreign_syscall_name, syscall_name
+from sandbox.host.bpf import foreign_syscall_name, syscall_name
 from sandbox.jail.seccomp import (
     AF_INET,
     AF_INET6,

@@ -41,6 +41,7 @@ from sandbox.admission import Admission, AdmissionRefused
 from sandbox.audit import AuditLog
 from sandbox.file_audit import files_in_record, files_out_record
 from sandbox.files_in import check_input_files, request_bytes
+from sandbox.host.runner import RunnerUnavailable
 from sandbox.models import ExecuteToolRequest, ExecuteToolResponse, response_of
 from sandbox.package_envs import EnvRegistry
 from sandbox.policy import (
@@ -52,7 +53,6 @@ from sandbox.policy import (
     ToolPolicy,
 )
 from sandbox.policy.watch import PolicyStore
-from sandbox.runner import RunnerUnavailable
 from sandbox.settings import SandboxSettings
 from sandbox.spec import RunResult, RunSpec
 from sandbox.tool_call import check_code, encode_code, run_spec_for
@@ -69,7 +69,7 @@ class RunFailure(ApiError):
 
 
 class ToolRunner(Protocol):
-    """What the service needs from the runner (:class:`sandbox.runner.Runner`)."""
+    """What the service needs from the runner (:class:`sandbox.host.runner.Runner`)."""
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...

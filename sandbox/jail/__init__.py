@@ -35,20 +35,20 @@ launcher above it half a second later if that ever fails). Every step raises :cl
 naming its layer when it cannot be applied; the run then stops before the
 tool runs (fail closed) and the failure is reported on the report fd.
 
-Report fd protocol (text lines on a unix socket, written by the launcher,
-init or tool setup; closed before the tool runs its code, so the tool cannot
-write to it): ``jail`` (first, from the process to kill to end the run: the
-service learns its pid from the socket's credentials, so no host pid is
-ever written or held in the jail's memory; a launcher that forks init says
-it first, then init, which is the one to kill once it is up),
-``layer_failed LAYER REASON``, ``workdir`` (from init, before the tool
-exists, with a descriptor of the run's working dir: see
-:func:`_send_workdir`), ``cold`` (a warm jail execs a fresh
-interpreter after all, see :func:`~sandbox.jail.inprocess.prepare`),
-``wall_timeout``, ``refusals N [NR:COUNT ...]`` (in all, then per syscall number),
-``refused NR[,ARG...]:COUNT ...`` (the refused calls with their decisive arguments), then
-``exit N`` / ``signal N`` (the tool's status, last). The report ends (EOF)
-when init has exited.
+Report fd protocol (its words in :mod:`sandbox.jail.protocol`; text lines on a
+unix socket, written by the launcher, init or tool setup; closed before the
+tool runs its code, so the tool cannot write to it): ``jail`` (first, from the
+process to kill to end the run: the service learns its pid from the socket's
+credentials, so no host pid is ever written or held in the jail's memory; a
+launcher that forks init says it first, then init, which is the one to kill
+once it is up), ``layer_failed LAYER REASON``, ``workdir`` (from init, before
+the tool exists, with a descriptor of the run's working dir: see
+:func:`_send_workdir`), ``cold`` (a warm jail execs a fresh interpreter after
+all, see :func:`~sandbox.jail.inprocess.prepare`), ``wall_timeout``,
+``refusals N [NR:COUNT ...]`` (in all, then per syscall number), ``refused
+NR[,ARG...]:COUNT ...`` (the refused calls with their decisive arguments),
+then ``exit N`` / ``signal N`` (the tool's status, last). The report ends
+(EOF) when init has exited.
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ from sandbox.jail import (
 from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, read_frame
 from sandbox.jail.layer import LAYERS, LayerError
 from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
+from sandbox.jail.protocol import (
+    JAIL,
+    LAYER_FAILED,
+    REFUSALS,
+    REFUSED,
+    WALL_TIMEOUT,
+    WORKDIR_MESSAGE,
+)
 
 __all__ = ["LAYERS", "JailConfig", "LayerError", "contain", "receive"]
 
@@ -109,7 +117,7 @@ def _send_workdir(report: int, workdir: int) -> None:
     channel = _socket.socket(fileno=report)
     try:
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, workdir.to_bytes(4, sys.byteorder))]
-        channel.sendmsg([b"workdir\n"], rights)
+        channel.sendmsg([WORKDIR_MESSAGE], rights)
     except OSError:
         pass  # the service is gone: nobody to collect for
     finally:
@@ -118,7 +126,7 @@ def _send_workdir(report: int, workdir: int) -> None:
 
 
 def _fail(report: int, error: LayerError) -> None:
-    _report(report, f"layer_failed {error.layer} {error.reason}")
+    _report(report, f"{LAYER_FAILED} {error.layer} {error.reason}")
     os._exit(LAYER_FAILED_EXIT)
 
 
@@ -152,7 +160,7 @@ def contain(
     # A zygote running as root makes each child pid 1 of a fresh pid namespace
     # (see :mod:`sandbox.jail.zygote`); otherwise this process makes one below.
     pid1 = "pidns" in prepared
-    _report(report, "jail")
+    _report(report, JAIL)
     try:
         _apply("privileges", privileges.own_session)
         layers = set(config.layers)
@@ -220,7 +228,7 @@ def contain(
         # The process to kill to end the run is init itself: killed, the
         # launcher above it reaps it and exits (killing the launcher would
         # leave init to whoever reaps orphans).
-        _report(report, "jail")
+        _report(report, JAIL)
     # The tool tells init on `started` when its payload is in: the clock starts.
     started_read, started_write = os.pipe2(os.O_CLOEXEC)
     up_read, up_write = os.pipe2(os.O_CLOEXEC)
@@ -366,7 +374,7 @@ def _init(
             os.close(tool_pidfd)
             os.write(down_write, b"k")
         except OSError as error:
-            _report(report, f"layer_failed seccomp cannot take listener: {error}")
+            _report(report, f"{LAYER_FAILED} seccomp cannot take listener: {error}")
             os.kill(tool_pid, SIGKILL)
     os.close(up_read)
     os.close(down_write)
@@ -376,12 +384,12 @@ def _init(
         tool_pid, listener, started, wall_seconds, calls
     )
     # One write: the service answers as soon as it reads the status.
-    lines = "wall_timeout\n" if timed_out else ""
+    lines = f"{WALL_TIMEOUT}\n" if timed_out else ""
     if listener is not None:
         counts = " ".join(f"{number}:{count}" for number, count in refusals.items())
-        lines += f"refusals {sum(refusals.values())} {counts}\n"
+        lines += f"{REFUSALS} {sum(refusals.values())} {counts}\n"
     if calls:
         named = " ".join(f"{','.join(map(str, call))}:{count}" for call, count in calls.items())
-        lines += f"refused {named}\n"
+        lines += f"{REFUSED} {named}\n"
     os.write(report, f"{lines}{pidns.exit_status_words(status)}\n".encode())
     os._exit(0)

@@ -1,7 +1,7 @@
 """cgroup, jail side: a slot's zygote joins the slot's groups through files the service opened.
 
 The groups (memory, pids and CPU accounting) are made, limited and
-emptied by the service: see :mod:`sandbox.jail.cgroup_service`. A zygote
+emptied by the service: see :mod:`sandbox.host.cgroup_service`. A zygote
 is handed its slot's ``cgroup.procs`` files as open fds and joins by
 writing "0" (the writer itself) to each: neither their paths nor a pid
 ever enter its memory, which every warm run inherits. Its children are

@@ -6,7 +6,7 @@ filter, layers), the same for every run of a tool under one policy. Then
 the :class:`RunPayload`: what this one request brings (command, code,
 files). The jail is complete before the payload is read, so a
 run slot can hold a fully jailed process ready for its next request (see
-:mod:`sandbox.runner`), and a payload can never influence how the jail is
+:mod:`sandbox.host.runner`), and a payload can never influence how the jail is
 built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
 json, which costs ~5 ms to import per cold run) behind a 4-byte length. The
 direction is trusted: only the Runner writes them.

@@ -28,11 +28,10 @@ from sandbox.jail.env import tool_environment
 from sandbox.jail.inprocess import prepare as prepare_python
 from sandbox.jail.inprocess import run as run_python
 from sandbox.jail.inprocess import set_repo_prefixes
+from sandbox.jail.protocol import CONFIG_FD, LAYER_FAILED, RAN_COLD, REPORT_FD
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""
-CONFIG_FD = 3
-REPORT_FD = 4
 
 
 def run_one(
@@ -48,7 +47,7 @@ def run_one(
     try:
         config = JailConfig.from_bytes(read_frame(config_fd))
     except (ValueError, KeyError, TypeError, EOFError) as error:
-        os.write(report_fd, f"layer_failed config {error}\n".encode())
+        os.write(report_fd, f"{LAYER_FAILED} config {error}\n".encode())
         os._exit(126)
     channel = contain(config, report_fd, config_fd, prepared)
     # Jailed, and no request yet: get everything ready that does not depend on one.
@@ -57,7 +56,7 @@ def run_one(
         # This interpreter cannot stand in for a fresh one here (the tool's
         # locale): exec one, as the cold path does, and say so.
         in_process = False
-        os.write(report_fd, b"cold\n")
+        os.write(report_fd, f"{RAN_COLD}\n".encode())
     payload = receive(config, channel)
     # The jail's config names host paths (the slot's root, its cgroup): a
     # tool run in this interpreter could reach it from its caller's frame.

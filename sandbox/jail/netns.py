@@ -19,6 +19,7 @@ on it from the host's namespace and serves the run's proxy session there.
 from __future__ import annotations
 
 from sandbox.jail.libc import SYS_UNSHARE, syscall
+from sandbox.jail.protocol import LISTENER_MESSAGE
 
 CLONE_NEWNET = 0x40000000
 PROXY_PORT = 3128
@@ -27,8 +28,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _IFREQ = "16sH14x"
-LISTENER_MESSAGE = b"egress_listener\n"
-"""The report line that carries the run's proxy listener (SCM_RIGHTS)."""
 
 
 def unshare() -> None:

@@ -18,6 +18,7 @@ from _signal import SIGKILL
 from time import monotonic
 
 from sandbox.jail.libc import SYS_SETNS, SYS_UNSHARE, syscall
+from sandbox.jail.protocol import EXIT, SIGNAL
 
 CLONE_NEWPID = 0x20000000
 PR_SET_PDEATHSIG = 1
@@ -48,8 +49,8 @@ def fresh_for_children(own: int) -> None:
 def exit_status_words(status: int) -> str:
     """``exit N`` or ``signal N`` for a wait status."""
     if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit {os.waitstatus_to_exitcode(status)}"
+        return f"{SIGNAL} {os.WTERMSIG(status)}"
+    return f"{EXIT} {os.waitstatus_to_exitcode(status)}"
 
 
 NAMED_REFUSALS = 64

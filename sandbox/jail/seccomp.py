@@ -1,7 +1,7 @@
 """seccomp: a default-deny syscall allowlist, loaded last, just before the tool runs.
 
 The filter itself is compiled once per policy in the service process
-(:mod:`sandbox.jail.bpf`, with libseccomp); the jail only loads the bytes
+(:mod:`sandbox.host.bpf`, with libseccomp); the jail only loads the bytes
 (:func:`load`). Refused syscalls do not run; they answer EPERM. When the
 kernel offers seccomp user notification, a refusal is a notification that
 the jail's init (pid 1, outside the filter's reach of the tool) answers with
@@ -485,7 +485,7 @@ def refuse_notification(listener_fd: int) -> tuple[int, ...] | None:
     the syscall did not run either).
 
     A syscall of another architecture (which the filter sends here only to
-    be named: see :func:`sandbox.jail.bpf.argument_refusals`) is reported as
+    be named: see :func:`sandbox.host.bpf.argument_refusals`) is reported as
     ``(FOREIGN, arch, number)``, and its caller gets SIGSYS first, as the
     filter's own kill would: it never runs either way.
     """

@@ -31,16 +31,12 @@ from ctypes import memset
 
 from sandbox.jail import cgroup, mountns, netns, pidns
 from sandbox.jail.inprocess import stage_in_zygote
-from sandbox.jail.launcher import CONFIG_FD, REPORT_FD, run_one
+from sandbox.jail.launcher import run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
+from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, WARM
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-FDS_PER_RUN = 5
-WARM = b"r"
-"""Request: fork and run the code in the preloaded interpreter."""
-COLD = b"x"
-"""Request: fork, jail the child and exec the tool's command (the cold path)."""
 
 
 def preload(modules: list[str]) -> None:

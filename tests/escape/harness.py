@@ -27,7 +27,7 @@ import httpx
 
 from pagi.stack import Stack
 from sandbox.denials import limit_denial
-from sandbox.jail.bpf import syscall_name
+from sandbox.host.bpf import syscall_name
 from sandbox.spec import RunLimits
 from tests.escape.prelude import PRELUDE
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from sandbox.runner import Runner
+from sandbox.host.runner import Runner
 from tests.unit.sandbox.jailed import PYTHON
 
 

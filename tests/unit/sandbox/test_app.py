@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from sandbox.app import create_app
+from sandbox.host.runner import RunnerUnavailable
 from sandbox.policy.watch import PolicyStore
-from sandbox.runner import RunnerUnavailable
 from sandbox.service import HARD_BODY_LIMIT, Sandbox, body_limit
 from sandbox.settings import SandboxSettings
 from sandbox.spec import Denial, RunResult, RunSpec

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.jail.cgroup_service import RunCgroup, discover_bases, owner_groups
+from sandbox.host.cgroup_service import RunCgroup, discover_bases, owner_groups
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are made by a root service")
 

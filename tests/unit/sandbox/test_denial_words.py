@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandbox.denials import MAX_DENIALS, bounded, describe_call, stderr_lines
-from sandbox.jail.bpf import _number
+from sandbox.host.bpf import _number
 from sandbox.jail.seccomp import DECISIVE_ARGUMENTS
 from sandbox.spec import Denial
 

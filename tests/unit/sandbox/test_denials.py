@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import Runner
+from sandbox.host.runner import Runner
 from sandbox.spec import Denial, RunLimits, RunResult
 from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 

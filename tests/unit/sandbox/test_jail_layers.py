@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.host.runner import Runner, RunnerUnavailable
 from sandbox.jail import LAYERS
-from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.spec import RunLimits, RunSpec
 from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from sandbox import runner as runner_module
+from sandbox.host import runner as runner_module
+from sandbox.host.runner import Runner, RunnerUnavailable
+from sandbox.host.slots import RunPipes
 from sandbox.jail.config import OPTIONAL_LAYERS
-from sandbox.runner import Runner, RunnerUnavailable
 from sandbox.spec import RunLimits, RunResult, RunSpec
 from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
@@ -452,7 +453,7 @@ async def test_cold_python_run_is_a_fresh_interpreter_started_inside_the_jail(
     assert "sandbox" not in warm.stdout.splitlines()[0]
 
 
-async def _spare_ready(single: Runner) -> runner_module._Jail:
+async def _spare_ready(single: Runner) -> RunPipes:
     """Wait until the one slot holds a jail built for its next run; that jail."""
     for _ in range(200):
         spare = single._slots[0].spare

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import runner as runner_module
-from sandbox.jail import bpf
-from sandbox.jail.lock_pins import LockPins
+from sandbox.host import bpf
+from sandbox.host import jail_config as jail_config_module
+from sandbox.host.lock_pins import LockPins
+from sandbox.host.runner import WALL_GRACE_SECONDS, Runner
 from sandbox.models import tool_status_of
-from sandbox.runner import WALL_GRACE_SECONDS, Runner
 from sandbox.spec import RunLimits
 from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
@@ -241,7 +241,7 @@ async def test_without_the_argument_rules_the_same_run_reaches_init(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check above on a build whose filter lacks its argument rules: it must fail."""
-    compile_whole = runner_module.compile_filter
+    compile_whole = jail_config_module.compile_filter
 
     def without_argument_rules(
         network: bool, denied: frozenset[str], notify: bool, *rest: bool
@@ -252,7 +252,7 @@ async def test_without_the_argument_rules_the_same_run_reaches_init(
         assert whole.startswith(prefix)
         return whole[len(prefix) :]
 
-    monkeypatch.setattr(runner_module, "compile_filter", without_argument_rules)
+    monkeypatch.setattr(jail_config_module, "compile_filter", without_argument_rules)
     broken = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
     await broken.start()
     try:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from sandbox import runner as runner_module
-from sandbox.jail.netns import LISTENER_MESSAGE
-from sandbox.runner import Runner, RunnerUnavailable
+from sandbox.host.report import ReportReader, report_channel
+from sandbox.host.runner import Runner, RunnerUnavailable
+from sandbox.jail.protocol import LISTENER_MESSAGE
 from sandbox.spec import RunLimits, RunSpec
 from tests.unit.sandbox.egress.conftest import egress
 from tests.unit.sandbox.egress.origin import Origin, origin_server
@@ -231,8 +231,8 @@ async def test_a_networked_run_verifies_tls_with_the_systems_ca_certificates(
 async def test_the_listener_is_taken_from_the_report_whatever_lines_share_its_read() -> None:
     """The jail's lines before the listener may arrive in the same read; other fds are closed."""
     loop = asyncio.get_running_loop()
-    read_end, write_end = runner_module._report_channel()
-    reader = runner_module._ReportReader(loop, read_end)
+    read_end, write_end = report_channel()
+    reader = ReportReader(loop, read_end)
     writer = socket.socket(fileno=write_end)
     listener = socket.socket()
     stray = socket.socket()

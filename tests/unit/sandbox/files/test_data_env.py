@@ -17,9 +17,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from sandbox.host.runner import Runner
 from sandbox.package_envs import EnvState, build, definitions, inspect
 from sandbox.policy import load_policy
-from sandbox.runner import Runner
 from sandbox.tool_call import run_spec_for
 from tests.unit.sandbox.files.envs import PYTHON
 

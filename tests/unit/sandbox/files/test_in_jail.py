@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sandbox.files_in import check_input_files
+from sandbox.host.runner import Runner
 from sandbox.models import InputFile
 from sandbox.policy import ToolPolicy
-from sandbox.runner import Runner
 from sandbox.spec import RunSpec
 from tests.unit.sandbox.files.envs import build_tiny
 from tests.unit.sandbox.jailed import PATHS, PYTHON

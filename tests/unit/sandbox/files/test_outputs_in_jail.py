@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.files_out import OutputCollection
-from sandbox.runner import Runner
+from sandbox.host.runner import Runner
 from sandbox.spec import OutputCaps, RunResult
 from tests.unit.sandbox.jailed import PATHS, python
 

@@ -20,14 +20,14 @@ run's rules and is closed when the run ends or is killed.
 A jail is built before its request: the config pipe first carries the
 :class:`~sandbox.jail.config.JailConfig`, and only later the request's
 :class:`~sandbox.jail.config.RunPayload`. A freed slot starts the jail of
-its last run's tool at once (the slot's *spare*, a :class:`_Jail`), and a
-run takes a free slot whose spare fits it (:class:`_SlotPool`); without
+its last run's tool at once (the slot's *spare*, a :class:`~sandbox.host.slots.RunPipes`), and a
+run takes a free slot whose spare fits it (:class:`~sandbox.host.slots.SlotPool`); without
 one, it starts its jail itself and hands the payload in right behind the
 config.
 
 The service supervises each run from outside the run's reach: its own
 wall clock (:data:`WALL_GRACE_SECONDS` after the limit), the run's CPU time
-from the slot's cgroup (:func:`_watch_cpu`), the memory verdict from the
+from the slot's cgroup (:func:`~sandbox.host.supervision.watch_cpu`), the memory verdict from the
 group's OOM kills, and what the jail's init reports; a run whose init died
 is reported as such, with what the tool wrote.
 
@@ -40,103 +40,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import py_compile
 import secrets
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pagi.logging import log_event
-from sandbox.denials import (
-    bounded,
-    foreign_syscall_kill,
-    limit_denial,
-    seccomp_denials,
-    stderr_lines,
-)
-from sandbox.egress.netns_listener import ListenerError, check_listener, proxy_environment
+from sandbox.egress.netns_listener import ListenerError, check_listener
 from sandbox.egress.proxy import EgressProxy, EgressSession
-from sandbox.egress.report import EgressReport
-from sandbox.files_out import OUTPUT_DIR, OutputCollection, collect_output_files
-from sandbox.jail import LAYERS
-from sandbox.jail.bpf import allowlist_size, compile_filter, syscall_name
-from sandbox.jail.cgroup_service import (
+from sandbox.host.bpf import allowlist_size, compile_filter
+from sandbox.host.bytecode import PACKAGE_ROOT, compile_jail_bytecode, launcher_path
+from sandbox.host.cgroup_service import (
     CgroupUnavailable,
     RunCgroup,
     discover_bases,
     owner_groups,
 )
+from sandbox.host.jail_config import jail_config
+from sandbox.host.lock_pins import LockPins
+from sandbox.host.pipes import output_of, read_capped, write_all, write_now
+from sandbox.host.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
+from sandbox.host.report import ReportReader, report_channel
+from sandbox.host.results import RunOutput, output_files, run_result, with_network
+from sandbox.host.slots import RunPipes, Slot, SlotPool, run_shape
+from sandbox.host.supervision import kill, reap, watch_cpu
+from sandbox.host.zygote import Zygote
+from sandbox.jail import LAYERS
 from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
-from sandbox.jail.env import DEFAULT_ENV
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
-from sandbox.jail.lock_pins import LockPins
-from sandbox.jail.mountns import COPIED_FILE_BYTES, JAIL_OWN_PATHS, beneath, outermost
-from sandbox.jail.netns import LISTENER_MESSAGE, PROXY_PORT
-from sandbox.jail.probe import PROBE_PROGRAM, evaluate_probe, host_inodes, probe_reported
-from sandbox.jail.seccomp import FOREIGN
-from sandbox.jail.zygote import COLD, WARM
-from sandbox.spec import Denial, LimitName, NetworkDenial, NetworkUsage, RunResult, RunSpec
+from sandbox.jail.mountns import JAIL_OWN_PATHS, beneath
+from sandbox.jail.netns import PROXY_PORT
+from sandbox.spec import LimitName, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)
-
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-"""Where the jail's code is imported from: the dir holding the `sandbox` package."""
-LAUNCH_SCRIPT = "sandbox/jail/launch.py"
-
-
-def compile_jail_bytecode() -> None:
-    """(Re)write the jail's cached bytecode naming each module by its package path only.
-
-    A process that imports a module from its real path (the service does)
-    caches bytecode that embeds that path; the zygote, importing the same
-    module through its fd path, reads those bytes, and a warm tool can read
-    what its zygote freed. Compiled here with a relative name, the cache
-    holds nothing of where PAGI's code lives on the host. A read-only tree
-    (an image built ahead) keeps the cache it has.
-    """
-    root = Path(PACKAGE_ROOT)
-    for source in [
-        root / "sandbox" / "__init__.py",
-        *sorted((root / "sandbox" / "jail").glob("*.py")),
-    ]:
-        try:
-            py_compile.compile(
-                str(source),
-                dfile=str(source.relative_to(root)),
-                doraise=True,
-                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
-            )
-        except (OSError, py_compile.PyCompileError):
-            continue
-
-
-def launcher_path(package_fd: int) -> str:
-    """The launch script named through an fd open on :data:`PACKAGE_ROOT` (``/proc/self/fd/N``).
-
-    The jail's processes import its code through that name, so none of
-    them (nor a warm tool, in the zygote's interpreter) holds where the
-    code lives on the host: its modules' files, its frames, its command line.
-    """
-    return f"/proc/self/fd/{package_fd}/{LAUNCH_SCRIPT}"
-
 
 JAIL_UID = 65534
 JAIL_GID = 65534
 WALL_GRACE_SECONDS = 0.5
 """The service's own clock: a run without a status this long after its wall limit
 (counted from the payload's hand-over) is killed from outside and times out."""
-CPU_POLL_SECONDS = 0.05
-"""Shortest wait between two reads of a run's CPU time: it may overrun its CPU limit by
-about this much per CPU the service's runs may use."""
 BACKSTOP_SECONDS = 3.0
 """How long a killed run's pipes, or an ended run's init, may take to close."""
 LISTENER_WAIT_SECONDS = 30.0
@@ -162,15 +109,6 @@ SYSTEM_READ_PATHS: tuple[str, ...] = (
     "/etc/localtime",
 )
 """Always visible read-only in the jail (besides the interpreter prefix and policy paths)."""
-EGRESS_READ_PATHS: tuple[str, ...] = ("/etc/ssl/certs",)
-"""Also visible to a tool with a network table: the system's public CA certificates, so
-that TLS clients (urllib, curl) verify the hosts they reach (never /etc/ssl/private)."""
-
-
-OTHER_SYSCALLS = "(other syscalls)"
-"""Refusals of syscalls beyond the first 64 distinct ones of a run."""
-FOREIGN_ABI = "(foreign ABI: process killed)"
-"""A syscall of another architecture (i386, x32): the filter kills the process."""
 
 
 class RunnerUnavailable(Exception):
@@ -179,404 +117,6 @@ class RunnerUnavailable(Exception):
     def __init__(self, message: str, layer: str | None = None) -> None:
         super().__init__(message)
         self.layer = layer
-
-
-class _Report:
-    """What the jail wrote on its report socket."""
-
-    def __init__(self) -> None:
-        self.jail_pid: int | None = None
-        """The process to kill to end the run: init (or, until init says so, its launcher)."""
-        self.failed_layer: tuple[str, str] | None = None
-        self.exit_code: int | None = None
-        self.signal: int | None = None
-        self.refusals = 0
-        self.refused: dict[int, int] = {}
-        """Refusals per syscall number (-1: syscalls beyond those init names)."""
-        self.calls: dict[tuple[int, ...], int] = {}
-        """Refused calls (syscall number, decisive arguments) -> count."""
-        self.wall_timeout = False
-        self.ran_cold = False
-        self.workdir_fd: int | None = None
-        """The run's working dir, from init (see :meth:`_ReportReader.take_workdir`)."""
-
-    def feed(self, line: str, sender: int | None) -> None:
-        """Take one line; `sender`: the pid (as the service sees it) of its writer."""
-        word, _, rest = line.partition(" ")
-        if word == "jail":
-            self.jail_pid = sender  # the launcher, then init once it is up
-        elif word == "layer_failed" and self.failed_layer is None:
-            layer, _, reason = rest.partition(" ")
-            self.failed_layer = (layer, reason)
-        elif word == "exit":
-            self.exit_code = int(rest)
-        elif word == "signal":
-            self.signal = int(rest)
-        elif word == "refusals":
-            total, *counts = rest.split()
-            self.refusals = int(total)
-            for item in counts:
-                number, _, count = item.partition(":")
-                self.refused[int(number)] = int(count)
-        elif word == "refused":
-            for item in rest.split():
-                call, _, count = item.partition(":")
-                key = tuple(int(part) for part in call.split(","))
-                self.calls[key] = self.calls.get(key, 0) + int(count)
-        elif word == "wall_timeout":
-            self.wall_timeout = True
-        elif word == "cold":
-            self.ran_cold = True
-
-
-class _ReportReader:
-    """Reads a jail's report socket on the loop, from the jail's start to its end (EOF).
-
-    ``finished``: the tool's status arrived (or EOF). That is the last line
-    that matters for the result: after it, init exits and the kernel kills
-    what is left of the namespace, and the result need not wait for that
-    teardown; the stdout and stderr pipes reach EOF only when the last
-    process holding them has died. ``ended``: EOF, init is gone too (with
-    the whole pid namespace); the slot waits for that before it is emptied (killing a jail in
-    the middle of its own teardown only costs more). ``finished`` before a
-    spare's payload was sent means the spare died.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self.report = _Report()
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-        self._loop = loop
-        self._fd = fd
-        self._socket = socket.socket(fileno=fd)
-        self._socket.setblocking(False)
-        self._pending = bytearray()
-        self.listener: socket.socket | None = None
-        """The egress proxy's listener the jail made in its network namespace, once sent."""
-        self.listener_arrived: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, self._readable)
-
-    def _readable(self) -> None:
-        try:
-            chunk, ancillary, _, _ = self._socket.recvmsg(1 << 16, _ANCILLARY_SPACE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk, ancillary = b"", []
-        self._take_fds(ancillary, chunk)
-        if not chunk or len(self._pending) > 1 << 16:
-            self._loop.remove_reader(self._fd)
-            for future in (self.finished, self.ended):
-                if not future.done():
-                    future.set_result(None)
-            return
-        # One sender per read: the kernel does not merge writes of processes
-        # with different credentials.
-        sender = next(
-            (
-                _CREDENTIALS.unpack(data[: _CREDENTIALS.size])[0]
-                for level, kind, data in ancillary
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
-            ),
-            None,
-        )
-        self._pending.extend(chunk)
-        while b"\n" in self._pending:
-            line, _, rest = bytes(self._pending).partition(b"\n")
-            self._pending[:] = rest
-            try:
-                self.report.feed(line.decode("utf-8", "replace"), sender)
-            except ValueError:
-                continue
-        if self.report.exit_code is not None or self.report.signal is not None:
-            if not self.finished.done():
-                self.finished.set_result(None)
-
-    def _take_fds(self, ancillary: list[tuple[int, int, bytes]], chunk: bytes) -> None:
-        """Keep the descriptors init sends with their lines; close any other.
-
-        A read ends with the message that carried descriptors (lines written
-        before it, by the same process, may come in the same read), so the
-        read's last line says what they are: the egress proxy's listener, or
-        the run's working dir. Only the first of each is kept.
-        """
-        fds = [
-            fd
-            for level, kind, data in ancillary
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for (fd,) in _FD.iter_unpack(data[: len(data) - len(data) % _FD.size])
-        ]
-        for fd in fds:
-            if self.listener is None and chunk.endswith(LISTENER_MESSAGE):
-                self.listener = socket.socket(fileno=fd)
-                if not self.listener_arrived.done():
-                    self.listener_arrived.set_result(None)
-            elif (
-                self.report.workdir_fd is None
-                and self._fd >= 0
-                and chunk.endswith(_WORKDIR_MESSAGE)
-            ):
-                self.report.workdir_fd = fd
-            else:
-                os.close(fd)
-
-    def take_listener(self) -> socket.socket | None:
-        """The listener, now the caller's to close (None if none came)."""
-        listener, self.listener = self.listener, None
-        return listener
-
-    def take_workdir(self) -> int | None:
-        """The run's working dir (the caller closes it); None if the jail sent none."""
-        fd, self.report.workdir_fd = self.report.workdir_fd, None
-        return fd
-
-    def close(self) -> None:
-        """Stop reading; close the socket and a listener or working dir not taken (idempotent)."""
-        workdir = self.take_workdir()
-        if workdir is not None:
-            os.close(workdir)
-        if self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            self._socket.close()
-            self._fd = -1
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        for future in (self.finished, self.ended, self.listener_arrived):
-            if not future.done():
-                future.cancel()
-
-
-class _Zygote:
-    """The warm path's pre-forked process, and the socket that feeds it fds."""
-
-    def __init__(
-        self,
-        python: str,
-        modules: Sequence[str],
-        cgroup_files: list[str],
-        template: tuple[str, list[str], list[str]],
-        runs_root: Path,
-        package_fd: int,
-        package_env: str | None = None,
-        cache_dir: str = "",
-    ) -> None:
-        self.package_fd = package_fd
-        self.package_env = package_env
-        self.cache_dir = cache_dir
-        """Where an environment's preloaded modules keep caches (matplotlib's font list)."""
-        """A package environment's directory: `python` is its interpreter, run with ``site``."""
-        self.python = python
-        self.modules = list(modules)
-        self.cgroup_files = cgroup_files
-        self.template = template  # root dir (in runs_root), read-only paths, hidden paths
-        self.runs_root = runs_root
-        self.process: subprocess.Popen[bytes] | None = None
-        self.channel: socket.socket | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        root, read_paths, hidden_paths = self.template
-        if any(":" in path for path in (*read_paths, *hidden_paths)):
-            root = "-"  # no shared root: each run builds its own
-        # SEQPACKET: one request per message, never merged or split.
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # The zygote joins the slot's cgroup through these: no cgroup path
-        # enters its memory, which every warm run inherits.
-        cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self.cgroup_files]
-        try:
-            self.process = subprocess.Popen(
-                [
-                    self.python,
-                    "-I",
-                    # An environment's packages are found through site (its tools' commands
-                    # run without -S): its zygote imports it too.
-                    *(() if self.package_env is not None else ("-S",)),
-                    launcher_path(self.package_fd),
-                    "--zygote",
-                    str(child_end.fileno()),
-                    ",".join(str(fd) for fd in cgroup_fds) or "-",
-                    root,
-                    ":".join(read_paths),
-                    ":".join(hidden_paths),
-                    *self.modules,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(child_end.fileno(), *cgroup_fds, self.package_fd),
-                # Symbols resolved once here, not lazily again in every child (each
-                # resolution writes a page the child then copies). The locale most
-                # tools run under: a warm run starts the way a fresh interpreter
-                # would only under the locale its zygote started in (see
-                # inprocess.prepare). The tool's own environment replaces this one.
-                env={
-                    "LD_BIND_NOW": "1",
-                    "LANG": DEFAULT_ENV["LANG"],
-                    **(
-                        {**PACKAGE_ENV_ZYGOTE_ENV, "MPLCONFIGDIR": f"{self.cache_dir}/matplotlib"}
-                        if self.package_env is not None
-                        else {}
-                    ),
-                },
-                # Run roots are named relative to it: the state dir's path stays out
-                # of the zygote's memory.
-                cwd=self.runs_root,
-                start_new_session=True,  # no process group shared with the service
-            )
-        finally:
-            child_end.close()
-            for fd in cgroup_fds:
-                os.close(fd)
-        self.channel = parent_end
-        self.runs = 0
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def submit(self, fds: list[int], warm: bool) -> None:
-        assert self.channel is not None
-        socket.send_fds(self.channel, [WARM if warm else COLD], fds)
-        self.runs += 1
-
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()  # the zygote exits on EOF; runs in flight go on
-            self.channel = None
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-
-
-PACKAGE_ENV_ZYGOTE_ENV = {
-    # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "MPLBACKEND": "Agg",
-}
-"""What a package environment's zygote imports its preload modules under (then emptied),
-with ``MPLCONFIGDIR``: a directory of the runner's own (see :meth:`Runner.start`)."""
-
-
-class _Jail:
-    """The service's ends of one run's pipes: a jail that builds itself, then waits for its run.
-
-    Its launcher read the :class:`JailConfig` frame; the payload frame, on
-    the same pipe, starts the run. Closing the pipes without one withdraws
-    it: the waiting tool sees EOF and exits, and init with it.
-    """
-
-    def __init__(
-        self, stdin_w: int, stdout_r: int, stderr_r: int, config_w: int, reader: _ReportReader
-    ) -> None:
-        self.stdin_w = stdin_w
-        self.stdout_r = stdout_r
-        self.stderr_r = stderr_r
-        self.config_w = config_w
-        self.reader = reader
-        self.warm = False
-        self.via_zygote = False
-        self.process: subprocess.Popen[bytes] | None = None
-        self.key: tuple[bool, JailConfig] | None = None
-        """For a spare: what it was built for (warm or not, the config)."""
-
-    def withdraw(self) -> None:
-        """Close every end: the run never starts."""
-        for fd in (self.stdin_w, self.stdout_r, self.stderr_r, self.config_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.reader.close()
-
-
-class _Slot:
-    """One run at a time: a cgroup (when available), the warm zygote living in it, and
-    the jail of the next run, built ahead (the spare)."""
-
-    def __init__(self, index: int, cgroup: RunCgroup | None, root_dir: Path) -> None:
-        self.index = index
-        self.cgroup = cgroup
-        self.root_dir = root_dir  # mountpoint of each run's root, in the run's own ns
-        self.zygote: _Zygote | None = None
-        self.env_zygotes: dict[str, _Zygote] = {}
-        """One per package environment a run of this slot used (started on its first run)."""
-        self.restarting = False
-        self.spare: _Jail | None = None
-        self.spare_shape: tuple[object, ...] | None = None
-        """What of a run's spec its spare was built for (see :func:`_shape`)."""
-        self.dirty = False
-        """A spare was withdrawn: its processes may still be in the slot."""
-
-    def take_spare(self, key: tuple[bool, JailConfig]) -> _Jail | None:
-        """The spare if it was built for `key` (else it is withdrawn)."""
-        spare, self.spare = self.spare, None
-        self.spare_shape = None
-        if spare is not None and spare.key == key and not spare.reader.finished.done():
-            return spare  # built for this run, and still waiting for it
-        if spare is not None:
-            self.withdraw_spare(spare)
-        return None
-
-    def withdraw_spare(self, spare: _Jail | None = None) -> None:
-        """Withdraw the spare (or `spare`, already taken out)."""
-        if spare is None:
-            spare, self.spare = self.spare, None
-            self.spare_shape = None
-        if spare is not None:
-            spare.withdraw()
-            self.dirty = True
-
-    def zygote_pid(self) -> frozenset[int]:
-        """The slot's zygotes' pids (the processes its cgroup keeps between runs)."""
-        zygotes = [self.zygote, *self.env_zygotes.values()]
-        return frozenset(
-            z.pid for z in zygotes if z is not None and z.pid is not None and z.alive()
-        )
-
-
-class _SlotPool:
-    """The free slots; a run takes one whose spare jail fits it, when there is one."""
-
-    def __init__(self) -> None:
-        self._free: deque[_Slot] = deque()
-        self._waiting: deque[asyncio.Future[_Slot]] = deque()
-
-    def put(self, slot: _Slot) -> None:
-        """Free `slot`: to the longest-waiting run, or back to the pool."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(slot)
-                return
-        self._free.append(slot)
-
-    async def take(self, shape: tuple[object, ...]) -> _Slot:
-        """A free slot, preferring one whose spare was built for `shape`, then one without."""
-        if self._free:
-            chosen = next((s for s in self._free if s.spare_shape == shape), None)
-            if chosen is None:
-                chosen = next((s for s in self._free if s.spare is None), self._free[0])
-            self._free.remove(chosen)
-            return chosen
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.put(waiter.result())  # handed over just as the wait was cancelled
-            raise
 
 
 class Runner:
@@ -603,8 +143,8 @@ class Runner:
         self.warm_runs_before_recycle = warm_runs_before_recycle
         self._cpus = max(1, len(os.sched_getaffinity(0)))
         self.slot_count = max(1, slots)
-        self._slots: list[_Slot] = []
-        self._free_slots: _SlotPool | None = None
+        self._slots: list[Slot] = []
+        self._free_slots: SlotPool | None = None
         self._layers: dict[str, dict[str, Any]] = {
             name: {"active": False, "reason": "not probed yet"} for name in LAYERS
         }
@@ -652,11 +192,11 @@ class Runner:
             self._layers["cgroup"] = {"active": False, "reason": str(error)}
         self._landlock_abi = abi_version()
         self._pins.pin_shared()
-        self._free_slots = _SlotPool()
+        self._free_slots = SlotPool()
         for index in range(self.slot_count):
             root_dir = self.runs_root / f"slot-{index}"
             root_dir.mkdir(mode=0o700, exist_ok=True)
-            slot = _Slot(index, self._slot_cgroup(index), root_dir)
+            slot = Slot(index, self._slot_cgroup(index), root_dir)
             self._slots.append(slot)
             self._start_zygote(slot)
             self._free_slots.put(slot)
@@ -744,10 +284,10 @@ class Runner:
         base = self._base_read_paths()
         return base if package_env is None else [*base, os.path.realpath(package_env)]
 
-    def _start_zygote(self, slot: _Slot) -> None:
+    def _start_zygote(self, slot: Slot) -> None:
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
         template = (slot.root_dir.name, self._base_read_paths(), self._hidden_paths)
-        zygote = _Zygote(
+        zygote = Zygote(
             self.python,
             self.warm_modules,
             cgroup_files,
@@ -762,7 +302,7 @@ class Runner:
             return
         slot.zygote = zygote
 
-    def _env_zygote(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+    def _env_zygote(self, slot: Slot, spec: RunSpec) -> Zygote | None:
         """The slot's zygote for `spec`'s package environment, started on its first run.
 
         Its interpreter is the environment's (``argv[0]``), with ``site``,
@@ -782,7 +322,7 @@ class Runner:
             self._zygote_restarts += 1
         cgroup_files = slot.cgroup.procs_files() if slot.cgroup is not None else []
         template = (slot.root_dir.name, self._template_read_paths(env), self._hidden_paths)
-        zygote = _Zygote(
+        zygote = Zygote(
             spec.argv[0],
             spec.preload,
             cgroup_files,
@@ -799,7 +339,7 @@ class Runner:
         slot.env_zygotes[env] = zygote
         return zygote
 
-    def _drop_env_zygote(self, slot: _Slot, env: str) -> None:
+    def _drop_env_zygote(self, slot: Slot, env: str) -> None:
         """Stop the slot's zygote of `env` (in the background), and the slot's spare."""
         zygote = slot.env_zygotes.pop(env, None)
         if slot.spare_shape is not None and env in slot.spare_shape:
@@ -807,7 +347,7 @@ class Runner:
         if zygote is not None:
             self._in_background(asyncio.to_thread(zygote.stop))
 
-    def _zygote_for(self, slot: _Slot, spec: RunSpec) -> _Zygote | None:
+    def _zygote_for(self, slot: Slot, spec: RunSpec) -> Zygote | None:
         """The zygote that forks `spec`'s jail in `slot`; None: the service spawns a launcher."""
         if spec.network:
             return None  # it must not inherit a zygote's empty network namespace
@@ -815,7 +355,7 @@ class Runner:
             return self._env_zygote(slot, spec)
         return slot.zygote if self._zygote_ready(slot) else None
 
-    def _recycle_zygote(self, slot: _Slot) -> None:
+    def _recycle_zygote(self, slot: Slot) -> None:
         """Replace the slot's zygote (old one stopped in the background), and its spare."""
         slot.withdraw_spare()
         old, slot.zygote = slot.zygote, None
@@ -843,7 +383,7 @@ class Runner:
         report["landlock"]["abi"] = self._landlock_abi
         # Host inodes a run reaches (the probe's host_inodes, and those any
         # process does): pinned with shared locks, so no lock there carries
-        # anything from one run to another (see sandbox.jail.lock_pins).
+        # anything from one run to another (see sandbox.host.lock_pins).
         report["mountns"]["lock_pins"] = {
             "pinned": self._pins.pinned,
             "failed": dict(self._pins.failed),
@@ -998,11 +538,11 @@ class Runner:
         else:
             python = parse_python_argv(list(spec.argv), spec.argv[0], site=True)
         warm = spec.warm and python is not None
-        shape = _shape(spec, warm)
+        shape = run_shape(spec, warm)
         slot = await self._free_slots.take(shape)
         cgroup = slot.cgroup if "cgroup" in layers else None
         rearm: tuple[RunSpec, JailConfig, bool] | None = None
-        jail: _Jail | None = None
+        jail: RunPipes | None = None
         try:
             for name in spec.files:
                 _check_file_name(name)
@@ -1023,7 +563,7 @@ class Runner:
                 # run is cut, its listener closed.
                 egress_report = await session.close() if session is not None else None
             if egress_report is not None:
-                result = _with_network(result, egress_report, spec.tool)
+                result = with_network(result, egress_report, spec.tool)
             if jail.via_zygote:
                 rearm = (spec, config, warm)
             return result
@@ -1033,7 +573,7 @@ class Runner:
             reader = jail.reader if jail is not None and slot.spare is not jail else None
             self._in_background(self._release(slot, rearm, cgroup, reader))
 
-    async def _egress_session(self, spec: RunSpec, jail: _Jail) -> EgressSession:
+    async def _egress_session(self, spec: RunSpec, jail: RunPipes) -> EgressSession:
         """The proxy session of `spec`'s run, on the listener its jail made (fail closed).
 
         The jail sends the listener while it builds itself, before its tool
@@ -1069,10 +609,10 @@ class Runner:
 
     async def _release(
         self,
-        slot: _Slot,
+        slot: Slot,
         rearm: tuple[RunSpec, JailConfig, bool] | None,
         cgroup: RunCgroup | None,
-        reader: _ReportReader | None = None,
+        reader: ReportReader | None = None,
     ) -> None:
         """Empty the slot, build the jail of `rearm` (the last run's) in it, free it.
 
@@ -1093,14 +633,14 @@ class Runner:
                 spec, config, warm = rearm
                 slot.spare = await self._arm(spec, config, slot, cgroup, warm)
                 slot.spare.key = (warm, config)
-                slot.spare_shape = _shape(spec, warm)
+                slot.spare_shape = run_shape(spec, warm)
         except (OSError, RunnerUnavailable):
             pass  # the next run builds its jail itself, and fails closed if it must
         finally:
             assert self._free_slots is not None
             self._free_slots.put(slot)
 
-    async def _empty(self, slot: _Slot) -> None:
+    async def _empty(self, slot: Slot) -> None:
         """Kill what is left of earlier runs in the slot (normally nothing)."""
         slot.dirty = False
         if slot.cgroup is None:
@@ -1123,55 +663,20 @@ class Runner:
         cgroup: RunCgroup | None,
         layers: list[str],
     ) -> JailConfig:
-        limits = spec.limits
-        base = self._template_read_paths(spec.package_env)
-        egress = spec.egress is not None and not spec.network
-        readable = [*spec.readable_paths, *(_existing(EGRESS_READ_PATHS) if egress else [])]
-        extra_read_paths = [
-            path
-            for path in outermost([os.path.realpath(p) for p in readable])
-            if not beneath(path, base)  # already visible through the shared root
-        ]
-        # A file too large to copy per run is the host's own inode in the jail.
-        self._pins.pin_paths(
-            [path for path in extra_read_paths if _file_larger_than(path, COPIED_FILE_BYTES)]
-        )
-        return JailConfig(
-            env={**spec.env, **proxy_environment(PROXY_PORT)} if egress else dict(spec.env),
+        return jail_config(
+            spec,
+            root_dir=root_dir,
+            base_read_paths=self._template_read_paths(spec.package_env),
+            hidden_paths=self._hidden_paths,
             uid=self.uid,
             gid=self.gid,
-            root_dir=root_dir.name,  # in runs_root, every jail's working dir at its start
-            read_paths=[*base, *extra_read_paths],
-            extra_read_paths=extra_read_paths,
-            hidden_paths=self._hidden_paths,
-            limits={
-                "wall_seconds": limits.wall_seconds,
-                "cpu_seconds": limits.cpu_seconds,
-                "memory_bytes": limits.memory_bytes,
-                "file_size_bytes": limits.file_size_bytes,
-                "open_files": limits.open_files,
-                "processes": limits.processes,
-                "stack_bytes": limits.stack_bytes,
-                # Each of /tmp and /workdir; their pages count as the run's memory.
-                "tmp_bytes": min(limits.memory_bytes // 4, 64 * 1024 * 1024),
-            },
-            network=spec.network,
-            egress_port=PROXY_PORT if egress else 0,
-            seccomp_bpf=compile_filter(
-                spec.network,
-                frozenset(spec.denied_syscalls),
-                self._notify,
-                egress,
-                spec.allow_exec_written,
-            ),
-            seccomp_notify=self._notify,
+            pins=self._pins,
+            notify=self._notify,
             landlock_abi=self._landlock_abi,
-            exec_written=spec.allow_exec_written,
-            hostname="sandbox",
             layers=layers,
         )
 
-    def _zygote_ready(self, slot: _Slot) -> bool:
+    def _zygote_ready(self, slot: Slot) -> bool:
         zygote = slot.zygote
         if zygote is not None and zygote.alive():
             if zygote.runs >= self.warm_runs_before_recycle:
@@ -1180,7 +685,7 @@ class Runner:
         self._schedule_zygote_restart(slot)
         return False
 
-    def _schedule_zygote_restart(self, slot: _Slot) -> None:
+    def _schedule_zygote_restart(self, slot: Slot) -> None:
         """The slot's zygote died: its runs go cold until a new one is up."""
         if slot.restarting:
             return
@@ -1204,10 +709,10 @@ class Runner:
         self,
         spec: RunSpec,
         config: JailConfig,
-        slot: _Slot,
+        slot: Slot,
         cgroup: RunCgroup | None,
         warm: bool,
-    ) -> _Jail:
+    ) -> RunPipes:
         """Start a jail for `config` in `slot`; it builds itself, then waits for its payload."""
         if cgroup is not None:
             try:
@@ -1218,10 +723,10 @@ class Runner:
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
         config_r, config_w = os.pipe2(os.O_CLOEXEC)
-        report_r, report_w = _report_channel()
+        report_r, report_w = report_channel()
         child_ends = [stdin_r, stdout_w, stderr_w, config_r, report_w]
-        reader = _ReportReader(asyncio.get_running_loop(), report_r)
-        jail = _Jail(stdin_w, stdout_r, stderr_r, config_w, reader)
+        reader = ReportReader(asyncio.get_running_loop(), report_r)
+        jail = RunPipes(stdin_w, stdout_r, stderr_r, config_w, reader)
         # Both paths go through the slot's zygote when it is up: both fork
         # from it (born in the slot's cgroup), a cold run then execs the
         # tool's command inside the jail. A tool with network must not
@@ -1263,20 +768,20 @@ class Runner:
             try:
                 await asyncio.to_thread(cgroup.add, jail.process.pid)
             except OSError as error:
-                _kill(jail.process.pid)
+                kill(jail.process.pid)
                 jail.withdraw()
-                await _reap(jail.process)
+                await reap(jail.process)
                 raise RunnerUnavailable(f"cgroup: {error}", layer="cgroup") from error
         # A frame of a few KiB: the pipe takes it at once.
-        rest = _write_now(config_w, frame(config.to_bytes()))
+        rest = write_now(config_w, frame(config.to_bytes()))
         if rest:
-            await _write_all(asyncio.get_running_loop(), config_w, rest, close=False)
+            await write_all(asyncio.get_running_loop(), config_w, rest, close=False)
         return jail
 
     async def _collect(
         self,
         spec: RunSpec,
-        jail: _Jail,
+        jail: RunPipes,
         payload: RunPayload,
         cgroup: RunCgroup | None,
         started: float,
@@ -1299,9 +804,9 @@ class Runner:
                 return
             stopped.append(reason)
             if report.jail_pid is not None and not jail.reader.ended.done():
-                _kill(report.jail_pid)  # not once it ended: its pid is free again
+                kill(report.jail_pid)  # not once it ended: its pid is free again
             if process is not None:
-                _kill(process.pid)
+                kill(process.pid)
             # Killing init, or the launcher above it (init's parent-death
             # signal), kills the whole pid namespace; the slot's cgroup is
             # emptied after.
@@ -1311,24 +816,24 @@ class Runner:
             # Usually fits in the pipe: written (and closed) right away, the
             # jail need not wait for the loop's next turn; the rest goes
             # asynchronously.
-            rest = _write_now(fd, data)
+            rest = write_now(fd, data)
             if rest:
-                writers.append(loop.create_task(_write_all(loop, fd, rest)))
+                writers.append(loop.create_task(write_all(loop, fd, rest)))
             else:
                 os.close(fd)
         cap = spec.limits.output_bytes
         stdout_task = loop.create_task(
-            _read_capped(loop, jail.stdout_r, cap, lambda: stop_run("output"))
+            read_capped(loop, jail.stdout_r, cap, lambda: stop_run("output"))
         )
         stderr_task = loop.create_task(
-            _read_capped(loop, jail.stderr_r, cap, lambda: stop_run("output"))
+            read_capped(loop, jail.stderr_r, cap, lambda: stop_run("output"))
         )
         report_task = jail.reader.finished
         outputs = [stdout_task, stderr_task, report_task]
         watcher = None
         if cgroup is not None and cgroup.accounts_cpu:
             watcher = loop.create_task(
-                _watch_cpu(cgroup, spec.limits.cpu_seconds, self._cpus, stop_run)
+                watch_cpu(cgroup, spec.limits.cpu_seconds, self._cpus, stop_run)
             )
         await asyncio.wait(outputs, timeout=spec.limits.wall_seconds + WALL_GRACE_SECONDS)
         if not report_task.done():
@@ -1341,59 +846,29 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if process is not None:
-            await _reap(process)
+            await reap(process)
 
         if report.failed_layer is not None:
             layer, reason = report.failed_layer
             raise RunnerUnavailable(f"isolation layer {layer} failed: {reason}", layer=layer)
-        files = await _output_files(spec, jail.reader)
-        stdout, stdout_truncated = _output_of(stdout_task)
-        stderr, stderr_truncated = _output_of(stderr_task)
-        ended_normally = report.exit_code is not None or report.signal is not None
-        out_of_memory = cgroup is not None and cgroup.memory_limit_hit()
-        supervisor_died = not ended_normally and not stopped and not out_of_memory
-        if supervisor_died:
+        files = await output_files(spec, jail.reader)
+        gathered = RunOutput(
+            *output_of(stdout_task),
+            *output_of(stderr_task),
+            stopped=bool(stopped),
+            stopped_for=stopped[0] if stopped else None,
+            out_of_memory=cgroup is not None and cgroup.memory_limit_hit(),
+            files=files,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        result = run_result(spec, report, gathered, cgroup, warm=jail.warm)
+        if result.supervisor_died:
             # The OOM killer aside, init dies only by a fault of its own: the
             # tool's processes went with it (the kernel ends the namespace).
             log_event(logger, "jail_supervisor_died", logging.WARNING, tool=spec.tool)
-        refusals = report.refusals + (1 if report.signal == signal.SIGSYS else 0)
-        denials = {
-            (syscall_name(number) if number >= 0 else OTHER_SYSCALLS): count
-            for number, count in report.refused.items()
-        }
-        if report.signal == signal.SIGSYS:
-            denials[FOREIGN_ABI] = 1
         if jail.warm and report.ran_cold:
             self._warm_runs_started_cold += 1
-        limit_hit = _limit_hit(
-            report,
-            stopped[0] if stopped else None,
-            stdout_truncated or stderr_truncated,
-            out_of_memory,
-            cgroup,
-        )
-        explained = _denials_of(report, spec, limit_hit)
-        if explained and spec.explain_denials:
-            stderr, cut = _with_lines(stderr, stderr_lines(explained), spec.limits.output_bytes)
-            stderr_truncated = stderr_truncated or cut
-        return RunResult(
-            stdout=stdout.decode("utf-8", "replace"),
-            stderr=stderr.decode("utf-8", "replace"),
-            exit_code=report.exit_code if report.signal is None else None,
-            signal=report.signal
-            if report.signal is not None
-            else (signal.SIGKILL if report.exit_code is None else None),
-            duration_ms=(time.perf_counter() - started) * 1000,
-            stdout_truncated=stdout_truncated,
-            stderr_truncated=stderr_truncated,
-            limit_hit=limit_hit,
-            seccomp_refusals=refusals,
-            seccomp_denials=denials,
-            denials=explained,
-            supervisor_died=supervisor_died,
-            path="warm" if jail.warm and not report.ran_cold else "cold",
-            files=files,
-        )
+        return result
 
     # ----------------------------------------------------------------- probing
 
@@ -1478,50 +953,6 @@ class Runner:
             self._layers[name] = {"active": False, "reason": reason + retry}
 
 
-def _shape(spec: RunSpec, warm: bool) -> tuple[object, ...]:
-    """What of `spec` its jail is built from (the rest comes with the payload)."""
-    return (
-        warm,
-        spec.limits,
-        tuple(sorted(spec.env.items())),
-        spec.network,
-        spec.egress is not None,
-        spec.readable_paths,
-        spec.denied_syscalls,
-        spec.package_env,
-    )
-
-
-def _with_network(result: RunResult, report: EgressReport, tool: str) -> RunResult:
-    """`result` with the run's traffic through the proxy and the proxy's decisions.
-
-    The proxy's refusals join the run's ``denials`` (layer ``network``), with
-    the policy table that governs them; the tool itself was told by the
-    proxy's 403, so no stderr line is added for them.
-    """
-    counts = report.summary()
-    refused = [NetworkDenial(**denial) for denial in report.denials]
-    usage = NetworkUsage(**counts, denials=refused)
-    audit = [decision.audit_record() for decision in report.decisions]
-    explained = bounded(
-        [
-            *result.denials,
-            *(
-                Denial(
-                    layer="network",
-                    what=f"{denial.method} {denial.what}" if denial.method else denial.what,
-                    count=1,
-                    hint=f"{denial.reason}: {denial.detail}"
-                    + (f", rule {denial.rule!r}" if denial.rule else "")
-                    + f" (tools.{tool}.network)",
-                )
-                for denial in refused
-            ),
-        ]
-    )
-    return result.model_copy(update={"network": usage, "egress_audit": audit, "denials": explained})
-
-
 def host_namespaces() -> dict[str, str]:
     """This process's namespace ids, to compare with the jail's."""
     return {
@@ -1530,253 +961,9 @@ def host_namespaces() -> dict[str, str]:
     }
 
 
-def _existing(paths: Iterable[str]) -> list[str]:
-    return [path for path in paths if os.path.exists(path)]
-
-
-def _file_larger_than(path: str, size: int) -> bool:
-    try:
-        return os.path.isfile(path) and os.path.getsize(path) > size
-    except OSError:
-        return False
-
-
 def _check_file_name(name: str) -> None:
     parts = name.split("/")
     if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
     if "\0" in name or len(name) > 255:
         raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
-
-
-async def _output_files(spec: RunSpec, reader: _ReportReader) -> OutputCollection | None:
-    """What the tool left under ``out/``, read through the descriptor init sent (see
-    :func:`sandbox.jail.contain`): the run's own tmpfs, never a path, never a link."""
-    workdir = reader.take_workdir()
-    if workdir is None:
-        return None
-    if spec.outputs is None:
-        os.close(workdir)
-        return None
-    try:
-        os.stat(OUTPUT_DIR, dir_fd=workdir, follow_symlinks=False)
-    except FileNotFoundError:
-        os.close(workdir)
-        return None  # the usual case: no out/ at all, and no thread to start
-    except OSError:
-        pass  # the collector says what it is
-    caps = spec.outputs
-    collection = await asyncio.to_thread(_collect_closing, workdir, caps.files, caps.bytes)
-    if collection is None or not (collection.files or collection.unlisted):
-        return None
-    return collection
-
-
-def _collect_closing(workdir: int, max_files: int, max_bytes: int) -> OutputCollection | None:
-    """Collect, then close `workdir`: this thread owns it, even when its caller is cancelled."""
-    try:
-        return collect_output_files(workdir, max_files, max_bytes)
-    except OSError:
-        return None
-    finally:
-        os.close(workdir)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def _reap(process: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if process.poll() is not None:
-            return
-        await asyncio.sleep(0.005)
-    process.kill()
-    await asyncio.to_thread(process.wait)
-
-
-async def _watch_cpu(
-    cgroup: RunCgroup, limit: float, cpus: int, stop_run: Callable[[LimitName], None]
-) -> None:
-    """Stop the run once its processes together used `limit` CPU seconds.
-
-    Read from the slot's CPU accounting, from the run's start: the
-    tool's RLIMIT_CPU bounds each process, this the whole run. It looks
-    again only when the run could have used up what is left (on `cpus`
-    at once), and at most every :data:`CPU_POLL_SECONDS`.
-    """
-    start = cgroup.cpu_seconds()
-    if start is None:
-        return
-    while True:
-        now = cgroup.cpu_seconds()
-        if now is None:
-            return
-        left = limit - (now - start)
-        if left <= 0:
-            stop_run("cpu_time")
-            return
-        await asyncio.sleep(max(left / cpus, CPU_POLL_SECONDS))
-
-
-def _output_of(task: asyncio.Task[tuple[bytes, bool]]) -> tuple[bytes, bool]:
-    """What :func:`_read_capped` gathered; nothing if it never finished."""
-    if task.cancelled() or task.exception() is not None:
-        return b"", False
-    return task.result()
-
-
-def _with_lines(stderr: bytes, lines: str, cap: int) -> tuple[bytes, bool]:
-    """The tool's stderr with the sandbox's lines after it, within the cap; whether it was cut.
-
-    The lines go last and whole: the tool's own output gives way to them.
-    """
-    added = lines.encode()[:cap]
-    room = cap - len(added)
-    if len(stderr) <= room:
-        return stderr + added, False
-    return stderr[:room] + added, True
-
-
-def _denials_of(report: _Report, spec: RunSpec, limit_hit: LimitName | None) -> list[Denial]:
-    """What the jail refused, as the supervisor reported it (never from the tool's output)."""
-    killed = report.signal == signal.SIGSYS
-    if not report.calls and not report.refusals and not killed and limit_hit is None:
-        return []
-    found = seccomp_denials(report.calls, report.refusals, spec)
-    if killed and not any(call[0] == FOREIGN for call in report.calls):
-        found.append(foreign_syscall_kill())  # killed by the filter itself: unnamed
-    if limit_hit is not None:
-        found.append(limit_denial(limit_hit, spec.limits, spec.tool))
-    return bounded(found)
-
-
-def _limit_hit(
-    report: _Report,
-    stopped_for: LimitName | None,
-    truncated: bool,
-    out_of_memory: bool,
-    cgroup: RunCgroup | None,
-) -> LimitName | None:
-    if truncated:
-        return "output"
-    if report.wall_timeout or stopped_for == "wall_time":
-        return "wall_time"
-    if stopped_for is not None:
-        return stopped_for
-    if report.signal == signal.SIGXCPU:
-        return "cpu_time"
-    if out_of_memory:
-        return "memory"
-    if cgroup is not None and cgroup.pids_limit_hit():
-        return "processes"
-    if report.signal == signal.SIGXFSZ:
-        return "file_size"
-    return None
-
-
-_CREDENTIALS = struct.Struct("iII")
-"""struct ucred: pid, uid, gid."""
-_FD = struct.Struct("i")
-_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
-_ANCILLARY_SPACE = _CREDENTIALS_SPACE + socket.CMSG_SPACE(4 * _FD.size)
-"""Credentials, and room for a few descriptors (one is expected; more are closed)."""
-_WORKDIR_MESSAGE = b"workdir\n"
-"""The report line that carries the run's working dir (SCM_RIGHTS)."""
-
-
-def _report_channel() -> tuple[int, int]:
-    """The report's two ends: a unix socket whose reader gets each writer's credentials.
-
-    The jail's first line comes from the process to kill to end the run;
-    its pid, as the service sees it, comes with it (SO_PASSCRED): the jail
-    never writes nor holds a host pid.
-    """
-    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    reader.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    reader.shutdown(socket.SHUT_WR)
-    writer.shutdown(socket.SHUT_RD)
-    return reader.detach(), writer.detach()
-
-
-def _write_now(fd: int, data: bytes) -> memoryview:
-    """Write what a pipe takes without blocking; return the rest (empty: all written)."""
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            break
-        except OSError:
-            return memoryview(b"")  # the reader is gone: nothing more to write
-    return view
-
-
-async def _write_all(
-    loop: asyncio.AbstractEventLoop, fd: int, data: bytes | memoryview, close: bool = True
-) -> None:
-    """Write `data` to a pipe without blocking the loop; close it at the end (EOF) if `close`."""
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    try:
-        while view:
-            try:
-                written = os.write(fd, view)
-                view = view[written:]
-                continue
-            except BlockingIOError:
-                pass
-            except (BrokenPipeError, OSError):
-                return
-            ready = loop.create_future()
-            loop.add_writer(fd, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(fd)
-    finally:
-        if close:
-            os.close(fd)
-
-
-async def _read_capped(
-    loop: asyncio.AbstractEventLoop, fd: int, cap: int, on_overflow: Callable[[], None]
-) -> tuple[bytes, bool]:
-    """Read a pipe to EOF keeping at most `cap` bytes; call `on_overflow` once past it."""
-    os.set_blocking(fd, False)
-    buffer = bytearray()
-    truncated = False
-    finished = loop.create_future()
-
-    def readable() -> None:
-        nonlocal truncated
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            if not finished.done():
-                finished.set_result(None)
-            return
-        room = cap - len(buffer)
-        if len(chunk) > room:
-            buffer.extend(chunk[: max(room, 0)])
-            if not truncated:
-                truncated = True
-                on_overflow()
-        else:
-            buffer.extend(chunk)
-
-    loop.add_reader(fd, readable)
-    try:
-        await finished
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return bytes(buffer), truncated

@@ -1,0 +1,44 @@
+"""What the service and the jail say to each other, defined once for both sides.
+
+Stdlib only, and nothing to import: the jail loads this module on every
+cold run. The report lines themselves are described in
+:mod:`sandbox.jail` (their order, and who writes which).
+"""
+
+# Descriptors a jailed run's process finds open (stdin, stdout, stderr are 0, 1, 2).
+CONFIG_FD = 3
+"""The config pipe: the JailConfig frame, then the request's RunPayload frame."""
+REPORT_FD = 4
+"""The report socket: text lines (below) and the descriptors sent with some of them."""
+FDS_PER_RUN = 5
+"""What the service passes a zygote for one run: stdin, stdout, stderr, config, report."""
+
+# The zygote's requests, one SEQPACKET message each, with the run's descriptors.
+WARM = b"r"
+"""Fork and run the code in the preloaded interpreter."""
+COLD = b"x"
+"""Fork, jail the child and exec the tool's command (the cold path)."""
+
+# Report words: the first word of each line on the report socket.
+JAIL = "jail"
+"""From the process to kill to end the run (the service reads its pid from the credentials)."""
+LAYER_FAILED = "layer_failed"
+"""``layer_failed LAYER REASON``: the run stops before the tool runs."""
+WORKDIR = "workdir"
+"""Sent with a descriptor of the run's working dir (SCM_RIGHTS)."""
+EGRESS_LISTENER = "egress_listener"
+"""Sent with the egress proxy's listener, made in the run's network namespace."""
+RAN_COLD = "cold"
+"""A warm jail execs a fresh interpreter after all."""
+WALL_TIMEOUT = "wall_timeout"
+REFUSALS = "refusals"
+"""``refusals N [NR:COUNT ...]``: refused syscalls in all, then per syscall number."""
+REFUSED = "refused"
+"""``refused NR[,ARG...]:COUNT ...``: the refused calls with their decisive arguments."""
+EXIT = "exit"
+"""``exit N``: the tool's exit status (last line)."""
+SIGNAL = "signal"
+"""``signal N``: the signal that ended the tool (last line)."""
+
+WORKDIR_MESSAGE = f"{WORKDIR}\n".encode()
+LISTENER_MESSAGE = f"{EGRESS_LISTENER}\n".encode()
