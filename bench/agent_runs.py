@@ -39,6 +39,7 @@ from gateway.client import GatewayClient  # noqa: E402
 from gateway.conversation import ChatMessage, Conversation, ToolSpec  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
+from testing.figures import figures  # noqa: E402
 from testing.stack import stack_env  # noqa: E402
 
 CONCURRENCY = 8
@@ -52,15 +53,6 @@ PYTHON_TOOL = ToolSpec(
 def goal(blocks: int, seed: int) -> str:
     code = "\n".join(f"```python\nprint({seed} + {n})\n```" for n in range(blocks))
     return f"Compute these.\n{code}"
-
-
-def figures(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (
-        f"p50 {statistics.median(ordered):7.3f} ms  p99 {p99:7.3f} ms"
-        f"  mean {statistics.fmean(ordered):7.3f} ms  (n={len(ordered)})"
-    )
 
 
 async def agent_run(client: httpx.AsyncClient, text: str) -> tuple[dict[str, Any], float]:

@@ -37,15 +37,11 @@ from pagi import SERVICES  # noqa: E402
 from pagi.auth import generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
 from testing.fake_downstream import Behaviour, FakeDownstream, serve  # noqa: E402
+from testing.figures import percentile  # noqa: E402
 from testing.stack import free_port, stack_env  # noqa: E402
 
 DASHBOARD = "/api/v1/agi/dashboard-data"
 KEYS = ("python_agent", "rust_sandbox", "memory")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def measure(bff_url: str, calls: int) -> dict:

@@ -46,13 +46,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from keepalive import KeepAliveConnection  # noqa: E402  (bench/, the script's dir)
-
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
 from sandbox.package_envs import build, definitions  # noqa: E402
 from sandbox.policy import load_policy  # noqa: E402
 from sandbox.settings import base_python_executable  # noqa: E402
+from testing.figures import figures  # noqa: E402
+from testing.keepalive import KeepAliveConnection  # noqa: E402
 from testing.stack import stack_env  # noqa: E402
 
 POLICY = REPO / "policies" / "sandbox.toml"
@@ -81,19 +81,6 @@ KINDS = {
     "c": "(c) bare cold CSV in, PNG out             ",
     "d": "(d) execute_tool CSV in, PNG out, HTTP    ",
 }
-
-
-def percentile(samples: list[float], rank: int) -> float:
-    """The `rank`-th percentile (nearest rank) of `samples`."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * rank / 100))]
-
-
-def figures(samples: list[float]) -> str:
-    return (
-        f"p50 {statistics.median(samples):8.2f} ms  p99 {percentile(samples, 99):8.2f} ms"
-        f"  mean {statistics.fmean(samples):8.2f} ms"
-    )
 
 
 class Bare:

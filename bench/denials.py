@@ -3,7 +3,7 @@
 Starts a sandbox from this tree and one from the source tree in ``--before
 DIR`` (an earlier version, e.g. ``git archive REV | tar -x -C DIR``), each
 on its own default policy, and sends requests to them in turn, one at a
-time, each over its own keep-alive connection (:mod:`bench.keepalive`):
+time, each over its own keep-alive connection (:mod:`testing.keepalive`):
 first a program that is refused nothing (``print(2+2)``, warm path: the
 figure that must not move), then one refused a socket five times (what a
 denial costs, stderr lines included). Prints p50 / p99 / mean of each, and
@@ -14,7 +14,6 @@ Usage: .venv/bin/python bench/denials.py --before DIR [--runs 400]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -26,8 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.tracing import alternate, figures, start_sandbox  # noqa: E402
-from pagi.auth import TokenSigner, generate_keys  # noqa: E402
+from testing.comparison import (  # noqa: E402
+    alternate,
+    comparison_arguments,
+    operator_token,
+    start_sandbox,
+)
+from testing.figures import figures  # noqa: E402
 
 PROGRAMS = {
     "no denial, print(2+2)": "print(2+2)",
@@ -40,16 +44,12 @@ PROGRAMS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=400)
-    parser.add_argument("--before", type=Path, help="the source tree of an earlier version")
-    args = parser.parse_args()
+    args = comparison_arguments(__doc__.splitlines()[0])
     print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         keys = root / "keys"
-        generate_keys(keys)
-        token = TokenSigner.from_keys_dir(keys, "operator").sign("sandbox", ttl=3600)
+        token = operator_token(keys)
         stacks = {"this version": start_sandbox(root / "now", keys)}
         if args.before:
             stacks["the earlier version"] = start_sandbox(root / "before", keys, args.before)
@@ -72,7 +72,7 @@ def main() -> None:
     for label, latency in results.items():
         print(f"\nexecute_tool {label}, warm path, {args.runs} requests each, alternating")
         for name, samples in latency.items():
-            print(f"  {name:<20} {figures(samples)}")
+            print(f"  {name:<20} {figures(samples, decimals=3)}")
         if "the earlier version" in latency:
             now = statistics.median(latency["this version"])
             then = statistics.median(latency["the earlier version"])

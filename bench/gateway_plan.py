@@ -22,14 +22,10 @@ from gateway.backends.openai import OpenAIBackend  # noqa: E402
 from gateway.client import GatewayClient  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from testing.fake_openai import FakeOpenAI  # noqa: E402
+from testing.figures import percentile  # noqa: E402
 from testing.gateway import serve_gateway  # noqa: E402
 
 PROMPT = "Write a Python script that parses nginx logs, then plot the errors per hour"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def measure(label: str, client: GatewayClient, calls: int) -> None:

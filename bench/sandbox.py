@@ -18,7 +18,7 @@ not pay for the previous one's teardown) of:
        code in the zygote's preloaded interpreter;
   (d)  ``execute_tool`` end-to-end over HTTP with a JWT, warm path, against a real
        sandbox service started on a free loopback port, sent by a minimal
-       keep-alive HTTP/1.1 client (``bench/keepalive.py``) so the client's own
+       keep-alive HTTP/1.1 client (``testing/keepalive.py``) so the client's own
        cost stays out of the figure (httpx would add ~0.8 ms of its own);
 
 then the throughput of execute_tool at concurrency 1, 8 and 32 (runs/s, p50,
@@ -55,14 +55,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from keepalive import KeepAliveConnection  # noqa: E402  (bench/, the script's dir)
-
 from bff.settings import DEFAULT_DASHBOARD_PROMPT  # noqa: E402
 from pagi import SERVICES  # noqa: E402
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
 from sandbox.host.runner import Runner  # noqa: E402
 from sandbox.spec import RunSpec  # noqa: E402
+from testing.figures import figures, percentile  # noqa: E402
+from testing.keepalive import KeepAliveConnection  # noqa: E402
 from testing.stack import stack_env  # noqa: E402
 
 BASE_PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
@@ -85,19 +85,6 @@ LABELS = {
     "c": "(c)  jail, warm path",
     "d": "(d)  execute_tool, HTTP+JWT, warm",
 }
-
-
-def percentile(samples: list[float], rank: int) -> float:
-    """The `rank`-th percentile (nearest rank) of `samples`."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * rank / 100))]
-
-
-def figures(samples: list[float]) -> str:
-    return (
-        f"p50 {statistics.median(samples):7.2f} ms  p99 {percentile(samples, 99):7.2f} ms"
-        f"  mean {statistics.fmean(samples):7.2f} ms"
-    )
 
 
 def bench_policy() -> str:
@@ -339,7 +326,7 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
                 await connection.__aexit__()
             note = ""
             if concurrency == 8:
-                met = rate >= 250 and percentile(latencies, 99) <= 25
+                met = rate >= 250 and percentile(latencies, 0.99) <= 25
                 verdict_text = "met" if met else "NOT met"
                 note = (
                     f"  (closed loop, >= 250 runs/s with p99 <= 25 ms: {verdict_text};"
@@ -354,7 +341,7 @@ async def measure(runner: Runner, url: str, token: str, args: argparse.Namespace
         )
         for connection in connections:
             await connection.__aexit__()
-        met = rate >= 250 * 0.99 and percentile(latencies, 99) <= 25
+        met = rate >= 250 * 0.99 and percentile(latencies, 0.99) <= 25
         print(
             f"  offered 250/s, <= 8 in flight: {rate:5.1f} runs/s  {figures(latencies)}"
             f"  (target 250 runs/s at concurrency <= 8 with p99 <= 25 ms:"

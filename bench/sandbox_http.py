@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -33,18 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from pagi.auth import TokenSigner, generate_keys  # noqa: E402
 from pagi.stack import Stack  # noqa: E402
+from testing.figures import figures  # noqa: E402
 from testing.stack import stack_env  # noqa: E402
 
 DEFAULT_POLICY = (REPO / "policies" / "sandbox.toml").read_text()
-
-
-def figures(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (
-        f"p50 {statistics.median(ordered):7.2f} ms  p99 {p99:7.2f} ms"
-        f"  mean {statistics.fmean(ordered):7.2f} ms  (n={len(ordered)})"
-    )
 
 
 def replace(path: Path, text: str) -> str:
