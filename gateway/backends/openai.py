@@ -13,8 +13,6 @@ messages that never contain the API key.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import logging
 import random
 import re
@@ -28,6 +26,12 @@ import httpx
 
 from gateway.backends.base import BackendError, Deadline, ErrorCode, PlanBackend
 from gateway.backends.chat_wire import parse_decision, request_body
+from gateway.backends.openai_replies import (
+    error_detail,
+    message_content,
+    retry_after_seconds,
+    stream_delta,
+)
 from gateway.backends.parsing import StepParser, parse_steps
 from gateway.conversation import Conversation, Decision
 from pagi.logging import log_event
@@ -43,7 +47,6 @@ SYSTEM_PROMPT = (
 )
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_LINE_CHARS = 64 * 1024
-MAX_ERROR_DETAIL_CHARS = 200
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Anything shaped like an API key ("sk-...", "Bearer ...") in an upstream message.
 _KEY_LIKE = re.compile(r"(?:\bsk-[\w*.\-]{4,}|\bBearer\s+\S+)", re.IGNORECASE)
@@ -113,7 +116,7 @@ class OpenAIBackend(PlanBackend):
             raw = await self._read_body(response, deadline)
         finally:
             await response.aclose()
-        content = _message_content(raw)
+        content = message_content(raw)
         steps = parse_steps(content, max_steps)
         if not steps:
             raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
@@ -128,7 +131,7 @@ class OpenAIBackend(PlanBackend):
                 raw = await self._read_body(response, deadline)
             finally:
                 await response.aclose()
-            steps = parse_steps(_message_content(raw), max_steps)
+            steps = parse_steps(message_content(raw), max_steps)
             if not steps:
                 raise BackendError(ErrorCode.INTERNAL, "the model's reply contains no plan steps")
             for step in steps:
@@ -142,7 +145,7 @@ class OpenAIBackend(PlanBackend):
                 if data == "[DONE]":
                     finished = True
                     break
-                delta, finish_reason = _stream_delta(data)
+                delta, finish_reason = stream_delta(data)
                 for step in parser.feed(delta):
                     produced += 1
                     yield step
@@ -245,12 +248,12 @@ class OpenAIBackend(PlanBackend):
             return response, None
         try:
             async with asyncio.timeout(max(deadline.remaining(), 0.001)):
-                detail = await _error_detail(response)
+                detail = await error_detail(response)
         except (TimeoutError, httpx.HTTPError):
             detail = ""
         finally:
             await response.aclose()
-        return self._status_error(response.status_code, detail), _retry_after(response)
+        return self._status_error(response.status_code, detail), retry_after_seconds(response)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         ceiling = min(self.retry_cap_seconds, self.retry_base_seconds * 2 ** (attempt - 1))
@@ -365,90 +368,3 @@ class OpenAIBackend(PlanBackend):
         if self._api_key and self._api_key in text:
             text = text.replace(self._api_key, "[redacted]")
         return _KEY_LIKE.sub("[redacted]", text)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-async def _error_detail(response: httpx.Response) -> str:
-    """A short, printable reason from an error body (OpenAI's ``error.message``)."""
-    raw = b""
-    async for chunk in response.aiter_bytes():
-        raw += chunk
-        if len(raw) > 16 * 1024:
-            break
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return ""
-    message = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    if not isinstance(message, str):
-        return ""
-    message = "".join(ch if ch.isprintable() else " " for ch in message).strip()
-    return message[:MAX_ERROR_DETAIL_CHARS]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-def _unparseable(reason: str) -> BackendError:
-    return BackendError(ErrorCode.INTERNAL, f"unparseable reply from the model server: {reason}")
-
-
-def _message_content(raw: bytes) -> str:
-    """``choices[0].message.content`` of a chat-completions reply."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise _unparseable("not JSON") from None
-    try:
-        content = data["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        raise _unparseable("no choices[0].message.content") from None
-    if not isinstance(content, str):
-        raise _unparseable("choices[0].message.content is not text")
-    return content
-
-
-def _stream_delta(data: str) -> tuple[str, str | None]:
-    """The text and finish reason of one streamed chunk."""
-    try:
-        event = json.loads(data)
-    except ValueError:
-        raise _unparseable("a stream event is not JSON") from None
-    if not isinstance(event, dict):
-        raise _unparseable("a stream event is not an object")
-    if "error" in event:
-        raise BackendError(ErrorCode.UNAVAILABLE, "the model server reported an error mid-stream")
-    choices = event.get("choices")
-    if not isinstance(choices, list):
-        raise _unparseable("a stream event has no choices")
-    if not choices:
-        return "", None  # e.g. a final usage-only chunk
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        raise _unparseable("a stream choice is not an object")
-    delta = choice.get("delta") or {}
-    content = delta.get("content") if isinstance(delta, dict) else None
-    finish_reason = choice.get("finish_reason")
-    return (content if isinstance(content, str) else ""), (
-        finish_reason if isinstance(finish_reason, str) else None
-    )
