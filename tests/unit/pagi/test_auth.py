@@ -216,7 +216,7 @@ def test_a_remembered_token_still_expires(
     claims = verifier.verify(token)
     assert verifier.verify(token) is claims  # remembered: no second signature check
     later = claims.expires_at + 31  # past the 30 s clock-skew allowance
-    monkeypatch.setattr("pagi.auth.time.time", lambda: float(later))
+    monkeypatch.setattr("pagi.auth.verifying.time.time", lambda: float(later))
     with pytest.raises(AuthError, match="expired"):
         verifier.verify(token)
     with pytest.raises(AuthError, match="expired"):
@@ -244,7 +244,7 @@ def test_reused_token_is_signed_again_only_near_expiry(
     keys_dir: Path, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("pagi.auth.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("pagi.auth.signing.time.monotonic", lambda: clock[0])
     reused = ReusedToken(TokenSigner.from_keys_dir(keys_dir, "bff"), "sandbox")
     first = reused.get()
     assert verifier.verify(first).subject == "bff"
