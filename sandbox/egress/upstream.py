@@ -17,7 +17,7 @@ from sandbox.egress.addresses import IPAddress, non_public_kind, permitted_priva
 from sandbox.egress.config import READ_CHUNK, EgressPolicy
 from sandbox.egress.ledger import Ledger, Ruling
 from sandbox.egress.refusal import Refusal
-from sandbox.egress.report import Reason
+from sandbox.egress.report import Outcome, Reason
 from sandbox.egress.resolver import ResolveError, Resolver
 from sandbox.egress.rules import Target
 
@@ -40,40 +40,65 @@ class Dialer:
 
     async def open(self, method: str, target: Target) -> Streams:
         """Check ``target`` and connect to it (recorded as allowed), or raise :class:`Refusal`."""
+        rule: str | None = None
         try:
-            return await self._open(method, target)
+            if self.ledger.over_transfer:
+                raise _refusal("refused", "transfer_limit", "the run used up its transfer limit")
+            rule = self._allowing_rule(target)
+            # Resolving counts against the connect timeout: one deadline for both.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.policy.limits.connect_timeout_seconds
+            addresses = await self._resolve(target)
+            self._check_addresses(target, addresses)
+            address, streams = await self._connect(target, addresses, deadline)
         except Refusal as refusal:
-            raise Refusal(replace(refusal.ruling, method=method, target=target)) from None
+            # Every refusal names the request, and the allow rule it got past.
+            ruling = refusal.ruling
+            if ruling.rule is None:
+                ruling = replace(ruling, rule=rule)
+            raise Refusal(replace(ruling, method=method, target=target)) from None
+        self.ledger.report.upstream_connections += 1
+        self.ledger.record(
+            Ruling(
+                "allowed",
+                "allowed",
+                f"{method} {target.authority} via {address}",
+                method=method,
+                target=target,
+                rule=rule,
+                address=address,
+            )
+        )
+        return streams
 
-    async def _open(self, method: str, target: Target) -> Streams:
-        if self.ledger.over_transfer:
-            raise Refusal(Ruling("refused", "transfer_limit", "the run used up its transfer limit"))
+    def _allowing_rule(self, target: Target) -> str | None:
+        """The allow rule that lets ``target`` through, or :class:`Refusal` naming why not."""
         verdict = self.policy.rules.decide(target)
         if not verdict.allowed:
             assert verdict.reason is not None
             detail = _RULE_DETAIL[verdict.reason].format(target=target)
             raise Refusal(Ruling("refused", verdict.reason, detail, rule=verdict.rule))
-        limits = self.policy.limits
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.connect_timeout_seconds
+        return verdict.rule
 
-        def failed(reason: Reason, detail: str) -> Refusal:
-            return Refusal(Ruling("failed", reason, detail, rule=verdict.rule))
-
+    async def _resolve(self, target: Target) -> list[IPAddress]:
+        """Every address of ``target``, looked up once (an address target is its own)."""
         if target.address is not None:
-            addresses = [target.address]
-        else:
-            try:
-                addresses = await asyncio.wait_for(
-                    self.resolver.resolve(target.host, target.port),
-                    limits.connect_timeout_seconds,
-                )
-            except TimeoutError:
-                raise failed("dns_failure", f"resolving {target.host} timed out") from None
-            except ResolveError as exc:
-                raise failed("dns_failure", str(exc)) from None
-            if not addresses:
-                raise failed("dns_failure", f"{target.host}: no address")
+            return [target.address]
+        try:
+            addresses = await asyncio.wait_for(
+                self.resolver.resolve(target.host, target.port),
+                self.policy.limits.connect_timeout_seconds,
+            )
+        except TimeoutError:
+            raise _refusal("failed", "dns_failure", f"resolving {target.host} timed out") from None
+        except ResolveError as exc:
+            raise _refusal("failed", "dns_failure", str(exc)) from None
+        if not addresses:
+            raise _refusal("failed", "dns_failure", f"{target.host}: no address")
+        return addresses
+
+    def _check_addresses(self, target: Target, addresses: list[IPAddress]) -> None:
+        """Refuse if any address is non-public and not in ``allow_private``."""
         for address in addresses:
             kind = non_public_kind(address)
             if kind is not None and permitted_private(address, self.policy.allow_private) is None:
@@ -82,10 +107,15 @@ class Dialer:
                         "refused",
                         "private_address",
                         f"{target.host} is {address}, a {kind} address not in allow_private",
-                        rule=verdict.rule,
                         address=address,
                     )
                 )
+
+    async def _connect(
+        self, target: Target, addresses: list[IPAddress], deadline: float
+    ) -> tuple[IPAddress, Streams]:
+        """The first of ``addresses`` that answers before ``deadline``, and its streams."""
+        loop = asyncio.get_running_loop()
         last_error = "no address"
         for address in addresses:
             remaining = deadline - loop.time()
@@ -98,25 +128,19 @@ class Dialer:
             except OSError as exc:
                 last_error = f"{address}: {exc.strerror or exc}"
                 continue
-            self.ledger.report.upstream_connections += 1
-            self.ledger.record(
-                Ruling(
-                    "allowed",
-                    "allowed",
-                    f"{method} {target.authority} via {address}",
-                    method=method,
-                    target=target,
-                    rule=verdict.rule,
-                    address=address,
-                )
-            )
-            return streams
+            return address, streams
         else:
-            raise failed("connect_failed", f"connecting to {last_error}")
-        raise failed(
+            raise _refusal("failed", "connect_failed", f"connecting to {last_error}")
+        raise _refusal(
+            "failed",
             "connect_timeout",
-            f"no connection to {target.authority} within {limits.connect_timeout_seconds} s",
+            f"no connection to {target.authority} within"
+            f" {self.policy.limits.connect_timeout_seconds} s",
         )
+
+
+def _refusal(outcome: Outcome, reason: Reason, detail: str) -> Refusal:
+    return Refusal(Ruling(outcome, reason, detail))
 
 
 async def connect_exactly(address: IPAddress, port: int) -> Streams:
