@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sandbox.egress.config import EgressPolicy
+from sandbox.egress.report import DestinationCheck
 from sandbox.files_out import OutputCollection
 
 LimitName = Literal[
@@ -143,20 +144,10 @@ class RunSpec(BaseModel):
     """Files the run writes may be executed, mapped executable or loaded as libraries."""
 
 
-class NetworkDenial(BaseModel):
+class NetworkDenial(DestinationCheck):
     """One request the egress proxy refused (the ``network`` layer of the run's denials)."""
 
     layer: Literal["network"] = "network"
-    reason: str
-    """Why: ``denied``, ``host_not_allowed``, ``port_not_allowed``, ``private_address``..."""
-    method: str | None
-    host: str | None
-    port: int | None
-    rule: str | None
-    """The policy rule that decided, as written (None: no rule matched)."""
-    address: str | None
-    detail: str
-    """One line for a person."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -36,6 +36,8 @@ MAX_HEADER_COUNT = 100
 """The most header fields in one request."""
 MAX_RECORDED_DECISIONS = 256
 """Decisions kept per run for its report and the audit log; later ones are counted only."""
+READ_CHUNK = 64 * KIB
+"""The most the proxy reads from one socket at once (and its stream buffers' limit)."""
 
 
 @dataclass(frozen=True)

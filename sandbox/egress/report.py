@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 Outcome = Literal["allowed", "refused", "failed"]
 """``refused``: the policy or the proxy's limits said no; ``failed``: allowed, but
@@ -52,42 +54,53 @@ REFUSAL_STATUS: dict[str, int] = {
 """The HTTP status a client gets for each reason: 403 for every policy refusal."""
 
 
-@dataclass(frozen=True)
-class EgressDecision:
-    """One request (a CONNECT, or a plain-HTTP request) and what the proxy did with it."""
+class DestinationCheck(BaseModel):
+    """One request's destination and what the proxy's check of it found.
 
-    time: str
-    request_id: str
-    tool: str
-    policy_version: str
-    outcome: Outcome
-    reason: Reason
+    The fields a decision and a run's network denial share (the denial is
+    :class:`sandbox.spec.NetworkDenial`, the result's wire form).
+    """
+
+    reason: str
+    """Why: ``allowed``, ``denied``, ``host_not_allowed``, ``private_address``..."""
     method: str | None
     host: str | None
     port: int | None
     rule: str | None
-    """The allow or deny rule that decided, as written in the policy."""
+    """The allow or deny rule that decided, as written in the policy (None: no rule matched)."""
     address: str | None
     """The address checked and connected to (or the one refused)."""
     detail: str
     """One line for a person."""
 
+
+_CHECK_FIELDS = frozenset(DestinationCheck.model_fields)
+
+
+class EgressDecision(DestinationCheck):
+    """One request (a CONNECT, or a plain-HTTP request) and what the proxy did with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: Reason
+    time: str
+    request_id: str
+    tool: str
+    policy_version: str
+    outcome: Outcome
+
     def denial(self) -> dict[str, Any]:
         """The entry of the run's ``denials`` (layer ``network``)."""
-        return {
-            "layer": "network",
-            "reason": self.reason,
-            "method": self.method,
-            "host": self.host,
-            "port": self.port,
-            "rule": self.rule,
-            "address": self.address,
-            "detail": self.detail,
-        }
+        return {"layer": "network", **self.model_dump(include=_CHECK_FIELDS)}
 
     def audit_record(self) -> dict[str, Any]:
         """One line of the audit log (``kind: "egress"``), keyed by the run's request id."""
-        return {"kind": "egress", **asdict(self)}
+        # Who and when first, then where to and why: a log line reads left to right.
+        return {
+            "kind": "egress",
+            **self.model_dump(exclude=_CHECK_FIELDS),
+            **self.model_dump(include=_CHECK_FIELDS),
+        }
 
 
 @dataclass
