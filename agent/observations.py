@@ -45,6 +45,11 @@ def cap_text(text: str, limit: int) -> tuple[str, bool]:
     return kept, True
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _valid(text: str) -> str:
     if text.isascii():
         return text
