@@ -84,22 +84,17 @@ def conversation_too_long(size: int, limit: int) -> Ending:
 
 def model_failed(detail: str) -> Ending:
     """The model gateway failed the run."""
-    return Ending(
-        "failed",
-        "model_error",
-        f"the model gateway failed: {detail}",
-        answer=fallback_answer("model_error"),
-    )
+    return _failed(f"the model gateway failed: {detail}")
 
 
 def crashed(exc: Exception) -> Ending:
     """The agent itself failed while working the run."""
-    return Ending(
-        "failed",
-        "model_error",
-        f"the agent failed while working the run ({type(exc).__name__})",
-        answer=fallback_answer("model_error"),
-    )
+    return _failed(f"the agent failed while working the run ({type(exc).__name__})")
+
+
+def _failed(detail: str) -> Ending:
+    # Both count as the model's failure for the caller: the run has no answer.
+    return Ending("failed", "model_error", detail, answer=fallback_answer("model_error"))
 
 
 def cancelled() -> Ending:
