@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from agent.gateway_calls import ModelGateway
-from agent.loop import ToolSandbox
 from agent.plans import router as plans_router
 from agent.run_service import RunService
 from agent.run_store import RunStore
 from agent.runs import build_runs_router
-from agent.sandbox_calls import SandboxCalls
+from agent.sandbox_calls import SandboxCalls, ToolSandbox
 from agent.settings import AgentSettings
 from gateway.client import GatewayClient
 from pagi import metric_catalogue as metrics

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pagi.blank import NOT_BLANK_PATTERN
+from pagi.blank import non_blank_text
 
 MAX_PROMPT_CHARS = 8192
 
@@ -16,13 +16,8 @@ class PlanRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(
-        ...,
-        min_length=1,
-        max_length=MAX_PROMPT_CHARS,
-        pattern=NOT_BLANK_PATTERN,
-        description=f"What to plan; 1 to {MAX_PROMPT_CHARS} characters, not only blanks.",
-        examples=["Generate a 3-step plan to solve X"],
+    prompt: str = non_blank_text(
+        MAX_PROMPT_CHARS, "What to plan", "Generate a 3-step plan to solve X"
     )
 
 

@@ -45,6 +45,11 @@ def cap_text(text: str, limit: int) -> tuple[str, bool]:
     return kept, True
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _valid(text: str) -> str:
     if text.isascii():
         return text
@@ -151,6 +156,18 @@ def _short(value: object) -> str | None:
     return value[:64] if isinstance(value, str) else None
 
 
+_ALWAYS_SHOWN = {
+    "tool_status",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+}
+"""What the model always sees of a run (in the result's field order)."""
+_SHOWN_WHEN_SET = ("signal", "limit_hit", "denials")
+
+
 def observation(tool: str, call_id: str, result: ToolResult) -> str:
     """The content of the ``tool`` message answering a call."""
     shown: dict[str, Any] = {"tool": tool, "call_id": call_id}
@@ -158,20 +175,10 @@ def observation(tool: str, call_id: str, result: ToolResult) -> str:
         shown["error"] = result.error
         shown["error_kind"] = result.error_kind
     else:
-        shown.update(
-            tool_status=result.tool_status,
-            exit_code=result.exit_code,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            stdout_truncated=result.stdout_truncated,
-            stderr_truncated=result.stderr_truncated,
-        )
-        if result.signal is not None:
-            shown["signal"] = result.signal
-        if result.limit_hit is not None:
-            shown["limit_hit"] = result.limit_hit
-        if result.denials is not None:
-            shown["denials"] = result.denials
+        shown.update(result.model_dump(include=_ALWAYS_SHOWN))
+        for name in _SHOWN_WHEN_SET:
+            if (value := getattr(result, name)) is not None:
+                shown[name] = value
         if result.seccomp_refusals:
             shown["seccomp_refusals"] = result.seccomp_refusals
         if result.files:

@@ -15,24 +15,28 @@ from agent.gateway_calls import ask_for_plan, stream_plan_events
 from agent.models import DownstreamFailure, LlmResponse, PlanRequest, PlanResponse
 from agent.wiring import echo_via_bff, store_plan
 from pagi.app import Caller, RequestId
-from pagi.errors import ErrorBody
+from pagi.errors import error_responses
 from pagi.http import TIMEOUT_HEADER
 from pagi.logging import log_event
 from pagi.sse import MEDIA_TYPE, STREAM_HEADERS
 
 logger = logging.getLogger(__name__)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The gateway refused the prompt."},
-    401: {"model": ErrorBody, "description": "Missing or invalid token (audience agent)."},
-    413: {"model": ErrorBody, "description": "Request body too large."},
-    422: {"model": ErrorBody, "description": "Invalid request (empty or too long prompt)."},
-}
-_GATEWAY_ERRORS: dict[int | str, dict[str, Any]] = {
-    502: {"model": ErrorBody, "description": "The model gateway is down or failed."},
-    503: {"model": ErrorBody, "description": "The model gateway is overloaded."},
-    504: {"model": ErrorBody, "description": "The model gateway did not answer in time."},
-}
+_ERRORS = error_responses(
+    {
+        400: "The gateway refused the prompt.",
+        401: "Missing or invalid token (audience agent).",
+        413: "Request body too large.",
+        422: "Invalid request (empty or too long prompt).",
+    }
+)
+_GATEWAY_ERRORS = error_responses(
+    {
+        502: "The model gateway is down or failed.",
+        503: "The model gateway is overloaded.",
+        504: "The model gateway did not answer in time.",
+    }
+)
 
 # One server-sent event as a client parses it; ``data`` is one line of JSON.
 SSE_EVENT_SCHEMA: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -24,6 +25,11 @@ RunReason = Literal[
     "cancelled",
 ]
 """Why a run ended (``None`` while it runs)."""
+
+
+def utc_now() -> str:
+    """Now, as a run's record gives times: UTC, ISO 8601 with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class TokenCount(BaseModel):

@@ -15,12 +15,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from agent.loop import AgentRun, Decider, LoopLimits, ToolSandbox
-from agent.run_models import RunListItem, RunRecord
+from agent.loop import AgentRun, Decider
+from agent.run_limits import LoopLimits
+from agent.run_models import RunListItem, RunRecord, utc_now
 from agent.run_store import RunRecorder, RunStore
+from agent.sandbox_calls import ToolSandbox
 from agent.settings import AgentSettings
 from pagi import metric_catalogue as metrics
 from pagi.errors import ApiError
@@ -178,7 +179,7 @@ class RunService:
             request_id=request_id,
             status="running",
             budgets=budgets,
-            started_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            started_at=utc_now(),
         )
         holder: list[ActiveRun] = []
         recorder = RunRecorder(self.store, lambda: holder[0].record)

@@ -25,27 +25,25 @@ from agent.run_service import ActiveRun, RunService
 from agent.run_store import RunStoreError
 from pagi.app import Caller, RequestId, model_response, refuse_other_methods
 from pagi.auth import Claims
-from pagi.errors import ApiError, ErrorBody
+from pagi.errors import ApiError, error_responses
 from pagi.logging import log_event
 from pagi.run_request import RUN_ID_PATTERN, SSE_RUN_EVENT_SCHEMA, RunRequest
-from pagi.sse import KEEPALIVE, MEDIA_TYPE, STREAM_HEADERS, sse_event
+from pagi.sse import KEEPALIVE, MEDIA_TYPE, STREAM_HEADERS, sse_event, stream_response
 
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
-    401: {"model": ErrorBody, "description": "Missing or invalid token (audience agent)."},
-    413: {"model": ErrorBody, "description": "Request body too large."},
-    422: {"model": ErrorBody, "description": "Invalid request, or a budget above its ceiling."},
-}
-_BUSY: dict[int | str, dict[str, Any]] = {
-    429: {"model": ErrorBody, "description": "Too many runs at once; see Retry-After."},
-}
-_MEMORY: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "Memory cannot read runs now; see Retry-After."},
-}
+_ERRORS = error_responses(
+    {
+        400: "The body is not JSON.",
+        401: "Missing or invalid token (audience agent).",
+        413: "Request body too large.",
+        422: "Invalid request, or a budget above its ceiling.",
+    }
+)
+_BUSY = error_responses({429: "Too many runs at once; see Retry-After."})
+_MEMORY = error_responses({503: "Memory cannot read runs now; see Retry-After."})
 
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run's id (run_<32 hex>).")]
 
@@ -127,12 +125,12 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         summary="Work a goal, its steps sent as server-sent events as they happen",
         response_class=StreamingResponse,
         responses={
-            200: {
-                "description": "`run.started`, then `model.message`, `tool.call`, `tool.result` as"
-                " they happen, then `run.completed` (status, reason, answer, usage); each with an"
-                " `id`. A client that disconnects cancels the run and any tool run in flight.",
-                "content": {MEDIA_TYPE: {"schema": SSE_RUN_EVENT_SCHEMA}},
-            },
+            200: stream_response(
+                "`run.started`, then `model.message`, `tool.call`, `tool.result` as they happen,"
+                " then `run.completed` (status, reason, answer, usage); each with an `id`. A"
+                " client that disconnects cancels the run and any tool run in flight.",
+                SSE_RUN_EVENT_SCHEMA,
+            ),
             **_BUSY,
         },
     )
@@ -175,7 +173,7 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         response_model=RunAnswer,
         summary="One run: live while it goes on, else as memory recorded it",
         responses={
-            404: {"model": ErrorBody, "description": "No run with this id for this caller."},
+            **error_responses({404: "No run with this id for this caller."}),
             **_MEMORY,
         },
     )

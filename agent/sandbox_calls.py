@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -53,6 +53,16 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class ToolRequest:
+    """One tool run the agent asks of the sandbox."""
+
+    tool: str
+    code: str | None = None
+    """The program (None for a tool that takes no code)."""
+    files: tuple[InputFile, ...] = ()
+
+
+@dataclass(frozen=True)
 class ToolOutcome:
     """What a tool call gave: the sandbox's answer, or why there is none."""
 
@@ -66,6 +76,18 @@ class ToolOutcome:
 
 class ToolListUnavailable(Exception):
     """The sandbox could not say which tools the agent may run."""
+
+
+class ToolSandbox(Protocol):
+    """The sandbox, as the agent loop uses it (:class:`SandboxCalls`, or a stand-in)."""
+
+    async def list_tools(self, timeout_seconds: float) -> list[SandboxTool]:
+        """The tools the agent may run; :class:`ToolListUnavailable` otherwise."""
+        ...
+
+    async def run(self, request: ToolRequest, timeout_seconds: float) -> ToolOutcome:
+        """Run one tool; never raises but when cancelled."""
+        ...
 
 
 def _json_object(raw: bytes | None) -> dict[str, Any] | None:
@@ -132,22 +154,17 @@ class SandboxCalls:
                 log_event(logger, "tool_entry_skipped", logging.WARNING, entry=str(entry)[:200])
         return tools
 
-    async def run(
-        self,
-        tool: str,
-        code: str | None,
-        timeout_seconds: float,
-        files: tuple[InputFile, ...] = (),
-    ) -> ToolOutcome:
-        """Run ``tool`` (with ``code`` and ``files``) in the sandbox; never raises but when
-        cancelled."""
+    async def run(self, request: ToolRequest, timeout_seconds: float) -> ToolOutcome:
+        """Run the requested tool in the sandbox; never raises but when cancelled."""
         started = time.perf_counter()
+        tool = request.tool
         body: dict[str, Any] = {"tool_name": tool}
-        if code is not None:
-            body["code"] = code
-        if files:
+        if request.code is not None:
+            body["code"] = request.code
+        if request.files:
             body["files"] = [
-                {"path": f.path, "content": base64.b64encode(f.data).decode("ascii")} for f in files
+                {"path": f.path, "content": base64.b64encode(f.data).decode("ascii")}
+                for f in request.files
             ]
         try:
             async with asyncio.timeout(timeout_seconds):

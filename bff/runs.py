@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from pagi.app import Caller, RequestId
-from pagi.errors import ApiError, ErrorBody
+from pagi.errors import ApiError, error_responses
 from pagi.http import read_capped
 from pagi.logging import log_event
 from pagi.run_request import SSE_RUN_EVENT_SCHEMA, RunRequest
-from pagi.sse import MEDIA_TYPE, STREAM_HEADERS, sse_event
+from pagi.sse import MEDIA_TYPE, STREAM_HEADERS, sse_event, stream_response
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,16 @@ STREAM_READ_TIMEOUT_SECONDS = 60.0
 MAX_REFUSAL_BYTES = 64 * 1024
 _PASSED_HEADERS = ("retry-after",)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
-    401: {"model": ErrorBody, "description": "Missing or invalid token (audience bff)."},
-    413: {"model": ErrorBody, "description": "Request body too large."},
-    422: {"model": ErrorBody, "description": "Invalid request (as the agent judges it)."},
-    429: {"model": ErrorBody, "description": "The agent runs too many runs; see Retry-After."},
-    502: {"model": ErrorBody, "description": "The agent is unreachable or failed."},
-}
+_ERRORS = error_responses(
+    {
+        400: "The body is not JSON.",
+        401: "Missing or invalid token (audience bff).",
+        413: "Request body too large.",
+        422: "Invalid request (as the agent judges it).",
+        429: "The agent runs too many runs; see Retry-After.",
+        502: "The agent is unreachable or failed.",
+    }
+)
 
 # The agent's events, and the bff's own ``error`` when the agent breaks off.
 SSE_SCHEMA: dict[str, Any] = {
@@ -149,12 +151,11 @@ def build_runs_router(request_model: type[RunRequest]) -> APIRouter:
         summary="Work a goal with the agent; its events relayed as server-sent events",
         response_class=StreamingResponse,
         responses={
-            200: {
-                "description": "The agent's `run.started`, `model.message`, `tool.call`,"
-                " `tool.result` and `run.completed` events, each with an id; `error` when the"
-                " agent breaks off.",
-                "content": {MEDIA_TYPE: {"schema": SSE_SCHEMA}},
-            }
+            200: stream_response(
+                "The agent's `run.started`, `model.message`, `tool.call`, `tool.result` and"
+                " `run.completed` events, each with an id; `error` when the agent breaks off.",
+                SSE_SCHEMA,
+            )
         },
     )
     async def run_stream(

@@ -18,7 +18,7 @@ from memory.models import (
 )
 from memory.store import MemoryStore, StoredRecord, StoreUnavailable
 from pagi.app import Caller
-from pagi.errors import ApiError, ErrorBody
+from pagi.errors import ApiError, error_responses
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -26,12 +26,14 @@ logger = logging.getLogger(__name__)
 MAX_CONTENT_DEPTH = 64
 RETRY_AFTER_SECONDS = "1"
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
-    401: {"model": ErrorBody, "description": "Missing or invalid token."},
-    422: {"model": ErrorBody, "description": "Invalid request."},
-    503: {"model": ErrorBody, "description": "The database cannot serve the request."},
-}
+ERRORS = error_responses(
+    {
+        400: "The body is not JSON.",
+        401: "Missing or invalid token.",
+        422: "Invalid request.",
+        503: "The database cannot serve the request.",
+    }
+)
 
 router = APIRouter(tags=["memory"], responses=ERRORS)
 
@@ -107,7 +109,7 @@ async def latest(request: Request, caller: Caller) -> RecordAnswer:
     response_model=StoredAnswer,
     status_code=201,
     summary="Append a record; answered after the commit",
-    responses={413: {"model": ErrorBody, "description": "Content too large."}},
+    responses=error_responses({413: "Content too large."}),
 )
 async def append(body: NewRecord, request: Request, caller: Caller) -> StoredAnswer:
     """Store a record durably and answer it with its id and timestamp."""

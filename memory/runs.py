@@ -20,7 +20,7 @@ from memory.models import (
 from memory.records import ERRORS, encode_content, store_of, unavailable
 from memory.store import RunFinished, StoredRun, StoreUnavailable
 from pagi.app import Caller, refuse_other_methods
-from pagi.errors import ApiError, ErrorBody
+from pagi.errors import ApiError, error_responses
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ def _summary(run: StoredRun) -> RunSummary:
     summary="Create or replace a run; answered after the commit",
     responses={
         201: {"model": RunStored, "description": "The run was created."},
-        409: {"model": ErrorBody, "description": "The run is finished and never changes."},
-        413: {"model": ErrorBody, "description": "Summary or document too large."},
+        **error_responses(
+            {409: "The run is finished and never changes.", 413: "Summary or document too large."}
+        ),
     },
 )
 async def put_run(
@@ -82,7 +83,7 @@ async def put_run(
     "/memory/runs/{run_id}",
     response_model=RunAnswer,
     summary="One run, with its whole document",
-    responses={404: {"model": ErrorBody, "description": "No run with this id."}},
+    responses=error_responses({404: "No run with this id."}),
 )
 async def get_run(run_id: RunId, request: Request, caller: Caller) -> RunAnswer:
     """The run with this id."""

@@ -7,6 +7,7 @@ installed by :func:`pagi.app.create_app`.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,14 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for errors: each status answered with an :class:`ErrorBody`."""
+    return {
+        status: {"model": ErrorBody, "description": description}
+        for status, description in descriptions.items()
+    }
 
 
 def error_response(

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, create_model
 
-from pagi.blank import NOT_BLANK_PATTERN
+from pagi.blank import non_blank_text
 from pagi.settings import CommonSettings
 
 KIB = 1024
@@ -78,13 +78,10 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    goal: str = Field(
-        ...,
-        min_length=1,
-        max_length=MAX_GOAL_CHARS,
-        pattern=NOT_BLANK_PATTERN,
-        description=f"What to achieve; 1 to {MAX_GOAL_CHARS} characters, not only blanks.",
-        examples=["What is the 20th Fibonacci number?\n```python\nprint(6765)\n```"],
+    goal: str = non_blank_text(
+        MAX_GOAL_CHARS,
+        "What to achieve",
+        "What is the 20th Fibonacci number?\n```python\nprint(6765)\n```",
     )
     budgets: BudgetRequest = Field(default_factory=BudgetRequest)
 

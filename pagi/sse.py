@@ -21,3 +21,8 @@ def sse_event(event: str, data: dict[str, Any], event_id: int | str | None = Non
     head = f"id: {event_id}\n" if event_id is not None else ""
     payload = json.dumps(data, ensure_ascii=True)
     return f"{head}event: {event}\ndata: {payload}\n\n".encode("ascii")
+
+
+def stream_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI entry of a 200 answered as server-sent events of ``schema``."""
+    return {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}}

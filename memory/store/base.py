@@ -4,8 +4,10 @@ A backend is one class implementing :class:`MemoryStore`: its lifecycle
 (``open``, ``close``, ``state``) and one set of methods per collection the
 memory holds: the records (:class:`RecordCollection`) and the agents' runs
 (:class:`RunCollection`). A new collection is a new protocol here, added to
-:class:`MemoryStore`'s bases, with its methods (and, for PostgreSQL, a
-migration) in each backend. Both backends are run through the same tests.
+:class:`MemoryStore`'s bases, with its methods in :mod:`memory.store.sql_store`
+(what both backends do alike) or in each backend, and, for PostgreSQL, a
+migration in :mod:`memory.store.postgres_schema`. Both backends are run
+through the same tests.
 
 Every failure of the database becomes :class:`StoreUnavailable`, whose
 ``reason`` the API answers with 503: the service never crashes or hangs on
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 LIST_MAX_BYTES = 4 * 1024 * 1024
@@ -42,15 +45,28 @@ class StoredRecord:
     """UTC, ISO 8601 with microseconds (``2026-01-31T12:00:00.000000+00:00``)."""
 
 
-def record_from_row(record_id: int, kind: str, content_json: str, created_at: str) -> StoredRecord:
+StoredTime = str | datetime
+"""A time as a backend reads it: ISO 8601 text (SQLite) or a timestamp (PostgreSQL)."""
+
+
+def iso_time(value: StoredTime) -> str:
+    """A stored time as the store gives it: UTC, ISO 8601 with microseconds."""
+    if isinstance(value, str):
+        return value
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def record_from_row(
+    record_id: int, kind: str, content_json: str, created_at: StoredTime
+) -> StoredRecord:
     """A record from its stored columns; ValueError when the content is not JSON."""
     return StoredRecord(
-        id=record_id, kind=kind, content=json.loads(content_json), created_at=created_at
+        id=record_id, kind=kind, content=json.loads(content_json), created_at=iso_time(created_at)
     )
 
 
 def cut_page(
-    rows: Iterable[tuple[int, str, str, str]], max_bytes: int
+    rows: Iterable[tuple[int, str, str, StoredTime]], max_bytes: int
 ) -> tuple[list[StoredRecord], bool]:
     """Rows (newest first) as records, stopped once ``max_bytes`` of content is reached.
 
@@ -94,12 +110,35 @@ def run_from_row(
     status: str,
     summary_json: str,
     document_json: str | None,
-    created_at: str,
-    updated_at: str,
+    created_at: StoredTime,
+    updated_at: StoredTime,
 ) -> StoredRun:
     """A run from its stored columns (``document_json`` None: a summary only)."""
     document = None if document_json is None else json.loads(document_json)
-    return StoredRun(run_id, status, json.loads(summary_json), document, created_at, updated_at)
+    return StoredRun(
+        run_id,
+        status,
+        json.loads(summary_json),
+        document,
+        iso_time(created_at),
+        iso_time(updated_at),
+    )
+
+
+def finished_as_written(
+    run_id: str, written: tuple[str, str, str], stored: tuple[str, str, str]
+) -> bool:
+    """Whether a run write (status, summary, document) meets a finished run stored just so.
+
+    A finished run is final: the same write again (a retry) is answered as
+    stored, any other raises :class:`RunFinished`. False while the stored
+    run is still running (the write replaces it).
+    """
+    if stored[0] == RUNNING:
+        return False
+    if written != stored:
+        raise RunFinished(f"run {run_id!r} is finished ({stored[0]}) and never changes")
+    return True
 
 
 class RecordCollection(Protocol):

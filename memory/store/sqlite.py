@@ -17,29 +17,25 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from memory.store.base import (
-    LIST_MAX_BYTES,
-    RUNNING,
     RunFinished,
     StoredRecord,
     StoredRun,
     StoreUnavailable,
-    cut_page,
+    finished_as_written,
     record_from_row,
     run_from_row,
 )
-from memory.store.group_commit import TIMED_OUT, Batch, GroupCommit, PendingWrite
+from memory.store.group_commit import TIMED_OUT, Batch, PendingWrite
+from memory.store.sql_store import Row, SqlStore, Statements, T
 from pagi.logging import log_event
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -60,10 +56,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 """
-
-# Beyond SQLite's own busy timeout: how long an operation may take in total
-# (a stuck file system) before the caller gets 503 instead of waiting forever.
-_OPERATION_MARGIN_SECONDS = 2.0
 
 
 def _on_read_only_file_system(path: Path) -> bool:
@@ -94,10 +86,11 @@ def _describe(exc: BaseException, path: Path) -> str:
     return "database error"
 
 
-class SQLiteStore:
+class SQLiteStore(SqlStore):
     """The memory's collections in one SQLite file."""
 
     backend = "sqlite"
+    sql = Statements("?")
 
     def __init__(
         self,
@@ -106,21 +99,17 @@ class SQLiteStore:
         max_records: int | None = None,
         max_runs: int | None = None,
     ) -> None:
+        # The operation timeout, beyond SQLite's own busy timeout, bounds a stuck
+        # file system: the caller gets 503 instead of waiting forever.
+        super().__init__(busy_timeout_seconds, max_records, max_runs)
         self.path = path
-        self.busy_timeout_seconds = busy_timeout_seconds
-        self.max_records = max_records
-        self.max_runs = max_runs
-        self.operation_timeout_seconds = busy_timeout_seconds + _OPERATION_MARGIN_SECONDS
-        self.state = "not opened"
         self._closed = False
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-db")
-        # A batch's job queues on the database thread; until it runs, new writes join it.
-        self._group = GroupCommit(
-            lambda batch: asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_batch, batch
-            )
-        )
+
+    def _start_batch(self, batch: Batch) -> asyncio.Future[list[StoredRecord | None]]:
+        # The job queues on the database thread; until it runs, new writes join the batch.
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
 
     # ------------------------------------------------------------------ thread side
 
@@ -198,9 +187,7 @@ class SQLiteStore:
             newest = max((r.id for r in records if r is not None), default=None)
             if self.max_records is not None and newest is not None:
                 # Retention: drop the oldest records in the same transaction.
-                connection.execute(
-                    "DELETE FROM records WHERE id <= ?", (newest - self.max_records,)
-                )
+                connection.execute(self.sql.drop_old_records, (newest - self.max_records,))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -208,47 +195,19 @@ class SQLiteStore:
             raise
         return records
 
-    @staticmethod
-    def _latest(connection: sqlite3.Connection) -> StoredRecord | None:
-        row = connection.execute(
-            "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return record_from_row(*row) if row else None
-
-    @staticmethod
-    def _list(
-        connection: sqlite3.Connection, limit: int, kind: str | None, max_bytes: int
-    ) -> tuple[list[StoredRecord], bool]:
-        if kind is None:
-            cursor = connection.execute(
-                "SELECT id, kind, content, created_at FROM records ORDER BY id DESC LIMIT ?",
-                (limit,),
-            )
-        else:
-            cursor = connection.execute(
-                "SELECT id, kind, content, created_at FROM records WHERE kind = ?"
-                " ORDER BY id DESC LIMIT ?",
-                (kind, limit),
-            )
-        return cut_page(cursor, max_bytes)
-
-    @staticmethod
-    def _put_run(
+    def _write_run(
+        self,
         connection: sqlite3.Connection,
         run_id: str,
         status: str,
         summary_json: str,
         document_json: str,
-        max_runs: int | None,
     ) -> tuple[StoredRun, bool]:
         connection.execute("BEGIN IMMEDIATE")
         try:
             # Taken under the write lock, as a record's time is.
             now = datetime.now(UTC).isoformat(timespec="microseconds")
-            row = connection.execute(
-                "SELECT status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
-                (run_id,),
-            ).fetchone()
+            row = connection.execute(self.sql.stored_run, (run_id,)).fetchone()
             if row is None:
                 cursor = connection.execute(
                     "INSERT INTO runs (id, status, summary, document, created_at, updated_at)"
@@ -256,16 +215,11 @@ class SQLiteStore:
                     (run_id, status, summary_json, document_json, now, now),
                 )
                 created_at, updated_at = now, now
-                if max_runs is not None:
-                    # Retention: drop the oldest runs in the same transaction.
+                if self.max_runs is not None:
                     connection.execute(
-                        "DELETE FROM runs WHERE seq <= ?", (int(cursor.lastrowid or 0) - max_runs,)
+                        self.sql.drop_old_runs, (int(cursor.lastrowid or 0) - self.max_runs,)
                     )
-            elif row[0] != RUNNING:
-                # A finished run is final: the same write again (a retry) is
-                # answered as stored, any other is refused.
-                if (status, summary_json, document_json) != tuple(row[:3]):
-                    raise RunFinished(f"run {run_id!r} is finished ({row[0]}) and never changes")
+            elif finished_as_written(run_id, (status, summary_json, document_json), row[:3]):
                 connection.execute("COMMIT")
                 return run_from_row(run_id, status, row[1], None, row[3], row[4]), False
             else:
@@ -283,29 +237,6 @@ class SQLiteStore:
         stored = run_from_row(run_id, status, summary_json, None, created_at, updated_at)
         return stored, row is None
 
-    @staticmethod
-    def _get_run(connection: sqlite3.Connection, run_id: str) -> StoredRun | None:
-        row = connection.execute(
-            "SELECT id, status, summary, document, created_at, updated_at FROM runs WHERE id = ?",
-            (run_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return run_from_row(*row)
-
-    @staticmethod
-    def _list_runs(
-        connection: sqlite3.Connection, limit: int, status: str | None
-    ) -> list[StoredRun]:
-        query = "SELECT id, status, summary, created_at, updated_at FROM runs"
-        if status is None:
-            rows = connection.execute(f"{query} ORDER BY seq DESC LIMIT ?", (limit,))
-        else:
-            rows = connection.execute(
-                f"{query} WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
-            )
-        return [run_from_row(r[0], r[1], r[2], None, r[3], r[4]) for r in rows]
-
     # ------------------------------------------------------------------ async side
 
     @property
@@ -322,55 +253,24 @@ class SQLiteStore:
             self.state = TIMED_OUT
             raise StoreUnavailable(self.state) from None
 
+    async def _read(self, query: str, params: Row, consume: Callable[[Iterable[Row]], T]) -> T:
+        # The rows stream from the cursor: a page cut at its size never loads the rest.
+        return await self._submit(lambda connection: consume(connection.execute(query, params)))
+
     async def open(self) -> None:
         """Open (and create) the database now; raise :class:`StoreUnavailable` if it can't."""
         await self._submit(lambda connection: None)
 
-    async def append(self, kind: str, content_json: str) -> StoredRecord:
-        """Store a record; returns only after the commit is durable.
-
-        Writes that arrive while the database thread is busy are committed
-        together (group commit): one WAL sync acknowledges all of them.
-        """
-        try:
-            return await self._group.append(
-                PendingWrite(kind, content_json), self.operation_timeout_seconds
-            )
-        except StoreUnavailable as exc:
-            self.state = exc.reason
-            raise
-
-    async def latest(self) -> StoredRecord | None:
-        """The newest record, or None when there is none."""
-        return await self._submit(self._latest)
-
-    async def list(
-        self, limit: int, kind: str | None = None, max_bytes: int = LIST_MAX_BYTES
-    ) -> tuple[list[StoredRecord], bool]:
-        """Up to ``limit`` records, newest first, optionally of one kind.
-
-        Also says whether the page was cut short at ``max_bytes`` of content.
-        """
-        return await self._submit(lambda c: self._list(c, limit, kind, max_bytes))
-
-    async def put_run(
+    async def _put_run(
         self, run_id: str, status: str, summary_json: str, document_json: str
     ) -> tuple[StoredRun, bool]:
-        """Create or replace a run; answers after the commit is durable.
-
-        Also says whether the run was created. A run whose stored status is
-        not ``running`` is final: writing it again with other content raises
-        :class:`RunFinished`. The answer carries the summary, not the document.
-        """
         # Not through _run: a refused write is the caller's mistake, not a database failure.
         outcome: list[tuple[StoredRun, bool] | RunFinished] = []
 
         def put(connection: sqlite3.Connection) -> None:
             try:
                 outcome.append(
-                    self._put_run(
-                        connection, run_id, status, summary_json, document_json, self.max_runs
-                    )
+                    self._write_run(connection, run_id, status, summary_json, document_json)
                 )
             except RunFinished as exc:
                 outcome.append(exc)
@@ -379,14 +279,6 @@ class SQLiteStore:
         if isinstance(outcome[0], RunFinished):
             raise outcome[0]
         return outcome[0]
-
-    async def get_run(self, run_id: str) -> StoredRun | None:
-        """The run with this id, document included, or None."""
-        return await self._submit(lambda c: self._get_run(c, run_id))
-
-    async def list_runs(self, limit: int, status: str | None = None) -> list[StoredRun]:
-        """Up to ``limit`` runs, newest first (by creation), summaries only."""
-        return await self._submit(lambda c: self._list_runs(c, limit, status))
 
     async def close(self) -> None:
         """Close the connection and stop the database thread (again: nothing to do)."""

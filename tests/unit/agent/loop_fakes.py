@@ -8,9 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.loop import AgentRun, LoopLimits
+from agent.loop import AgentRun
+from agent.run_limits import LoopLimits
 from agent.run_models import RunRecord
-from agent.sandbox_calls import InputFile, SandboxTool, ToolListUnavailable, ToolOutcome
+from agent.sandbox_calls import (
+    InputFile,
+    SandboxTool,
+    ToolListUnavailable,
+    ToolOutcome,
+    ToolRequest,
+)
 from gateway.client import GatewayError
 from gateway.conversation import Conversation, Decision, DecisionResult, ToolCall, Usage
 from pagi.run_request import Budgets
@@ -87,15 +94,10 @@ class FakeSandbox:
             raise ToolListUnavailable(self.list_error)
         return list(self.tools)
 
-    async def run(
-        self,
-        tool: str,
-        code: str | None,
-        timeout_seconds: float,
-        files: tuple[InputFile, ...] = (),
-    ) -> ToolOutcome:
+    async def run(self, request: ToolRequest, timeout_seconds: float) -> ToolOutcome:
+        tool, code = request.tool, request.code
         self.runs.append((tool, code))
-        self.files.append(files)
+        self.files.append(request.files)
         self.timeouts.append(timeout_seconds)
         try:
             await asyncio.sleep(self.delay)

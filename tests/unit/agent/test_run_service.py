@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent import loop
+from agent import tool_calls
 from agent.run_service import RunService
 from agent.run_store import RunStore
 from agent.settings import AgentSettings
@@ -87,7 +87,7 @@ async def test_a_bug_in_the_loop_ends_the_run_failed_and_recorded(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(loop, "result_of", broken)
+    monkeypatch.setattr(tool_calls, "result_of", broken)
     memory = FakeMemory()
     decider = ScriptedDecider(lambda c, n: calls(("python", {"code": "x"})))
     runs = service(keys_dir, decider, FakeSandbox(), memory)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from agent.observations import cap_text
-from agent.sandbox_calls import InputFile, SandboxCalls, ToolListUnavailable
+from agent.sandbox_calls import InputFile, SandboxCalls, ToolListUnavailable, ToolRequest
 
 RESULT = {
     "tool_status": "ok",
@@ -58,7 +58,7 @@ async def test_refusals_and_failures_become_outcomes(status, body, headers, kind
         content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         return httpx.Response(status, content=content, headers=headers)
 
-    outcome = await calls_answering(handler).run("python", "print(1)", 2.0)
+    outcome = await calls_answering(handler).run(ToolRequest("python", "print(1)"), 2.0)
     assert outcome.error_kind == kind and words in outcome.error, outcome
 
 
@@ -69,10 +69,10 @@ async def test_a_result_is_passed_on_with_its_request() -> None:
         seen.append(request)
         return httpx.Response(200, json=RESULT)
 
-    outcome = await calls_answering(handler).run("python", "print(1)", 2.0)
+    outcome = await calls_answering(handler).run(ToolRequest("python", "print(1)"), 2.0)
     assert outcome.error is None and outcome.body == RESULT and outcome.status == 200
     assert json.loads(seen[0].content) == {"tool_name": "python", "code": "print(1)"}
-    without = await calls_answering(handler).run("demo", None, 2.0)
+    without = await calls_answering(handler).run(ToolRequest("demo"), 2.0)
     assert without.error is None and json.loads(seen[1].content) == {"tool_name": "demo"}
 
 
@@ -80,14 +80,14 @@ async def test_a_sandbox_down_or_silent_is_an_outcome() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    down = await calls_answering(refuse).run("python", "1", 2.0)
+    down = await calls_answering(refuse).run(ToolRequest("python", "1"), 2.0)
     assert down.error_kind == "unavailable" and "unreachable" in down.error
 
     async def stall(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(5)
         return httpx.Response(200, json=RESULT)
 
-    silent = await calls_answering(stall).run("python", "1", 0.2)
+    silent = await calls_answering(stall).run(ToolRequest("python", "1"), 0.2)
     assert silent.error_kind == "timeout" and "within 0.2s" in silent.error
 
 
@@ -132,6 +132,8 @@ async def test_input_files_go_as_base64_and_the_tool_list_says_what_takes_files(
     sandbox = calls_answering(handler)
     [tool] = await sandbox.list_tools(1.0)
     assert (tool.input_files, tool.input_bytes, tool.output_files) == (4, 2048, 16)
-    outcome = await sandbox.run("python-data", "x", 1.0, (InputFile("d/a.csv", b"a,b\n"),))
+    outcome = await sandbox.run(
+        ToolRequest("python-data", "x", (InputFile("d/a.csv", b"a,b\n"),)), 1.0
+    )
     assert outcome.error is None
     assert sent[0]["files"] == [{"path": "d/a.csv", "content": "YSxiCg=="}]

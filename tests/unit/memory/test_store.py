@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from memory.store import MemoryStore, PostgresStore, SQLiteStore, StoreUnavailable
-from memory.store.postgres import MIGRATIONS, SCHEMA_TABLE
+from memory.store.postgres_schema import MIGRATIONS, SCHEMA_TABLE
 from testing.memory_backends import BACKENDS, Backend, make_backend
 from testing.postgres_server import shared_server
 
