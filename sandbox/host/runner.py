@@ -70,11 +70,12 @@ from sandbox.host.slots import RunPipes, Slot, SlotPool, run_shape
 from sandbox.host.supervision import kill, reap, watch_cpu
 from sandbox.host.zygote import Zygote
 from sandbox.jail import LAYERS
-from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
+from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload
 from sandbox.jail.inprocess import parse_python_argv
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.mountns import JAIL_OWN_PATHS, beneath
 from sandbox.jail.netns import PROXY_PORT
+from sandbox.jail.protocol import frame
 from sandbox.spec import LimitName, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)

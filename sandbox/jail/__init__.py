@@ -74,7 +74,7 @@ from sandbox.jail import (
     userns,
     utsns,
 )
-from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload, read_frame
+from sandbox.jail.config import WORKDIR_IN_JAIL, JailConfig, RunPayload
 from sandbox.jail.layer import LAYERS, LayerError
 from sandbox.jail.libc import SYS_PIDFD_GETFD, prctl, syscall
 from sandbox.jail.protocol import (
@@ -84,6 +84,7 @@ from sandbox.jail.protocol import (
     REFUSED,
     WALL_TIMEOUT,
     WORKDIR_MESSAGE,
+    read_frame,
 )
 
 __all__ = ["LAYERS", "JailConfig", "LayerError", "contain", "receive"]

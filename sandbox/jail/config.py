@@ -9,13 +9,13 @@ run slot can hold a fully jailed process ready for its next request (see
 :mod:`sandbox.host.runner`), and a payload can never influence how the jail is
 built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
 json, which costs ~5 ms to import per cold run) behind a 4-byte length. The
-direction is trusted: only the Runner writes them.
+direction is trusted: only the Runner writes them. The framing is in
+:mod:`sandbox.jail.protocol`.
 """
 
 from __future__ import annotations
 
 import marshal
-import os
 
 _FIELDS: tuple[str, ...] = (
     "env",  # dict[str, str]: the whole environment of the tool (the policy's, per tool)
@@ -51,29 +51,6 @@ _PAYLOAD_FIELDS: tuple[str, ...] = (
     "files",  # dict[str, bytes]: written into /workdir before the tool gets its command
     "python",  # dict | None: run Python code in-process instead of exec
 )
-_LENGTH_BYTES = 4
-
-
-def frame(data: bytes) -> bytes:
-    """`data` behind its length, as :func:`read_frame` expects it."""
-    return len(data).to_bytes(_LENGTH_BYTES, "little") + data
-
-
-def read_frame(fd: int) -> bytes:
-    """One frame from the blocking `fd`; EOFError if it ends first."""
-    length = int.from_bytes(_read_exactly(fd, _LENGTH_BYTES), "little")
-    return _read_exactly(fd, length)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            raise EOFError("the config fd closed mid-frame")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
 
 
 def _load(data: bytes, fields: tuple[str, ...]) -> dict[str, object]:

@@ -23,12 +23,12 @@ import os
 import sys
 
 from sandbox.jail import JailConfig, contain, receive
-from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame
+from sandbox.jail.config import WORKDIR_IN_JAIL
 from sandbox.jail.env import tool_environment
 from sandbox.jail.inprocess import prepare as prepare_python
 from sandbox.jail.inprocess import run as run_python
 from sandbox.jail.inprocess import set_repo_prefixes
-from sandbox.jail.protocol import CONFIG_FD, LAYER_FAILED, RAN_COLD, REPORT_FD
+from sandbox.jail.protocol import CONFIG_FD, LAYER_FAILED, RAN_COLD, REPORT_FD, read_frame
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""

@@ -1,9 +1,11 @@
 """What the service and the jail say to each other, defined once for both sides.
 
-Stdlib only, and nothing to import: the jail loads this module on every
-cold run. The report lines themselves are described in
+Stdlib only, and only ``os`` (loaded already) to import: the jail loads
+this module on every cold run. The report lines themselves are described in
 :mod:`sandbox.jail` (their order, and who writes which).
 """
+
+import os
 
 # Descriptors a jailed run's process finds open (stdin, stdout, stderr are 0, 1, 2).
 CONFIG_FD = 3
@@ -42,3 +44,28 @@ SIGNAL = "signal"
 
 WORKDIR_MESSAGE = f"{WORKDIR}\n".encode()
 LISTENER_MESSAGE = f"{EGRESS_LISTENER}\n".encode()
+
+# Framing on the config fd: each frame is its data behind a 4-byte length.
+_LENGTH_BYTES = 4
+
+
+def frame(data: bytes) -> bytes:
+    """`data` behind its length, as :func:`read_frame` expects it."""
+    return len(data).to_bytes(_LENGTH_BYTES, "little") + data
+
+
+def read_frame(fd: int) -> bytes:
+    """One frame from the blocking `fd`; EOFError if it ends first."""
+    length = int.from_bytes(_read_exactly(fd, _LENGTH_BYTES), "little")
+    return _read_exactly(fd, length)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the config fd closed mid-frame")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
