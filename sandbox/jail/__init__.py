@@ -174,7 +174,7 @@ def contain(
             config.read_paths,
             config.extra_read_paths,
             config.hidden_paths,
-            int(config.limits["tmp_bytes"]),
+            config.limits.tmp_bytes,
             (config.uid, config.gid),
             config.exec_written,
         )
@@ -257,7 +257,7 @@ def contain(
         os.close(down_read)
         os.close(source)  # the payload is the tool's alone
         os.close(started_write)  # or it would never see the end of a tool that died
-        wall_seconds = float(config.limits["wall_seconds"])
+        wall_seconds = config.limits.wall_seconds
         _init(tool_pid, (up_read, down_write), started_read, wall_seconds, report)
 
     # Pid 2: the tool.
