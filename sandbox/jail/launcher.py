@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sandbox.jail import JailConfig, contain, receive
+from sandbox.jail import NOTHING_PREPARED, JailConfig, Prepared, contain, receive
 from sandbox.jail.config import WORKDIR_IN_JAIL
 from sandbox.jail.env import tool_environment
 from sandbox.jail.inprocess import prepare as prepare_python
@@ -35,7 +35,10 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def run_one(
-    config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset(), in_process: bool = True
+    config_fd: int,
+    report_fd: int,
+    prepared: Prepared = NOTHING_PREPARED,
+    in_process: bool = True,
 ) -> None:
     """Jail this process for one run and become the tool (never returns).
 
@@ -49,7 +52,7 @@ def run_one(
     except (ValueError, KeyError, TypeError, EOFError) as error:
         os.write(report_fd, f"{LAYER_FAILED} config {error}\n".encode())
         os._exit(126)
-    channel = contain(config, report_fd, config_fd, prepared)
+    channel = contain(config, report=report_fd, source=config_fd, prepared=prepared)
     # Jailed, and no request yet: get everything ready that does not depend on one.
     environment = tool_environment(config.env, WORKDIR_IN_JAIL)
     if in_process and not prepare_python(environment):

@@ -29,7 +29,7 @@ import sys
 from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
 from ctypes import memset
 
-from sandbox.jail import cgroup, mountns, netns, pidns
+from sandbox.jail import Prepared, cgroup, mountns, netns, pidns
 from sandbox.jail.inprocess import stage_in_zygote
 from sandbox.jail.launcher import run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
@@ -147,17 +147,18 @@ def serve(arguments: list[str]) -> None:
     # reaped at once (SIGCHLD ignored below), not left to the host's pid 1.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     cgroup.join_through(cgroup_fds)  # once: the children are born in the group
-    prepared = {"cgroup"} if cgroup_fds else set()
+    in_slot_cgroup = bool(cgroup_fds)
+    shared_netns = shared_root = False
     try:
         netns.unshare()  # once: runs of this slot share an empty network namespace
-        prepared.add("netns")
+        shared_netns = True
     except OSError:
         pass  # each run makes its own (or fails closed)
     if template is not None:
         try:
             mountns.make_private()
             mountns.build_template(*template)
-            prepared.add("root")
+            shared_root = True
         except OSError:
             pass  # each run builds its whole root
     # As root, each child starts as pid 1 of a fresh pid namespace: the jail
@@ -170,8 +171,8 @@ def serve(arguments: list[str]) -> None:
     del cgroup_fds, template, modules
     # A package environment's zygote runs without -S: one argument fewer before --zygote.
     blank_command_line(keep=sys.orig_argv.index("--zygote") + 1)
-    for_every_run = frozenset(prepared)
-    with_own_pid_namespace = for_every_run | {"pidns"}
+    for_every_run = Prepared(cgroup=in_slot_cgroup, netns=shared_netns, root=shared_root)
+    with_own_pid_namespace = for_every_run.with_pidns()
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)
     signal(SIGCHLD, SIG_IGN)  # children are reaped by the kernel
