@@ -1,15 +1,16 @@
 """The jail: every layer, applied in one fixed order by :func:`contain`.
 
 Read :func:`contain` and the three checklists it runs, one per process
-(:func:`_launcher_as_root` or :func:`_launcher_unprivileged`, :func:`_init_steps`,
-:func:`_tool_steps`), top to bottom to audit the order. It runs in a fresh,
-single-threaded process (a zygote's child, or the cold launcher when no
-zygote is up), as root (root mode) or as any other uid without capabilities
-(unprivileged mode, as in a hardened container). A zygote running as root
-starts each child as pid 1 of a fresh pid namespace: that process is the
-jail's init from the start, and forks once, the tool. Otherwise the
-launcher makes the pid namespace itself and forks its init (it cannot be
-in that namespace), then only waits for it:
+(:func:`_launcher_as_root` or :func:`_launcher_unprivileged`,
+:func:`_init_steps`, :func:`_tool_steps`), top to bottom to audit the
+order. It runs in a fresh, single-threaded process (a zygote's child, or a
+launcher the service starts when no zygote can serve the run), as root
+(root mode) or as any other uid without capabilities (unprivileged mode,
+as in a hardened container). A zygote running as root starts each child as
+pid 1 of a fresh pid namespace: that process is the jail's init from the
+start, and forks once, the tool. Otherwise the launcher makes the pid
+namespace itself and forks its init (it cannot be in that namespace),
+then only waits for it:
 
     launcher (root)        mountns (minimal root, pivot; its /proc if pid 1)
                            -> privileges (drop uid) -> userns -> [pidns], netns, ipcns,
@@ -46,8 +47,8 @@ credentials, so no host pid is ever written or held in the jail's memory; a
 launcher that forks init says it first, then init, which is the one to kill
 once it is up), ``layer_failed LAYER REASON``, ``workdir`` (from init, before
 the tool exists, with a descriptor of the run's working dir: see
-:func:`_send_workdir`), ``cold`` (a warm jail execs a fresh interpreter after
-all, see :func:`~sandbox.jail.inprocess.prepare`), ``wall_timeout``,
+:func:`_send_workdir`), ``cold`` (a warm run goes cold after all, see
+:data:`~sandbox.jail.protocol.WENT_COLD`), ``wall_timeout``,
 ``refusals N [NR:COUNT ...]`` (in all, then per syscall number), ``refused
 NR[,ARG...]:COUNT ...`` (the refused calls with their decisive arguments),
 then ``exit N`` / ``signal N`` (the tool's status, last). The report ends
@@ -56,8 +57,8 @@ then ``exit N`` / ``signal N`` (the tool's status, last). The report ends
 
 from __future__ import annotations
 
-# Only builtin or tiny modules here and in the layer modules: the cold path
-# pays every import on each run (typing, or signal with its enums, cost
+# Only builtin or tiny modules here and in the layer modules: a launcher
+# the service starts pays every import on each run (typing, or signal with its enums, cost
 # more than all the layers together). Hence `_signal`, and no typing.
 import os
 import sys

@@ -8,12 +8,12 @@ files). The jail is complete before the payload is read, so a
 run slot can hold a fully jailed process ready for its next request (see
 :mod:`sandbox.host.runner`), and a payload can never influence how the jail is
 built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
-json, which costs ~5 ms to import per cold run) behind a 4-byte length. The
+json, which costs ~5 ms to import per launcher start) behind a 4-byte length. The
 direction is trusted: only the Runner writes them. The framing is in
 :mod:`sandbox.jail.protocol`.
 
 The classes are plain slotted classes with typed, keyword-only
-constructors rather than dataclasses: the cold path imports this module
+constructors rather than dataclasses: each launcher started per run imports it
 on every run, and ``dataclasses`` (with ``inspect`` and ``typing``) would
 cost it more than all the layers together.
 """
@@ -223,7 +223,7 @@ class RunPayload(_Frame):
     files: dict[str, bytes]
     """Written into /workdir before the tool gets its command."""
     python: dict[str, object] | None
-    """The Python code to run in-process instead of exec (see
+    """The Python code to run warm, in the jail's interpreter, instead of exec (see
     :func:`~sandbox.jail.inprocess.parse_python_argv`), or None."""
 
     def __init__(

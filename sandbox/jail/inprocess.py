@@ -18,7 +18,7 @@ import os
 import sys
 from _signal import SIG_DFL, SIGINT
 
-TYPE_CHECKING = False  # typing and types cost the cold path an import each
+TYPE_CHECKING = False  # typing and types cost each launcher started per run an import each
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import TextIO

@@ -6,7 +6,7 @@ import resource
 
 from sandbox.jail import control_file
 
-TYPE_CHECKING = False  # typing costs the cold path an import
+TYPE_CHECKING = False  # typing costs each launcher started per run an import
 if TYPE_CHECKING:
     from sandbox.jail.config import JailLimits
 

@@ -1,4 +1,4 @@
-"""The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
+"""A slot's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
 Started by the service with no environment but LD_BIND_NOW and LANG (the
 default tool locale), nothing but a unix socket and the slot's cgroup files
@@ -8,12 +8,12 @@ so its children are born there (no per-run cgroup move). It preloads the interpr
 modules a policy lists and makes what a warm child's set-up needs
 (:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
 once the interpreter and the dynamic loader have read it), then waits. For
-each run the service sends a one-byte request (warm or cold) and five
+each run the service sends a one-byte request (its :class:`RunMode`) and five
 fds — the run's stdin, stdout, stderr, config pipe and report socket — and
 nothing else: the zygote forks, and only the child reads the config pipe
 (the jail's config, then, once jailed, the request's payload), so no
-request data ever enters the zygote's memory. The child then does exactly what a cold
-launcher does (:func:`run_one`): the same :func:`contain`, every layer in
+request data ever enters the zygote's memory. The child then does exactly what a
+launcher the service starts does (:func:`run_one`): the same :func:`contain`, every layer in
 the same order. Then a warm child runs the Python code in its preloaded
 interpreter; a cold one execs the tool's command — for a Python tool, a
 fresh interpreter, started inside the jail, that never held the jail's own
@@ -33,7 +33,7 @@ from sandbox.jail import Prepared, cgroup, mountns, netns, pidns
 from sandbox.jail.inprocess import stage_in_zygote
 from sandbox.jail.launcher import run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
-from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, WARM
+from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, RunMode
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -56,7 +56,7 @@ def warm_up() -> None:
     array type per buffer size on first use. Nothing here holds request data.
     """
     compile("pass", "<warm-up>", "exec")
-    __import__("atexit")  # run by every in-process tool at its end
+    __import__("atexit")  # run by every warm tool at its end
     stage_in_zygote()
     writable_buffer(24)  # capability sets, checked in every run
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
@@ -200,7 +200,8 @@ def serve(arguments: list[str]) -> None:
             signal(SIGCHLD, SIG_DFL)  # survives exec otherwise
             channel.close()
             _place_fds(fds)
-            run_one(CONFIG_FD, REPORT_FD, layers_ready, in_process=message == WARM)
+            mode = RunMode.WARM if message == RunMode.WARM else RunMode.COLD
+            run_one(CONFIG_FD, REPORT_FD, layers_ready, mode=mode)
         _forget_pid(pid)  # the child tells the service who it is (see sandbox.jail.contain)
         del pid
         for fd in fds:
