@@ -12,12 +12,13 @@ each run the service sends a one-byte request (its :class:`RunMode`) and five
 fds — the run's stdin, stdout, stderr, config pipe and report socket — and
 nothing else: the zygote forks, and only the child reads the config pipe
 (the jail's config, then, once jailed, the request's payload), so no
-request data ever enters the zygote's memory. The child then does exactly what a
-launcher the service starts does (:func:`run_one`): the same :func:`contain`, every layer in
-the same order. Then a warm child runs the Python code in its preloaded
-interpreter; a cold one execs the tool's command — for a Python tool, a
-fresh interpreter, started inside the jail, that never held the jail's own
-code (born in the slot's cgroup: no cgroup move per run either).
+request data ever enters the zygote's memory. The child then does exactly
+what a launcher the service starts does (:func:`~sandbox.jail.run.run_one`):
+the same :func:`contain`, every layer in the same order. Then a warm child
+runs the Python code in its preloaded interpreter; a cold one execs the
+tool's command — for a Python tool, a fresh interpreter, started inside the
+jail, that never held the jail's own code (born in the slot's cgroup: no
+cgroup move per run either).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from ctypes import memset
 
 from sandbox.jail import Prepared, cgroup, mountns, netns, pidns
 from sandbox.jail.inprocess import stage_in_zygote
-from sandbox.jail.launcher import run_one
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, RunMode
+from sandbox.jail.run import run_one
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
