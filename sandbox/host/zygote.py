@@ -89,7 +89,7 @@ class Zygote:
                 # resolution writes a page the child then copies). The locale most
                 # tools run under: a warm run starts the way a fresh interpreter
                 # would only under the locale its zygote started in (see
-                # inprocess.prepare). The tool's own environment replaces this one.
+                # warm_prepare.prepare). The tool's own environment replaces this one.
                 env={
                     "LD_BIND_NOW": "1",
                     "LANG": DEFAULT_ENV["LANG"],

@@ -224,7 +224,7 @@ class RunPayload(_Frame):
     """Written into /workdir before the tool gets its command."""
     python: dict[str, object] | None
     """The Python code to run warm, in the jail's interpreter, instead of exec (see
-    :func:`~sandbox.jail.inprocess.parse_python_argv`), or None."""
+    :func:`~sandbox.jail.warm_command.parse_python_argv`), or None."""
 
     def __init__(
         self, *, argv: list[str], files: dict[str, bytes], python: dict[str, object] | None

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import sys
 
-from sandbox.jail.inprocess import set_repo_prefixes
 from sandbox.jail.protocol import CONFIG_FD, REPORT_FD
 from sandbox.jail.run import run_one
+from sandbox.jail.warm_prepare import set_repo_prefixes
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""

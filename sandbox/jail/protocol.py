@@ -20,7 +20,7 @@ class RunMode:
     """How a jailed run starts its tool, once jailed: warm or cold (the one name of the choice).
 
     Warm: a Python tool's code runs in the jail's own interpreter, which
-    stands in for a fresh one (:mod:`sandbox.jail.inprocess`); in a slot's
+    stands in for a fresh one (:mod:`sandbox.jail.warm_run`); in a slot's
     zygote, that interpreter has the policy's modules preloaded. Cold: the
     tool's command is exec'd inside the jail (for a Python tool, a fresh
     interpreter). Either way the jail is the same (:func:`sandbox.jail.contain`).

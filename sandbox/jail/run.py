@@ -13,9 +13,9 @@ import os
 from sandbox.jail import NOTHING_PREPARED, JailConfig, Prepared, contain, receive
 from sandbox.jail.config import WORKDIR_IN_JAIL
 from sandbox.jail.env import tool_environment
-from sandbox.jail.inprocess import prepare as prepare_python
-from sandbox.jail.inprocess import run as run_python
 from sandbox.jail.protocol import LAYER_FAILED, WENT_COLD, RunMode, read_frame
+from sandbox.jail.warm_prepare import prepare as prepare_python
+from sandbox.jail.warm_run import run as run_python
 
 
 def run_one(

@@ -6,7 +6,7 @@ default tool locale), nothing but a unix socket and the slot's cgroup files
 working dir the service's dir of run roots; it lives in the slot's cgroup,
 so its children are born there (no per-run cgroup move). It preloads the interpreter's stdlib
 modules a policy lists and makes what a warm child's set-up needs
-(:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
+(:func:`~sandbox.jail.warm_prepare.stage_in_zygote`: its environment emptied
 once the interpreter and the dynamic loader have read it), then waits. For
 each run the service sends a one-byte request (its :class:`RunMode`) and five
 fds — the run's stdin, stdout, stderr, config pipe and report socket — and
@@ -31,10 +31,10 @@ from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
 from ctypes import memset
 
 from sandbox.jail import Prepared, cgroup, mountns, netns, pidns
-from sandbox.jail.inprocess import stage_in_zygote
 from sandbox.jail.libc import address_of, prctl, writable_buffer
 from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, RunMode
 from sandbox.jail.run import run_one
+from sandbox.jail.warm_prepare import stage_in_zygote
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36

@@ -183,7 +183,7 @@ def test_the_client_libraries_import_no_service_code():
     assert problems == []
 
 
-PRINTS_FOR_A_TOOL = frozenset({"sandbox.jail.inprocess"})
+PRINTS_FOR_A_TOOL = frozenset({"sandbox.jail.warm_run"})
 """A warm tool's ``sys.exit("message")`` prints the message, as a fresh interpreter would."""
 
 
