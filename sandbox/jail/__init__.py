@@ -397,18 +397,6 @@ def _hand_listener_to_init(listener: int, listener_pipes: tuple[int, int]) -> No
     os.close(listener)
 
 
-def _fail(report: int, error: LayerError) -> None:
-    _report(report, f"{LAYER_FAILED} {error.layer} {error.reason}")
-    os._exit(LAYER_FAILED_EXIT)
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the parent dies. `parent` as this process sees it (0: outside its pid ns)."""
-    prctl(pidns.PR_SET_PDEATHSIG, SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(LAYER_FAILED_EXIT)
-
-
 def _rehearse() -> None:
     """Go through a payload's decoding once while no request waits.
 
