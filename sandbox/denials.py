@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sandbox.host.bpf import foreign_syscall_name, syscall_name
-from sandbox.jail.seccomp import (
+from sandbox.jail.seccomp import FOREIGN
+from sandbox.jail.syscalls import (
     AF_INET,
     AF_INET6,
     ALWAYS_REFUSED,
     ARGUMENT_REFUSALS,
     CLONE_NAMESPACE_FLAGS,
-    FOREIGN,
+    REFUSED_FAMILIES,
 )
 from sandbox.spec import Denial, LimitName, RunLimits, RunSpec
 
@@ -162,54 +163,10 @@ _NAMED_ARGUMENTS: dict[str, tuple[dict[int, str], ...]] = {
 }
 """Syscall -> how to name each of its decisive arguments (unnamed values print as numbers)."""
 
-_FAMILIES: tuple[tuple[frozenset[str], str], ...] = (
-    (frozenset({"ptrace", "process_vm_readv", "process_vm_writev"}), "process tracing"),
-    (
-        frozenset(
-            {
-                "mount",
-                "umount2",
-                "mount_setattr",
-                "move_mount",
-                "open_tree",
-                "fsopen",
-                "fsconfig",
-                "fsmount",
-                "fspick",
-                "pivot_root",
-                "chroot",
-            }
-        ),
-        "mounting",
-    ),
-    (frozenset({"unshare", "setns", "clone"}), "a new or another namespace"),
-    (frozenset({"keyctl", "add_key", "request_key"}), "use of the kernel's keyrings"),
-    (frozenset({"bpf"}), "BPF"),
-    (frozenset({"perf_event_open"}), "performance monitoring"),
-    (frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"}), "io_uring"),
-    (
-        frozenset({"init_module", "finit_module", "delete_module", "create_module"}),
-        "loading kernel modules",
-    ),
-    (frozenset({"kexec_load", "kexec_file_load", "reboot"}), "rebooting the kernel"),
-    (
-        frozenset(
-            {
-                "setuid",
-                "setgid",
-                "setreuid",
-                "setregid",
-                "setresuid",
-                "setresgid",
-                "setfsuid",
-                "setfsgid",
-                "setgroups",
-                "capset",
-            }
-        ),
-        "changing identity or capabilities",
-    ),
-)
+_FAMILY_OF: dict[str, str] = {
+    name: family for family, names in REFUSED_FAMILIES.items() for name in names
+} | {"clone": "a new or another namespace"}  # clone: refused with namespace flags only
+"""Syscall -> the family of always refused calls its hint names."""
 _SUPERVISOR_CALLS = frozenset(ARGUMENT_REFUSALS) - {"prctl", "fcntl"}
 _LIMIT_KEYS: dict[LimitName, str] = {
     "wall_time": "wall_seconds",
@@ -261,9 +218,8 @@ def _seccomp_hint(name: str, arguments: tuple[int, ...], spec: RunSpec) -> str:
             "a memory file that could be executed (only MFD_NOEXEC_SEAL ones): written"
             f" files never run (tools.{spec.tool}.allow_exec_written)"
         )
-    for names, family in _FAMILIES:
-        if name in names:
-            return f"{family} is always refused: {NOTHING_ALLOWS}"
+    if name in _FAMILY_OF:
+        return f"{_FAMILY_OF[name]} is always refused: {NOTHING_ALLOWS}"
     if name in _SUPERVISOR_CALLS:
         return f"the jail's supervisor (pid 1) is out of the tool's reach: {NOTHING_ALLOWS}"
     if name in ALWAYS_REFUSED or name in ARGUMENT_REFUSALS:

@@ -14,18 +14,17 @@ from functools import lru_cache
 
 import pyseccomp
 
-from sandbox.jail.seccomp import (
+from sandbox.jail.seccomp import AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
+from sandbox.jail.syscalls import (
     AF_INET,
     AF_INET6,
     AF_UNIX,
     ALLOWED,
     ALWAYS_REFUSED,
     ARGUMENT_REFUSALS,
-    AUDIT_ARCH_X86_64,
     CLONE_NAMESPACE_FLAGS,
     MFD_NOEXEC_SEAL,
     PERSONALITY_QUERY,
-    X32_SYSCALL_BIT,
 )
 
 ACT_NOTIFY = 0x7FC00000

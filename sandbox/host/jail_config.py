@@ -9,7 +9,7 @@ from pathlib import Path
 from sandbox.egress.netns_listener import proxy_environment
 from sandbox.host.bpf import compile_filter
 from sandbox.host.lock_pins import LockPins
-from sandbox.jail.config import JailConfig
+from sandbox.jail.config import JailConfig, JailLimits
 from sandbox.jail.mountns import COPIED_FILE_BYTES, beneath, outermost
 from sandbox.jail.netns import PROXY_PORT
 from sandbox.spec import RunSpec
@@ -59,17 +59,17 @@ def jail_config(
         read_paths=[*base, *extra_read_paths],
         extra_read_paths=extra_read_paths,
         hidden_paths=hidden_paths,
-        limits={
-            "wall_seconds": limits.wall_seconds,
-            "cpu_seconds": limits.cpu_seconds,
-            "memory_bytes": limits.memory_bytes,
-            "file_size_bytes": limits.file_size_bytes,
-            "open_files": limits.open_files,
-            "processes": limits.processes,
-            "stack_bytes": limits.stack_bytes,
+        limits=JailLimits(
+            wall_seconds=limits.wall_seconds,
+            cpu_seconds=limits.cpu_seconds,
+            memory_bytes=limits.memory_bytes,
+            file_size_bytes=limits.file_size_bytes,
+            open_files=limits.open_files,
+            processes=limits.processes,
+            stack_bytes=limits.stack_bytes,
             # Each of /tmp and /workdir; their pages count as the run's memory.
-            "tmp_bytes": min(limits.memory_bytes // 4, 64 * 1024 * 1024),
-        },
+            tmp_bytes=min(limits.memory_bytes // 4, 64 * 1024 * 1024),
+        ),
         network=spec.network,
         egress_port=PROXY_PORT if egress else 0,
         seccomp_bpf=compile_filter(

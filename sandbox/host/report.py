@@ -18,11 +18,11 @@ from sandbox.jail.protocol import (
     JAIL,
     LAYER_FAILED,
     LISTENER_MESSAGE,
-    RAN_COLD,
     REFUSALS,
     REFUSED,
     SIGNAL,
     WALL_TIMEOUT,
+    WENT_COLD,
     WORKDIR_MESSAGE,
 )
 
@@ -92,7 +92,7 @@ class Report:
                 self.calls[key] = self.calls.get(key, 0) + int(count)
         elif word == WALL_TIMEOUT:
             self.wall_timeout = True
-        elif word == RAN_COLD:
+        elif word == WENT_COLD:
             self.ran_cold = True
 
 

@@ -70,11 +70,12 @@ from sandbox.host.slots import RunPipes, Slot, SlotPool, run_shape
 from sandbox.host.supervision import kill, reap, watch_cpu
 from sandbox.host.zygote import Zygote
 from sandbox.jail import LAYERS
-from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload, frame
-from sandbox.jail.inprocess import parse_python_argv
+from sandbox.jail.config import OPTIONAL_LAYERS, JailConfig, RunPayload
 from sandbox.jail.landlock import abi_version
 from sandbox.jail.mountns import JAIL_OWN_PATHS, beneath
 from sandbox.jail.netns import PROXY_PORT
+from sandbox.jail.protocol import frame
+from sandbox.jail.warm_command import parse_python_argv
 from sandbox.spec import LimitName, RunResult, RunSpec
 
 logger = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ class Runner:
             "recycle_after_runs": self.warm_runs_before_recycle,
             "jails_built_ahead": sum(1 for slot in self._slots if slot.spare is not None),
             "runs_on_jails_built_ahead": self._runs_on_spares,
-            # Warm runs whose tool's locale needed a fresh interpreter (inprocess.prepare).
+            # Warm runs whose tool's locale needed a fresh interpreter (warm_prepare.prepare).
             "warm_runs_started_cold": self._warm_runs_started_cold,
             "preloaded_modules": list(self.warm_modules),
             # Started in a slot by the first run there of a tool with that environment.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sandbox.host.bytecode import launcher_path
 from sandbox.jail.env import DEFAULT_ENV
-from sandbox.jail.protocol import COLD, WARM
+from sandbox.jail.protocol import RunMode
 
 PACKAGE_ENV_ZYGOTE_ENV = {
     # A zygote must stay single-threaded to fork: no BLAS or OpenMP thread pool.
@@ -89,7 +89,7 @@ class Zygote:
                 # resolution writes a page the child then copies). The locale most
                 # tools run under: a warm run starts the way a fresh interpreter
                 # would only under the locale its zygote started in (see
-                # inprocess.prepare). The tool's own environment replaces this one.
+                # warm_prepare.prepare). The tool's own environment replaces this one.
                 env={
                     "LD_BIND_NOW": "1",
                     "LANG": DEFAULT_ENV["LANG"],
@@ -120,7 +120,7 @@ class Zygote:
 
     def submit(self, fds: list[int], warm: bool) -> None:
         assert self.channel is not None
-        socket.send_fds(self.channel, [WARM if warm else COLD], fds)
+        socket.send_fds(self.channel, [RunMode.WARM if warm else RunMode.COLD], fds)
         self.runs += 1
 
     def stop(self) -> None:

@@ -8,35 +8,203 @@ files). The jail is complete before the payload is read, so a
 run slot can hold a fully jailed process ready for its next request (see
 :mod:`sandbox.host.runner`), and a payload can never influence how the jail is
 built. Frames are marshal data (:func:`marshal.loads` is a builtin, unlike
-json, which costs ~5 ms to import per cold run) behind a 4-byte length. The
-direction is trusted: only the Runner writes them.
+json, which costs ~5 ms to import per launcher start) behind a 4-byte length. The
+direction is trusted: only the Runner writes them. The framing is in
+:mod:`sandbox.jail.protocol`.
+
+The classes are plain slotted classes with typed, keyword-only
+constructors rather than dataclasses: each launcher started per run imports it
+on every run, and ``dataclasses`` (with ``inspect`` and ``typing``) would
+cost it more than all the layers together.
 """
 
 from __future__ import annotations
 
 import marshal
-import os
 
-_FIELDS: tuple[str, ...] = (
-    "env",  # dict[str, str]: the whole environment of the tool (the policy's, per tool)
-    "uid",  # int: unprivileged uid outside and inside the user namespace
-    "gid",  # int
-    "root_dir",  # str: empty dir to mount the jail's root on (private to the run's ns),
-    # relative to the jail's working dir at its start: no host path of the service's state
-    "read_paths",  # list[str]: host paths visible read-only (and executable) in the jail
-    "extra_read_paths",  # list[str]: those of read_paths a slot's shared root lacks
-    "hidden_paths",  # list[str]: paths under read_paths replaced by an empty dir
-    "limits",  # dict[str, int | float]
-    "network",  # bool: keep the host network (no netns, inet sockets allowed)
-    "egress_port",  # int: 0, or the port of the proxy listener the jail makes in a fresh
-    # netns of its own and passes to the service (TCP connect to it alone)
-    "seccomp_bpf",  # bytes: the compiled filter (struct sock_filter array)
-    "seccomp_notify",  # bool: the filter answers refusals through a listener
-    "landlock_abi",  # int: ABI to use (0 = do not use Landlock)
-    "exec_written",  # bool: files the run writes may be executed (no noexec, Landlock EXECUTE)
-    "hostname",  # str
-    "layers",  # list[str]: the optional layers to apply (see OPTIONAL_LAYERS)
-)
+
+class _Frame:
+    """A value carried as one marshal frame: a dict of its slots (:attr:`__slots__`)."""
+
+    __slots__ = ()
+
+    def _values(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._values().items())
+        return f"{type(self).__name__}({fields})"
+
+
+def _pick(values: object, fields: tuple[str, ...]) -> dict[str, object]:
+    """`fields` of the unmarshalled `values` (KeyError if one is missing; others ignored)."""
+    if not isinstance(values, dict):
+        raise ValueError("a jail frame and its limits must be dicts")
+    return {name: values[name] for name in fields}
+
+
+class JailLimits(_Frame):
+    """The limits the jail applies itself (the service's cgroup holds memory and pids too)."""
+
+    __slots__ = (
+        "wall_seconds",
+        "cpu_seconds",
+        "memory_bytes",
+        "file_size_bytes",
+        "open_files",
+        "processes",
+        "stack_bytes",
+        "tmp_bytes",
+    )
+    wall_seconds: float
+    """From the tool's payload on; init kills the run at it."""
+    cpu_seconds: int
+    """RLIMIT_CPU (SIGXCPU, then SIGKILL a second later)."""
+    memory_bytes: int
+    """RLIMIT_AS."""
+    file_size_bytes: int
+    """RLIMIT_FSIZE, once the run's input files are written."""
+    open_files: int
+    """RLIMIT_NOFILE."""
+    processes: int
+    """RLIMIT_NPROC."""
+    stack_bytes: int
+    """RLIMIT_STACK."""
+    tmp_bytes: int
+    """The size of each of the jail's tmpfs mounts, /tmp and /workdir."""
+
+    def __init__(
+        self,
+        *,
+        wall_seconds: float,
+        cpu_seconds: int,
+        memory_bytes: int,
+        file_size_bytes: int,
+        open_files: int,
+        processes: int,
+        stack_bytes: int,
+        tmp_bytes: int,
+    ) -> None:
+        self.wall_seconds = wall_seconds
+        self.cpu_seconds = cpu_seconds
+        self.memory_bytes = memory_bytes
+        self.file_size_bytes = file_size_bytes
+        self.open_files = open_files
+        self.processes = processes
+        self.stack_bytes = stack_bytes
+        self.tmp_bytes = tmp_bytes
+
+
+class JailConfig(_Frame):
+    """The jail's input for one run: all a jail is built from, before any request."""
+
+    __slots__ = (
+        "env",
+        "uid",
+        "gid",
+        "root_dir",
+        "read_paths",
+        "extra_read_paths",
+        "hidden_paths",
+        "limits",
+        "network",
+        "egress_port",
+        "seccomp_bpf",
+        "seccomp_notify",
+        "landlock_abi",
+        "exec_written",
+        "hostname",
+        "layers",
+    )
+    env: dict[str, str]
+    """The whole environment of the tool (the policy's, per tool)."""
+    uid: int
+    """Unprivileged uid outside and inside the user namespace."""
+    gid: int
+    root_dir: str
+    """Empty dir to mount the jail's root on (private to the run's ns), relative to the
+    jail's working dir at its start: no host path of the service's state."""
+    read_paths: list[str]
+    """Host paths visible read-only (and executable) in the jail."""
+    extra_read_paths: list[str]
+    """Those of read_paths a slot's shared root lacks."""
+    hidden_paths: list[str]
+    """Paths under read_paths replaced by an empty dir."""
+    limits: JailLimits
+    network: bool
+    """Keep the host network (no netns, inet sockets allowed)."""
+    egress_port: int
+    """0, or the port of the proxy listener the jail makes in a fresh netns of its own
+    and passes to the service (TCP connect to it alone)."""
+    seccomp_bpf: bytes
+    """The compiled filter (struct sock_filter array)."""
+    seccomp_notify: bool
+    """The filter answers refusals through a listener."""
+    landlock_abi: int
+    """ABI to use (0 = do not use Landlock)."""
+    exec_written: bool
+    """Files the run writes may be executed (no noexec, Landlock EXECUTE)."""
+    hostname: str
+    layers: list[str]
+    """The optional layers to apply (see :data:`OPTIONAL_LAYERS`)."""
+
+    def __init__(
+        self,
+        *,
+        env: dict[str, str],
+        uid: int,
+        gid: int,
+        root_dir: str,
+        read_paths: list[str],
+        extra_read_paths: list[str],
+        hidden_paths: list[str],
+        limits: JailLimits,
+        network: bool,
+        egress_port: int,
+        seccomp_bpf: bytes,
+        seccomp_notify: bool,
+        landlock_abi: int,
+        exec_written: bool,
+        hostname: str,
+        layers: list[str],
+    ) -> None:
+        self.env = env
+        self.uid = uid
+        self.gid = gid
+        self.root_dir = root_dir
+        self.read_paths = read_paths
+        self.extra_read_paths = extra_read_paths
+        self.hidden_paths = hidden_paths
+        self.limits = limits
+        self.network = network
+        self.egress_port = egress_port
+        self.seccomp_bpf = seccomp_bpf
+        self.seccomp_notify = seccomp_notify
+        self.landlock_abi = landlock_abi
+        self.exec_written = exec_written
+        self.hostname = hostname
+        self.layers = layers
+
+    def to_bytes(self) -> bytes:
+        """Serialise for the launcher."""
+        values = self._values()
+        values["limits"] = self.limits._values()
+        return marshal.dumps(values)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> JailConfig:
+        """Read back what :meth:`to_bytes` wrote."""
+        values = _pick(marshal.loads(data), cls.__slots__)
+        values["limits"] = JailLimits(**_pick(values["limits"], JailLimits.__slots__))
+        return cls(**values)  # type: ignore[arg-type]
+
 
 OPTIONAL_LAYERS: frozenset[str] = frozenset(
     {"cgroup", "netns", "ipcns", "utsns", "landlock", "seccomp", "rlimits"}
@@ -46,86 +214,33 @@ require them. The others (privileges, no_new_privs, userns, pidns, mountns)
 carry the jail's structure: without one of them nothing runs."""
 
 
-_PAYLOAD_FIELDS: tuple[str, ...] = (
-    "argv",  # list[str]: the tool command
-    "files",  # dict[str, bytes]: written into /workdir before the tool gets its command
-    "python",  # dict | None: run Python code in-process instead of exec
-)
-_LENGTH_BYTES = 4
+class RunPayload(_Frame):
+    """What one request brings to a jail already built."""
 
+    __slots__ = ("argv", "files", "python")
+    argv: list[str]
+    """The tool command."""
+    files: dict[str, bytes]
+    """Written into /workdir before the tool gets its command."""
+    python: dict[str, object] | None
+    """The Python code to run warm, in the jail's interpreter, instead of exec (see
+    :func:`~sandbox.jail.warm_command.parse_python_argv`), or None."""
 
-def frame(data: bytes) -> bytes:
-    """`data` behind its length, as :func:`read_frame` expects it."""
-    return len(data).to_bytes(_LENGTH_BYTES, "little") + data
-
-
-def read_frame(fd: int) -> bytes:
-    """One frame from the blocking `fd`; EOFError if it ends first."""
-    length = int.from_bytes(_read_exactly(fd, _LENGTH_BYTES), "little")
-    return _read_exactly(fd, length)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            raise EOFError("the config fd closed mid-frame")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _load(data: bytes, fields: tuple[str, ...]) -> dict[str, object]:
-    values = marshal.loads(data)
-    if not isinstance(values, dict):
-        raise ValueError("a jail frame must be a dict")
-    return {name: values[name] for name in fields}
-
-
-class JailConfig:
-    """The jail's input for one run (see the field comments above)."""
-
-    __slots__ = _FIELDS
-
-    def __init__(self, **values: object) -> None:
-        for name in _FIELDS:
-            setattr(self, name, values[name])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, JailConfig):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def to_bytes(self) -> bytes:
-        """Serialise for the launcher."""
-        return marshal.dumps({name: getattr(self, name) for name in _FIELDS})
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> JailConfig:
-        """Read back what :meth:`to_bytes` wrote."""
-        return cls(**_load(data, _FIELDS))
-
-
-class RunPayload:
-    """What one request brings to a jail already built (see the field comments above)."""
-
-    __slots__ = _PAYLOAD_FIELDS
-
-    def __init__(self, **values: object) -> None:
-        for name in _PAYLOAD_FIELDS:
-            setattr(self, name, values[name])
+    def __init__(
+        self, *, argv: list[str], files: dict[str, bytes], python: dict[str, object] | None
+    ) -> None:
+        self.argv = argv
+        self.files = files
+        self.python = python
 
     def to_bytes(self) -> bytes:
         """Serialise for the jail's tool."""
-        return marshal.dumps({name: getattr(self, name) for name in _PAYLOAD_FIELDS})
+        return marshal.dumps(self._values())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RunPayload:
         """Read back what :meth:`to_bytes` wrote."""
-        return cls(**_load(data, _PAYLOAD_FIELDS))
+        return cls(**_pick(marshal.loads(data), cls.__slots__))  # type: ignore[arg-type]
 
 
 WORKDIR_IN_JAIL = "/workdir"

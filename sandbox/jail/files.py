@@ -20,7 +20,7 @@ is already in the working dir:
   for directories, 0600 for files.
 
 At most three descriptors are open at any time (the tool's open-files limit
-is already in force). Only builtin modules: the cold path pays every import.
+is already in force). Only builtin modules: a launcher started per run pays every import.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The launcher's entry script: ``python -I -S .../sandbox/jail/launch.py ARGS``.
 
-A few lines only: a script is compiled from source at every start (a cold
-run pays it), a module is loaded from its cached bytecode. Everything is in
+A few lines only: a script is compiled from source at every start (each launcher
+started per run pays it), a module is loaded from its cached bytecode. Everything is in
 :mod:`sandbox.jail.launcher`.
 """
 

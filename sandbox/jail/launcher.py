@@ -1,15 +1,14 @@
-"""The single-threaded entry of one run: read the config, :func:`contain`, wait for the
-request's payload (:func:`receive`), exec or run code.
+"""The jail's entry: a launcher for one run (:func:`~sandbox.jail.run.run_one`), or a zygote.
 
-Cold path: ``python -I -S /proc/self/fd/N/sandbox/jail/launch.py CONFIG_FD
-REPORT_FD`` (that script only calls :func:`main` here; N is an fd the service
-passes, open on the dir holding the package: no process of the jail names
-where PAGI's code lives on the host)
-is exec'd per run — by the run slot's zygote, or by the service when the
-zygote is down — with the config pipe and the report socket on those fds (stdin,
-stdout and stderr are the run's pipes). Warm path: ``launch.py --zygote``
-starts a slot's pre-forked zygote (:mod:`sandbox.jail.zygote`), whose
-children call :func:`run_one` with the same fds.
+A launcher per run: ``python -I -S /proc/self/fd/N/sandbox/jail/launch.py
+CONFIG_FD REPORT_FD`` (that script only calls :func:`main` here; N is an fd
+the service passes, open on the dir holding the package: no process of the
+jail names where PAGI's code lives on the host) is started by the service
+when the slot's zygote is down or cannot serve the run, with the config
+pipe and the report socket on those fds (stdin, stdout and stderr are the
+run's pipes). A zygote: ``launch.py --zygote`` starts a slot's pre-forked
+zygote (:mod:`sandbox.jail.zygote`), whose children call
+:func:`~sandbox.jail.run.run_one` with the same fds.
 
 ``-I`` ignores PYTHONPATH and the script's dir, so the package's root (as
 that fd) is put on sys.path by the script, then removed again before any
@@ -22,56 +21,16 @@ from __future__ import annotations
 import os
 import sys
 
-from sandbox.jail import JailConfig, contain, receive
-from sandbox.jail.config import WORKDIR_IN_JAIL, read_frame
-from sandbox.jail.env import tool_environment
-from sandbox.jail.inprocess import prepare as prepare_python
-from sandbox.jail.inprocess import run as run_python
-from sandbox.jail.inprocess import set_repo_prefixes
-from sandbox.jail.protocol import CONFIG_FD, LAYER_FAILED, RAN_COLD, REPORT_FD
+from sandbox.jail.protocol import CONFIG_FD, REPORT_FD
+from sandbox.jail.run import run_one
+from sandbox.jail.warm_prepare import set_repo_prefixes
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The dir holding the `sandbox` package, as launch.py put it on sys.path (through an fd)."""
 
 
-def run_one(
-    config_fd: int, report_fd: int, prepared: frozenset[str] = frozenset(), in_process: bool = True
-) -> None:
-    """Jail this process for one run and become the tool (never returns).
-
-    Reads the jail's config frame, builds the whole jail, and only then
-    waits (as the jailed tool) for the request's payload frame on the same
-    fd. A Python tool's code runs in this interpreter when `in_process`;
-    otherwise, like any other tool, its command is exec'd inside the jail.
-    """
-    try:
-        config = JailConfig.from_bytes(read_frame(config_fd))
-    except (ValueError, KeyError, TypeError, EOFError) as error:
-        os.write(report_fd, f"{LAYER_FAILED} config {error}\n".encode())
-        os._exit(126)
-    channel = contain(config, report_fd, config_fd, prepared)
-    # Jailed, and no request yet: get everything ready that does not depend on one.
-    environment = tool_environment(config.env, WORKDIR_IN_JAIL)
-    if in_process and not prepare_python(environment):
-        # This interpreter cannot stand in for a fresh one here (the tool's
-        # locale): exec one, as the cold path does, and say so.
-        in_process = False
-        os.write(report_fd, f"{RAN_COLD}\n".encode())
-    payload = receive(config, channel)
-    # The jail's config names host paths (the slot's root, its cgroup): a
-    # tool run in this interpreter could reach it from its caller's frame.
-    del config, channel
-    if payload.python is not None and in_process:
-        run_python(payload.python, payload.argv)
-    try:
-        os.execvpe(payload.argv[0], payload.argv, environment)
-    except OSError as error:
-        os.write(2, f"cannot execute {payload.argv[0]}: {error.strerror}\n".encode())
-    os._exit(127)
-
-
 def main() -> None:
-    """Cold: ``CONFIG_FD REPORT_FD``; or zygote:
+    """A launcher per run: ``CONFIG_FD REPORT_FD``; or a zygote:
     ``--zygote SOCKET CGROUPS ROOT READ HIDDEN MODULE...``.
 
     CGROUPS: comma-separated fds open on cgroup.procs files, or ``-``. ROOT:

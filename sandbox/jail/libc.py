@@ -1,7 +1,7 @@
 """Raw Linux syscalls for the jail, over the `_ctypes` C module.
 
 The public `ctypes` package costs ~2.5 ms to import (it builds many types at
-import time), paid on every cold run; `_ctypes` alone costs ~0.3 ms. The jail
+import time), paid by each launcher started per run; `_ctypes` alone costs ~0.3 ms. The jail
 only needs `syscall(2)` with integer and buffer arguments, so this module
 builds exactly that and nothing more. x86_64 only: syscall numbers below are
 those of the native architecture, the only one the seccomp filter admits.

@@ -6,21 +6,25 @@ import resource
 
 from sandbox.jail import control_file
 
+TYPE_CHECKING = False  # typing costs each launcher started per run an import
+if TYPE_CHECKING:
+    from sandbox.jail.config import JailLimits
 
-def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
+
+def apply(limits: JailLimits, file_size: bool = True) -> None:
     """CPU seconds, address space, file size, open files, processes, stack; no core files.
 
     CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL.
     Without `file_size`, the file size limit is left to :func:`apply_file_size`.
     """
-    cpu = int(limits["cpu_seconds"])
+    cpu = limits.cpu_seconds
     settings = (
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
-        (resource.RLIMIT_AS, int(limits["memory_bytes"]), int(limits["memory_bytes"])),
-        (resource.RLIMIT_NOFILE, int(limits["open_files"]), int(limits["open_files"])),
-        (resource.RLIMIT_NPROC, int(limits["processes"]), int(limits["processes"])),
-        (resource.RLIMIT_STACK, int(limits["stack_bytes"]), int(limits["stack_bytes"])),
+        (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        (resource.RLIMIT_NPROC, limits.processes, limits.processes),
+        (resource.RLIMIT_STACK, limits.stack_bytes, limits.stack_bytes),
         (resource.RLIMIT_MEMLOCK, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     )
@@ -33,7 +37,7 @@ def apply(limits: dict[str, int | float], file_size: bool = True) -> None:
     control_file.write("/proc/self/oom_score_adj", "1000")
 
 
-def apply_file_size(limits: dict[str, int | float]) -> None:
+def apply_file_size(limits: JailLimits) -> None:
     """The largest file the tool may write (soft and hard)."""
-    size = int(limits["file_size_bytes"])
+    size = limits.file_size_bytes
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))

@@ -2,11 +2,11 @@
 
 Creating and destroying network namespaces is the costliest namespace work
 of a run (~1 ms of CPU each, plus the kernel's asynchronous cleanup), so a
-warm zygote enters one empty namespace at its start and its runs (one at a
+zygote enters one empty namespace at its start and its runs (one at a
 time per slot) share it. Nothing of a run can stay in it: the namespace
 belongs to the service's user namespace, so a tool can neither bring up an
 interface nor change a setting in it, and its sockets die with its processes.
-The cold path makes a fresh one per run.
+A launcher started per run makes a fresh one.
 
 A run that reaches the network through the egress proxy always gets a
 namespace of its own (a shared one would let one run's tool reach the
@@ -37,7 +37,7 @@ def unshare() -> None:
 
 def loopback_up() -> None:
     """Bring ``lo`` of the calling thread's network namespace up (CAP_NET_ADMIN there)."""
-    # Imported here: only runs with egress pay for them (the cold path pays
+    # Imported here: only runs with egress pay for them (a launcher started per run pays
     # every import of the jail's modules).
     import fcntl
     import socket

@@ -92,7 +92,7 @@ def drop_capabilities() -> None:
 
     Inside its user namespace the process holds every capability (of that
     namespace) until here; execve as a non-zero uid would clear them too, but
-    the warm and in-process paths never exec, so this is done explicitly.
+    a warm run never execs, so this is done explicitly.
     """
     for capability in range(_MAX_CAPABILITY + 1):
         try:

@@ -1,4 +1,4 @@
-"""The warm path's zygote: a pre-forked, single-threaded Python that forks one child per run.
+"""A slot's zygote: a pre-forked, single-threaded Python that forks one child per run.
 
 Started by the service with no environment but LD_BIND_NOW and LANG (the
 default tool locale), nothing but a unix socket and the slot's cgroup files
@@ -6,18 +6,19 @@ default tool locale), nothing but a unix socket and the slot's cgroup files
 working dir the service's dir of run roots; it lives in the slot's cgroup,
 so its children are born there (no per-run cgroup move). It preloads the interpreter's stdlib
 modules a policy lists and makes what a warm child's set-up needs
-(:func:`~sandbox.jail.inprocess.stage_in_zygote`: its environment emptied
+(:func:`~sandbox.jail.warm_prepare.stage_in_zygote`: its environment emptied
 once the interpreter and the dynamic loader have read it), then waits. For
-each run the service sends a one-byte request (warm or cold) and five
+each run the service sends a one-byte request (its :class:`RunMode`) and five
 fds — the run's stdin, stdout, stderr, config pipe and report socket — and
 nothing else: the zygote forks, and only the child reads the config pipe
 (the jail's config, then, once jailed, the request's payload), so no
-request data ever enters the zygote's memory. The child then does exactly what a cold
-launcher does (:func:`run_one`): the same :func:`contain`, every layer in
-the same order. Then a warm child runs the Python code in its preloaded
-interpreter; a cold one execs the tool's command — for a Python tool, a
-fresh interpreter, started inside the jail, that never held the jail's own
-code (born in the slot's cgroup: no cgroup move per run either).
+request data ever enters the zygote's memory. The child then does exactly
+what a launcher the service starts does (:func:`~sandbox.jail.run.run_one`):
+the same :func:`contain`, every layer in the same order. Then a warm child
+runs the Python code in its preloaded interpreter; a cold one execs the
+tool's command — for a Python tool, a fresh interpreter, started inside the
+jail, that never held the jail's own code (born in the slot's cgroup: no
+cgroup move per run either).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import sys
 from _signal import SIG_DFL, SIG_IGN, SIGCHLD, SIGKILL, signal
 from ctypes import memset
 
-from sandbox.jail import cgroup, mountns, netns, pidns
-from sandbox.jail.inprocess import stage_in_zygote
-from sandbox.jail.launcher import run_one
+from sandbox.jail import Prepared, cgroup, mountns, netns, pidns
 from sandbox.jail.libc import address_of, prctl, writable_buffer
-from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, WARM
+from sandbox.jail.protocol import CONFIG_FD, FDS_PER_RUN, REPORT_FD, RunMode
+from sandbox.jail.run import run_one
+from sandbox.jail.warm_prepare import stage_in_zygote
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -56,7 +57,7 @@ def warm_up() -> None:
     array type per buffer size on first use. Nothing here holds request data.
     """
     compile("pass", "<warm-up>", "exec")
-    __import__("atexit")  # run by every in-process tool at its end
+    __import__("atexit")  # run by every warm tool at its end
     stage_in_zygote()
     writable_buffer(24)  # capability sets, checked in every run
     address_of(bytes(4096))  # the seccomp program (up to 512 instructions)
@@ -147,17 +148,18 @@ def serve(arguments: list[str]) -> None:
     # reaped at once (SIGCHLD ignored below), not left to the host's pid 1.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     cgroup.join_through(cgroup_fds)  # once: the children are born in the group
-    prepared = {"cgroup"} if cgroup_fds else set()
+    in_slot_cgroup = bool(cgroup_fds)
+    shared_netns = shared_root = False
     try:
         netns.unshare()  # once: runs of this slot share an empty network namespace
-        prepared.add("netns")
+        shared_netns = True
     except OSError:
         pass  # each run makes its own (or fails closed)
     if template is not None:
         try:
             mountns.make_private()
             mountns.build_template(*template)
-            prepared.add("root")
+            shared_root = True
         except OSError:
             pass  # each run builds its whole root
     # As root, each child starts as pid 1 of a fresh pid namespace: the jail
@@ -170,8 +172,8 @@ def serve(arguments: list[str]) -> None:
     del cgroup_fds, template, modules
     # A package environment's zygote runs without -S: one argument fewer before --zygote.
     blank_command_line(keep=sys.orig_argv.index("--zygote") + 1)
-    for_every_run = frozenset(prepared)
-    with_own_pid_namespace = for_every_run | {"pidns"}
+    for_every_run = Prepared(cgroup=in_slot_cgroup, netns=shared_netns, root=shared_root)
+    with_own_pid_namespace = for_every_run.with_pidns()
     gc.freeze()  # fewer copy-on-write faults in the children: the collector skips these
     channel = socket.socket(fileno=socket_fd)
     signal(SIGCHLD, SIG_IGN)  # children are reaped by the kernel
@@ -199,7 +201,8 @@ def serve(arguments: list[str]) -> None:
             signal(SIGCHLD, SIG_DFL)  # survives exec otherwise
             channel.close()
             _place_fds(fds)
-            run_one(CONFIG_FD, REPORT_FD, layers_ready, in_process=message == WARM)
+            mode = RunMode.WARM if message == RunMode.WARM else RunMode.COLD
+            run_one(CONFIG_FD, REPORT_FD, layers_ready, mode=mode)
         _forget_pid(pid)  # the child tells the service who it is (see sandbox.jail.contain)
         del pid
         for fd in fds:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandbox.jail.inprocess import parse_python_argv
+from sandbox.jail.warm_command import parse_python_argv
 
 PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", "python3.11"))
 REPO = Path(__file__).resolve().parents[3]
@@ -60,7 +60,7 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
     code = "def inner():\n    raise ValueError('boom')\n\ninner()\n"
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from sandbox.jail.inprocess import prepare, run\n"
+        "from sandbox.jail.warm_prepare import prepare\nfrom sandbox.jail.warm_run import run\n"
         "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
         f"run({{'code': {code!r}, 'path': None, 'argv': ['-c']}}, ['python3', '-c', 'x'])\n"
     )
@@ -76,14 +76,14 @@ def test_traceback_shows_only_the_tools_frames(tmp_path: Path) -> None:
     assert "ValueError: boom" in completed.stderr
     assert 'File "<string>", line 4, in <module>' in completed.stderr
     assert 'File "<string>", line 2, in inner' in completed.stderr
-    assert "inprocess.py" not in completed.stderr
+    assert "warm_run.py" not in completed.stderr and "warm_prepare.py" not in completed.stderr
     assert str(REPO) not in completed.stderr
 
 
 def test_syntax_error_shows_no_jail_frame(tmp_path: Path) -> None:
     runner = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from sandbox.jail.inprocess import prepare, run\n"
+        "from sandbox.jail.warm_prepare import prepare\nfrom sandbox.jail.warm_run import run\n"
         "assert prepare({'LANG': 'C.UTF-8'})  # runs in this interpreter\n"
         "run({'code': 'def broken(:\\n', 'path': None, 'argv': ['-c']}, ['python3', '-c', 'x'])\n"
     )

@@ -92,7 +92,7 @@ async def test_uncaught_exception_gives_traceback_and_status_1(runner: Runner, p
     assert "ValueError: boom" in result.stderr
     assert 'File "<string>", line 1, in <module>' in result.stderr
     # Only the tool's own frames: nothing of the jail's source or its host path.
-    assert "inprocess.py" not in result.stderr
+    assert "warm_run.py" not in result.stderr
     assert str(Path(__file__).resolve().parents[3]) not in result.stderr
 
 

@@ -1,0 +1,412 @@
+"""The seccomp filter's syscall tables: always refused (by family), refused for some
+arguments, allowed.
+
+Data only: the service compiles the filter from them (:mod:`sandbox.host.bpf`)
+and names a run's denials with them (:mod:`sandbox.denials`); the jail loads
+the compiled bytes (:mod:`sandbox.jail.seccomp`) and never imports this.
+x86_64 syscall names.
+"""
+
+from __future__ import annotations
+
+CLONE_NAMESPACE_FLAGS = 0x7E020000
+"""CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET."""
+AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
+PERSONALITY_QUERY = 0xFFFFFFFF
+MFD_NOEXEC_SEAL = 0x0008
+
+REFUSED_FAMILIES: dict[str, frozenset[str]] = {
+    "process tracing": frozenset({"ptrace", "process_vm_readv", "process_vm_writev"}),
+    "mounting": frozenset(
+        {
+            "mount",
+            "umount2",
+            "mount_setattr",
+            "move_mount",
+            "open_tree",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "pivot_root",
+            "chroot",
+        }
+    ),
+    "a new or another namespace": frozenset({"unshare", "setns"}),
+    "use of the kernel's keyrings": frozenset({"keyctl", "add_key", "request_key"}),
+    "BPF": frozenset({"bpf"}),
+    "performance monitoring": frozenset({"perf_event_open"}),
+    "io_uring": frozenset({"io_uring_setup", "io_uring_enter", "io_uring_register"}),
+    "loading kernel modules": frozenset(
+        {"init_module", "finit_module", "delete_module", "create_module"}
+    ),
+    "rebooting the kernel": frozenset({"kexec_load", "kexec_file_load", "reboot"}),
+    "changing identity or capabilities": frozenset(
+        {
+            "setuid",
+            "setgid",
+            "setreuid",
+            "setregid",
+            "setresuid",
+            "setresgid",
+            "setfsuid",
+            "setfsgid",
+            "setgroups",
+            "capset",
+        }
+    ),
+}
+"""Always refused, by what a person calls them: a denial's hint names the family."""
+
+REFUSED_OTHERS: frozenset[str] = frozenset(
+    {
+        "userfaultfd",
+        "swapon",
+        "swapoff",
+        "clock_settime",
+        "settimeofday",
+        "adjtimex",
+        "clock_adjtime",
+        "iopl",
+        "ioperm",
+        "modify_ldt",
+        "personality",
+        "name_to_handle_at",
+        "open_by_handle_at",
+        "fanotify_init",
+        "fanotify_mark",
+        "inotify_init",
+        "inotify_init1",
+        "inotify_add_watch",
+        "inotify_rm_watch",
+        "pidfd_getfd",
+        "acct",
+        "quotactl",
+        "quotactl_fd",
+        "lookup_dcookie",
+        "vhangup",
+        "syslog",
+        "uselib",
+        "ustat",
+        "sysfs",
+        "_sysctl",
+        "nfsservctl",
+        "get_kernel_syms",
+        "query_module",
+        "mknod",
+        "mknodat",
+        "seccomp",
+        "process_madvise",
+        "migrate_pages",
+        "move_pages",
+        "mbind",
+        "set_mempolicy",
+        "kcmp",
+        "pidfd_send_signal",
+        "sethostname",
+        "setdomainname",
+        "vmsplice",
+        "sync",
+        "syncfs",
+    }
+)
+"""Always refused too, of no family a hint names."""
+
+ALWAYS_REFUSED: frozenset[str] = REFUSED_OTHERS.union(*REFUSED_FAMILIES.values())
+"""Never allowed, whatever the policy says (personality: only its query form, below).
+
+The inotify family is here with fanotify: a watch on a file another run
+also opens (a device node, a read-only system file) would show what that
+run does."""
+
+INIT_PID = 1
+"""The jail's init in the tool's pid namespace: the one process there the tool did not create."""
+PR_SET_SECCOMP = 22
+F_SETLEASE = 1024
+F_NOTIFY = 1026
+PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
+
+ARGUMENT_REFUSALS: dict[str, tuple[tuple[tuple[int, int], ...], ...]] = {
+    **{
+        name: (((0, INIT_PID),),)
+        for name in (
+            "prlimit64",
+            "sched_setaffinity",
+            "sched_setscheduler",
+            "sched_setparam",
+            "kill",
+            "tkill",
+            "tgkill",
+            "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo",
+            "pidfd_open",
+            "get_robust_list",
+        )
+    },
+    # which, who: init by pid, init's process group (the tool's own is
+    # init's: who 0), or every process of the jail uid (init included).
+    **{
+        name: (((1, INIT_PID),), ((0, PRIO_USER),), ((0, PRIO_PGRP), (1, 0)))
+        for name in ("setpriority", "getpriority")
+    },
+    # A filter of the tool's own, stacked on the jail's, would answer refused
+    # calls itself (its ERRNO outranks the jail's notification): uncounted.
+    "prctl": (((0, PR_SET_SECCOMP),),),
+    # Leases and directory notifications tell a process who else opens a file.
+    "fcntl": (((1, F_SETLEASE),), ((1, F_NOTIFY),)),
+}
+"""Allowed syscalls refused for some arguments: syscall -> alternatives, each a list
+of (argument index, value) that must all hold (compared as the kernel reads them,
+the low 32 bits). Above all: nothing that names init (pid 1) or a group holding it,
+so the tool can change no limit, priority, affinity or scheduling of its supervisor.
+"""
+
+ALLOWED: tuple[str, ...] = (
+    # memory
+    "brk",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "mincore",
+    "msync",
+    "mlock",
+    "munlock",
+    "get_mempolicy",
+    "membarrier",
+    # files and dirs
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "close",
+    "close_range",
+    "stat",
+    "fstat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "statfs",
+    "fstatfs",
+    "lseek",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "getdents",
+    "getdents64",
+    "getcwd",
+    "chdir",
+    "fchdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "link",
+    "linkat",
+    "unlink",
+    "unlinkat",
+    "symlink",
+    "symlinkat",
+    "readlink",
+    "readlinkat",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "umask",
+    "truncate",
+    "ftruncate",
+    "fallocate",
+    "fsync",
+    "fdatasync",
+    "flock",
+    "fcntl",
+    "ioctl",
+    "dup",
+    "dup2",
+    "dup3",
+    "pipe",
+    "pipe2",
+    "sendfile",
+    "splice",
+    "tee",
+    "copy_file_range",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "fadvise64",
+    "readahead",
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "listxattr",
+    "llistxattr",
+    "flistxattr",
+    "memfd_create",
+    "sync_file_range",
+    # polling, events, timers
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd",
+    "eventfd2",
+    "signalfd",
+    "signalfd4",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "timer_create",
+    "timer_settime",
+    "timer_gettime",
+    "timer_getoverrun",
+    "timer_delete",
+    "nanosleep",
+    "clock_nanosleep",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "time",
+    "alarm",
+    "getitimer",
+    "setitimer",
+    "pause",
+    # signals
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "rt_sigqueueinfo",
+    "rt_tgsigqueueinfo",
+    "rt_sigsuspend",
+    "sigaltstack",
+    "kill",
+    "tkill",
+    "tgkill",
+    "restart_syscall",
+    # processes and threads (clone: see the flag rule)
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "wait4",
+    "waitid",
+    "set_tid_address",
+    "set_robust_list",
+    "get_robust_list",
+    "futex",
+    "futex_waitv",
+    "rseq",
+    "arch_prctl",
+    "prctl",
+    "sched_yield",
+    "sched_getaffinity",
+    "sched_setaffinity",
+    "sched_getparam",
+    "sched_setparam",
+    "sched_getscheduler",
+    "sched_setscheduler",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_rr_get_interval",
+    "getpriority",
+    "setpriority",
+    "getrlimit",
+    "setrlimit",
+    "prlimit64",
+    "getrusage",
+    "times",
+    "pidfd_open",
+    "getcpu",
+    "getrandom",
+    "uname",
+    "sysinfo",
+    # identity (read only)
+    "getpid",
+    "getppid",
+    "gettid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getresuid",
+    "getresgid",
+    "getgroups",
+    "getpgid",
+    "getpgrp",
+    "getsid",
+    "setpgid",
+    "setsid",
+    "capget",
+    # local IPC inside the jail's IPC namespace
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+    # sockets (socket itself: see the domain rule)
+    "socketpair",
+    "connect",
+    "accept",
+    "accept4",
+    "bind",
+    "listen",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "shutdown",
+    "getsockname",
+    "getpeername",
+    "setsockopt",
+    "getsockopt",
+    # Landlock can only restrict further
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+)
+"""Allowed outright (unless a policy denies some): enough for Python and ordinary CLI tools."""
