@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sandbox.jail.protocol import CONFIG_FD, REPORT_FD
+from sandbox.jail.protocol import CONFIG_FD, REPORT_FD, RunMode
 from sandbox.jail.run import run_one
 from sandbox.jail.warm_prepare import set_repo_prefixes
 
@@ -44,6 +44,9 @@ def main() -> None:
 
         serve(sys.argv[2:])
         return
+    # A launcher's run is cold whatever the tool's executor: this interpreter
+    # has run the jail's code, and only a zygote's child is prepared to stand
+    # in for a fresh one (the run's result says "cold").
     if len(sys.argv) == 3:
-        run_one(int(sys.argv[1]), int(sys.argv[2]))
-    run_one(CONFIG_FD, REPORT_FD)
+        run_one(int(sys.argv[1]), int(sys.argv[2]), mode=RunMode.COLD)
+    run_one(CONFIG_FD, REPORT_FD, mode=RunMode.COLD)

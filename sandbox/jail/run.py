@@ -22,7 +22,8 @@ def run_one(
     config_fd: int,
     report_fd: int,
     prepared: Prepared = NOTHING_PREPARED,
-    mode: bytes = RunMode.WARM,
+    *,
+    mode: bytes,
 ) -> None:
     """Jail this process for one run and become the tool (never returns).
 
