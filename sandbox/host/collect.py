@@ -33,6 +33,21 @@ BACKSTOP_SECONDS = 3.0
 """How long a killed run's pipes, or an ended run's init, may take to close."""
 
 
+def run_payload(spec: RunSpec, python: dict[str, object] | None) -> RunPayload:
+    """The request `spec`'s waiting jail is handed (`python`: how its interpreter is called).
+
+    Every file name must stay inside the working dir: relative, no ``.``
+    or ``..`` part, no NUL, at most 255 characters.
+    """
+    for name in spec.files:
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
+        if "\0" in name or len(name) > 255:
+            raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
+    return RunPayload(argv=list(spec.argv), files=dict(spec.files), python=python)
+
+
 async def collect(
     spec: RunSpec,
     jail: RunPipes,

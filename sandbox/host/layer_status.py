@@ -1,7 +1,8 @@
 """Each isolation layer's standing on this host: active only once a probe showed it.
 
 The probe (:mod:`sandbox.host.probe`) sets it; the Runner refuses runs whose
-required layers are not active; ``/health`` shows it (:mod:`sandbox.host.health`).
+required layers are not active (:func:`check_runnable`); ``/health`` shows it
+(:mod:`sandbox.host.health`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.host.unavailable import RunnerUnavailable
 from sandbox.jail.config import OPTIONAL_LAYERS
 from sandbox.jail.layer import LAYERS
+from sandbox.spec import RunSpec
 
 STRUCTURAL_LAYERS = frozenset(LAYERS) - OPTIONAL_LAYERS
 """Without any of these no jail can be built here (the rest a policy may go without)."""
@@ -77,3 +80,27 @@ class LayerTable:
         """Every layer: `status` (a probe proved nothing)."""
         for name in self._status:
             self._status[name] = status
+
+
+def check_runnable(spec: RunSpec, layers: LayerTable, egress_problem: str | None) -> None:
+    """Fail closed: raise unless every layer `spec` requires, and the jail's structure, is
+    shown active here (`egress_problem`: why a networked run cannot reach its proxy)."""
+    missing = layers.missing(spec.required_layers)
+    if missing:
+        raise RunnerUnavailable(
+            f"required isolation layers unavailable: {', '.join(missing)}", layer=missing[0]
+        )
+    structural = layers.missing(STRUCTURAL_LAYERS)
+    if structural:
+        raise RunnerUnavailable(
+            f"the jail cannot be built here: {', '.join(structural)} unavailable",
+            layer=structural[0],
+        )
+    if spec.egress is not None and egress_problem is not None:
+        raise RunnerUnavailable(f"egress: {egress_problem}", layer="netns")
+    if spec.network and "netns" in spec.required_layers:
+        raise RunnerUnavailable(
+            f"tool {spec.tool!r} has network access, so it cannot run in its own"
+            " network namespace (netns), which the policy requires",
+            layer="netns",
+        )

@@ -37,7 +37,7 @@ from sandbox.egress.proxy import EgressProxy
 from sandbox.host.background import BackgroundWork
 from sandbox.host.bpf import allowlist_size, compile_filter
 from sandbox.host.cgroup_service import RunCgroup
-from sandbox.host.collect import BACKSTOP_SECONDS, WALL_GRACE_SECONDS, collect
+from sandbox.host.collect import BACKSTOP_SECONDS, WALL_GRACE_SECONDS, collect, run_payload
 from sandbox.host.egress_session import egress_session
 from sandbox.host.health import (
     EgressProxyState,
@@ -53,7 +53,7 @@ from sandbox.host.host_facts import HostFacts, find_host, release_host, slot_cgr
 from sandbox.host.interpreter import package_env_mount_problem
 from sandbox.host.jail_config import jail_config
 from sandbox.host.jail_start import JailStarter
-from sandbox.host.layer_status import STRUCTURAL_LAYERS, LayerTable
+from sandbox.host.layer_status import LayerTable, check_runnable
 from sandbox.host.lock_pins import LockPins
 from sandbox.host.probe import LayerProber, ProbeTarget
 from sandbox.host.report import ReportReader
@@ -294,34 +294,11 @@ class Runner:
 
     async def run(self, spec: RunSpec) -> RunResult:
         """Run `spec` in the jail. Raises RunnerUnavailable only when the jail cannot be set up."""
-        self._check_runnable(spec)
-        return await self._execute(spec, self._layers.active_optional())
-
-    def _check_runnable(self, spec: RunSpec) -> None:
-        """Fail closed: every layer `spec` requires, and the jail's structure, shown active."""
         if not self._started:
             raise RunnerUnavailable("the runner is not started")
-        missing = self.missing_layers(spec.required_layers)
-        if missing:
-            raise RunnerUnavailable(
-                f"required isolation layers unavailable: {', '.join(missing)}", layer=missing[0]
-            )
-        structural = self.missing_layers(STRUCTURAL_LAYERS)
-        if structural:
-            raise RunnerUnavailable(
-                f"the jail cannot be built here: {', '.join(structural)} unavailable",
-                layer=structural[0],
-            )
-        if spec.egress is not None:
-            problem = self.egress_problem()
-            if problem is not None:
-                raise RunnerUnavailable(f"egress: {problem}", layer="netns")
-        if spec.network and "netns" in spec.required_layers:
-            raise RunnerUnavailable(
-                f"tool {spec.tool!r} has network access, so it cannot run in its own"
-                " network namespace (netns), which the policy requires",
-                layer="netns",
-            )
+        egress = self.egress_problem() if spec.egress is not None else None
+        check_runnable(spec, self._layers, egress)
+        return await self._execute(spec, self._layers.active_optional())
 
     async def _execute(self, spec: RunSpec, layers: list[str]) -> RunResult:
         """Take a slot, arm its jail (or take the one built ahead), collect, release the slot."""
@@ -333,11 +310,9 @@ class Runner:
         rearm: _Rearm | None = None
         jail: RunPipes | None = None
         try:
-            for name in spec.files:
-                _check_file_name(name)
+            payload = run_payload(spec, python)
             config = self._config(spec, slot.root_dir, layers)
             jail = await self._jail_for(spec, config, slot, cgroup, warm)
-            payload = RunPayload(argv=list(spec.argv), files=dict(spec.files), python=python)
             result = await self._run_in(spec, jail, payload, cgroup, started)
             if jail.via_zygote:
                 rearm = _Rearm(spec, config, warm)
@@ -448,11 +423,3 @@ class Runner:
             landlock_abi=self._host.landlock_abi,
             layers=layers,
         )
-
-
-def _check_file_name(name: str) -> None:
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
-    if "\0" in name or len(name) > 255:
-        raise RunnerUnavailable(f"invalid file name for the workdir: {name!r}")
