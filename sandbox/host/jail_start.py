@@ -78,9 +78,9 @@ class JailStarter:
                 return
             except OSError:
                 self.zygotes.lost(slot, spec)
+        launcher = launcher_path(self.package_fd)
         jail.process = subprocess.Popen(
-            [self.python, "-I", "-S", launcher_path(self.package_fd), str(ends.config_r)]
-            + [str(ends.report_w)],
+            [self.python, "-I", "-S", launcher, str(ends.config_r), str(ends.report_w)],
             stdin=ends.stdin_r,
             stdout=ends.stdout_w,
             stderr=ends.stderr_w,

@@ -27,7 +27,7 @@ class LayerStatus:
     active: bool
     reason: str | None = None
     launcher: str | None = None
-    """The privileges layer: how jails are built (see :func:`launcher_mode`)."""
+    """The privileges layer: how jails are built (see :func:`~sandbox.host.probe.launcher_mode`)."""
     host_inodes: tuple[str, ...] | None = None
     """The mountns layer: the jail's files that are the host's own inodes."""
 
