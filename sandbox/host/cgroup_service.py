@@ -85,7 +85,8 @@ def discover_bases() -> dict[str, Path]:
     return bases
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -105,7 +106,7 @@ def owner_groups(bases: dict[str, Path]) -> dict[str, Path]:
     for base in bases.values():
         for child in base.iterdir():
             parts = child.name.split("-")
-            if child.is_dir() and parts[0] == "runner" and not _pid_alive(int(parts[1])):
+            if child.is_dir() and parts[0] == "runner" and not pid_alive(int(parts[1])):
                 for slot in [c for c in child.iterdir() if c.is_dir()]:
                     RunCgroup({}, "", dirs={"stale": slot}).remove()
                 RunCgroup({}, "", dirs={"stale": child}).remove()

@@ -51,6 +51,18 @@ async def write_all(
             os.close(fd)
 
 
+def send(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> asyncio.Task[None] | None:
+    """Write `data` to a pipe and close it: at once when it fits, else on the loop (the task).
+
+    Usually it fits: the reader need not wait for the loop's next turn.
+    """
+    rest = write_now(fd, data)
+    if rest:
+        return loop.create_task(write_all(loop, fd, rest))
+    os.close(fd)
+    return None
+
+
 async def read_capped(
     loop: asyncio.AbstractEventLoop, fd: int, cap: int, on_overflow: Callable[[], None]
 ) -> tuple[bytes, bool]:

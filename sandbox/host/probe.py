@@ -1,23 +1,39 @@
 """Which layers this kernel and container really offer, shown by a jailed run.
 
-At start the Runner runs :data:`PROBE_PROGRAM` through the real jail (with
-/proc readable) and :func:`evaluate_probe` checks, from what the program saw
-inside, that each layer is in force — not that some config says so. A layer
-the jail could not apply shows up as a failed run naming it. The same
-checks hold in both of the jail's modes (see :func:`sandbox.jail.contain`):
-the service as root, or unprivileged (any other uid, no capability, as in
-the hardened container); which one ran is reported with the privileges
-layer.
+At start the Runner's :class:`LayerProber` runs :data:`PROBE_PROGRAM`
+through the real jail (with /proc readable) and :func:`evaluate_probe`
+checks, from what the program saw inside, that each layer is in force — not
+that some config says so. A layer the jail could not apply shows up as a
+failed run naming it. The same checks hold in both of the jail's modes (see
+:func:`sandbox.jail.contain`): the service as root, or unprivileged (any
+other uid, no capability, as in the hardened container); which one ran is
+reported with the privileges layer. Each layer's standing is a
+:class:`LayerStatus`, kept in the :class:`LayerTable`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from sandbox.host.layer_status import STRUCTURAL_LAYERS, LayerStatus, LayerTable, inactive
+from sandbox.host.lock_pins import LockPins
+from sandbox.host.unavailable import RunnerUnavailable
+from sandbox.jail.config import OPTIONAL_LAYERS
 from sandbox.jail.layer import LAYERS
+from sandbox.spec import RunResult, RunSpec
 
+PROBE_WALL_SECONDS = 30
+"""Generous: the probe must not fail for a machine busy at start-up."""
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_SECONDS = 1.0
+"""Wait before the second probe (doubling for later ones, up to REPROBE_MAX_SECONDS)."""
+REPROBE_MAX_SECONDS = 60.0
 PROBE_PROGRAM = r"""
 import json, os, resource, socket, sys
 facts = {"uid": os.getuid(), "pid": os.getpid(), "hostname": os.uname().nodename}
@@ -76,7 +92,11 @@ def host_inodes(interpreter: str, prefix: str) -> dict[str, list[int]]:
     bind of it (the kernel refused an overlay): its whole tree is the host's.
     """
     paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
-    paths += ["/etc/ld.so.cache", interpreter, prefix, "/usr"]
+    return inode_identities([*paths, "/etc/ld.so.cache", interpreter, prefix, "/usr"])
+
+
+def inode_identities(paths: Iterable[str]) -> dict[str, list[int]]:
+    """Path -> [device, inode] of those of `paths` that exist here."""
     found = {}
     for path in paths:
         try:
@@ -87,6 +107,14 @@ def host_inodes(interpreter: str, prefix: str) -> dict[str, list[int]]:
     return found
 
 
+def host_namespaces() -> dict[str, str]:
+    """This process's namespace ids, to compare with the jail's."""
+    return {
+        name: os.readlink(f"/proc/self/ns/{name}")
+        for name in ("user", "pid", "net", "mnt", "ipc", "uts")
+    }
+
+
 def evaluate_probe(
     result: Any,
     host_namespaces: dict[str, str],
@@ -94,8 +122,8 @@ def evaluate_probe(
     applied_optional: list[str],
     service_source_dir: str,
     host_files: dict[str, list[int]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Layer -> {"active": bool, "reason"?: str} from the probe run's result.
+) -> dict[str, LayerStatus]:
+    """Layer -> its :class:`LayerStatus`, from the probe run's result.
 
     `host_files`: what :func:`host_inodes` saw on the host; the mountns
     verdict then lists the jail's files that are the host's own inodes
@@ -107,7 +135,7 @@ def evaluate_probe(
             f"probe run failed: exit={result.exit_code} signal={result.signal}"
             f" stderr (the probe's): {result.stderr[-300:]!r}"
         )
-        return {name: {"active": False, "reason": reason} for name in LAYERS}
+        return {name: inactive(reason) for name in LAYERS}
     status = facts.get("status", {})
     ns = facts.get("ns", {})
 
@@ -165,20 +193,19 @@ def evaluate_probe(
         "cgroup": ("pagi-sandbox" in facts.get("cgroup", ""), "run not in its own cgroup"),
         "no_new_privs": (status.get("NoNewPrivs", "").strip() == "1", "NoNewPrivs not set"),
     }
-    verdicts: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, LayerStatus] = {}
     for name, (active, reason) in checks.items():
-        if name in _OPTIONAL and name not in applied_optional:
-            verdicts[name] = {"active": False, "reason": "not available on this host"}
+        if name in OPTIONAL_LAYERS and name not in applied_optional:
+            verdicts[name] = inactive("not available on this host")
         elif active:
-            verdicts[name] = {"active": True}
+            verdicts[name] = LayerStatus(active=True)
         else:
-            verdicts[name] = {"active": False, "reason": reason}
-    verdicts["privileges"]["launcher"] = launcher_mode()
+            verdicts[name] = inactive(reason)
+    verdicts["privileges"] = replace(verdicts["privileges"], launcher=launcher_mode())
     if host_files is not None:
         seen = facts.get("inodes", {})
-        verdicts["mountns"]["host_inodes"] = sorted(
-            path for path, identity in seen.items() if host_files.get(path) == identity
-        )
+        shared = sorted(path for path, identity in seen.items() if host_files.get(path) == identity)
+        verdicts["mountns"] = replace(verdicts["mountns"], host_inodes=tuple(shared))
     return verdicts
 
 
@@ -188,4 +215,126 @@ def launcher_mode() -> str:
     return "root" if euid == 0 else f"unprivileged (uid {euid})"
 
 
-_OPTIONAL = frozenset({"cgroup", "netns", "ipcns", "utsns", "landlock", "seccomp", "rlimits"})
+ExecuteProbe = Callable[[RunSpec, list[str]], Awaitable[RunResult]]
+"""Runs a spec in the jail with the given optional layers; raises :class:`RunnerUnavailable`."""
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What a probe run is judged against: the jail's interpreter, uid, and the host's cgroups."""
+
+    python: str
+    interpreter_prefix: str
+    uid: int
+    has_cgroups: bool
+
+
+class LayerProber:
+    """Proves each layer active with a real jailed run that inspects itself from inside.
+
+    A probe run that reports nothing (killed at its wall limit on a loaded
+    machine, a process that could not start) proves nothing either way: it
+    is retried a few times, then again in the background while the jail's
+    structure is not shown to work. Only what a probe showed is ever
+    reported active.
+    """
+
+    def __init__(
+        self, layers: LayerTable, execute: ExecuteProbe, target: ProbeTarget, pins: LockPins
+    ) -> None:
+        self.layers = layers
+        self._execute = execute
+        self._target = target
+        self._pins = pins
+        self._reprobe: asyncio.Task[None] | None = None
+
+    async def probe(self) -> None:
+        """Probe (retrying a run that reported nothing); keep probing in the background while
+        the jail's structure is not shown to work."""
+        for attempt in range(PROBE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(PROBE_RETRY_SECONDS * attempt)
+            if await self.probe_once():
+                break
+        if self.layers.missing(STRUCTURAL_LAYERS) and self._reprobe is None:
+            self._reprobe = asyncio.get_running_loop().create_task(self._reprobe_later())
+
+    async def stop(self) -> None:
+        """Stop probing in the background."""
+        if self._reprobe is not None:
+            self._reprobe.cancel()
+            await asyncio.gather(self._reprobe, return_exceptions=True)
+
+    async def _reprobe_later(self) -> None:
+        """Probe again, backing off, until the jail's structure is shown to work."""
+        delay = PROBE_RETRY_SECONDS
+        try:
+            while self.layers.missing(STRUCTURAL_LAYERS):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPROBE_MAX_SECONDS)
+                await self.probe_once()
+        finally:
+            self._reprobe = None
+
+    async def probe_once(self) -> bool:
+        """One probe; False when its run reported nothing, so that nothing is known.
+
+        An optional layer the jail refuses is left out and the probe run
+        again without it; a structural one that refuses leaves every layer
+        inactive (the jail is broken there).
+        """
+        target = self._target
+        optional = [name for name in OPTIONAL_LAYERS if name != "cgroup" or target.has_cgroups]
+        refused: dict[str, LayerStatus] = {}
+        for _ in range(len(OPTIONAL_LAYERS) + 1):
+            try:
+                result = await self._execute(self._spec(), optional)
+            except RunnerUnavailable as error:
+                if error.layer is None:
+                    self._nothing_proven(f"probe run failed: {error}")
+                    return False
+                refused[error.layer] = inactive(str(error))
+                if error.layer in optional:
+                    optional.remove(error.layer)
+                    continue
+                for name, _status in self.layers.items():
+                    self.layers[name] = refused.get(name, inactive(f"jail broken at {error.layer}"))
+                return True
+            if not probe_reported(result):
+                self._nothing_proven(
+                    f"probe run reported nothing: exit={result.exit_code}"
+                    f" signal={result.signal} limit={result.limit_hit}"
+                    f" stderr (the probe's): {result.stderr[-300:]!r}"
+                )
+                return False
+            self._judge(result, optional, refused)
+            return True
+        return True
+
+    def _spec(self) -> RunSpec:
+        return RunSpec(
+            tool="probe",
+            argv=(self._target.python, "-I", "-S", "-c", PROBE_PROGRAM),
+            readable_paths=("/proc",),
+            limits={"wall_seconds": PROBE_WALL_SECONDS},  # type: ignore[arg-type]
+        )
+
+    def _judge(
+        self, result: RunResult, optional: list[str], refused: dict[str, LayerStatus]
+    ) -> None:
+        """Take the probe run's verdicts (a layer refused earlier keeps its refusal)."""
+        target = self._target
+        verdicts = evaluate_probe(
+            result,
+            host_namespaces(),
+            target.uid,
+            optional,
+            str(Path(__file__).parent),
+            host_inodes(target.python, target.interpreter_prefix),
+        )
+        for name, verdict in verdicts.items():
+            self.layers[name] = verdict if verdict.active else refused.get(name, verdict)
+        self._pins.pin_paths(list(verdicts["mountns"].host_inodes or ()))
+
+    def _nothing_proven(self, reason: str) -> None:
+        self.layers.set_all(inactive(reason + "; probing again"))

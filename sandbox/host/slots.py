@@ -11,13 +11,17 @@ import asyncio
 import os
 import subprocess
 from collections import deque
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from sandbox.host.cgroup_service import RunCgroup
-from sandbox.host.report import ReportReader
+from sandbox.host.report import ReportReader, report_channel
 from sandbox.host.zygote import Zygote
 from sandbox.jail.config import JailConfig
 from sandbox.spec import RunSpec
+
+RELEASE_PAUSES = (0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
+"""Waits for a finished run's last processes to leave its slot before they are killed."""
 
 
 class RunPipes:
@@ -50,6 +54,38 @@ class RunPipes:
             except OSError:
                 pass
         self.reader.close()
+
+
+@dataclass(frozen=True)
+class JailEnds:
+    """The jail's ends of a run's pipes, in the order a zygote receives them."""
+
+    stdin_r: int
+    stdout_w: int
+    stderr_w: int
+    config_r: int
+    report_w: int
+
+    def fds(self) -> list[int]:
+        """The five fds, in order."""
+        return list(astuple(self))
+
+    def close(self) -> None:
+        """Close them here (the jail has its copies)."""
+        for fd in self.fds():
+            os.close(fd)
+
+
+def open_run_pipes() -> tuple[RunPipes, JailEnds]:
+    """A run's pipes: the service's ends (reading its report on the running loop), the jail's."""
+    stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+    stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+    stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+    config_r, config_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = report_channel()
+    reader = ReportReader(asyncio.get_running_loop(), report_r)
+    ours = RunPipes(stdin_w, stdout_r, stderr_r, config_w, reader)
+    return ours, JailEnds(stdin_r, stdout_w, stderr_w, config_r, report_w)
 
 
 class Slot:
@@ -88,6 +124,27 @@ class Slot:
         if spare is not None:
             spare.withdraw()
             self.dirty = True
+
+    async def empty(self) -> None:
+        """Kill what is left of earlier runs in the slot (normally nothing)."""
+        self.dirty = False
+        if self.cgroup is None:
+            return
+        try:
+            # A finished run's init (or the launcher above it) is exiting:
+            # give it a moment to leave the group before killing.
+            for pause in RELEASE_PAUSES:
+                if not self.cgroup.pids() - self.zygote_pid():
+                    return
+                await asyncio.sleep(pause)
+            await asyncio.to_thread(self.cgroup.kill_all, self.zygote_pid())
+        except OSError:
+            pass  # prepare_run retries, and fails the run closed if it must
+
+    def env_zygote_alive(self, env: str) -> bool:
+        """Whether the slot's zygote of the package environment `env` is up."""
+        zygote = self.env_zygotes.get(env)
+        return zygote is not None and zygote.alive()
 
     def zygote_pid(self) -> frozenset[int]:
         """The slot's zygotes' pids (the processes its cgroup keeps between runs)."""

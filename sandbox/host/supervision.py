@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable
 
 from sandbox.host.cgroup_service import RunCgroup
+from sandbox.host.slots import RunPipes
 from sandbox.spec import LimitName
 
 CPU_POLL_SECONDS = 0.05
@@ -22,6 +23,31 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class RunStop:
+    """The service ending a run from outside its reach, and why (the first reason given).
+
+    Killing the jail's init, or the launcher above it (init's parent-death
+    signal), kills the whole pid namespace; the slot's cgroup is emptied
+    after.
+    """
+
+    def __init__(self, jail: RunPipes) -> None:
+        self._jail = jail
+        self.stopped = False
+        self.reason: LimitName | None = None
+        """Why the service stopped the run (None: no limit, or not stopped)."""
+
+    def __call__(self, reason: LimitName | None) -> None:
+        if self.stopped:
+            return
+        self.stopped, self.reason = True, reason
+        reader, process = self._jail.reader, self._jail.process
+        if reader.report.jail_pid is not None and not reader.ended.done():
+            kill(reader.report.jail_pid)  # not once it ended: its pid is free again
+        if process is not None:
+            kill(process.pid)
 
 
 async def reap(process: subprocess.Popen[bytes]) -> None:

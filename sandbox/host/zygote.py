@@ -24,7 +24,8 @@ PACKAGE_ENV_ZYGOTE_ENV = {
     "MPLBACKEND": "Agg",
 }
 """What a package environment's zygote imports its preload modules under (then emptied),
-with ``MPLCONFIGDIR``: a directory of the runner's own (see :meth:`Runner.start`)."""
+with ``MPLCONFIGDIR``: a directory of the runner's own (made by
+:func:`~sandbox.host.host_facts.find_host`)."""
 
 
 class Zygote:

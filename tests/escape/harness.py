@@ -28,6 +28,7 @@ import httpx
 from pagi.stack import Stack
 from sandbox.denials import limit_denial
 from sandbox.host.bpf import syscall_name
+from sandbox.host.probe import inode_identities
 from sandbox.spec import RunLimits
 from tests.escape.prelude import PRELUDE
 
@@ -320,17 +321,9 @@ class SandboxUnderTest:
 
     def host_inodes(self) -> dict[str, list[int]]:
         """(device, inode) on the host of files a jail also shows at the same path."""
-        found: dict[str, list[int]] = {}
         paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
         paths += ["/etc/ld.so.cache", self.interpreter, "/proc/self/ns/cgroup"]
-        paths += ["/proc/self/ns/time"]
-        for path in paths:
-            try:
-                status = os.stat(path)
-            except OSError:
-                continue
-            found[path] = [status.st_dev, status.st_ino]
-        return found
+        return inode_identities([*paths, "/proc/self/ns/time"])
 
     def substitutions(self, marker: str) -> dict[str, str]:
         """Placeholders an attack program may use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.host.cgroup_service import pid_alive
 from sandbox.jail.layer import LAYERS
 from tests.escape.harness import (
     SandboxUnderTest,
@@ -87,7 +89,9 @@ def test_health_reports_seccomp_filter_size_and_landlock_abi(sandbox: SandboxUnd
     assert abi and abi >= 1, f"no Landlock ABI in {isolation['landlock']}"
 
 
-SELF_VIEW = r"""
+SELF_VIEW = (
+    inspect.getsource(pid_alive)
+    + r"""
 import socket
 
 def read_status():
@@ -116,15 +120,6 @@ def interfaces():
         return "errno %d" % exc.errno
     return [line.split(":")[0].strip() for line in lines]
 
-def pid_exists(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def interface_index(name):
     try:
@@ -142,11 +137,12 @@ report("self_view", uid=os.getuid(), gid=os.getgid(), caps=capabilities(),
        no_new_privs=LIBC.prctl(39, 0, 0, 0, 0), seccomp_mode=LIBC.prctl(21, 0, 0, 0, 0),
        status=status, proc=listing("/proc"), interfaces=interfaces(),
        hostname=socket.gethostname(),
-       existing_pids=[pid for pid in range(2, 4096) if pid_exists(pid)],
-       service_pid_exists=pid_exists(@SERVICE_PID@),
+       existing_pids=[pid for pid in range(2, 4096) if pid_alive(pid)],
+       service_pid_exists=pid_alive(@SERVICE_PID@),
        interfaces_by_name={name: interface_index(name)
                            for name in json.loads('@HOST_INTERFACES@') + ["lo"]})
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from sandbox.host import runner as runner_module
+from sandbox.host import probe as probe_module
 from sandbox.host.runner import Runner, RunnerUnavailable
 from sandbox.host.slots import RunPipes
 from sandbox.jail.config import OPTIONAL_LAYERS
@@ -20,7 +20,7 @@ from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-STRUCTURAL_LAYERS = sorted(set(runner_module.LAYERS) - OPTIONAL_LAYERS)
+STRUCTURAL_LAYERS = sorted(set(probe_module.LAYERS) - OPTIONAL_LAYERS)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -378,7 +378,7 @@ def _failing_first(jail_runner: Runner, failures: int) -> list[str]:
 async def test_probe_retries_a_run_that_reported_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(probe_module, "PROBE_RETRY_SECONDS", 0.01)
     flaky = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
     calls = _failing_first(flaky, failures=1)
     await flaky.start()
@@ -393,14 +393,14 @@ async def test_probe_retries_a_run_that_reported_nothing(
 async def test_failed_probes_refuse_runs_until_a_later_probe_proves_the_layers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(probe_module, "PROBE_RETRY_SECONDS", 0.01)
     flaky = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
-    calls = _failing_first(flaky, failures=runner_module.PROBE_ATTEMPTS + 1)
+    calls = _failing_first(flaky, failures=probe_module.PROBE_ATTEMPTS + 1)
     await flaky.start()
     try:
         # Nothing was shown, so nothing is reported active and nothing runs.
         report = flaky.isolation_report()
-        assert not any(report[name]["active"] for name in runner_module.LAYERS)
+        assert not any(report[name]["active"] for name in probe_module.LAYERS)
         assert "probing again" in report["pidns"]["reason"]
         with pytest.raises(RunnerUnavailable):
             await flaky.run(python("print('ran')", "warm"))
@@ -409,7 +409,7 @@ async def test_failed_probes_refuse_runs_until_a_later_probe_proves_the_layers(
                 break
             await asyncio.sleep(0.05)
         assert flaky.missing_layers(STRUCTURAL_LAYERS) == []
-        assert calls.count("probe") == runner_module.PROBE_ATTEMPTS + 2
+        assert calls.count("probe") == probe_module.PROBE_ATTEMPTS + 2
         assert (await flaky.run(python("print('ran')", "warm"))).stdout == "ran\n"
     finally:
         await flaky.close()
@@ -418,8 +418,8 @@ async def test_failed_probes_refuse_runs_until_a_later_probe_proves_the_layers(
 async def test_a_probe_that_prints_nothing_shows_no_layer_active(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner_module, "PROBE_RETRY_SECONDS", 0.01)
-    monkeypatch.setattr(runner_module, "REPROBE_MAX_SECONDS", 0.01)
+    monkeypatch.setattr(probe_module, "PROBE_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(probe_module, "REPROBE_MAX_SECONDS", 0.01)
     silent = Runner(python_executable=PYTHON, state_dir=tmp_path, slots=1)
 
     async def killed(spec: RunSpec, layers: list[str]) -> RunResult:
@@ -430,7 +430,7 @@ async def test_a_probe_that_prints_nothing_shows_no_layer_active(
     try:
         await asyncio.sleep(0.1)  # a few background probes, all silent
         report = silent.isolation_report()
-        assert not any(report[name]["active"] for name in runner_module.LAYERS)
+        assert not any(report[name]["active"] for name in probe_module.LAYERS)
     finally:
         await silent.close()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from sandbox.host.layer_status import inactive
 from sandbox.host.report import ReportReader, report_channel
 from sandbox.host.runner import Runner, RunnerUnavailable
 from sandbox.jail.protocol import LISTENER_MESSAGE
@@ -167,7 +168,7 @@ async def test_without_its_network_namespace_a_networked_run_does_not_start(
         egress=egress(["example.org"]),
     )
     saved = single._layers["netns"]
-    single._layers["netns"] = {"active": False, "reason": "not on this host"}
+    single._layers["netns"] = inactive("not on this host")
     try:
         assert single.egress_problem() is not None
         assert single.isolation_report()["egress_proxy"]["available"] is False
