@@ -6,8 +6,9 @@ on its own default policy, and sends requests to them in turn, one at a
 time, each over its own keep-alive connection (:mod:`testing.keepalive`):
 first a program that is refused nothing (``print(2+2)``, warm path: the
 figure that must not move), then one refused a socket five times (what a
-denial costs, stderr lines included). Prints p50 / p99 / mean of each, and
-the p50 ratios. Without ``--before`` only this version is measured.
+denial costs, stderr lines included), then the ``demo`` tool (``/bin/echo``,
+the cold path: a jail built and a command exec'd per run). Prints p50 / p99
+/ mean of each, and the p50 ratios. Without ``--before`` only this version is measured.
 
 Usage: .venv/bin/python bench/denials.py --before DIR [--runs 400]
 """
@@ -33,13 +34,19 @@ from testing.comparison import (  # noqa: E402
 )
 from testing.figures import figures  # noqa: E402
 
-PROGRAMS = {
-    "no denial, print(2+2)": "print(2+2)",
-    "5 refused sockets": (
+
+def _python(code: str) -> bytes:
+    return json.dumps({"tool_name": "python", "code": code}).encode()
+
+
+CASES = {
+    "no denial, print(2+2), warm path": _python("print(2+2)"),
+    "5 refused sockets, warm path": _python(
         "import socket\nfor _ in range(5):\n    try:\n"
         "        socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
         "    except OSError:\n        pass\n"
     ),
+    "demo (/bin/echo), cold path": json.dumps({"tool_name": "demo"}).encode(),
 }
 
 
@@ -56,21 +63,14 @@ def main() -> None:
         urls = {name: stack.settings.url_of("sandbox") for name, stack in stacks.items()}
         try:
             results = {
-                label: asyncio.run(
-                    alternate(
-                        urls,
-                        token,
-                        args.runs,
-                        json.dumps({"tool_name": "python", "code": code}).encode(),
-                    )
-                )
-                for label, code in PROGRAMS.items()
+                label: asyncio.run(alternate(urls, token, args.runs, body))
+                for label, body in CASES.items()
             }
         finally:
             for stack in stacks.values():
                 stack.stop()
     for label, latency in results.items():
-        print(f"\nexecute_tool {label}, warm path, {args.runs} requests each, alternating")
+        print(f"\nexecute_tool {label}, {args.runs} requests each, alternating")
         for name, samples in latency.items():
             print(f"  {name:<20} {figures(samples, decimals=3)}")
         if "the earlier version" in latency:
