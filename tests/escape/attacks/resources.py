@@ -133,7 +133,10 @@ def spread():
         if ready:
             for index in os.read(progress_r, 4096):
                 chunks[index] = chunks.get(index, 0) + 1
-    # Only the children still alive now hold their memory.
+    # Only the children still alive now hold their memory. One the kernel's
+    # OOM killer has just picked may not have exited yet: give it a moment
+    # (every child that finished allocating sleeps past it).
+    time.sleep(0.5)
     alive = [i for i, pid in enumerate(children) if os.waitpid(pid, os.WNOHANG) == (0, 0)]
     return {"held_mib": 16 * sum(chunks.get(i, 0) for i in alive), "alive": len(alive),
             "allocated_mib": 16 * sum(chunks.values())}
