@@ -51,7 +51,7 @@ report("tried", labels=labels)
 """
 
 READ_REPO_SOURCE = r"""
-attempt("read_source", lambda: open("@REPO@/pagi/auth.py").read(), path="@REPO@/pagi/auth.py")
+attempt("read_source", lambda: open("@REPO@/pagi/auth/keys.py").read(), path="@REPO@/pagi/auth/keys.py")
 """
 
 LIST_VENV = r"""
