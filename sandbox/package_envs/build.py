@@ -26,11 +26,8 @@ from sandbox.package_envs.layout import (
     LOCK_COPY,
     MARKER,
     EnvDefinition,
+    build_for,
     builds,
-    env_dir,
-    env_key,
-    interpreter,
-    read_requirements,
 )
 
 BUILD_TIMEOUT_SECONDS = 1800.0
@@ -102,14 +99,12 @@ def build(
     Raises :class:`EnvBuildError` with what failed.
     """
     try:
-        requirements = read_requirements(definition)
-        base = interpreter(python)
+        wanted = build_for(definition, envs_dir, python)
     except OSError as error:
         raise EnvBuildError(str(error)) from None
-    key = env_key(requirements, base)
+    requirements, base, key, final = wanted.requirements, wanted.python, wanted.key, wanted.root
     envs_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(envs_dir, definition.name):
-        final = env_dir(envs_dir, definition.name, key)
         if final.is_dir() and not force:
             state = inspect(definition, envs_dir, python)
             if state.ready:

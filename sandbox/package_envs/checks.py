@@ -20,11 +20,8 @@ from typing import Any, Literal
 from sandbox.package_envs.layout import (
     MARKER,
     EnvDefinition,
+    build_for,
     builds,
-    env_dir,
-    env_key,
-    interpreter,
-    read_requirements,
 )
 
 PROBE_TIMEOUT_SECONDS = 180.0
@@ -160,12 +157,10 @@ def check_probe(root: Path, report: dict[str, Any]) -> None:
 def inspect(definition: EnvDefinition, envs_dir: Path, python: str, probe: bool = True) -> EnvState:
     """The state of one environment; with ``probe``, its interpreter is run (a second or two)."""
     try:
-        requirements = read_requirements(definition)
-        base = interpreter(python)
+        wanted = build_for(definition, envs_dir, python)
     except OSError as error:
         return new_state(definition, "broken", str(error))
-    key = env_key(requirements, base)
-    root = env_dir(envs_dir, definition.name, key)
+    key, root, base = wanted.key, wanted.root, wanted.python
     build_hint = f"run `pagi env build {definition.name}`"
     if not root.is_dir():
         older = sorted(p.name for p in builds(envs_dir, definition.name))

@@ -115,3 +115,22 @@ def builds(envs_dir: Path, name: str) -> Iterator[Path]:
     for path in entries:
         if pattern.match(path.name) and path.is_dir() and not path.is_symlink():
             yield path
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """Which build of an environment its requirements and interpreter call for, and where."""
+
+    requirements: bytes
+    """The requirements file as read (what gets installed, and hashed into the key)."""
+    python: Interpreter
+    key: str
+    root: Path
+
+
+def build_for(definition: EnvDefinition, envs_dir: Path, python: str) -> BuildTarget:
+    """The build ``definition`` calls for now (``OSError``: its file or interpreter is unusable)."""
+    requirements = read_requirements(definition)
+    base = interpreter(python)
+    key = env_key(requirements, base)
+    return BuildTarget(requirements, base, key, env_dir(envs_dir, definition.name, key))
