@@ -51,7 +51,8 @@ report("tried", labels=labels)
 """
 
 READ_REPO_SOURCE = r"""
-attempt("read_source", lambda: open("@REPO@/pagi/auth/keys.py").read(), path="@REPO@/pagi/auth/keys.py")
+source = "@REPO@/pagi/auth/keys.py"
+attempt("read_source", lambda: open(source).read(), path=source)
 """
 
 LIST_VENV = r"""
