@@ -14,6 +14,7 @@ import pytest
 
 from sandbox.host.cgroup_service import pid_alive
 from sandbox.jail.layer import LAYERS
+from testing.processes import wait_for_process_named
 from tests.escape.harness import (
     SandboxUnderTest,
     assert_layers_active,
@@ -194,29 +195,20 @@ def _host_view_of(marker: str, deadline_s: float = 4.0) -> dict[str, Any]:
     """The tool process as the host sees it: status fields and namespace links."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() != marker:
-                    continue
-                status = dict(
-                    line.split(":", 1)
-                    for line in Path(f"/proc/{entry}/status").read_text().splitlines()
-                )
-                links = {ns: os.readlink(f"/proc/{entry}/ns/{ns}") for ns in NAMESPACES}
-                devices = Path(f"/proc/{entry}/net/dev").read_text().splitlines()[2:]
-            except OSError:
-                continue
+        pid, status = wait_for_process_named(marker, deadline - time.monotonic())
+        try:
+            links = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
+            devices = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
             return {
-                "pid": int(entry),
-                "status": {k: v.strip() for k, v in status.items()},
+                "pid": pid,
+                "status": status,
                 "ns": links,
                 "net_devices": [line.split(":")[0].strip() for line in devices],
-                "group": os.getpgid(int(entry)),
-                "session": os.getsid(int(entry)),
+                "group": os.getpgid(pid),
+                "session": os.getsid(pid),
             }
-        time.sleep(0.02)
+        except OSError:
+            continue  # gone meanwhile: another process may take the name
     raise AssertionError(f"the held run {marker} never appeared on the host")
 
 

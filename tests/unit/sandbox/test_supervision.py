@@ -25,6 +25,7 @@ from sandbox.host.lock_pins import LockPins
 from sandbox.host.runner import WALL_GRACE_SECONDS, Runner
 from sandbox.models import tool_status_of
 from sandbox.spec import RunLimits
+from testing.processes import wait_for_process_named
 from tests.unit.sandbox.jailed import PATHS, PYTHON, python
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -41,21 +42,8 @@ NAMED = (
 
 def tool_and_init(marker: str, deadline_s: float = 10.0) -> tuple[int, int]:
     """Host pids of the tool whose comm is `marker`, and of its parent (the jail's init)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() != marker:
-                    continue
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-            return int(entry), int(fields["PPid"])
-        time.sleep(0.02)
-    raise AssertionError(f"no process named {marker} appeared")
+    pid, status = wait_for_process_named(marker, deadline_s)
+    return pid, int(status["PPid"])
 
 
 def named_run(path: str, limits: RunLimits) -> tuple[str, object]:
